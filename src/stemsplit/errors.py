@@ -1,0 +1,224 @@
+"""The typed error hierarchy of stemsplit.
+
+Every error the library raises on purpose is a :class:`StemsplitError`. Each also inherits the builtin
+that fits it, so callers may catch either (``except FileNotFoundError`` still works). Errors carry
+structured attributes (``path``, ``field``, ``expected`` …); only the CLI turns them into text for people.
+
+::
+
+    StemsplitError
+    ├── CheckpointError (ValueError)                 a file is not a usable checkpoint
+    │   ├── UnsafeCheckpointError                     its pickle asks for something outside the format
+    │   ├── UnsupportedCheckpointError                a constructor argument we cannot honour
+    │   └── StateDictMismatchError                    missing / unexpected / mis-shaped tensors
+    ├── AudioError                                    reading or writing audio
+    │   ├── AudioFileNotFoundError (FileNotFoundError)
+    │   ├── AudioDecodeError (ValueError)             not audio, corrupt, no audio stream
+    │   ├── UnsupportedAudioError (ValueError)        decodable but not usable (e.g. rate < 8 kHz)
+    │   └── AudioWriteError (OSError)
+    ├── ModelError                                    resolving and obtaining models
+    │   ├── UnknownModelError (LookupError)           a name that is not in the registry
+    │   └── ModelUnavailableError (OSError)           could not be obtained (CLI exit code 3)
+    │       ├── OfflineModeError                       needed a download while offline
+    │       ├── DownloadError                          network / HTTP failure
+    │       └── ChecksumError                          the bytes do not match the registry hash
+    └── InvalidOptionError (ValueError)               an option value or combination is invalid
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class StemsplitError(Exception):
+    """Base class of every error stemsplit raises on purpose."""
+
+
+# --- checkpoints -------------------------------------------------------------------------------
+
+
+class CheckpointError(StemsplitError, ValueError):
+    """A file cannot be read as a model checkpoint.
+
+    Attributes:
+        path: the checkpoint file, when the error concerns one.
+    """
+
+    def __init__(self, message: str, *, path: Path | str | None = None) -> None:
+        super().__init__(message)
+        self.path = Path(path) if path is not None else None
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """The checkpoint's pickle references a global outside the official format; nothing was executed.
+
+    Attributes:
+        global_name: the ``module.name`` the pickle asked for.
+    """
+
+    def __init__(self, message: str, *, global_name: str, path: Path | str | None = None) -> None:
+        super().__init__(message, path=path)
+        self.global_name = global_name
+
+
+class UnsupportedCheckpointError(CheckpointError):
+    """The checkpoint asks for a model variant this implementation does not provide.
+
+    Attributes:
+        field: the constructor argument (or ``klass``) that is not supported.
+        value: its value in the checkpoint.
+    """
+
+    def __init__(
+        self, message: str, *, field: str, value: object, path: Path | str | None = None
+    ) -> None:
+        super().__init__(message, path=path)
+        self.field = field
+        self.value = value
+
+
+class StateDictMismatchError(CheckpointError):
+    """The checkpoint's tensors do not match the model built from its own arguments.
+
+    Attributes:
+        key: the first offending state_dict key.
+        expected: the shape the model has (``None`` when the key is unexpected).
+        actual: the shape the checkpoint has (``None`` when the key is missing).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        key: str,
+        expected: tuple[int, ...] | None,
+        actual: tuple[int, ...] | None,
+        path: Path | str | None = None,
+    ) -> None:
+        super().__init__(message, path=path)
+        self.key = key
+        self.expected = expected
+        self.actual = actual
+
+
+# --- audio -------------------------------------------------------------------------------------
+
+
+class AudioError(StemsplitError):
+    """Reading or writing an audio file failed.
+
+    Attributes:
+        path: the file concerned.
+    """
+
+    def __init__(self, message: str, *, path: Path | str) -> None:
+        super().__init__(message)
+        self.path = Path(path)
+
+
+class AudioFileNotFoundError(AudioError, FileNotFoundError):
+    """The input path does not exist (or is a folder where a file was expected)."""
+
+
+class AudioDecodeError(AudioError, ValueError):
+    """The file cannot be decoded as audio: corrupt, empty, not audio, or without an audio stream."""
+
+
+class UnsupportedAudioError(AudioError, ValueError):
+    """The file decodes but cannot be separated (for example a sample rate below 8 kHz)."""
+
+
+class AudioWriteError(AudioError, OSError):
+    """A stem could not be written."""
+
+
+# --- models and downloads ----------------------------------------------------------------------
+
+
+class ModelError(StemsplitError):
+    """Resolving or obtaining a model failed."""
+
+
+class UnknownModelError(ModelError, LookupError):
+    """A model name that is not in the registry.
+
+    Attributes:
+        name: the name asked for.
+        known: the valid names.
+        suggestion: the closest valid name, if any is close.
+    """
+
+    def __init__(
+        self, message: str, *, name: str, known: tuple[str, ...], suggestion: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.name = name
+        self.known = known
+        self.suggestion = suggestion
+
+    def __str__(self) -> str:  # LookupError would otherwise quote the message like a key
+        return str(self.args[0])
+
+
+class ModelUnavailableError(ModelError, OSError):
+    """The model's files could not be obtained (the CLI exits with code 3).
+
+    Attributes:
+        url: the address that was (or would have been) used, if any.
+        path: the cache path the file should be at, if known.
+    """
+
+    def __init__(
+        self, message: str, *, url: str | None = None, path: Path | str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.url = url
+        self.path = Path(path) if path is not None else None
+
+    def __str__(self) -> str:  # OSError would otherwise format (errno, strerror)
+        return str(self.args[0])
+
+
+class OfflineModeError(ModelUnavailableError):
+    """A download was needed but offline mode is on; no socket was opened."""
+
+
+class DownloadError(ModelUnavailableError):
+    """The download failed (network, TLS, HTTP status, timeout, truncated body)."""
+
+
+class ChecksumError(ModelUnavailableError):
+    """Downloaded or imported bytes do not match the registry's SHA-256.
+
+    Attributes:
+        expected: the expected hex digest (or prefix).
+        actual: the full hex digest of what was received.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        expected: str,
+        actual: str,
+        url: str | None = None,
+        path: Path | str | None = None,
+    ) -> None:
+        super().__init__(message, url=url, path=path)
+        self.expected = expected
+        self.actual = actual
+
+
+# --- options -----------------------------------------------------------------------------------
+
+
+class InvalidOptionError(StemsplitError, ValueError):
+    """An option value, or a combination of options, is invalid.
+
+    Attributes:
+        option: the option's name as a user would write it (``--segment``), if there is one.
+    """
+
+    def __init__(self, message: str, *, option: str | None = None) -> None:
+        super().__init__(message)
+        self.option = option

@@ -18,10 +18,12 @@ structured attributes (``path``, ``field``, ``expected`` …); only the CLI turn
     │   └── AudioWriteError (OSError)
     ├── ModelError                                    resolving and obtaining models
     │   ├── UnknownModelError (LookupError)           a name that is not in the registry
-    │   └── ModelUnavailableError (OSError)           could not be obtained (CLI exit code 3)
-    │       ├── OfflineModeError                       needed a download while offline
-    │       ├── DownloadError                          network / HTTP failure
-    │       └── ChecksumError                          the bytes do not match the registry hash
+    │   ├── ModelUnavailableError (OSError)           could not be obtained (CLI exit code 3)
+    │   │   ├── OfflineModeError                       needed a download while offline
+    │   │   ├── DownloadError                          network / HTTP failure
+    │   │   ├── ChecksumError                          the bytes do not match the registry hash
+    │   │   └── CorruptCacheError                      a cached file fails to load and to verify
+    │   └── UnknownModelFileError (ValueError)        a file to import matches no registry file
     └── InvalidOptionError (ValueError)               an option value or combination is invalid
 """
 
@@ -69,9 +71,7 @@ class UnsupportedCheckpointError(CheckpointError):
         value: its value in the checkpoint.
     """
 
-    def __init__(
-        self, message: str, *, field: str, value: object, path: Path | str | None = None
-    ) -> None:
+    def __init__(self, message: str, *, field: str, value: object, path: Path | str | None = None) -> None:
         super().__init__(message, path=path)
         self.field = field
         self.value = value
@@ -168,9 +168,7 @@ class ModelUnavailableError(ModelError, OSError):
         path: the cache path the file should be at, if known.
     """
 
-    def __init__(
-        self, message: str, *, url: str | None = None, path: Path | str | None = None
-    ) -> None:
+    def __init__(self, message: str, *, url: str | None = None, path: Path | str | None = None) -> None:
         super().__init__(message)
         self.url = url
         self.path = Path(path) if path is not None else None
@@ -209,6 +207,42 @@ class ChecksumError(ModelUnavailableError):
         self.actual = actual
 
 
+class CorruptCacheError(ModelUnavailableError):
+    """A cached weight file fails to load and no longer matches its registry hash.
+
+    Attributes:
+        model: the registry name the file belongs to.
+        fix: the command line that repairs the cache.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        model: str,
+        fix: str,
+        url: str | None = None,
+        path: Path | str | None = None,
+    ) -> None:
+        super().__init__(message, url=url, path=path)
+        self.model = model
+        self.fix = fix
+
+
+class UnknownModelFileError(ModelError, ValueError):
+    """A file offered for import matches no registry file, by name or by hash.
+
+    Attributes:
+        path: the file offered.
+        actual: its full SHA-256 hex digest.
+    """
+
+    def __init__(self, message: str, *, path: Path | str, actual: str) -> None:
+        super().__init__(message)
+        self.path = Path(path)
+        self.actual = actual
+
+
 # --- options -----------------------------------------------------------------------------------
 
 
@@ -222,3 +256,33 @@ class InvalidOptionError(StemsplitError, ValueError):
     def __init__(self, message: str, *, option: str | None = None) -> None:
         super().__init__(message)
         self.option = option
+
+
+# --- warnings ----------------------------------------------------------------------------------
+
+
+class StemsplitWarning(UserWarning):
+    """Base class of the warnings stemsplit issues (something worked, but not quite as asked)."""
+
+
+class AudioWarning(StemsplitWarning):
+    """Reading or writing audio went ahead with a caveat."""
+
+
+class DownmixWarning(AudioWarning):
+    """An input with more than two channels was downmixed to stereo for the model."""
+
+
+class TruncatedAudioWarning(AudioWarning):
+    """An input ended early (damaged, or shorter than its header says); what decoded was used."""
+
+
+class TagCopyWarning(AudioWarning):
+    """Tags or cover art could not be read from the input or written onto a stem."""
+
+
+# --- warnings ----------------------------------------------------------------------------------
+
+
+class DeviceFallbackWarning(UserWarning):
+    """The accelerator ran out of memory even with one window per batch; work continued on the CPU."""

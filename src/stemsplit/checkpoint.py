@@ -1,0 +1,545 @@
+"""Read HT Demucs checkpoints safely and build the model from them (htdemucs-spec §3).
+
+Two single-model formats and one bag format are understood:
+
+* ``.th``, the official format: a PyTorch zip archive whose pickle holds ``{klass, args, kwargs, state,
+  training_args, metrics}``. It is read with a restricted unpickler that resolves only the globals this
+  format uses (tensor rebuilding, ``OrderedDict``, ``fractions.Fraction``, numpy scalars, the demucs class
+  references, which map to our own markers). Any other global, ``os.system`` for example, stops the read
+  with :class:`~stemsplit.errors.UnsafeCheckpointError` before anything is called. Neither ``torch.load``
+  nor demucs is used.
+* ``.safetensors``, the pickle-free export: tensors plus ``klass``, ``args`` and ``kwargs`` in the
+  metadata (JSON, fractions as ``{"_type": "fraction", "numerator": n, "denominator": d}``).
+* ``.yaml`` bags: ``models`` (signatures), optional ``weights`` (one row of per-source weights per model)
+  and optional ``segment``, resolved against ``<sig>-<hash>.th``, ``<sig>.th`` or ``<sig>.safetensors``
+  beside the yaml.
+
+Constructor arguments are checked strictly (:func:`config_from_kwargs`) and so are the tensors
+(:meth:`LoadedModel.build`): every problem is a :class:`~stemsplit.errors.CheckpointError` with a
+one-line message naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import zipfile
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from stemsplit.errors import (
+    CheckpointError,
+    StateDictMismatchError,
+    UnsafeCheckpointError,
+    UnsupportedCheckpointError,
+)
+from stemsplit.model import HTDemucs, HTDemucsConfig
+
+# --- constructor arguments ---------------------------------------------------------------------
+
+# Reference HTDemucs arguments that map one-to-one onto HTDemucsConfig fields.
+_CONFIG_FIELDS = (
+    "sources", "audio_channels", "samplerate", "channels", "growth", "nfft", "depth", "freq_emb",
+    "emb_scale", "kernel_size", "stride", "context", "context_enc", "dconv_mode", "dconv_depth",
+    "dconv_comp", "bottom_channels", "t_layers", "t_hidden_scale", "t_heads", "t_norm_in", "t_norm_out",
+    "t_layer_scale", "t_gelu", "t_max_period", "t_weight_pos_embed", "t_cross_first",
+)  # fmt: skip
+
+# Arguments we implement only at one value (the one every released model uses).
+_REQUIRED = {
+    "use_train_segment": True,
+    "channels_time": None,
+    "wiener_iters": 0,
+    "end_iters": 0,
+    "wiener_residual": False,
+    "cac": True,
+    "rewrite": True,
+    "t_emb": "sin",
+    "t_norm_in_group": False,
+    "t_group_norm": False,
+    "t_norm_first": True,
+    "t_sin_random_shift": 0,
+    "t_sparse_self_attn": False,
+    "t_sparse_cross_attn": False,
+}
+
+# Arguments that only matter for training or for options rejected above; accepted and dropped.
+_IGNORED = frozenset({
+    "multi_freqs_depth", "emb_smooth", "time_stride", "norm_groups", "dconv_init", "t_dropout",
+    "t_max_positions", "t_weight_decay", "t_lr", "t_cape_mean_normalize", "t_cape_augment",
+    "t_cape_glob_loc_scale", "t_mask_type", "t_mask_random_seed", "t_sparse_attn_window",
+    "t_global_window", "t_sparsity", "t_auto_sparsity", "rescale",
+})  # fmt: skip
+
+_SUPPORTED_CLASS = "HTDemucs"
+
+
+def _unsupported(path: Path | None, field: str, value: object, why: str) -> UnsupportedCheckpointError:
+    where = f"{path}: " if path else ""
+    return UnsupportedCheckpointError(
+        f"{where}unsupported model argument {field}={value!r} ({why}); only HT Demucs checkpoints like "
+        "htdemucs, htdemucs_ft and htdemucs_6s can be loaded",
+        field=field,
+        value=value,
+        path=path,
+    )
+
+
+def _segment(value: object, samplerate: int, path: Path | None) -> Fraction:
+    """The training segment as an exact fraction of seconds, with the reference's sample count."""
+    if isinstance(value, Fraction):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        # The reference computes int(segment * samplerate) in float arithmetic; keep that sample count.
+        return Fraction(int(value * samplerate), samplerate)
+    raise _unsupported(path, "segment", value, "expected a positive number of seconds")
+
+
+def config_from_kwargs(
+    kwargs: Mapping[str, Any], args: Sequence[Any] = (), *, path: Path | None = None
+) -> HTDemucsConfig:
+    """Validate reference ``HTDemucs`` constructor arguments and turn them into a config.
+
+    Args:
+        kwargs: the checkpoint's ``kwargs``.
+        args: the checkpoint's positional ``args`` (must be empty, as in every released file).
+        path: the file they came from, for error messages.
+
+    Returns:
+        The model configuration.
+
+    Raises:
+        UnsupportedCheckpointError: an unknown argument, or a value selecting a variant we do not
+            implement (sparse attention, non-CaC, another ``t_emb``…); the error names the field.
+    """
+    if args:
+        raise _unsupported(path, "args", tuple(args), "positional constructor arguments")
+    values: dict[str, Any] = {}
+    for name, value in kwargs.items():
+        if name in _CONFIG_FIELDS:
+            values[name] = value
+        elif name in _REQUIRED:
+            if value != _REQUIRED[name] or type(value) is not type(_REQUIRED[name]):
+                raise _unsupported(path, name, value, f"only {_REQUIRED[name]!r} is implemented")
+        elif name == "multi_freqs":
+            if value:
+                raise _unsupported(path, name, value, "frequency band splitting is not implemented")
+        elif name == "norm_starts":
+            if value < kwargs.get("depth", 4):
+                raise _unsupported(path, name, value, "GroupNorm inside encoder layers is not implemented")
+        elif name not in _IGNORED and name != "segment":
+            raise _unsupported(path, name, value, "unknown argument")
+    if "sources" not in values:
+        raise _unsupported(path, "sources", None, "the checkpoint does not name its stems")
+    values["sources"] = tuple(str(s) for s in values["sources"])
+    samplerate = values.get("samplerate", 44100)
+    values["segment"] = _segment(kwargs.get("segment", 10), samplerate, path)
+    if values.get("freq_emb", 0.2) <= 0:
+        raise _unsupported(path, "freq_emb", values["freq_emb"], "a model without frequency embedding")
+    try:
+        return HTDemucsConfig(**values)
+    except (TypeError, ValueError) as err:
+        raise _unsupported(path, "kwargs", dict(kwargs), str(err)) from err
+
+
+# --- the loaded model --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A checkpoint read from disk: configuration plus tensors, not yet a module.
+
+    Attributes:
+        config: the architecture.
+        state: state_dict tensors as stored (float16 in the official files).
+        path: the file it was read from.
+    """
+
+    config: HTDemucsConfig
+    state: Mapping[str, torch.Tensor]
+    path: Path | None = None
+
+    def build(self) -> HTDemucs:
+        """Instantiate the model on the CPU in float32, load the tensors strictly, set eval mode.
+
+        Raises:
+            StateDictMismatchError: a missing, unexpected or mis-shaped tensor (the first one is named).
+        """
+        model = HTDemucs(self.config)
+        check_state_dict(model.state_dict(), self.state, path=self.path)
+        model.load_state_dict(dict(self.state), strict=True)  # float16 → float32 is exact
+        return model.eval().requires_grad_(False)
+
+
+def check_state_dict(
+    expected: Mapping[str, torch.Tensor], actual: Mapping[str, torch.Tensor], *, path: Path | None = None
+) -> None:
+    """Raise on the first key that is missing, unexpected or of another shape (model order first).
+
+    Raises:
+        StateDictMismatchError: naming the key and both shapes.
+    """
+    where = f"{path}: " if path else ""
+    for key, tensor in expected.items():
+        want = tuple(tensor.shape)
+        if key not in actual:
+            raise StateDictMismatchError(
+                f"{where}tensor {key} {want} is missing from the checkpoint; the file does not match its "
+                "own model arguments",
+                key=key, expected=want, actual=None, path=path,
+            )  # fmt: skip
+        got = tuple(actual[key].shape)
+        if got != want:
+            raise StateDictMismatchError(
+                f"{where}tensor {key} has shape {got} in the checkpoint but the model needs {want}",
+                key=key, expected=want, actual=got, path=path,
+            )  # fmt: skip
+    for key, tensor in actual.items():
+        if key not in expected:
+            raise StateDictMismatchError(
+                f"{where}unexpected tensor {key} {tuple(tensor.shape)} in the checkpoint; the file does not "
+                "match its own model arguments",
+                key=key, expected=None, actual=tuple(tensor.shape), path=path,
+            )  # fmt: skip
+
+
+def load_checkpoint(path: Path | str) -> LoadedModel:
+    """Read one model checkpoint (``.th`` or ``.safetensors``, told apart by content).
+
+    Args:
+        path: the file.
+
+    Returns:
+        Its configuration and tensors; call :meth:`LoadedModel.build` for the module.
+
+    Raises:
+        CheckpointError: missing, empty, truncated or non-checkpoint file (or a subclass: unsafe pickle,
+            unsupported model, mismatching tensors).
+    """
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            head = f.read(8)
+    except IsADirectoryError as err:
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file", path=path) from err
+    except OSError as err:
+        raise CheckpointError(f"cannot read checkpoint {path}: {err.strerror or err}", path=path) from err
+    if not head:
+        raise CheckpointError(f"{path} is empty (0 bytes): download it again or pass another file", path=path)
+    if head.startswith(b"PK"):
+        return _load_th(path)
+    if len(head) == 8 and int.from_bytes(head, "little") < 100_000_000:
+        return _load_safetensors(path)
+    raise CheckpointError(
+        f"{path} is not a model checkpoint (neither a PyTorch .th archive nor .safetensors)", path=path
+    )
+
+
+# --- .safetensors --------------------------------------------------------------------------------
+
+
+def _decode_fractions(value: Any) -> Any:
+    if isinstance(value, dict):
+        if value.get("_type") == "fraction":
+            return Fraction(int(value["numerator"]), int(value["denominator"]))
+        return {k: _decode_fractions(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode_fractions(v) for v in value]
+    return value
+
+
+def _check_class(klass: str, path: Path) -> None:
+    name = klass.rsplit(".", 1)[-1]
+    if name != _SUPPORTED_CLASS:
+        raise _unsupported(path, "klass", klass, "only HTDemucs models are implemented")
+
+
+def _load_safetensors(path: Path) -> LoadedModel:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            metadata = file.metadata() or {}
+            state = {key: file.get_tensor(key) for key in file.keys()}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(
+            f"{path} is truncated or not a valid .safetensors file ({err})", path=path
+        ) from err
+    missing = [key for key in ("klass", "kwargs") if key not in metadata]
+    if missing:
+        raise CheckpointError(
+            f"{path} has no '{missing[0]}' in its metadata: not a stemsplit/demucs model export", path=path
+        )
+    if "structure" in metadata:
+        raise _unsupported(path, "structure", "…", "quantized (diffq) models are not implemented")
+    _check_class(metadata["klass"], path)
+    try:
+        args = _decode_fractions(json.loads(metadata.get("args", "[]")))
+        kwargs = _decode_fractions(json.loads(metadata["kwargs"]))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(
+            f"{path} has unreadable model arguments in its metadata ({err})", path=path
+        ) from err
+    return LoadedModel(config_from_kwargs(kwargs, args, path=path), state, path)
+
+
+# --- .th (restricted unpickling of the PyTorch zip format) -----------------------------------------
+
+
+@dataclass(frozen=True)
+class _ModelClass:
+    """What a pickled ``demucs.*`` class reference turns into: its dotted name, nothing callable."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class _StorageType:
+    dtype: torch.dtype
+
+
+_STORAGE_DTYPES = {
+    "HalfStorage": torch.float16, "FloatStorage": torch.float32, "DoubleStorage": torch.float64,
+    "BFloat16Storage": torch.bfloat16, "LongStorage": torch.int64, "IntStorage": torch.int32,
+    "ShortStorage": torch.int16, "CharStorage": torch.int8, "ByteStorage": torch.uint8,
+    "BoolStorage": torch.bool,
+}  # fmt: skip
+
+_DEMUCS_CLASSES = frozenset({"demucs.htdemucs.HTDemucs", "demucs.hdemucs.HDemucs", "demucs.demucs.Demucs"})
+
+
+def _rebuild_tensor(
+    storage: torch.Tensor, offset: int, size: Sequence[int], stride: Sequence[int], *_: object
+) -> torch.Tensor:
+    """Our own replacement for ``torch._utils._rebuild_tensor_v2``: a strided view of a storage."""
+    return storage.as_strided(tuple(size), tuple(stride), offset)
+
+
+def _rebuild_parameter(data: torch.Tensor, *_: object) -> torch.Tensor:
+    return data
+
+
+def _numpy_dtype(name: str, align: bool = False, copy: bool = True) -> np.dtype[Any]:
+    dtype = np.dtype(name)
+    if dtype.hasobject:
+        raise pickle.UnpicklingError("numpy object dtypes are not allowed in a checkpoint")
+    return dtype
+
+
+def _numpy_scalar(dtype: np.dtype[Any], data: bytes = b"") -> Any:
+    if dtype.hasobject or not isinstance(data, bytes):
+        raise pickle.UnpicklingError("numpy object scalars are not allowed in a checkpoint")
+    return np.frombuffer(data, dtype=dtype)[0].item() if data else None
+
+
+def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
+    if encoding != "latin1":
+        raise pickle.UnpicklingError(f"unexpected byte encoding {encoding!r}")
+    return text.encode("latin1")
+
+
+_SAFE_GLOBALS: dict[str, object] = {
+    "torch._utils._rebuild_tensor_v2": _rebuild_tensor,
+    "torch._utils._rebuild_parameter": _rebuild_parameter,
+    "collections.OrderedDict": OrderedDict,
+    "fractions.Fraction": Fraction,
+    "numpy.dtype": _numpy_dtype,
+    "numpy.core.multiarray.scalar": _numpy_scalar,
+    "numpy._core.multiarray.scalar": _numpy_scalar,
+    "_codecs.encode": _latin1_bytes,
+}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Unpickler that resolves only the globals of the official checkpoint format."""
+
+    def __init__(self, file: Any, archive: zipfile.ZipFile, prefix: str, path: Path) -> None:
+        super().__init__(file)
+        self.archive = archive
+        self.prefix = prefix
+        self.path = path
+        self.storages: dict[str, torch.Tensor] = {}
+
+    def find_class(self, module: str, name: str) -> Any:
+        full = f"{module}.{name}"
+        if full in _SAFE_GLOBALS:
+            return _SAFE_GLOBALS[full]
+        if module == "torch" and name in _STORAGE_DTYPES:
+            return _StorageType(_STORAGE_DTYPES[name])
+        if full in _DEMUCS_CLASSES:
+            return _ModelClass(full)
+        raise UnsafeCheckpointError(
+            f"{self.path} was refused: its pickle asks for '{full}', which model checkpoints never contain "
+            "(nothing was executed); only load files from sources you trust",
+            global_name=full,
+            path=self.path,
+        )
+
+    def persistent_load(self, pid: Any) -> torch.Tensor:
+        if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
+            raise pickle.UnpicklingError(f"unexpected persistent id {pid!r}")
+        storage_type, key, _location, numel = pid[1:5]
+        if not isinstance(storage_type, _StorageType):
+            raise pickle.UnpicklingError(f"unexpected storage type {storage_type!r}")
+        key = str(key)
+        if key not in self.storages:
+            data = bytearray(self.archive.read(f"{self.prefix}data/{key}"))
+            flat = (
+                torch.frombuffer(data, dtype=storage_type.dtype)
+                if data
+                else torch.empty(0, dtype=storage_type.dtype)
+            )
+            if flat.numel() != numel:
+                raise pickle.UnpicklingError(f"storage {key} holds {flat.numel()} values, expected {numel}")
+            self.storages[key] = flat
+        return self.storages[key]
+
+
+def _read_th_package(path: Path) -> Any:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            pickles = [n for n in archive.namelist() if n.endswith("data.pkl") and n.count("/") == 1]
+            if len(pickles) != 1:
+                raise CheckpointError(f"{path} is a zip archive but not a PyTorch checkpoint", path=path)
+            prefix = pickles[0][: -len("data.pkl")]
+            byteorder = f"{prefix}byteorder"
+            if byteorder in archive.namelist() and archive.read(byteorder).strip() != b"little":
+                raise CheckpointError(f"{path} was saved on a big-endian machine; not supported", path=path)
+            with archive.open(pickles[0]) as f:
+                return _RestrictedUnpickler(f, archive, prefix, path).load()
+    except CheckpointError:
+        raise
+    except (zipfile.BadZipFile, EOFError, KeyError, zlib_error(), pickle.UnpicklingError, OSError) as err:
+        raise CheckpointError(
+            f"{path} is truncated or corrupt ({type(err).__name__}: {err}); download it again", path=path
+        ) from err
+
+
+def zlib_error() -> type[Exception]:
+    import zlib
+
+    return zlib.error
+
+
+def _load_th(path: Path) -> LoadedModel:
+    package = _read_th_package(path)
+    if not isinstance(package, dict) or not {"klass", "kwargs", "state"} <= package.keys():
+        raise CheckpointError(
+            f"{path} is a PyTorch file but not a demucs model package (no klass/kwargs/state)", path=path
+        )
+    klass = package["klass"]
+    if not isinstance(klass, _ModelClass):
+        raise CheckpointError(f"{path} has an unexpected 'klass' entry", path=path)
+    _check_class(klass.name, path)
+    state = package["state"]
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        if isinstance(state, Mapping) and "__quantized" in state:
+            raise _unsupported(path, "state", "__quantized", "quantized (diffq) models are not implemented")
+        raise CheckpointError(f"{path} has a 'state' entry that is not a dictionary of tensors", path=path)
+    kwargs = package["kwargs"]
+    if not isinstance(kwargs, Mapping):
+        raise CheckpointError(f"{path} has a 'kwargs' entry that is not a dictionary", path=path)
+    args = package.get("args", ())
+    return LoadedModel(config_from_kwargs(kwargs, args or (), path=path), dict(state), path)
+
+
+# --- bags --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadedBag:
+    """A bag of models whose per-source outputs are mixed with weights (htdemucs-spec §3.4).
+
+    Attributes:
+        models: the member checkpoints, in yaml order.
+        weights: ``weights[m][s]``, the weight of model ``m`` for source ``s``.
+        segment: the bag's segment override in seconds, if the yaml sets one.
+        path: the yaml file.
+    """
+
+    models: tuple[LoadedModel, ...]
+    weights: tuple[tuple[float, ...], ...]
+    segment: Fraction | None
+    path: Path
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """Stem names shared by every member."""
+        return self.models[0].config.sources
+
+
+def _find_member(folder: Path, signature: str, yaml_path: Path) -> Path:
+    candidates = sorted(folder.glob(f"{signature}-*.th")) + [
+        p for p in (folder / f"{signature}.th", folder / f"{signature}.safetensors") if p.is_file()
+    ]
+    if not candidates:
+        raise CheckpointError(
+            f"{yaml_path}: model {signature} not found; put {signature}-<hash>.th or "
+            f"{signature}.safetensors in {folder}",
+            path=yaml_path,
+        )
+    if len(candidates) > 1:
+        names = ", ".join(p.name for p in candidates)
+        raise CheckpointError(
+            f"{yaml_path}: several files for model {signature} ({names}); keep one", path=yaml_path
+        )
+    return candidates[0]
+
+
+def load_bag(path: Path | str) -> LoadedBag:
+    """Read a bag ``.yaml`` and the member checkpoints beside it.
+
+    Raises:
+        CheckpointError: malformed yaml, a member file missing, members that disagree on sources,
+            samplerate or channels, or a weight matrix of the wrong shape.
+    """
+    import yaml
+
+    path = Path(path)
+    try:
+        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise CheckpointError(f"cannot read bag file {path} ({err})", path=path) from err
+    signatures = spec.get("models") if isinstance(spec, dict) else None
+    if not isinstance(signatures, list) or not signatures or not all(isinstance(s, str) for s in signatures):
+        raise CheckpointError(
+            f"{path} is not a model bag: it needs a non-empty 'models' list of names", path=path
+        )
+    models = tuple(load_checkpoint(_find_member(path.parent, sig, path)) for sig in signatures)
+    first = models[0].config
+    for member in models[1:]:
+        c = member.config
+        if (c.sources, c.samplerate, c.audio_channels) != (
+            first.sources,
+            first.samplerate,
+            first.audio_channels,
+        ):
+            raise CheckpointError(
+                f"{path}: {member.path} separates {c.sources} at {c.samplerate} Hz, unlike {models[0].path}",
+                path=path,
+            )
+    weights = spec.get("weights")
+    if weights is None:
+        weights = [[1.0] * len(first.sources) for _ in models]
+    if (
+        not isinstance(weights, list)
+        or len(weights) != len(models)
+        or not all(isinstance(row, list) and len(row) == len(first.sources) for row in weights)
+    ):
+        raise CheckpointError(
+            f"{path}: 'weights' must have one row of {len(first.sources)} numbers per model", path=path
+        )
+    segment = spec.get("segment")
+    return LoadedBag(
+        models=models,
+        weights=tuple(tuple(float(w) for w in row) for row in weights),
+        segment=Fraction(segment) if segment is not None else None,
+        path=path,
+    )

@@ -1,0 +1,579 @@
+"""Verified, atomic downloads of weight files into the cache.
+
+This module moves bytes and checks SHA-256 digests; it knows nothing about models, bags or torch.
+:func:`ensure_file` is the entry point used on every model load:
+
+* a file already at the destination is trusted by size (see :func:`is_cached`); ``verify`` re-hashes;
+* offline mode (``STEMSPLIT_OFFLINE`` / ``offline=True``) raises before any socket is opened;
+* a best-effort lock (``flock`` on ``<folder>/.locks/<name>.lock``) keeps concurrent processes from
+  downloading the same file twice; correctness never depends on it (network filesystems may fake it);
+* the body streams into a process-unique ``<name>.<uuid8>.incomplete`` beside the destination while
+  it is hashed; connect and read timeouts apply; failures are retried with exponential backoff, and a
+  dropped connection resumes with ``Range`` inside the same call (a server that ignores ``Range`` and
+  answers 200 makes us start the file again); there is no resume across calls or processes;
+* ``os.replace`` moves the temp file into place only after the digest matches; the temp file is
+  removed on every exit path, ``KeyboardInterrupt`` included.
+
+Proxies (``HTTPS_PROXY`` …) and CA bundles (``REQUESTS_CA_BUNDLE``, ``SSL_CERT_FILE`` …) come from the
+environment: sessions keep ``trust_env`` on, and :func:`stemsplit.settings.ca_bundle` adds the
+OpenSSL variables that requests does not read itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import hashlib
+import os
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+import requests
+
+from stemsplit import settings
+from stemsplit._version import __version__
+from stemsplit.errors import (
+    ChecksumError,
+    DownloadError,
+    InvalidOptionError,
+    ModelUnavailableError,
+    OfflineModeError,
+)
+
+TEMP_SUFFIX = ".incomplete"
+LOCKS_SUBDIR = ".locks"
+_HASH_BLOCK_BYTES = 1 << 20
+_LOCK_POLL_S = 0.05
+# Statuses worth another try: the request may succeed later. Everything else (404, 403 …) is final.
+_RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+# --- progress ----------------------------------------------------------------------------------
+
+
+class DownloadReporter(Protocol):
+    """Receives download progress; the CLI's ``ui`` module draws it, the library default ignores it."""
+
+    def download_started(self, url: str, dest: Path, total_bytes: int | None) -> None:
+        """A download of ``url`` into ``dest`` begins (``total_bytes`` from the registry, if known)."""
+
+    def download_advanced(self, done_bytes: int, total_bytes: int | None) -> None:
+        """``done_bytes`` of the file are on disk (absolute; it goes back to 0 when a server ignores ``Range``)."""
+
+    def download_retrying(self, attempt: int, max_attempts: int, reason: str, delay_s: float) -> None:
+        """Attempt ``attempt`` failed for ``reason``; the next starts after ``delay_s`` seconds."""
+
+    def download_finished(self, dest: Path, ok: bool) -> None:
+        """The download ended: ``ok`` is True when ``dest`` now holds the verified file."""
+
+
+class NullReporter:
+    """A :class:`DownloadReporter` that ignores everything (the default)."""
+
+    def download_started(self, url: str, dest: Path, total_bytes: int | None) -> None:
+        """Ignore the event."""
+
+    def download_advanced(self, done_bytes: int, total_bytes: int | None) -> None:
+        """Ignore the event."""
+
+    def download_retrying(self, attempt: int, max_attempts: int, reason: str, delay_s: float) -> None:
+        """Ignore the event."""
+
+    def download_finished(self, dest: Path, ok: bool) -> None:
+        """Ignore the event."""
+
+
+# --- options -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DownloadOptions:
+    """Network policy of one download.
+
+    Attributes:
+        connect_timeout_s: seconds to wait for the TCP/TLS connection.
+        read_timeout_s: seconds without a single byte before the attempt is abandoned.
+        max_attempts: attempts without progress before giving up (an attempt that received new
+            bytes resets the count, so a flaky but working link still finishes).
+        backoff_s: delay before the first retry; doubles each time, capped at ``max_backoff_s``.
+        max_backoff_s: the cap on the retry delay.
+        chunk_bytes: size of the reads from the socket.
+        lock_timeout_s: how long to wait for another process downloading the same file before
+            downloading anyway.
+    """
+
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 60.0
+    max_attempts: int = 5
+    backoff_s: float = 1.0
+    max_backoff_s: float = 30.0
+    chunk_bytes: int = 256 * 1024
+    lock_timeout_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise InvalidOptionError(f"max_attempts must be at least 1, got {self.max_attempts}")
+        if self.chunk_bytes < 1:
+            raise InvalidOptionError(f"chunk_bytes must be at least 1, got {self.chunk_bytes}")
+        for name in ("connect_timeout_s", "read_timeout_s", "backoff_s", "max_backoff_s", "lock_timeout_s"):
+            value: float = getattr(self, name)
+            if value < 0:
+                raise InvalidOptionError(f"{name} must not be negative, got {value}")
+
+    def retry_delay_s(self, failures: int) -> float:
+        """The pause after the ``failures``-th consecutive failure (1-based)."""
+        return float(min(self.backoff_s * 2.0 ** (failures - 1), self.max_backoff_s))
+
+
+# --- hashes and cache files --------------------------------------------------------------------
+
+
+def sha256_file(path: Path) -> str:
+    """The full SHA-256 hex digest of a file, read in 1 MiB blocks.
+
+    Raises:
+        OSError: the file cannot be read (``FileNotFoundError`` when it is missing).
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(_HASH_BLOCK_BYTES):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def digest_matches(actual: str, expected: str) -> bool:
+    """Whether a full hex digest agrees with an expected digest or digest prefix (case-insensitive)."""
+    return bool(expected) and actual.lower().startswith(expected.lower())
+
+
+def temp_path_for(dest: Path) -> Path:
+    """A fresh, process-unique temp name beside ``dest`` (``<name>.<uuid8>.incomplete``)."""
+    return dest.with_name(f"{dest.name}.{uuid.uuid4().hex[:8]}{TEMP_SUFFIX}")
+
+
+def temp_files_for(dest: Path) -> list[Path]:
+    """Leftover temp files of ``dest`` (only a killed process leaves any)."""
+    pattern = os.path.join(glob.escape(str(dest.parent)), glob.escape(dest.name) + ".*" + TEMP_SUFFIX)
+    return sorted(Path(p) for p in glob.glob(pattern))
+
+
+def is_cached(dest: Path, size_bytes: int | None = None) -> bool:
+    """Whether ``dest`` is trusted as complete without hashing it.
+
+    Only verified bytes are ever moved to a cache path, so the check is cheap: the file must exist and
+    have the expected size, or, when the registry does not know the size, be non-empty. A file that was
+    damaged in place is found by a full re-hash (``verify``), not here.
+    """
+    try:
+        stat = dest.stat()
+    except OSError:
+        return False
+    if not dest.is_file():
+        return False
+    return stat.st_size == size_bytes if size_bytes is not None else stat.st_size > 0
+
+
+def verify_file(path: Path, sha256: str) -> str:
+    """Re-hash a file and compare it with the expected digest (or prefix).
+
+    Returns:
+        The file's full SHA-256 hex digest.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ChecksumError: the digest does not match (``expected``/``actual`` carry both).
+    """
+    actual = sha256_file(path)
+    if not digest_matches(actual, sha256):
+        raise ChecksumError(
+            f"{path} is corrupt: its SHA-256 is {actual}, expected one starting with {sha256}",
+            expected=sha256,
+            actual=actual,
+            path=path,
+        )
+    return actual
+
+
+def install_file(src: Path, dest: Path, sha256: str) -> Path:
+    """Copy a file the user obtained by hand into the cache, verified and atomically.
+
+    The bytes are hashed while they are copied to a temp file beside ``dest``; ``dest`` is replaced
+    only when the digest matches. ``src`` is never modified.
+
+    Returns:
+        ``dest``.
+
+    Raises:
+        FileNotFoundError: ``src`` does not exist.
+        ChecksumError: ``src`` does not match ``sha256``; nothing is installed.
+        OSError: the cache cannot be written.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path_for(dest)
+    try:
+        digest = hashlib.sha256()
+        with open(src, "rb") as fin, open(tmp, "xb") as fout:
+            while block := fin.read(_HASH_BLOCK_BYTES):
+                digest.update(block)
+                fout.write(block)
+            fout.flush()
+            os.fsync(fout.fileno())
+        actual = digest.hexdigest()
+        if not digest_matches(actual, sha256):
+            raise ChecksumError(
+                f"{src} is not {dest.name}: expected a SHA-256 starting with {sha256}, "
+                f"got {actual}; nothing was installed",
+                expected=sha256,
+                actual=actual,
+                path=src,
+            )
+        os.replace(tmp, dest)
+    finally:
+        _remove_quietly(tmp)
+    return dest
+
+
+def _remove_quietly(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()
+
+
+# --- the download ------------------------------------------------------------------------------
+
+
+def ensure_file(
+    url: str,
+    dest: Path,
+    sha256: str,
+    *,
+    size_bytes: int | None = None,
+    label: str | None = None,
+    offline: bool | None = None,
+    options: DownloadOptions | None = None,
+    reporter: DownloadReporter | None = None,
+    session: requests.Session | None = None,
+) -> Path:
+    """Return ``dest``, downloading and verifying it first if it is not cached.
+
+    Args:
+        url: where the file is published.
+        dest: its cache path; the folder is created if needed.
+        sha256: the expected SHA-256, full or a prefix (at least 8 hex digits in the registry).
+        size_bytes: the expected size, if known (see :func:`is_cached`).
+        label: what to call the file in error messages (default: its name).
+        offline: ``True`` forbids the network; ``None`` reads ``STEMSPLIT_OFFLINE``.
+        options: timeouts, retries and lock wait (default :class:`DownloadOptions`).
+        reporter: progress receiver (default: none).
+        session: a ``requests.Session`` to use (default: a new one, honouring the environment).
+
+    Returns:
+        ``dest``, which now holds a verified file.
+
+    Raises:
+        OfflineModeError: the file is missing and offline mode is on; no socket was opened.
+        DownloadError: the network, TLS or server failed (after retries where they make sense).
+        ChecksumError: the bytes received do not match ``sha256``; nothing was installed.
+    """
+    if is_cached(dest, size_bytes):
+        return dest
+    what = label or dest.name
+    if settings.offline(offline):
+        raise OfflineModeError(
+            f"{what} is not in the cache and offline mode is on (STEMSPLIT_OFFLINE or --offline), "
+            f"so it was not downloaded. Either go online, or fetch {url} by other means and install it "
+            f"with `stemsplit models import FILE` (or copy it to {dest}).",
+            url=url,
+            path=dest,
+        )
+    opts = options or DownloadOptions()
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DownloadError(
+            f"cannot create the cache folder {dest.parent}: {err}. Point STEMSPLIT_CACHE_DIR at a "
+            "writable folder.",
+            url=url,
+            path=dest,
+        ) from err
+    with _best_effort_lock(dest, opts.lock_timeout_s, lambda: is_cached(dest, size_bytes)):
+        if is_cached(dest, size_bytes):  # another process finished it while we waited
+            return dest
+        return download_file(
+            url, dest, sha256, size_bytes=size_bytes, options=opts, reporter=reporter, session=session
+        )
+
+
+def download_file(
+    url: str,
+    dest: Path,
+    sha256: str,
+    *,
+    size_bytes: int | None = None,
+    options: DownloadOptions | None = None,
+    reporter: DownloadReporter | None = None,
+    session: requests.Session | None = None,
+) -> Path:
+    """Download ``url`` to ``dest`` unconditionally (verified, atomic); an existing ``dest`` is replaced
+    only by verified bytes. Arguments and errors as :func:`ensure_file`, without the offline check
+    and the lock."""
+    opts = options or DownloadOptions()
+    report = reporter or NullReporter()
+    own_session = session is None
+    http = session or _new_session()
+    tmp = temp_path_for(dest)
+    ok = False
+    report.download_started(url, dest, size_bytes)
+    try:
+        with open(tmp, "xb") as fh:
+            transfer = _Transfer(fh)
+            _fetch_with_retries(http, url, transfer, opts, report)
+            fh.flush()
+            os.fsync(fh.fileno())
+        actual = transfer.digest.hexdigest()
+        if not digest_matches(actual, sha256):
+            raise ChecksumError(
+                f"the file downloaded from {url} is not the published one: expected a SHA-256 "
+                f"starting with {sha256}, got {actual}; it was discarded. The server or a proxy may "
+                "be serving a wrong or damaged file.",
+                expected=sha256,
+                actual=actual,
+                url=url,
+                path=dest,
+            )
+        os.replace(tmp, dest)
+        ok = True
+    except ModelUnavailableError:
+        raise
+    except OSError as err:  # the cache folder is not writable, the disk is full …
+        raise DownloadError(
+            f"could not write {dest.name} into {dest.parent}: {err}. Free some space or point "
+            "STEMSPLIT_CACHE_DIR at a writable folder.",
+            url=url,
+            path=dest,
+        ) from err
+    finally:
+        _remove_quietly(tmp)  # after os.replace there is nothing left to remove
+        if own_session:
+            http.close()
+        report.download_finished(dest, ok)
+    return dest
+
+
+def _new_session() -> requests.Session:
+    session = requests.Session()
+    # trust_env stays True (the default): proxies, NO_PROXY, .netrc and REQUESTS_CA_BUNDLE apply.
+    session.headers["User-Agent"] = f"stemsplit/{__version__}"
+    return session
+
+
+class _Transfer:
+    """The bytes received so far: an open temp file, its running hash and counters."""
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self.fh = fh
+        self.digest = hashlib.sha256()
+        self.done = 0
+        self.total: int | None = None
+
+    def write(self, block: bytes) -> None:
+        self.fh.write(block)
+        self.digest.update(block)
+        self.done += len(block)
+
+    def restart(self) -> None:
+        """Throw away what was received (the next response starts at byte 0)."""
+        self.fh.seek(0)
+        self.fh.truncate()
+        self.digest = hashlib.sha256()
+        self.done = 0
+
+
+class _RetryableError(Exception):
+    """An attempt failed in a way another attempt may fix (status 5xx, truncated body …)."""
+
+
+def _fetch_with_retries(
+    http: requests.Session,
+    url: str,
+    transfer: _Transfer,
+    opts: DownloadOptions,
+    report: DownloadReporter,
+) -> None:
+    failures = 0
+    high_water = 0
+    while True:
+        try:
+            _fetch_once(http, url, transfer, opts, report)
+            return
+        except requests.exceptions.SSLError as err:  # before ConnectionError: it is one, but final
+            raise _tls_error(url, err) from err
+        except (
+            _RetryableError,
+            requests.ConnectionError,  # refused, reset, read timeout inside the body, proxy
+            requests.Timeout,  # connect or read timeout before the body
+            requests.exceptions.ChunkedEncodingError,  # body cut short (urllib3 ProtocolError)
+        ) as err:
+            reason = _describe(err)
+            if transfer.done > high_water:
+                high_water, failures = transfer.done, 0  # progress: a fresh budget of attempts
+            failures += 1
+            if failures >= opts.max_attempts:
+                raise DownloadError(
+                    f"downloading {url} failed after {failures} attempts: {reason}. Check the "
+                    "connection (and HTTPS_PROXY if you use a proxy) and try again, or download "
+                    "the file by hand and run `stemsplit models import FILE`.",
+                    url=url,
+                ) from err
+            delay = opts.retry_delay_s(failures)
+            report.download_retrying(failures, opts.max_attempts, reason, delay)
+            time.sleep(delay)
+        except requests.RequestException as err:  # invalid URL, schema, too many redirects …
+            raise DownloadError(f"downloading {url} failed: {_describe(err)}", url=url) from err
+
+
+def _fetch_once(
+    http: requests.Session,
+    url: str,
+    transfer: _Transfer,
+    opts: DownloadOptions,
+    report: DownloadReporter,
+) -> None:
+    """One HTTP request, resuming at ``transfer.done`` with ``Range`` when bytes are already in."""
+    start = transfer.done
+    # identity: a Range on a gzip-encoded body would be meaningless, and we hash the file's bytes.
+    headers = {"Accept-Encoding": "identity"}
+    if start:
+        headers["Range"] = f"bytes={start}-"
+    timeout = (opts.connect_timeout_s, opts.read_timeout_s)
+    verify: bool | str = settings.ca_bundle() or True
+    with http.get(url, headers=headers, stream=True, timeout=timeout, verify=verify) as resp:
+        status = resp.status_code
+        if status == 206:
+            first, total = _parse_content_range(resp.headers.get("Content-Range"))
+            if first != start:  # a range we did not ask for: start again from scratch
+                transfer.restart()
+                report.download_advanced(0, transfer.total)
+                raise _RetryableError(f"the server resumed at byte {first}, not {start}")
+            transfer.total = total
+        elif status == 200:
+            if start:  # the server ignored Range and sends the whole file again
+                transfer.restart()
+                report.download_advanced(0, transfer.total)
+            transfer.total = _int_or_none(resp.headers.get("Content-Length"))
+        elif status == 416 and start:
+            transfer.restart()
+            raise _RetryableError("the server refused to resume (HTTP 416)")
+        elif status in _RETRY_STATUSES:
+            raise _RetryableError(f"HTTP {status} {resp.reason or ''}".rstrip())
+        else:
+            raise DownloadError(
+                f"{url} answered HTTP {status} {resp.reason or ''}".rstrip()
+                + (". Check STEMSPLIT_MODEL_URL if you set a mirror." if status == 404 else ""),
+                url=url,
+            )
+        for block in resp.iter_content(chunk_size=opts.chunk_bytes):
+            transfer.write(block)
+            report.download_advanced(transfer.done, transfer.total)
+        if transfer.total is not None and transfer.done < transfer.total:
+            raise _RetryableError(f"the connection closed after {transfer.done} of {transfer.total} bytes")
+
+
+def _parse_content_range(value: str | None) -> tuple[int | None, int | None]:
+    """``bytes 100-199/200`` → (100, 200); unknown parts are ``None``."""
+    if not value or not value.startswith("bytes "):
+        return None, None
+    span, _, total = value[len("bytes ") :].partition("/")
+    first = _int_or_none(span.partition("-")[0])
+    return first, _int_or_none(total)
+
+
+def _int_or_none(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _describe(err: BaseException) -> str:
+    text = str(err) or type(err).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _tls_error(url: str, err: requests.exceptions.SSLError) -> DownloadError:
+    return DownloadError(
+        f"TLS verification failed for {url}: {_describe(err)}. If a proxy or firewall inspects TLS, "
+        "point stemsplit at your organisation's CA bundle with REQUESTS_CA_BUNDLE=/path/to/ca.pem "
+        "(or SSL_CERT_FILE), or download the file in a browser and install it with "
+        "`stemsplit models import FILE`.",
+        url=url,
+    )
+
+
+# --- the lock ----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _best_effort_lock(dest: Path, timeout_s: float, done: Callable[[], bool]) -> Iterator[bool]:
+    """Hold an exclusive ``flock`` on ``dest``'s lock file while the body runs, if possible.
+
+    Yields whether the lock is held. It is not held when the platform has no ``flock`` (Windows),
+    the lock folder cannot be written, ``flock`` fails, ``done()`` became true while waiting, or
+    ``timeout_s`` passed. Callers must be correct without it: the temp files are process-unique and
+    ``os.replace`` is atomic, so the lock only saves bandwidth.
+    """
+    fd = _open_lock_file(dest)
+    if fd is None:
+        yield False
+        return
+    held = False
+    try:
+        held = _wait_for_lock(fd, timeout_s, done)
+        yield held
+    finally:
+        if held:
+            _unlock(fd)
+        os.close(fd)
+
+
+def _open_lock_file(dest: Path) -> int | None:
+    if sys.platform == "win32":
+        return None
+    lock_dir = dest.parent / LOCKS_SUBDIR
+    try:
+        lock_dir.mkdir(exist_ok=True)
+        return os.open(lock_dir / f"{dest.name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        return None
+
+
+def _wait_for_lock(fd: int, timeout_s: float, done: Callable[[], bool]) -> bool:
+    if sys.platform == "win32":
+        return False
+    import fcntl
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            pass
+        except OSError:
+            return False  # flock unsupported here (some network filesystems)
+        if done() or time.monotonic() >= deadline:
+            return False
+        time.sleep(_LOCK_POLL_S)
+
+
+def _unlock(fd: int) -> None:
+    if sys.platform == "win32":
+        return
+    import fcntl
+
+    with contextlib.suppress(OSError):
+        fcntl.flock(fd, fcntl.LOCK_UN)

@@ -1,0 +1,32 @@
+"""Shared fixtures: an isolated environment for every test, and small models in the official formats."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test sees the user's cache or settings."""
+    cache = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("STEMSPLIT_CACHE_DIR", str(cache))
+    for name in ("STEMSPLIT_OFFLINE", "STEMSPLIT_MODEL_URL", "STEMSPLIT_DEBUG"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def tiny_th(tmp_path: Path) -> Path:
+    """A tiny random HT Demucs saved in the official ``.th`` format, named like an official file."""
+    import hashlib
+
+    from checkpoints import random_state, save_th, tiny_kwargs
+    from stemsplit.checkpoint import config_from_kwargs
+    from stemsplit.model import HTDemucs
+
+    kwargs = tiny_kwargs()
+    state = random_state(HTDemucs(config_from_kwargs(kwargs)))
+    path = save_th(tmp_path / "tiny.th", kwargs, state)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:8]
+    return path.rename(tmp_path / f"0123abcd-{digest}.th")

@@ -1,0 +1,578 @@
+"""Downloads against a loopback server: retries, resume, timeouts, hashes, offline, TLS, proxies, locks."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from httpserver import LoopbackServer, drop_after, full, stall_after, status
+from stemsplit import download
+from stemsplit.download import DownloadOptions, ensure_file
+from stemsplit.errors import (
+    ChecksumError,
+    DownloadError,
+    InvalidOptionError,
+    ModelUnavailableError,
+    OfflineModeError,
+)
+
+PROXY_VARS = (
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "no_proxy",
+)
+FAST = DownloadOptions(
+    connect_timeout_s=2.0,
+    read_timeout_s=2.0,
+    max_attempts=3,
+    backoff_s=0.001,
+    max_backoff_s=0.01,
+    chunk_bytes=4096,
+    lock_timeout_s=10.0,
+)
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("STEMSPLIT_OFFLINE", "STEMSPLIT_MODEL_URL", "STEMSPLIT_CACHE_DIR", *PROXY_VARS):
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture
+def server():
+    with LoopbackServer() as srv:
+        yield srv
+
+
+def payload(n_bytes: int = 60_000, seed: int = 0) -> bytes:
+    return random.Random(seed).randbytes(n_bytes)
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def official_name(data: bytes, signature: str = "0badc0de") -> str:
+    return f"{signature}-{sha256(data)[:8]}.th"
+
+
+def leftovers(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.name.endswith(download.TEMP_SUFFIX))
+
+
+def range_start(header: str | None) -> int:
+    assert header is not None and header.startswith("bytes=") and header.endswith("-"), header
+    return int(header[len("bytes=") : -1])
+
+
+class Recorder:
+    """A DownloadReporter that records every event."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[object, ...]] = []
+
+    def download_started(self, url: str, dest: Path, total_bytes: int | None) -> None:
+        self.events.append(("started", url, dest, total_bytes))
+
+    def download_advanced(self, done_bytes: int, total_bytes: int | None) -> None:
+        self.events.append(("advanced", done_bytes, total_bytes))
+
+    def download_retrying(self, attempt: int, max_attempts: int, reason: str, delay_s: float) -> None:
+        self.events.append(("retrying", attempt, max_attempts, reason, delay_s))
+
+    def download_finished(self, dest: Path, ok: bool) -> None:
+        self.events.append(("finished", dest, ok))
+
+    def of(self, kind: str) -> list[tuple[object, ...]]:
+        return [e for e in self.events if e[0] == kind]
+
+
+def serve_file(server: LoopbackServer, data: bytes, *replies, honour_range: bool = True) -> tuple[str, str]:
+    name = official_name(data)
+    path = f"/hybrid_transformer/{name}"
+    server.serve(path, data, *replies, honour_range=honour_range)
+    return server.url.rstrip("/") + path, name
+
+
+# --- the happy path and the cache --------------------------------------------------------------
+
+
+def test_happy_path_downloads_verifies_and_reports(server: LoopbackServer, tmp_path: Path) -> None:
+    data = payload()
+    url, name = serve_file(server, data)
+    dest = tmp_path / "checkpoints" / name
+    rec = Recorder()
+
+    assert ensure_file(url, dest, sha256(data)[:8], options=FAST, reporter=rec) == dest
+
+    assert dest.read_bytes() == data
+    assert leftovers(dest.parent) == []
+    assert [h.status for h in server.hits] == [200]
+    assert rec.of("started") == [("started", url, dest, None)]
+    assert rec.of("advanced")[-1] == ("advanced", len(data), len(data))
+    assert rec.of("finished") == [("finished", dest, True)]
+
+
+def test_full_digest_is_accepted_as_well_as_prefix(server: LoopbackServer, tmp_path: Path) -> None:
+    data = payload(5000, seed=1)
+    url, name = serve_file(server, data)
+    ensure_file(url, tmp_path / name, sha256(data).upper(), options=FAST)
+    assert (tmp_path / name).read_bytes() == data
+
+
+def test_cached_file_is_trusted_without_any_request(server: LoopbackServer, tmp_path: Path) -> None:
+    data = payload(1000, seed=2)
+    url, name = serve_file(server, data)
+    dest = tmp_path / name
+    dest.write_bytes(b"not even the right bytes")  # trusted by existence and size, not re-hashed
+
+    assert ensure_file(url, dest, sha256(data)[:8], options=FAST) == dest
+    assert server.hits == []
+
+
+def test_cached_file_of_the_wrong_known_size_is_downloaded_again(
+    server: LoopbackServer, tmp_path: Path
+) -> None:
+    data = payload(1000, seed=3)
+    url, name = serve_file(server, data)
+    dest = tmp_path / name
+    dest.write_bytes(b"short")
+
+    ensure_file(url, dest, sha256(data)[:8], size_bytes=len(data), options=FAST)
+
+    assert dest.read_bytes() == data
+    assert len(server.hits) == 1
+
+
+def test_empty_cached_file_is_not_trusted(server: LoopbackServer, tmp_path: Path) -> None:
+    data = payload(1000, seed=4)
+    url, name = serve_file(server, data)
+    dest = tmp_path / name
+    dest.write_bytes(b"")
+
+    ensure_file(url, dest, sha256(data)[:8], options=FAST)
+
+    assert dest.read_bytes() == data
+
+
+# --- failures and recovery ---------------------------------------------------------------------
+
+
+def test_http_500_then_success_is_retried(server: LoopbackServer, tmp_path: Path) -> None:
+    data = payload(seed=5)
+    url, name = serve_file(server, data, status(500), full())
+    rec = Recorder()
+
+    ensure_file(url, tmp_path / name, sha256(data)[:8], options=FAST, reporter=rec)
+
+    assert (tmp_path / name).read_bytes() == data
+    assert [h.status for h in server.hits] == [500, 200]
+    assert len(rec.of("retrying")) == 1
+    assert "500" in str(rec.of("retrying")[0][3])
+
+
+def test_persistent_http_500_gives_up_after_max_attempts(server: LoopbackServer, tmp_path: Path) -> None:
+    data = payload(seed=6)
+    url, name = serve_file(server, data, status(503))
+
+    with pytest.raises(DownloadError, match="3 attempts") as info:
+        ensure_file(url, tmp_path / name, sha256(data)[:8], options=FAST)
+
+    assert isinstance(info.value, ModelUnavailableError)
+    assert len(server.hits) == FAST.max_attempts
+    assert not (tmp_path / name).exists()
+    assert leftovers(tmp_path) == []
+
+
+def test_http_404_is_final_and_not_retried(server: LoopbackServer, tmp_path: Path) -> None:
+    url = server.url + "hybrid_transformer/missing-12345678.th"
+
+    with pytest.raises(DownloadError, match="404") as info:
+        ensure_file(url, tmp_path / "missing-12345678.th", "12345678", options=FAST)
+
+    assert info.value.url == url
+    assert len(server.hits) == 1
+    assert list(tmp_path.iterdir()) == [tmp_path / download.LOCKS_SUBDIR]
+
+
+def test_dropped_connection_resumes_with_range(server: LoopbackServer, tmp_path: Path) -> None:
+    data = payload(seed=7)
+    cut = 20_000
+    url, name = serve_file(server, data, drop_after(cut), full())
+
+    ensure_file(url, tmp_path / name, sha256(data)[:8], options=FAST)
+
+    assert (tmp_path / name).read_bytes() == data
+    first, second = server.hits
+    assert (first.range, first.status) == (None, 200)
+    assert second.status == 206
+    assert 0 < range_start(second.range) <= cut  # resumed from the bytes already on disk
+    assert leftovers(tmp_path) == []
+
+
+def test_server_ignoring_range_restarts_the_file(server: LoopbackServer, tmp_path: Path) -> None:
+    data = payload(seed=8)
+    cut = 25_000
+    url, name = serve_file(server, data, drop_after(cut), full(), honour_range=False)
+    rec = Recorder()
+
+    ensure_file(url, tmp_path / name, sha256(data)[:8], options=FAST, reporter=rec)
+
+    assert (tmp_path / name).read_bytes() == data  # not the first 25 kB twice
+    first, second = server.hits
+    assert (first.range, first.status) == (None, 200)
+    assert 0 < range_start(second.range) <= cut and second.status == 200
+    done = [e[1] for e in rec.of("advanced")]
+    assert 0 in done[1:]  # progress went back to zero when the body restarted
+
+
+def test_read_timeout_is_retried_and_resumed(server: LoopbackServer, tmp_path: Path) -> None:
+    data = payload(seed=9)
+    url, name = serve_file(server, data, stall_after(10_000, 10.0), full())
+    options = DownloadOptions(read_timeout_s=0.3, max_attempts=3, backoff_s=0.001, chunk_bytes=4096)
+
+    ensure_file(url, tmp_path / name, sha256(data)[:8], options=options)
+
+    assert (tmp_path / name).read_bytes() == data
+    first, second = server.hits
+    assert first.range is None
+    assert 0 < range_start(second.range) <= 10_000
+
+
+def test_read_timeout_that_persists_is_a_download_error(server: LoopbackServer, tmp_path: Path) -> None:
+    data = payload(seed=10)
+    url, name = serve_file(server, data, stall_after(0, 10.0))
+    options = DownloadOptions(read_timeout_s=0.2, max_attempts=2, backoff_s=0.001)
+
+    started = time.monotonic()
+    with pytest.raises(DownloadError, match="2 attempts"):
+        ensure_file(url, tmp_path / name, sha256(data)[:8], options=options)
+
+    assert time.monotonic() - started < 5.0  # the timeout fired; we did not wait out the 10 s stall
+    assert len(server.hits) == 2
+    assert not (tmp_path / name).exists()
+    assert leftovers(tmp_path) == []
+
+
+def test_wrong_hash_leaves_nothing_in_the_cache(server: LoopbackServer, tmp_path: Path) -> None:
+    data = payload(seed=11)
+    published = payload(seed=12)  # the registry describes other bytes than the server sends
+    url, _ = serve_file(server, data)
+    dest = tmp_path / "checkpoints" / official_name(published)
+
+    with pytest.raises(ChecksumError) as info:
+        ensure_file(url, dest, sha256(published)[:8], options=FAST)
+
+    err = info.value
+    assert isinstance(err, ModelUnavailableError)
+    assert err.expected == sha256(published)[:8]
+    assert err.actual == sha256(data)
+    assert err.expected in str(err) and err.actual in str(err)
+    assert not dest.exists()
+    assert leftovers(dest.parent) == []
+
+
+def test_wrong_hash_does_not_replace_an_existing_file(server: LoopbackServer, tmp_path: Path) -> None:
+    data = payload(seed=13)
+    url, name = serve_file(server, data)
+    dest = tmp_path / name
+    dest.write_bytes(b"previous content")
+
+    with pytest.raises(ChecksumError):
+        download.download_file(url, dest, "deadbeef", options=FAST)
+
+    assert dest.read_bytes() == b"previous content"
+
+
+def test_keyboard_interrupt_mid_body_removes_the_temp_file(server: LoopbackServer, tmp_path: Path) -> None:
+    data = payload(seed=14)
+    url, name = serve_file(server, data)
+
+    class Interrupting(Recorder):
+        def download_advanced(self, done_bytes: int, total_bytes: int | None) -> None:
+            super().download_advanced(done_bytes, total_bytes)
+            if done_bytes > 0:
+                assert leftovers(tmp_path), "the body should be streaming into a temp file"
+                raise KeyboardInterrupt
+
+    rec = Interrupting()
+    with pytest.raises(KeyboardInterrupt):
+        ensure_file(url, tmp_path / name, sha256(data)[:8], options=FAST, reporter=rec)
+
+    assert not (tmp_path / name).exists()
+    assert leftovers(tmp_path) == []
+    assert rec.of("finished") == [("finished", tmp_path / name, False)]
+
+
+def test_leftover_temp_file_of_a_killed_process_is_not_reused(server: LoopbackServer, tmp_path: Path) -> None:
+    data = payload(seed=15)
+    url, name = serve_file(server, data)
+    stale = tmp_path / f"{name}.deadbeef{download.TEMP_SUFFIX}"
+    stale.write_bytes(data[:1000] + b"garbage")
+
+    ensure_file(url, tmp_path / name, sha256(data)[:8], options=FAST)
+
+    assert (tmp_path / name).read_bytes() == data
+    assert server.hits[0].range is None  # no cross-process resume
+    assert download.temp_files_for(tmp_path / name) == [stale]
+
+
+def test_unwritable_cache_is_a_download_error(server: LoopbackServer, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the cache folder should be")
+    with pytest.raises(DownloadError, match="STEMSPLIT_CACHE_DIR"):
+        ensure_file(server.url + "x.th", blocker / "sub" / "x.th", "12345678", options=FAST)
+
+
+# --- offline -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_sockets(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Make every way of opening a socket fail, and record each attempt."""
+    attempts: list[str] = []
+
+    def refuse(name: str):
+        def fake(*args: object, **kwargs: object) -> object:
+            attempts.append(name)
+            raise OSError(f"test: {name} is forbidden")
+
+        return fake
+
+    monkeypatch.setattr(socket, "socket", refuse("socket.socket"))
+    monkeypatch.setattr(socket, "create_connection", refuse("socket.create_connection"))
+    monkeypatch.setattr(socket, "getaddrinfo", refuse("socket.getaddrinfo"))
+    return attempts
+
+
+def test_socket_patch_really_blocks_downloads(no_sockets: list[str], tmp_path: Path) -> None:
+    """Control for the offline tests: with the patch, an online download cannot succeed."""
+    with pytest.raises(DownloadError):
+        ensure_file("http://127.0.0.1:9/x.th", tmp_path / "x.th", "12345678", offline=False, options=FAST)
+    assert no_sockets
+
+
+def test_offline_env_never_opens_a_socket(
+    no_sockets: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STEMSPLIT_OFFLINE", "1")
+    url = "http://127.0.0.1:9/hybrid_transformer/x-12345678.th"
+    dest = tmp_path / "checkpoints" / "x-12345678.th"
+
+    with pytest.raises(OfflineModeError) as info:
+        ensure_file(url, dest, "12345678", label="model 'tiny'", options=FAST)
+
+    assert no_sockets == []
+    message = str(info.value)
+    assert "model 'tiny'" in message and url in message and str(dest) in message
+    assert "stemsplit models import" in message
+    assert info.value.url == url and info.value.path == dest
+
+
+def test_offline_argument_overrides_env(
+    no_sockets: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STEMSPLIT_OFFLINE", "0")
+    with pytest.raises(OfflineModeError):
+        ensure_file("http://127.0.0.1:9/x.th", tmp_path / "x.th", "12345678", offline=True)
+    assert no_sockets == []
+
+
+def test_offline_with_a_cached_file_just_returns_it(no_sockets: list[str], tmp_path: Path) -> None:
+    dest = tmp_path / "x-12345678.th"
+    dest.write_bytes(b"cached")
+    assert ensure_file("http://127.0.0.1:9/x.th", dest, "12345678", offline=True) == dest
+    assert no_sockets == []
+
+
+# --- concurrency -------------------------------------------------------------------------------
+
+
+def _race(url: str, dest: Path, digest: str, n: int = 2) -> list[object]:
+    barrier = threading.Barrier(n)
+    results: list[object] = [None] * n
+
+    def worker(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = ensure_file(url, dest, digest, options=FAST)
+        except BaseException as err:
+            results[i] = err
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    return results
+
+
+def test_two_concurrent_downloaders_share_one_download(server: LoopbackServer, tmp_path: Path) -> None:
+    data = payload(seed=16)
+    url, name = serve_file(server, data, full(delay_s=0.3))
+    dest = tmp_path / name
+
+    results = _race(url, dest, sha256(data)[:8])
+
+    assert results == [dest, dest]
+    assert dest.read_bytes() == data
+    assert leftovers(tmp_path) == []
+    assert len(server.hits) == 1  # the lock made the second one wait for the first
+
+
+def test_concurrent_downloaders_are_correct_without_the_lock(
+    server: LoopbackServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lock is only an optimisation (it may silently fail on network filesystems)."""
+    monkeypatch.setattr(download, "_open_lock_file", lambda dest: None)
+    data = payload(seed=17)
+    url, name = serve_file(server, data, full(delay_s=0.3))
+    dest = tmp_path / name
+
+    results = _race(url, dest, sha256(data)[:8])
+
+    assert results == [dest, dest]
+    assert dest.read_bytes() == data
+    assert leftovers(tmp_path) == []
+    assert len(server.hits) == 2  # both really downloaded, each into its own temp file
+
+
+# --- environment: proxies and TLS --------------------------------------------------------------
+
+
+def test_proxy_from_the_environment_is_used(
+    server: LoopbackServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = payload(seed=18)
+    server.serve("/demucs/hybrid_transformer/p-12345678.th", data)
+    monkeypatch.setenv("HTTP_PROXY", server.url)  # the loopback server plays the proxy
+    url = "http://models.example.invalid/demucs/hybrid_transformer/p-12345678.th"
+
+    ensure_file(url, tmp_path / "p.th", sha256(data)[:8], options=FAST)
+
+    assert (tmp_path / "p.th").read_bytes() == data
+    assert [h.path for h in server.hits] == [url]  # absolute-form request target: it went via the proxy
+
+
+@pytest.fixture(scope="module")
+def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("needs the openssl command to make a test certificate")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1",
+            "-addext", "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.fixture
+def tls_server(self_signed: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch):
+    for var in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    with LoopbackServer(tls=self_signed) as srv:
+        yield srv
+
+
+def test_tls_verification_failure_says_how_to_fix_it(tls_server: LoopbackServer, tmp_path: Path) -> None:
+    data = payload(seed=19)
+    url, name = serve_file(tls_server, data)
+
+    with pytest.raises(DownloadError) as info:
+        ensure_file(url, tmp_path / name, sha256(data)[:8], options=FAST)
+
+    message = str(info.value)
+    assert "TLS" in message and "REQUESTS_CA_BUNDLE" in message and "SSL_CERT_FILE" in message
+    assert "stemsplit models import" in message
+    assert isinstance(info.value.__cause__, requests.exceptions.SSLError)
+    assert not (tmp_path / name).exists()
+
+
+@pytest.mark.parametrize("variable", ["SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"])
+def test_ca_bundle_from_the_environment_is_trusted(
+    variable: str,
+    tls_server: LoopbackServer,
+    self_signed: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(variable, str(self_signed[0]))
+    data = payload(seed=20)
+    url, name = serve_file(tls_server, data)
+
+    ensure_file(url, tmp_path / name, sha256(data)[:8], options=FAST)
+
+    assert (tmp_path / name).read_bytes() == data
+
+
+# --- small pieces ------------------------------------------------------------------------------
+
+
+def test_install_file_copies_verified_bytes_and_refuses_others(tmp_path: Path) -> None:
+    data = payload(3000, seed=21)
+    src = tmp_path / "in.th"
+    src.write_bytes(data)
+    dest = tmp_path / "cache" / official_name(data)
+
+    download.install_file(src, dest, sha256(data)[:8])
+    assert dest.read_bytes() == data and src.read_bytes() == data
+
+    other = tmp_path / "other.th"
+    other.write_bytes(b"x" * 100)
+    dest2 = tmp_path / "cache" / "y.th"
+    with pytest.raises(ChecksumError) as info:
+        download.install_file(other, dest2, sha256(data)[:8])
+    assert info.value.actual == sha256(b"x" * 100)
+    assert not dest2.exists() and leftovers(dest2.parent) == []
+
+
+def test_verify_file_detects_a_changed_byte(tmp_path: Path) -> None:
+    data = bytearray(payload(3000, seed=22))
+    path = tmp_path / "f.th"
+    path.write_bytes(bytes(data))
+    assert download.verify_file(path, sha256(bytes(data))[:8]) == sha256(bytes(data))
+    data[1234] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ChecksumError):
+        download.verify_file(path, sha256(bytes(payload(3000, seed=22)))[:8])
+
+
+@pytest.mark.parametrize(
+    ("actual", "expected", "matches"),
+    [("abcdef12" + "0" * 56, "abcdef12", True), ("abcdef12" + "0" * 56, "ABCDEF12", True),
+     ("abcdef12" + "0" * 56, "abcdef13", False), ("abcdef12" + "0" * 56, "", False)],
+)  # fmt: skip
+def test_digest_matches(actual: str, expected: str, matches: bool) -> None:
+    assert download.digest_matches(actual, expected) is matches
+
+
+def test_retry_delay_doubles_and_is_capped() -> None:
+    options = DownloadOptions(backoff_s=0.5, max_backoff_s=3.0)
+    assert [options.retry_delay_s(n) for n in (1, 2, 3, 4, 5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+
+
+@pytest.mark.parametrize("kwargs", [{"max_attempts": 0}, {"read_timeout_s": -1.0}, {"chunk_bytes": 0}])
+def test_invalid_options_are_rejected(kwargs: dict[str, float]) -> None:
+    with pytest.raises(InvalidOptionError):
+        DownloadOptions(**kwargs)  # type: ignore[arg-type]

@@ -1,0 +1,135 @@
+"""Everything the command line shows a person: Rich consoles, progress, and errors as one-line messages.
+
+Results go to stdout (:data:`stdout`); progress, warnings and errors go to stderr (:data:`stderr`), so
+``stemsplit … | xargs`` only ever sees results. Rich renders progress live on a terminal and prints
+nothing of it elsewhere. This is the only module besides ``cli.py`` that imports Rich or Typer.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from stemsplit import errors, settings
+
+stdout = Console(soft_wrap=True, highlight=False)
+stderr = Console(stderr=True, soft_wrap=True, highlight=False)
+
+
+def warn(message: str) -> None:
+    """Print a warning on stderr."""
+    stderr.print(f"[yellow]Warning:[/yellow] {message}", markup=True)
+
+
+def info(message: str) -> None:
+    """Print a notice on stderr (suppressed by the caller in quiet mode)."""
+    stderr.print(message, markup=False)
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+# Exit codes of the design's CLI contract.
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_MODEL_UNAVAILABLE = 3
+
+
+# Ordered: the first matching type wins, so subclasses come before their parents.
+ERROR_TABLE: tuple[tuple[type[BaseException], Callable[[BaseException], str], int], ...] = (
+    (errors.ModelUnavailableError, lambda e: str(e), EXIT_MODEL_UNAVAILABLE),
+    (errors.UnknownModelError, lambda e: str(e), EXIT_USAGE),
+    (errors.InvalidOptionError, lambda e: str(e), EXIT_USAGE),
+    (errors.CheckpointError, lambda e: str(e), EXIT_FAILED),
+    (errors.StemsplitError, lambda e: str(e), EXIT_FAILED),
+    (KeyboardInterrupt, lambda e: "interrupted; nothing half-written was left under a final name", 130),
+)
+
+
+def describe_error(err: BaseException) -> tuple[str, int] | None:
+    """The one-line message and exit code for a known error, or ``None`` for an unknown one."""
+    for kind, render, code in ERROR_TABLE:
+        if isinstance(err, kind):
+            return render(err), code
+    return None
+
+
+@contextmanager
+def error_boundary() -> Iterator[None]:
+    """Turn known errors into ``Error: …`` on stderr and an exit code; let unknown ones through.
+
+    With ``STEMSPLIT_DEBUG=1`` the traceback of a known error is printed too.
+    """
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except BaseException as err:
+        described = describe_error(err)
+        if described is None:
+            raise
+        message, code = described
+        if settings.debug():
+            stderr.print("".join(traceback.format_exception(err)), markup=False, end="")
+        stderr.print(f"[bold red]Error:[/bold red] {message}", markup=True)
+        if not settings.debug() and code != 130:
+            stderr.print("[dim](set STEMSPLIT_DEBUG=1 for the full traceback)[/dim]", markup=True)
+        raise typer.Exit(code) from None
+
+
+# --- download progress ---------------------------------------------------------------------------
+
+
+class DownloadProgress:
+    """A :class:`stemsplit.download.DownloadReporter` that draws a Rich bar (size, speed, ETA) on stderr.
+
+    Rich draws nothing live when stderr is not a terminal; ``quiet`` turns the bar off entirely.
+    """
+
+    def __init__(self, *, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+
+    def download_started(self, url: str, dest: Path, total_bytes: int | None) -> None:
+        if self.quiet:
+            return
+        self._progress = Progress(
+            TextColumn("[bold]Downloading[/bold] {task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=stderr,
+            transient=True,
+        )
+        self._progress.start()
+        self._task = self._progress.add_task(dest.name, total=total_bytes)
+
+    def download_advanced(self, done_bytes: int, total_bytes: int | None) -> None:
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, completed=done_bytes, total=total_bytes)
+
+    def download_retrying(self, attempt: int, max_attempts: int, reason: str, delay_s: float) -> None:
+        if not self.quiet:
+            warn(f"download interrupted ({reason}); retry {attempt}/{max_attempts} in {delay_s:.0f} s")
+
+    def download_finished(self, dest: Path, ok: bool) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+        if ok and not self.quiet:
+            info(f"Downloaded {dest.name} to {dest.parent}")

@@ -1,0 +1,155 @@
+"""``stemsplit models …`` and the top-level options, through Typer's runner and a real subprocess."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from httpserver import LoopbackServer
+from stemsplit import cli, models
+from stemsplit._version import __version__
+from stemsplit.models import ModelSpec, WeightFile, make_registry
+
+runner = CliRunner()
+
+
+def _invoke(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(cli.app, list(args), catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture
+def payload() -> bytes:
+    return random.Random(7).randbytes(40_000)
+
+
+@pytest.fixture
+def served(payload: bytes, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[WeightFile, Path]]:
+    """A one-model test registry whose file is served from loopback through STEMSPLIT_MODEL_URL."""
+    digest = hashlib.sha256(payload).hexdigest()
+    wf = WeightFile("abcd0001", f"abcd0001-{digest[:8]}.th", "hybrid_transformer/", digest[:8])
+    monkeypatch.setattr(
+        models, "MODELS", make_registry(ModelSpec("tiny", "A test model.", ("drums", "bass"), (wf,)))
+    )
+    with LoopbackServer() as server:
+        server.serve(f"/hybrid_transformer/{wf.filename}", payload)
+        monkeypatch.setenv("STEMSPLIT_MODEL_URL", server.url)
+        yield wf, models.cache_folder() / wf.filename
+
+
+def test_version_and_help() -> None:
+    assert _invoke("--version") == (0, f"stemsplit {__version__}\n", "")
+    code, out, _ = _invoke("--help")
+    assert code == 0 and "models" in out
+    code, out, _ = _invoke("models", "--help")
+    assert code == 0 and all(
+        word in out for word in ("list", "download", "import", "verify", "path", "remove")
+    )
+
+
+def test_help_and_version_do_not_import_torch() -> None:
+    code = "import sys; from stemsplit.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\nprint('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("False")
+
+
+def test_console_script_runs() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "stemsplit", "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, f"stemsplit {__version__}")
+
+
+def test_list_json_shows_registry_and_cache_state(served: tuple[WeightFile, Path]) -> None:
+    code, out, _ = _invoke("models", "list", "--json")
+    assert code == 0
+    assert [(m["name"], m["cached"]) for m in json.loads(out)] == [("tiny", False)]
+    assert _invoke("models", "download", "tiny", "-q")[0] == 0
+    rows = json.loads(_invoke("models", "list", "--json")[1])
+    assert rows[0]["cached"] is True and rows[0]["stems"] == ["drums", "bass"]
+
+
+def test_list_table_names_the_released_models() -> None:
+    code, out, _ = _invoke("models", "list")
+    assert code == 0
+    for name in ("htdemucs (default)", "htdemucs_ft", "htdemucs_6s", "8.80 dB", "9.00 dB"):
+        assert name in out
+
+
+def test_download_prints_the_path_and_leaves_a_verified_file(
+    served: tuple[WeightFile, Path], payload: bytes
+) -> None:
+    _, dest = served
+    code, out, _ = _invoke("models", "download", "tiny", "--quiet")
+    assert (code, out.strip()) == (0, str(dest))
+    assert dest.read_bytes() == payload
+    assert [p.name for p in dest.parent.iterdir() if p.is_file()] == [dest.name]
+
+
+def test_download_with_wrong_hash_exits_3_and_leaves_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    with LoopbackServer() as server:
+        server.serve("/hybrid_transformer/955717e8-8726e21a.th", b"not the real weights" * 100)
+        monkeypatch.setenv("STEMSPLIT_MODEL_URL", server.url)
+        code, out, err = _invoke("models", "download", "htdemucs", "-q")
+    assert code == 3 and out == ""
+    assert "Error:" in err and "8726e21a" in err
+    folder = models.cache_folder()
+    assert not folder.exists() or [p for p in folder.iterdir() if p.is_file()] == []
+
+
+def test_download_offline_exits_3_and_says_what_to_do() -> None:
+    code, _, err = _invoke("models", "download", "htdemucs", "--offline")
+    assert code == 3
+    assert "offline" in err and "stemsplit models import" in err
+
+
+def test_unknown_model_is_a_usage_error_with_a_suggestion() -> None:
+    code, _, err = _invoke("models", "download", "htdemux")
+    assert code == 2 and "Did you mean 'htdemucs'" in err
+
+
+def test_download_needs_a_name_or_all() -> None:
+    result = runner.invoke(cli.app, ["models", "download"])
+    assert result.exit_code == 2
+
+
+def test_import_verify_remove(served: tuple[WeightFile, Path], payload: bytes, tmp_path: Path) -> None:
+    wf, dest = served
+    browser_copy = tmp_path / f"{wf.signature} (1).th"
+    browser_copy.write_bytes(payload)
+    code, out, _ = _invoke("models", "import", str(browser_copy))
+    assert (code, out.strip()) == (0, str(dest)) and dest.read_bytes() == payload
+
+    code, out, _ = _invoke("models", "verify", "--json")
+    assert code == 0 and [r["state"] for r in json.loads(out)] == ["ok"]
+
+    dest.write_bytes(payload[:-1] + b"\0")  # same size, different bytes
+    code, out, err = _invoke("models", "verify")
+    assert code == 1 and "corrupt" in out and "stemsplit models remove tiny" in err
+
+    code, out, _ = _invoke("models", "remove", "tiny")
+    assert code == 0 and out.strip() == str(dest) and not dest.exists()
+
+
+def test_import_of_a_wrong_file_shows_both_hashes(served: tuple[WeightFile, Path], tmp_path: Path) -> None:
+    wf, dest = served
+    wrong = tmp_path / wf.filename
+    wrong.write_bytes(b"something else")
+    code, _, err = _invoke("models", "import", str(wrong))
+    assert code == 3
+    assert wf.sha256 in err and hashlib.sha256(b"something else").hexdigest()[:8] in err
+    assert not dest.exists()
+
+
+def test_path_prints_the_cache_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STEMSPLIT_CACHE_DIR", str(tmp_path / "c"))
+    assert _invoke("models", "path") == (0, f"{tmp_path / 'c' / 'checkpoints'}\n", "")

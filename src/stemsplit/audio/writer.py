@@ -1,0 +1,536 @@
+"""Streaming, atomic stem writing: one track's stems, with one shared clip-safe gain.
+
+Blocks come in as float32 ``(2, n)`` at the model's 44100 Hz. Each stem writer maps them to the output
+channel count (mono input → mono stems: the mean of the two model channels), resamples them to the
+output rate with soxr's streaming resampler, and encodes them with libsndfile: wav (PCM 16, PCM 24,
+float 32), flac (PCM 16, PCM 24) or mp3 (constant bitrate, LAME through libsndfile ≥ 1.1).
+
+Atomic: every file is written under a hidden temporary name in its destination folder
+(``.<name>.<token>.partial``, plus ``.<name>.<token>.stage`` in ``rescale`` mode) and renamed with
+:func:`os.replace` only when every stem of the track is complete, closed and tagged. An exception or
+interrupt before that (leaving the ``with`` block by an exception, or :meth:`TrackWriter.abort`) removes
+the temporary files; no file appears under a final name. Only a hard kill can leave temporary files,
+and only under those hidden names.
+
+Clipping (``clip``):
+
+* ``rescale`` (default): if any stem's peak exceeds full scale (1.0), every stem of the track is
+  multiplied by the same gain, ``RESCALE_PEAK / max peak``, so the stems still sum to (a scaled) mix;
+  otherwise nothing changes. The gain is known only at the end, so each stem is also staged as raw
+  float32; the directly encoded file is kept when no gain is needed, and re-encoded from the stage
+  when it is.
+* ``clamp``: samples beyond ±1.0 are clamped.
+* ``none``: float32 wav keeps values beyond ±1.0; integer PCM and mp3 cannot hold them and clamp.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import uuid
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, BinaryIO, Literal
+
+import mutagen
+import numpy as np
+import soundfile as sf
+
+from stemsplit.audio._common import MODEL_CHANNELS, MODEL_SAMPLERATE, FloatArray, ResampleQuality
+from stemsplit.audio.convert import StreamResampler, output_frames, remix_frames
+from stemsplit.audio.tags import TrackTags, write_tags
+from stemsplit.errors import AudioWriteError, InvalidOptionError, TagCopyWarning
+
+Container = Literal["wav", "flac", "mp3"]
+BitDepth = Literal["16", "24", "32f"]
+ClipMode = Literal["rescale", "clamp", "none"]
+
+RESCALE_PEAK = 0.99
+"""The peak (linear) the loudest stem is brought to when ``rescale`` applies a gain (≈ −0.09 dBFS)."""
+
+MP3_SAMPLERATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
+"""Rates MPEG audio can carry; other output rates fall back to 44100 for mp3."""
+
+_SUBTYPES: dict[BitDepth, str] = {"16": "PCM_16", "24": "PCM_24", "32f": "FLOAT"}
+_STAGE_CHUNK = 1 << 16  # frames per read when re-encoding from a stage file
+
+
+@dataclass(frozen=True, slots=True)
+class WriteOptions:
+    """How stems are encoded.
+
+    Attributes:
+        format: ``wav``, ``flac`` or ``mp3``.
+        bit_depth: ``16``, ``24`` or ``32f`` (float); flac has no float, mp3 ignores it.
+        mp3_bitrate: constant bitrate in kbit/s (8 to 320; MPEG-2 rates below 32 kHz cap at 160).
+        clip: ``rescale``, ``clamp`` or ``none`` (see the module docstring).
+
+    Raises:
+        InvalidOptionError: an impossible combination (flac with ``32f``) or a value out of range.
+    """
+
+    format: Container = "wav"
+    bit_depth: BitDepth = "16"
+    mp3_bitrate: int = 320
+    clip: ClipMode = "rescale"
+
+    def __post_init__(self) -> None:
+        if self.format not in ("wav", "flac", "mp3"):
+            raise InvalidOptionError(
+                f"unknown output format {self.format!r}; use wav, flac or mp3", option="--format"
+            )
+        if self.bit_depth not in _SUBTYPES:
+            raise InvalidOptionError(
+                f"unknown bit depth {self.bit_depth!r}; use 16, 24 or 32f", option="--bit-depth"
+            )
+        if self.format == "flac" and self.bit_depth == "32f":
+            raise InvalidOptionError(
+                "flac cannot store 32-bit float; use --bit-depth 24, or --format wav for float",
+                option="--bit-depth",
+            )
+        if not 8 <= self.mp3_bitrate <= 320:
+            raise InvalidOptionError(
+                f"mp3 bitrate {self.mp3_bitrate} kbit/s is out of range; use 8 to 320",
+                option="--mp3-bitrate",
+            )
+        if self.clip not in ("rescale", "clamp", "none"):
+            raise InvalidOptionError(
+                f"unknown clip mode {self.clip!r}; use rescale, clamp or none", option="--clip"
+            )
+
+    @property
+    def extension(self) -> str:
+        """The file extension, without a dot."""
+        return self.format
+
+    @property
+    def is_float(self) -> bool:
+        """Whether the encoded file stores float samples (the only kind that keeps values beyond ±1)."""
+        return self.format == "wav" and self.bit_depth == "32f"
+
+    def samplerate_for(self, requested: int) -> int:
+        """The rate the file is written at: ``requested``, except mp3 at a rate MPEG lacks → 44100."""
+        if self.format == "mp3" and requested not in MP3_SAMPLERATES:
+            return MODEL_SAMPLERATE
+        return requested
+
+    def _soundfile_args(self, samplerate: int) -> dict[str, Any]:
+        if self.format == "mp3":
+            return {
+                "format": "MP3",
+                "subtype": "MPEG_LAYER_III",
+                "bitrate_mode": "CONSTANT",
+                "compression_level": _mp3_compression_level(self.mp3_bitrate, samplerate),
+            }
+        return {"format": self.format.upper(), "subtype": _SUBTYPES[self.bit_depth]}
+
+
+def _mp3_compression_level(kbps: int, samplerate: int) -> float:
+    """libsndfile maps compression level 0..1 linearly onto the MPEG version's CBR range, max to min."""
+    low, high = (32, 320) if samplerate >= 32000 else (8, 160) if samplerate >= 16000 else (8, 64)
+    kbps = min(max(kbps, low), high)
+    return min((high - kbps) / (high - low), 0.999)  # 1.0 itself is refused by libsndfile
+
+
+@dataclass(frozen=True, slots=True)
+class StemStats:
+    """What was written for one stem.
+
+    Attributes:
+        name: the stem's name.
+        path: its final path.
+        frames: frames per channel in the file.
+        samplerate: its rate (Hz).
+        channels: its channel count.
+        peak: max |sample| before the shared gain (linear; full scale = 1.0).
+        rms: root mean square over all samples and channels, before the shared gain (linear).
+        clipped_samples: samples beyond ±1.0 in the file as written (clamped, or kept by float +
+            ``none``); 0 in ``rescale`` mode.
+    """
+
+    name: str
+    path: Path
+    frames: int
+    samplerate: int
+    channels: int
+    peak: float
+    rms: float
+    clipped_samples: int
+
+    @property
+    def peak_dbfs(self) -> float:
+        """:attr:`peak` in dB relative to full scale (``-inf`` for silence)."""
+        return 20.0 * math.log10(self.peak) if self.peak > 0 else -math.inf
+
+
+@dataclass(frozen=True, slots=True)
+class TrackWriteReport:
+    """What :meth:`TrackWriter.close` wrote.
+
+    Attributes:
+        stems: per-stem statistics, in the order the stems were given.
+        gain: the gain applied to every stem (linear; 1.0 = none).
+        clip: the clip mode used.
+    """
+
+    stems: tuple[StemStats, ...]
+    gain: float
+    clip: ClipMode
+
+    @property
+    def gain_db(self) -> float:
+        """:attr:`gain` in dB."""
+        return 20.0 * math.log10(self.gain)
+
+    @property
+    def paths(self) -> tuple[Path, ...]:
+        """The final paths, in stem order."""
+        return tuple(s.path for s in self.stems)
+
+
+class StemWriter:
+    """One stem: stream blocks in, encode to a temporary file, publish it with :meth:`publish`.
+
+    Most callers use :class:`TrackWriter`, which drives one of these per stem and shares the gain.
+
+    Args:
+        name: the stem's name (for reports).
+        path: the final path.
+        options: encoding options.
+        samplerate: the output rate asked for (Hz); see :meth:`WriteOptions.samplerate_for`.
+        channels: output channel count (1 or the input's).
+        frames: exact output length in frames at ``samplerate`` (``None``: what the resampler gives).
+        samplerate_in, channels_in: what the blocks are (default: the model's 44100 Hz stereo).
+        quality: soxr quality preset.
+
+    Raises:
+        AudioWriteError: the folder or the temporary file cannot be created.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        path: Path | str,
+        options: WriteOptions,
+        *,
+        samplerate: int,
+        channels: int,
+        frames: int | None = None,
+        samplerate_in: int = MODEL_SAMPLERATE,
+        channels_in: int = MODEL_CHANNELS,
+        quality: ResampleQuality = "HQ",
+    ) -> None:
+        if channels not in (1, channels_in):
+            raise ValueError(f"stems can be mono or {channels_in}-channel, not {channels}-channel")
+        self.name = name
+        self.path = Path(path)
+        self.options = options
+        self.samplerate = options.samplerate_for(samplerate)
+        self.channels = channels
+        self.channels_in = channels_in
+        self.frames = None if frames is None else output_frames(frames, samplerate, self.samplerate)
+        token = uuid.uuid4().hex[:8]
+        self.temp_path = self.path.with_name(f".{self.path.name}.{token}.partial")
+        self.stage_path = self.path.with_name(f".{self.path.name}.{token}.stage")
+        self._resampler = StreamResampler(samplerate_in, self.samplerate, channels, quality)
+        self._clamp = options.clip == "clamp" or not options.is_float
+        self._written = 0
+        self._peak = 0.0
+        self._sumsq = 0.0
+        self._over = 0
+        self._ended = False
+        self._encoder: sf.SoundFile | None = None
+        self._stage: BinaryIO | None = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._encoder = self._open_encoder()
+            if options.clip == "rescale":
+                self._stage = self.stage_path.open("wb")
+        except (OSError, sf.SoundFileError, RuntimeError) as err:
+            self.abort()
+            raise self._error(err) from err
+
+    @property
+    def peak(self) -> float:
+        """max |sample| written so far, before any gain (linear)."""
+        return self._peak
+
+    def write(self, block: FloatArray) -> None:
+        """Append a float32 ``(channels_in, n)`` block at ``samplerate_in``.
+
+        Raises:
+            ValueError: the block has the wrong shape or holds NaN/infinity (an engine bug).
+            AudioWriteError: the disk refused the data.
+        """
+        if self._ended:
+            raise RuntimeError(f"{self.name}: the stream has ended")
+        if block.ndim != 2 or block.shape[0] != self.channels_in:
+            raise ValueError(f"{self.name}: expected a ({self.channels_in}, n) block, got {block.shape}")
+        x = remix_frames(np.ascontiguousarray(block.T, dtype=np.float32), self.channels)
+        self._emit(self._resampler.process(x))
+
+    def end_stream(self) -> None:
+        """Flush the resampler and pad to the exact length, so :attr:`peak` is final. Idempotent."""
+        if self._ended:
+            return
+        self._ended = True
+        self._emit(self._resampler.flush())
+        if self.frames is not None and self._written < self.frames:
+            self._emit(np.zeros((self.frames - self._written, self.channels), dtype=np.float32))
+
+    def finish(self, gain: float = 1.0) -> StemStats:
+        """Flush, close, and apply ``gain`` (re-encoding from the stage) if it is not 1.
+
+        The result is complete under :attr:`temp_path`; :meth:`publish` moves it into place.
+
+        Raises:
+            AudioWriteError: the disk refused the data.
+        """
+        self.end_stream()
+        try:
+            self._close_files()
+            if gain != 1.0:
+                self._encode_from_stage(gain)
+            self.stage_path.unlink(missing_ok=True)
+        except (OSError, sf.SoundFileError, RuntimeError) as err:
+            raise self._error(err) from err
+        samples = self._written * self.channels
+        return StemStats(
+            name=self.name,
+            path=self.path,
+            frames=self._written,
+            samplerate=self.samplerate,
+            channels=self.channels,
+            peak=self._peak,
+            rms=math.sqrt(self._sumsq / samples) if samples else 0.0,
+            clipped_samples=0 if self.options.clip == "rescale" else self._over,
+        )
+
+    def publish(self) -> None:
+        """Rename the finished temporary file to the final path (atomic on one filesystem)."""
+        try:
+            os.replace(self.temp_path, self.path)
+        except OSError as err:
+            raise self._error(err) from err
+
+    def abort(self) -> None:
+        """Close and delete the temporary files; the final path is left untouched. Never raises."""
+        try:
+            self._close_files()
+        except (OSError, sf.SoundFileError, RuntimeError):
+            pass
+        for temp in (self.temp_path, self.stage_path):
+            try:
+                temp.unlink(missing_ok=True)
+            except OSError:
+                pass
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _open_encoder(self) -> sf.SoundFile:
+        return sf.SoundFile(
+            str(self.temp_path),
+            "w",
+            samplerate=self.samplerate,
+            channels=self.channels,
+            **self.options._soundfile_args(self.samplerate),
+        )
+
+    def _emit(self, y: FloatArray) -> None:
+        """Account for and write ``(frames, channels)`` output-rate audio."""
+        if self.frames is not None:
+            y = y[: max(self.frames - self._written, 0)]
+        if y.shape[0] == 0:
+            return
+        high, low = float(y.max()), float(y.min())  # two passes, no |y| temporary
+        if not (math.isfinite(high) and math.isfinite(low)):
+            raise ValueError(f"{self.name}: the stem holds NaN or infinity (engine bug)")
+        peak = max(high, -low)
+        self._peak = max(self._peak, peak)
+        self._sumsq += float(np.dot(y.ravel(), y.ravel()))
+        if peak > 1.0:
+            self._over += int(np.count_nonzero(np.abs(y) > 1.0))
+        try:
+            if self._stage is not None:
+                y.tofile(self._stage)
+            assert self._encoder is not None
+            self._encoder.write(np.clip(y, -1.0, 1.0) if self._clamp and peak > 1.0 else y)
+        except (OSError, sf.SoundFileError, RuntimeError) as err:
+            raise self._error(err) from err
+        self._written += y.shape[0]
+
+    def _encode_from_stage(self, gain: float) -> None:
+        """Re-encode the whole stem from its float32 stage, times ``gain``, over the temporary file."""
+        with self.stage_path.open("rb") as stage, self._open_encoder() as encoder:
+            while True:
+                flat = np.fromfile(stage, dtype=np.float32, count=_STAGE_CHUNK * self.channels)
+                if flat.size == 0:
+                    break
+                y = flat.reshape(-1, self.channels) * np.float32(gain)
+                encoder.write(np.clip(y, -1.0, 1.0) if self._clamp else y)
+
+    def _close_files(self) -> None:
+        encoder, stage = self._encoder, self._stage
+        self._encoder = self._stage = None
+        try:
+            if encoder is not None:
+                encoder.close()
+        finally:
+            if stage is not None:
+                stage.close()
+
+    def _error(self, err: BaseException) -> AudioWriteError:
+        reason = getattr(err, "strerror", None) or str(err).strip().splitlines()[0]
+        return AudioWriteError(
+            f"{self.path}: cannot write the stem ({reason}); check that the folder is writable "
+            "and the disk has space",
+            path=self.path,
+        )
+
+
+class TrackWriter:
+    """All stems of one track, written in step, published together.
+
+    Use it as a context manager: leaving the block normally closes it (:meth:`close`), leaving it by an
+    exception (``KeyboardInterrupt`` included) aborts it, deleting every temporary file.
+
+    ::
+
+        with TrackWriter(paths, options, samplerate=info.samplerate, channels=1, frames=n) as track:
+            for blocks in engine:                  # {stem: (2, n) float32 at 44100 Hz}
+                track.write_all(blocks)
+        report = track.report                      # gain, per-stem peak and RMS
+
+    Args:
+        paths: final path of each stem, by stem name (order kept in the report).
+        options: encoding and clipping options.
+        samplerate: output rate asked for (Hz), normally the input's.
+        channels: output channel count: 1 for a mono input, else 2.
+        frames: exact stem length in frames at ``samplerate`` (normally the input's decoded frame
+            count); ``None`` to take what the resampler gives (may differ from the input by a frame).
+        tags: tags to copy onto every stem (the stem name is appended to the title); ``None``: none.
+        title_fallback: the title used when ``tags`` has none (normally the input's file name stem).
+        samplerate_in, channels_in, quality: see :class:`StemWriter`.
+
+    Raises:
+        AudioWriteError: a temporary file cannot be created (nothing is left behind).
+    """
+
+    def __init__(
+        self,
+        paths: Mapping[str, Path | str],
+        options: WriteOptions | None = None,
+        *,
+        samplerate: int,
+        channels: int,
+        frames: int | None = None,
+        tags: TrackTags | None = None,
+        title_fallback: str = "",
+        samplerate_in: int = MODEL_SAMPLERATE,
+        channels_in: int = MODEL_CHANNELS,
+        quality: ResampleQuality = "HQ",
+    ) -> None:
+        self.options = options or WriteOptions()
+        self.tags = tags
+        self.title_fallback = title_fallback
+        self.report: TrackWriteReport | None = None
+        self._writers: dict[str, StemWriter] = {}
+        try:
+            for name, path in paths.items():
+                self._writers[name] = StemWriter(
+                    name,
+                    path,
+                    self.options,
+                    samplerate=samplerate,
+                    channels=channels,
+                    frames=frames,
+                    samplerate_in=samplerate_in,
+                    channels_in=channels_in,
+                    quality=quality,
+                )
+        except BaseException:
+            self.abort()
+            raise
+
+    @property
+    def stems(self) -> tuple[str, ...]:
+        """The stem names, in order."""
+        return tuple(self._writers)
+
+    def write(self, stem: str, block: FloatArray) -> None:
+        """Append a float32 ``(channels_in, n)`` block to one stem. See :meth:`StemWriter.write`."""
+        if self.report is not None:
+            raise RuntimeError("the track is already closed")
+        self._writers[stem].write(block)
+
+    def write_all(self, blocks: Mapping[str, FloatArray]) -> None:
+        """Append one block to each stem named in ``blocks``."""
+        for stem, block in blocks.items():
+            self.write(stem, block)
+
+    def close(self) -> TrackWriteReport:
+        """Finish every stem (shared gain), tag them, then rename them all into place.
+
+        Returns:
+            The report (also kept in :attr:`report`).
+
+        Raises:
+            AudioWriteError: a stem could not be finished or renamed (temporary files are removed).
+        """
+        if self.report is not None:
+            return self.report
+        try:
+            gain = self._shared_gain()
+            stats = tuple(w.finish(gain) for w in self._writers.values())
+            self._tag_all()
+            for writer in self._writers.values():
+                writer.publish()
+        except BaseException:
+            self.abort()
+            raise
+        self.report = TrackWriteReport(stems=stats, gain=gain, clip=self.options.clip)
+        return self.report
+
+    def abort(self) -> None:
+        """Delete every temporary file; no final path is created. Never raises."""
+        for writer in self._writers.values():
+            writer.abort()
+
+    def __enter__(self) -> TrackWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def _shared_gain(self) -> float:
+        for writer in self._writers.values():  # the resampler's tail counts towards the peak
+            writer.end_stream()
+        peak = max((w.peak for w in self._writers.values()), default=0.0)
+        if self.options.clip != "rescale" or peak <= 1.0:
+            return 1.0
+        return RESCALE_PEAK / peak
+
+    def _tag_all(self) -> None:
+        if self.tags is None:
+            return
+        for name, writer in self._writers.items():
+            stem_tags = self.tags.for_stem(name, self.title_fallback or writer.path.stem)
+            try:
+                write_tags(writer.temp_path, self.options.format, stem_tags)
+            except (mutagen.MutagenError, OSError) as err:
+                warnings.warn(
+                    f"{writer.path}: tags not copied ({err}); the audio is fine",
+                    TagCopyWarning,
+                    stacklevel=3,
+                )

@@ -29,7 +29,9 @@ def _sources() -> list[Path]:
 
 def test_no_module_under_src_imports_demucs() -> None:
     offenders = {
-        str(path.relative_to(SRC)): sorted(n for n in _imports(path) if n == "demucs" or n.startswith("demucs."))
+        str(path.relative_to(SRC)): sorted(
+            n for n in _imports(path) if n == "demucs" or n.startswith("demucs.")
+        )
         for path in _sources()
     }
     assert {k: v for k, v in offenders.items() if v} == {}
@@ -39,12 +41,14 @@ def test_no_source_file_mentions_an_importlib_route_to_demucs() -> None:
     """``importlib.import_module('demucs…')`` or ``__import__`` would dodge the AST check above."""
     for path in _sources():
         text = path.read_text(encoding="utf-8")
-        assert "import_module(\"demucs" not in text and "__import__(\"demucs" not in text, path
+        assert 'import_module("demucs' not in text and '__import__("demucs' not in text, path
 
 
 def test_model_package_imports_nothing_else_from_stemsplit() -> None:
     for path in sorted((SRC / "model").rglob("*.py")):
-        inner = {n for n in _imports(path) if n.startswith("stemsplit") and not n.startswith("stemsplit.model")}
+        inner = {
+            n for n in _imports(path) if n.startswith("stemsplit") and not n.startswith("stemsplit.model")
+        }
         assert inner == set(), f"{path.name} imports {inner}"
 
 

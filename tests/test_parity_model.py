@@ -53,7 +53,9 @@ def _reference_model(kwargs: dict[str, Any], seed: int) -> torch.nn.Module:
 
 
 @pytest.mark.parametrize(
-    ("name", "kwargs"), [("htdemucs", reference_kwargs()), ("htdemucs_6s", six_stem_kwargs())], ids=["4s", "6s"]
+    ("name", "kwargs"),
+    [("htdemucs", reference_kwargs()), ("htdemucs_6s", six_stem_kwargs())],
+    ids=["4s", "6s"],
 )
 def test_forward_equals_reference(tmp_path: Path, name: str, kwargs: dict[str, Any]) -> None:
     reference = _reference_model(kwargs, seed=len(name))

@@ -12,11 +12,16 @@ from stemsplit._version import __version__
 if TYPE_CHECKING:
     from stemsplit.checkpoint import LoadedModel, load_checkpoint
     from stemsplit.model import HTDemucs, HTDemucsConfig
+    from stemsplit.pipeline import SeparationOptions, TrackResult
+    from stemsplit.separator import Separator
 
 __all__ = [
     "HTDemucs",
     "HTDemucsConfig",
     "LoadedModel",
+    "SeparationOptions",
+    "Separator",
+    "TrackResult",
     "__version__",
     "load_checkpoint",
 ]
@@ -26,6 +31,9 @@ _LAZY = {
     "HTDemucsConfig": "stemsplit.model",
     "LoadedModel": "stemsplit.checkpoint",
     "load_checkpoint": "stemsplit.checkpoint",
+    "SeparationOptions": "stemsplit.pipeline",
+    "Separator": "stemsplit.separator",
+    "TrackResult": "stemsplit.pipeline",
 }
 
 

@@ -22,6 +22,7 @@ _HELP = """Split music into stems (drums, bass, other, vocals) with Hybrid Trans
 Commands:
 
   stemsplit models list|download|import|verify|path|remove   manage pretrained models
+  stemsplit doctor                                          what is installed, which device and why
 """
 
 app = typer.Typer(
@@ -174,6 +175,42 @@ def models_remove(
             ui.stdout.print(str(path))
 
 
+@app.command("doctor")
+def doctor_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+    verify: Annotated[
+        bool, typer.Option("--verify/--no-verify", help="Re-hash cached model files (--no-verify is faster).")
+    ] = True,
+) -> None:
+    """Versions, torch build, the device `auto` picks and why, decoders, cache and models; exit 1 on a problem."""
+    from stemsplit import doctor
+
+    with ui.error_boundary():
+        report = doctor.collect(verify=verify)
+        if as_json:
+            ui.stdout.print_json(json.dumps(report.to_dict()))
+        else:
+            for title, rows in report.summary():
+                ui.print_section(title, rows)
+            ui.print_section("Findings", ())
+            for finding in report.findings:
+                ui.print_finding(finding.severity, finding.message, finding.fix)
+        if report.status == "problem":
+            raise typer.Exit(ui.EXIT_FAILED)
+
+
+SUBCOMMANDS = frozenset({"models", "doctor"})
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """Console-script entry point."""
-    app(args=list(sys.argv[1:] if argv is None else argv), prog_name="stemsplit")
+    """Console-script entry point: ``models``/``doctor`` are subcommands, anything else separates.
+
+    A file literally named ``models`` or ``doctor`` is reached as ``./models``.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in SUBCOMMANDS:
+        app(args=args, prog_name="stemsplit")
+    else:
+        from stemsplit.cli_separate import separate_app
+
+        separate_app(args=args, prog_name="stemsplit")

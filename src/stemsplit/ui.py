@@ -8,12 +8,13 @@ nothing of it elsewhere. This is the only module besides ``cli.py`` that imports
 from __future__ import annotations
 
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -23,6 +24,7 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from rich.text import Text
 
 from stemsplit import errors, settings
 
@@ -38,6 +40,28 @@ def warn(message: str) -> None:
 def info(message: str) -> None:
     """Print a notice on stderr (suppressed by the caller in quiet mode)."""
     stderr.print(message, markup=False)
+
+
+def print_section(title: str, rows: Sequence[tuple[str, str]], *, console: Console | None = None) -> None:
+    """Print a bold title, then one aligned ``label  value`` line per row (values never wrap or parse markup)."""
+    out = console or stdout
+    out.print(Text(title, style="bold"))
+    width = max((len(label) for label, _ in rows), default=0)
+    for label, value in rows:
+        out.print(Text(f"  {label:<{width}}  {value}"))
+
+
+_SEVERITY_STYLES = {"ok": "green", "warning": "yellow", "problem": "bold red"}
+
+
+def print_finding(
+    severity: str, message: str, fix: str | None = None, *, console: Console | None = None
+) -> None:
+    """Print one diagnosis as ``[severity] message`` with an indented ``fix:`` line when there is one."""
+    out = console or stdout
+    out.print(Text.assemble("  ", (f"[{severity}]", _SEVERITY_STYLES.get(severity, "")), " ", message))
+    if fix:
+        out.print(Text(f"      fix: {fix}"))
 
 
 # --- errors ------------------------------------------------------------------------------------
@@ -133,3 +157,58 @@ class DownloadProgress:
             self._progress = None
         if ok and not self.quiet:
             info(f"Downloaded {dest.name} to {dest.parent}")
+
+
+# --- separation progress --------------------------------------------------------------------------
+
+
+class BatchProgress:
+    """A :class:`stemsplit.pipeline.BatchReporter` drawing two Rich bars on stderr, in audio seconds.
+
+    One bar for the current track and one for the batch (tracks done / total, audio processed, ETA).
+    Nothing is drawn when ``quiet`` or when stderr is not a terminal (Rich's own rule).
+    """
+
+    def __init__(self, total_tracks: int, total_seconds: float, *, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self._done_before = 0.0
+        self._tracks_done = 0
+        self._total_tracks = total_tracks
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed:>7.1f}/{task.total:.1f} s of audio"),
+            TimeRemainingColumn(),
+            console=stderr,
+            transient=True,
+            disable=quiet,
+        )
+        self._batch = self._progress.add_task(self._batch_label(), total=max(total_seconds, 1e-9))
+        self._track: TaskID | None = None
+
+    def _batch_label(self) -> str:
+        return f"[bold]batch[/bold] {self._tracks_done}/{self._total_tracks} tracks"
+
+    def __enter__(self) -> BatchProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def track_started(self, index: int, total: int, path: Path, duration_s: float | None) -> None:
+        if self._track is not None:
+            self._progress.remove_task(self._track)
+        # The column renders markup: a file name's brackets must stay text.
+        self._track = self._progress.add_task(escape(path.name[:40]), total=max(duration_s or 0.0, 1e-9))
+
+    def track_progress(self, done_s: float) -> None:
+        if self._track is not None:
+            self._progress.update(self._track, completed=done_s)
+            self._progress.update(self._batch, completed=self._done_before + done_s)
+
+    def track_finished(self, result: object) -> None:
+        duration = getattr(result, "duration_s", None) or 0.0
+        self._done_before += duration
+        self._tracks_done += 1
+        self._progress.update(self._batch, completed=self._done_before, description=self._batch_label())

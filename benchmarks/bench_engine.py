@@ -1,0 +1,281 @@
+"""Benchmark: stemsplit's engine against demucs 4.1.0 ``apply_model`` on the same random full-size weights.
+
+Usage::
+
+    python benchmarks/bench_engine.py --seconds 60                 # real model, speed + equality (~2 min/2 cores)
+    python benchmarks/bench_engine.py --seconds 20 --memory-minutes 5 60 --reference-memory-minutes 5 15
+
+Parts:
+
+1. **Real model** (one process): the full-size ``htdemucs`` architecture with random weights (seed 0) on a
+   synthetic stereo track of ``--seconds``. Runs ours with ``--precision`` (default auto), ours in float32 (if
+   auto chose something else), then the reference (``apply_model(shifts=0, split=True, overlap=0.25)`` with
+   ``Separator``'s normalisation). Wall times, SNR / max abs difference against the reference, and the peak
+   resident memory of each phase (sampled from /proc every 5 ms; includes torch and the model).
+2. **Memory with a stand-in model** (one subprocess per measurement, run first; peak RSS sampled from /proc): a cheap
+   callable with the HT interface (343,980-sample windows, 4 stems) replaces the network so that hour-long
+   tracks run in seconds; ours streams the track from a block generator to a discarding sink (the pipeline's
+   situation), the reference holds it as a tensor (its only mode). Clearly labelled "stand-in".
+
+The last line is machine-readable:
+``device=cpu seconds=60 ours_s=… demucs_s=… speedup=… ours_peak_rss_mb=… demucs_peak_rss_mb=…``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from fractions import Fraction
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from stemsplit.inference import (  # noqa: E402
+    EngineOptions,
+    ModelBag,
+    resolve_device,
+    resolve_dtype,
+    separate_stream,
+    separate_tensor,
+    stats_from_blocks,
+)
+
+SR = 44100
+SEGMENT = 343980
+SOURCES = ("drums", "bass", "other", "vocals")
+BLOCK = 262144
+
+
+class PeakRss:
+    """Samples this process's resident memory in a thread; ``peak_mb`` is the maximum since ``start``."""
+
+    def __init__(self) -> None:
+        self._page = os.sysconf("SC_PAGE_SIZE")
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _rss(self) -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * self._page
+
+    def __enter__(self) -> PeakRss:
+        self.peak = self._rss()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, self._rss())
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        assert self._thread is not None
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+
+    @property
+    def peak_mb(self) -> float:
+        return self.peak / 2**20
+
+
+def synthetic_blocks(seconds: float, seed: int = 0) -> Iterator[torch.Tensor]:
+    """A deterministic stereo 'track' as (2, n) blocks: noise with a slow envelope, never held whole."""
+    total = int(seconds * SR)
+    g = torch.Generator().manual_seed(seed)
+    for start in range(0, total, BLOCK):
+        n = min(BLOCK, total - start)
+        t = torch.arange(start, start + n) / SR
+        env = 0.2 + 0.15 * torch.sin(2 * torch.pi * 0.25 * t)
+        yield torch.randn(2, n, generator=g) * env
+
+
+def reference_separate(model: torch.nn.Module, wav: torch.Tensor) -> torch.Tensor:
+    from demucs.apply import apply_model
+
+    ref = wav.mean(0)
+    mean, std = ref.mean(), ref.std() + 1e-8
+    with torch.no_grad():
+        out = apply_model(model, ((wav - mean) / std)[None], shifts=0, split=True, overlap=0.25)[0]
+    return out * std + mean
+
+
+def timed(fn: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, float, float]:
+    with PeakRss() as rss:
+        t0 = time.perf_counter()
+        out = fn()
+        elapsed = time.perf_counter() - t0
+    return out, elapsed, rss.peak_mb
+
+
+def snr_db(ref: torch.Tensor, est: torch.Tensor) -> float:
+    err = (ref - est).pow(2).sum()
+    return float("inf") if err == 0 else float(10 * torch.log10(ref.pow(2).sum() / err))
+
+
+def real_model_run(args: argparse.Namespace) -> dict[str, float | str]:
+    from tests.engine_models import make_reference_htdemucs, stemsplit_twin
+
+    model = make_reference_htdemucs(seed=0)  # the reference network (demucs)
+    bag = ModelBag.single(stemsplit_twin(model))  # ours: stemsplit's HTDemucs with the same weights
+    wav = torch.cat(list(synthetic_blocks(args.seconds)), dim=-1)
+    device = resolve_device(args.device)
+    auto_dtype = resolve_dtype(args.precision, device)
+    rows: list[tuple[str, float, float, str]] = []
+
+    def ours(precision: str) -> torch.Tensor:
+        opts = EngineOptions(device=device, precision=precision, batch_size=args.batch_size)  # type: ignore[arg-type]
+        return separate_tensor(bag, wav, options=opts)
+
+    def reference() -> torch.Tensor:
+        return reference_separate(model, wav if device.type == "cpu" else wav.to(device)).cpu()
+
+    # The machine may be shared: alternate ours / reference and keep each side's fastest repeat.
+    best: dict[str, tuple[torch.Tensor, float, float]] = {}
+    for repeat in range(args.repeats):
+        order = ["ours", "f32", "demucs"] if repeat % 2 == 0 else ["demucs", "f32", "ours"]
+        for which in order:
+            if which == "f32" and auto_dtype == torch.float32:
+                continue
+            if which == "demucs" and args.skip_reference:
+                continue
+            fn = {"ours": lambda: ours(args.precision), "f32": lambda: ours("float32"), "demucs": reference}[
+                which
+            ]
+            out, secs, mb = timed(fn)
+            if which not in best or secs < best[which][1]:
+                best[which] = (out, secs, max(mb, best.get(which, (None, 0.0, 0.0))[2]))
+    ours_out, ours_s, ours_mb = best["ours"]
+    rows.append(
+        (f"ours precision={args.precision} ({str(auto_dtype).removeprefix('torch.')})", ours_s, ours_mb, "")
+    )
+    f32_out, f32_s, _ = best.get("f32", best["ours"])
+    if "f32" in best:
+        rows.append(("ours precision=float32", f32_s, best["f32"][2], ""))
+    results: dict[str, float | str] = {"ours_s": ours_s, "ours_peak_rss_mb": ours_mb, "ours_f32_s": f32_s}
+    if "demucs" in best:
+        ref_out, demucs_s, demucs_mb = best["demucs"]
+        rows.append(("demucs 4.1.0 apply_model", demucs_s, demucs_mb, ""))
+        results |= {"demucs_s": demucs_s, "demucs_peak_rss_mb": demucs_mb}
+        results["max_abs_f32"] = float((f32_out - ref_out).abs().max())
+        results["snr_auto_db"] = snr_db(ref_out, ours_out)
+    print(f"\nreal model (full-size htdemucs, random weights), {args.seconds:g} s track, device={device}")
+    print(f"{'run':<44}{'seconds':>10}{'x realtime':>12}{'peak RSS MB':>13}")
+    for name, secs, mb, _ in rows:
+        print(f"{name:<44}{secs:>10.2f}{args.seconds / secs:>12.2f}{mb:>13.0f}")
+    if "demucs_s" in results:
+        print(
+            f"speedup auto={results['demucs_s'] / ours_s:.3f}x  float32={results['demucs_s'] / f32_s:.3f}x  "
+            f"max|float32 - reference|={results['max_abs_f32']:.3g}  SNR(auto vs reference)={results['snr_auto_db']:.1f} dB"
+        )
+    return results
+
+
+class StandIn(torch.nn.Module):
+    """A cheap model with the HT interface: (B, 2, T) -> (B, 4, 2, T), T padded to 343,980 like HT models."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sources = list(SOURCES)
+        self.samplerate = SR
+        self.audio_channels = 2
+        self.segment = Fraction(39, 5)
+
+    def valid_length(self, length: int) -> int:
+        return SEGMENT
+
+    def forward(self, mix: torch.Tensor) -> torch.Tensor:
+        scale = torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=mix.dtype)[None, :, None, None]
+        return mix[:, None] * scale
+
+
+def memory_worker(which: str, minutes: float) -> None:
+    """Subprocess body: separate ``minutes`` of audio with the stand-in; print JSON with ru_maxrss."""
+    seconds = minutes * 60
+    model = StandIn()
+    rss = PeakRss().__enter__()  # ru_maxrss would include the parent's RSS inherited at fork
+    t0 = time.perf_counter()
+    if which == "ours":
+        stats = stats_from_blocks(synthetic_blocks(seconds))  # the cheap first pass
+        bag = ModelBag((model,), SOURCES, SR, 2, SEGMENT)
+        sink_sum = [0.0]
+        separate_stream(
+            bag,
+            synthetic_blocks(seconds),
+            lambda b: sink_sum.__setitem__(0, sink_sum[0] + float(b[0, 0, 0])),
+            stats=stats,
+            options=EngineOptions(device="cpu", batch_size=1),
+        )
+    else:
+        wav = torch.cat(list(synthetic_blocks(seconds)), dim=-1)
+        reference_separate(model, wav)
+    elapsed = time.perf_counter() - t0
+    rss.__exit__()
+    print(json.dumps({"which": which, "minutes": minutes, "seconds": elapsed, "peak_mb": rss.peak_mb}))
+
+
+def memory_runs(args: argparse.Namespace) -> None:
+    jobs = [("ours", m) for m in args.memory_minutes] + [("demucs", m) for m in args.reference_memory_minutes]
+    if not jobs:
+        return
+    print("\nmemory, STAND-IN model (cheap callable with the HT interface), one subprocess each, peak RSS")
+    print(f"{'run':<44}{'minutes':>10}{'wall s':>12}{'peak RSS MB':>13}")
+    for which, minutes in jobs:
+        proc = subprocess.run(
+            [sys.executable, __file__, "--_memory-worker", which, str(minutes)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        name = "ours (streamed, stand-in)" if which == "ours" else "demucs apply_model (stand-in)"
+        print(f"{name:<44}{minutes:>10g}{r['seconds']:>12.1f}{r['peak_mb']:>13.0f}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=60.0, help="track length for the real-model run")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--skip-reference", action="store_true")
+    parser.add_argument("--repeats", type=int, default=1, help="alternate ours/reference this many times")
+    parser.add_argument("--memory-minutes", type=float, nargs="*", default=[], help="stand-in runs of ours")
+    parser.add_argument("--reference-memory-minutes", type=float, nargs="*", default=[])
+    parser.add_argument("--_memory-worker", nargs=2, metavar=("WHICH", "MINUTES"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args._memory_worker:
+        memory_worker(args._memory_worker[0], float(args._memory_worker[1]))
+        return
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, cpu capability {torch.backends.cpu.get_cpu_capability()}"
+    )
+    memory_runs(args)
+    results = real_model_run(args)
+    speedup = results.get("demucs_s", float("nan")) / float(results["ours_s"])  # type: ignore[operator]
+    print(
+        f"device={args.device} seconds={args.seconds:g} ours_s={float(results['ours_s']):.2f} "
+        f"demucs_s={float(results.get('demucs_s', float('nan'))):.2f} speedup={speedup:.3f} "
+        f"ours_peak_rss_mb={float(results['ours_peak_rss_mb']):.0f} "
+        f"demucs_peak_rss_mb={float(results.get('demucs_peak_rss_mb', float('nan'))):.0f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,413 @@
+"""``stemsplit [OPTIONS] PATHS...``: the separation command (the tool's default command).
+
+Option names and defaults are the design's CLI contract. stdout carries only results (the paths
+written, or JSON with ``--json``); progress, warnings and errors go to stderr. Exit codes: 0 everything
+done, 1 some input failed (the rest were done), 2 usage error, 3 the model could not be obtained.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from stemsplit import ui
+from stemsplit._version import __version__
+
+if TYPE_CHECKING:
+    from stemsplit.pipeline import Batch, SeparationOptions, TrackResult
+
+_HELP = """Split music into stems (drums, bass, other, vocals) with Hybrid Transformer Demucs.
+
+PATHS are audio files, folders (searched recursively) and globs ("music/**/*.flac").
+Stems go to OUT/{model}/{track}/{stem}.{ext}; finished tracks are skipped on a re-run.
+
+Other commands: `stemsplit models list|download|import|verify|path|remove` (pretrained models) and
+`stemsplit doctor` (what is installed, which device would be used and why).
+"""
+
+
+class Format(str, Enum):
+    wav = "wav"
+    flac = "flac"
+    mp3 = "mp3"
+
+
+class BitDepth(str, Enum):
+    b16 = "16"
+    b24 = "24"
+    b32f = "32f"
+
+
+class Clip(str, Enum):
+    rescale = "rescale"
+    clamp = "clamp"
+    none = "none"
+
+
+class OtherMethod(str, Enum):
+    add = "add"
+    minus = "minus"
+    none = "none"
+
+
+class PrecisionChoice(str, Enum):
+    auto = "auto"
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+separate_app = typer.Typer(
+    name="stemsplit",
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"stemsplit {__version__}")
+        raise typer.Exit()
+
+
+def _parse_samplerate(value: str) -> int | None:
+    if value == "input":
+        return None
+    try:
+        rate = int(value)
+    except ValueError:
+        raise typer.BadParameter(f"expected a rate in Hz or 'input', got {value!r}") from None
+    return rate
+
+
+def _parse_stems(value: str | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    names = tuple(s.strip() for s in value.split(",") if s.strip())
+    if not names:
+        raise typer.BadParameter("name at least one stem, e.g. --stems vocals,drums")
+    return names
+
+
+@separate_app.command(help=_HELP, no_args_is_help=True)
+def separate(
+    paths: Annotated[
+        list[str],
+        typer.Argument(metavar="PATHS", help="Audio files, folders and globs.", show_default=False),
+    ],
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            "-n",
+            metavar="NAME|PATH",
+            help="Registry name (htdemucs, htdemucs_ft, htdemucs_6s) or a .th/.safetensors/.yaml path.",
+        ),
+    ] = "htdemucs",
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="Output folder.")] = Path(
+        "separated"
+    ),
+    filename: Annotated[
+        str,
+        typer.Option(
+            "--filename",
+            metavar="TEMPLATE",
+            help="Output path template: {model} {track} {trackext} {stem} {ext}.",
+        ),
+    ] = "{model}/{track}/{stem}.{ext}",
+    two_stems: Annotated[
+        str | None,
+        typer.Option("--two-stems", metavar="STEM", help="Write STEM and no_STEM (karaoke: vocals)."),
+    ] = None,
+    other_method: Annotated[
+        OtherMethod,
+        typer.Option(
+            "--other-method",
+            help="no_STEM as the sum of the other stems (add), mix minus STEM (minus) or not at all (none).",
+        ),
+    ] = OtherMethod.add,
+    stems: Annotated[
+        str | None, typer.Option("--stems", metavar="A,B", help="Keep only these stems.")
+    ] = None,
+    fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.wav,
+    bit_depth: Annotated[
+        BitDepth, typer.Option("--bit-depth", help="16, 24 or 32f (float); mp3 ignores it.")
+    ] = BitDepth.b16,
+    mp3_bitrate: Annotated[
+        int, typer.Option("--mp3-bitrate", metavar="KBPS", help="MP3 bitrate in kbit/s.", min=8, max=320)
+    ] = 320,
+    sample_rate: Annotated[
+        str,
+        typer.Option(
+            "--sample-rate", metavar="N|input", help="Output sample rate in Hz, or 'input' for the input's."
+        ),
+    ] = "input",
+    clip: Annotated[
+        Clip,
+        typer.Option("--clip", help="rescale: one gain for all stems of a track, only when one would clip."),
+    ] = Clip.rescale,
+    device: Annotated[
+        str,
+        typer.Option(
+            "--device", "-d", metavar="DEVICE", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps."
+        ),
+    ] = "auto",
+    precision: Annotated[
+        PrecisionChoice,
+        typer.Option(
+            "--precision",
+            help="auto picks reduced precision only where it is measured accurate; float32 is exact.",
+        ),
+    ] = PrecisionChoice.auto,
+    batch_size: Annotated[
+        int | None,
+        typer.Option("--batch-size", metavar="N", help="Windows per forward pass [default: auto].", min=1),
+    ] = None,
+    jobs: Annotated[
+        int | None, typer.Option("--jobs", "-j", metavar="N", help="CPU threads [default: all cores].", min=1)
+    ] = None,
+    segment: Annotated[
+        float | None,
+        typer.Option("--segment", metavar="SECONDS", help="Window length, at most the model's 7.8 s."),
+    ] = None,
+    overlap: Annotated[
+        float,
+        typer.Option("--overlap", metavar="FRACTION", help="Overlap between windows.", min=0.0, max=0.99),
+    ] = 0.25,
+    shifts: Annotated[
+        int,
+        typer.Option(
+            "--shifts",
+            metavar="N",
+            help="Average N passes with random delays (slower, slightly better).",
+            min=0,
+        ),
+    ] = 0,
+    seed: Annotated[int, typer.Option("--seed", metavar="N", help="Seed of the --shifts delays.")] = 0,
+    skip_existing: Annotated[
+        bool,
+        typer.Option(
+            "--skip-existing/--overwrite",
+            help="Skip tracks whose stems are complete and made with the same model and settings.",
+        ),
+    ] = True,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List what would be done; load no model.")
+    ] = False,
+    report: Annotated[
+        Path | None, typer.Option("--report", metavar="FILE.json", help="Write a JSON report of the run.")
+    ] = None,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="Never use the network (also STEMSPLIT_OFFLINE=1).")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON on stdout.")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bars, notices or summary.")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Per-track details on stderr.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", "-V", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    from stemsplit import pipeline
+
+    with ui.error_boundary():
+        options = pipeline.SeparationOptions(
+            model=model,
+            out_dir=out,
+            filename=filename,
+            stems=_parse_stems(stems),
+            two_stems=two_stems,
+            other_method=other_method.value,
+            format=fmt.value,
+            bit_depth=bit_depth.value,
+            mp3_bitrate=mp3_bitrate,
+            samplerate=_parse_samplerate(sample_rate),
+            clip=clip.value,
+            device=device,
+            precision=precision.value,
+            batch_size=batch_size,
+            jobs=jobs,
+            segment=segment,
+            overlap=overlap,
+            shifts=shifts,
+            seed=seed,
+            overwrite=not skip_existing,
+            offline=True if offline else None,
+        )
+        batch = pipeline.plan_batch(paths, options)
+        if dry_run:
+            _print_dry_run(batch, options, as_json=as_json)
+            return
+        results = _run(batch, options, quiet=quiet, verbose=verbose)
+        if report is not None:
+            _write_report(report, batch, options, results)
+        _print_results(results, as_json=as_json)
+        if not quiet:
+            _print_summary(results)
+        if any(r.status == "failed" for r in results):
+            raise typer.Exit(ui.EXIT_FAILED)
+
+
+def _run(batch: Batch, options: SeparationOptions, *, quiet: bool, verbose: bool) -> list[TrackResult]:
+    from stemsplit import pipeline
+    from stemsplit.audio import AudioInfo
+    from stemsplit.errors import StemsplitWarning
+
+    total_s = sum(p.duration_s or 0.0 for _, p, _ in batch.tracks if isinstance(p, AudioInfo))
+    default_show = warnings.showwarning
+
+    def show(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        if issubclass(category, StemsplitWarning):
+            if not quiet:
+                ui.warn(escape(str(message)))  # it names a file: brackets in it are not markup
+        else:
+            default_show(message, category, *args, **kwargs)
+
+    with ui.BatchProgress(len(batch.tracks), total_s, quiet=quiet) as progress, warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.showwarning = show
+        reporter = _Reporter(progress, quiet=quiet, verbose=verbose)
+        return pipeline.separate_batch(
+            batch, options, reporter=reporter, download_reporter=ui.DownloadProgress(quiet=quiet)
+        )
+
+
+class _Reporter:
+    """Forwards progress to the bars and prints per-track outcomes on stderr."""
+
+    def __init__(self, progress: ui.BatchProgress, *, quiet: bool, verbose: bool) -> None:
+        self.progress = progress
+        self.quiet = quiet
+        self.verbose = verbose
+
+    def track_started(self, index: int, total: int, path: Path, duration_s: float | None) -> None:
+        self.progress.track_started(index, total, path, duration_s)
+
+    def track_progress(self, done_s: float) -> None:
+        self.progress.track_progress(done_s)
+
+    def track_finished(self, result: TrackResult) -> None:
+        self.progress.track_finished(result)
+        if result.status == "failed":
+            ui.stderr.print(f"[bold red]Failed:[/bold red] {escape(result.error or '')}", markup=True)
+        elif self.verbose and not self.quiet:
+            detail = f"{result.input}: {result.status}"
+            if result.status == "done":
+                detail += (
+                    f" in {result.timings.get('total', 0):.1f} s on {result.device} ({result.precision}, "
+                    f"batch {result.batch_size}), gain {result.gain:.3f}"
+                )
+            ui.stderr.print(detail, markup=False, emoji=False)
+
+
+def _print_results(results: list[TrackResult], *, as_json: bool) -> None:
+    if as_json:
+        ui.stdout.print_json(json.dumps([r.to_dict() for r in results]))
+        return
+    for result in results:
+        if result.status == "done":
+            for path in result.outputs.values():
+                ui.stdout.print(str(path), markup=False, emoji=False)
+
+
+def _print_summary(results: list[TrackResult]) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    from stemsplit import pipeline
+
+    table = Table(box=None, header_style="bold", title=None)
+    for column in ("track", "status", "duration", "time", "output folder"):
+        table.add_column(column, overflow="fold")
+    for r in results:
+        folder = str(next(iter(r.outputs.values())).parent) if r.outputs else ""
+        duration = f"{r.duration_s:.1f} s" if r.duration_s is not None else ""
+        spent = f"{r.timings['total']:.1f} s" if "total" in r.timings else ""
+        status = {"done": "[green]done[/green]", "skipped": "skipped", "failed": "[red]failed[/red]"}[
+            r.status
+        ]
+        table.add_row(Text(r.input.name), status, duration, spent, Text(folder))  # names are not markup
+    ui.stderr.print(table)
+    counts = pipeline.summarise(results)
+    ui.stderr.print(
+        f"{counts['done']} done, {counts['skipped']} skipped (already complete), {counts['failed']} failed"
+    )
+
+
+def _print_dry_run(batch: Batch, options: SeparationOptions, *, as_json: bool) -> None:
+    from stemsplit.audio import AudioInfo
+    from stemsplit.sidecar import Provenance, is_complete
+
+    provenance = Provenance(batch.model.name, batch.model.weights_id, options.output_settings())
+    rows = []
+    for path, probed, outputs in batch.tracks:
+        row: dict[str, Any] = {"input": str(path)}
+        if isinstance(probed, AudioInfo):
+            complete = outputs is not None and is_complete(outputs.sidecar, provenance, outputs.stems)
+            row.update(
+                action="skip (complete)" if complete and not options.overwrite else "separate",
+                duration_s=probed.duration_s,
+                samplerate=probed.samplerate,
+                channels=probed.channels,
+                codec=probed.codec,
+                outputs={k: str(v) for k, v in (outputs.stems if outputs else {}).items()},
+            )
+        else:
+            row.update(action="cannot decode", error=str(probed))
+        rows.append(row)
+    if as_json:
+        ui.stdout.print_json(
+            json.dumps({"model": batch.model.name, "stems": list(batch.plan.written), "tracks": rows})
+        )
+        return
+    for row in rows:
+        if row["action"] == "cannot decode":
+            ui.stdout.print(f"cannot decode  {row['input']}: {row['error']}", markup=False, emoji=False)
+            continue
+        duration = f"{row['duration_s']:.1f} s" if row["duration_s"] is not None else "? s"
+        first = next(iter(row["outputs"].values()), "")
+        ui.stdout.print(
+            f"{row['action']:15} {row['input']}  ({duration}, {row['samplerate']} Hz, {row['channels']} ch, {row['codec']})"
+            f" → {Path(first).parent if first else ''}",
+            markup=False,
+            emoji=False,
+        )
+    ui.stderr.print(
+        f"model {batch.model.name}: stems {', '.join(batch.plan.written)}; nothing was separated (--dry-run)",
+        markup=False,
+        emoji=False,
+    )
+
+
+def _write_report(path: Path, batch: Batch, options: SeparationOptions, results: list[TrackResult]) -> None:
+    from dataclasses import asdict
+
+    from stemsplit import pipeline
+
+    settings = asdict(options)
+    settings["out_dir"] = str(options.out_dir)
+    document = {
+        "stemsplit_version": __version__,
+        "model": {
+            "name": batch.model.name,
+            "weights": batch.model.weights_id,
+            "path": str(batch.model.path) if batch.model.path else None,
+        },
+        "settings": settings,
+        "summary": dict(pipeline.summarise(results)),
+        "tracks": [r.to_dict() for r in results],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.partial")
+    temp.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    temp.replace(path)

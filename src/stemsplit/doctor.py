@@ -1,0 +1,963 @@
+"""``stemsplit doctor``: what is installed, which device ``auto`` would use and why, decoders, cache.
+
+:func:`collect` gathers everything into a frozen :class:`DoctorReport`; it prints nothing and imports
+no Rich or Typer (``cli.py`` renders it). Every probe degrades gracefully: a missing or broken library,
+an unreadable cache or a failing ``nvidia-smi`` becomes a :class:`Finding`, never an exception. Each
+finding has a severity (``ok``, ``warning``, ``problem``) and, when there is one, the command that
+fixes it. Nothing is created, downloaded or changed; the only writes are a temporary probe file in the
+cache folder (to test that it is writable) and an in-memory MP3 round trip.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import io
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from stemsplit import settings
+from stemsplit._version import __version__
+
+__all__ = [
+    "CacheInfo",
+    "DecoderInfo",
+    "DeviceChoice",
+    "DoctorReport",
+    "Finding",
+    "GpuInfo",
+    "ModelFileInfo",
+    "ModelInfo",
+    "NetworkInfo",
+    "NvidiaInfo",
+    "PackageInfo",
+    "Severity",
+    "TorchInfo",
+    "collect",
+    "cuda_install_command",
+    "mask_url",
+]
+
+Severity = Literal["ok", "warning", "problem"]
+SCHEMA_VERSION = 1
+
+# Below this much free space in the cache a warning is given (htdemucs_ft alone is about 320 MB).
+LOW_DISK_BYTES = 1_000_000_000
+
+# Runtime dependencies, as (distribution name, import name): versions come from package metadata.
+PACKAGES = (
+    ("torch", "torch"),
+    ("numpy", "numpy"),
+    ("soundfile", "soundfile"),
+    ("av", "av"),
+    ("soxr", "soxr"),
+    ("typer", "typer"),
+    ("rich", "rich"),
+    ("platformdirs", "platformdirs"),
+    ("requests", "requests"),
+    ("mutagen", "mutagen"),
+    ("safetensors", "safetensors"),
+    ("PyYAML", "yaml"),
+)
+SUPPORTED_PYTHON = ((3, 10), (3, 13))
+PROXY_VARS = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY")
+
+# Where an NVIDIA kernel driver shows itself on Linux (module attribute so tests can point it elsewhere).
+NVIDIA_PROC = Path("/proc/driver/nvidia")
+# CUDA wheel variants on download.pytorch.org, newest first, with the lowest driver CUDA version each
+# needs. An assumption to revisit with every torch release: pytorch.org/get-started/locally is the
+# authority, and every fix that uses this table links to it.
+CUDA_WHEELS = (("cu130", (13, 0)), ("cu128", (12, 8)), ("cu126", (12, 6)))
+TORCH_INSTALL_PAGE = "https://pytorch.org/get-started/locally/"
+_PROBE_SECONDS = 10.0
+
+
+# --- report types --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One diagnosis.
+
+    Attributes:
+        topic: what it is about (``python``, ``packages``, ``torch``, ``device``, ``decoders``,
+            ``cache``, ``models``, ``network``).
+        severity: ``ok`` (fine, worth saying), ``warning`` (works, but not as well as it could) or
+            ``problem`` (something will fail; ``stemsplit doctor`` exits 1).
+        message: one line saying what was found.
+        fix: the command or action that fixes it, when there is one.
+    """
+
+    topic: str
+    severity: Severity
+    message: str
+    fix: str | None = None
+
+
+@dataclass(frozen=True)
+class PackageInfo:
+    """An installed distribution: ``version`` is ``None`` when it is missing; ``error`` when it fails to import."""
+
+    name: str
+    version: str | None
+    detail: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    """A CUDA (or ROCm) device as torch sees it."""
+
+    index: int
+    name: str
+    memory_bytes: int
+    capability: str
+
+
+@dataclass(frozen=True)
+class NvidiaInfo:
+    """Signs of an NVIDIA driver, independent of torch.
+
+    Attributes:
+        detected: ``nvidia-smi`` is on PATH or the kernel driver is loaded.
+        evidence: what showed it (the ``nvidia-smi`` path or ``/proc/driver/nvidia``).
+        driver_version, cuda_version: from ``nvidia-smi``'s header (the newest CUDA the driver runs).
+    """
+
+    detected: bool
+    evidence: str | None = None
+    driver_version: str | None = None
+    cuda_version: str | None = None
+
+
+@dataclass(frozen=True)
+class TorchInfo:
+    """The torch build and what it can use here.
+
+    Attributes:
+        build: ``cpu`` (no GPU support compiled in), ``cuda`` or ``rocm``.
+        cuda_version: the CUDA version torch was built with (``None`` for CPU and ROCm builds).
+        hip_version: the ROCm/HIP version of a ROCm build.
+        threads: torch's intra-op thread count; cpu_count: cores this process may use.
+        cpu_native_bf16: whether the CPU computes bfloat16 in hardware (AMX, AVX-512 BF16, Arm BF16).
+    """
+
+    version: str
+    build: Literal["cpu", "cuda", "rocm"]
+    cuda_version: str | None
+    hip_version: str | None
+    cuda_available: bool
+    gpus: tuple[GpuInfo, ...]
+    mps_built: bool
+    mps_available: bool
+    threads: int
+    cpu_count: int
+    cpu_native_bf16: bool
+
+
+@dataclass(frozen=True)
+class DeviceChoice:
+    """What ``--device auto --precision auto`` resolves to, and why."""
+
+    device: str
+    precision: str
+    why: str
+
+
+@dataclass(frozen=True)
+class DecoderInfo:
+    """One decoding backend.
+
+    Attributes:
+        name: ``libsndfile`` (through soundfile) or ``ffmpeg`` (through PyAV).
+        capabilities: named checks, e.g. ``mp3_read``, ``aac_decode``.
+        formats: a short list of what it reads.
+    """
+
+    name: str
+    available: bool
+    version: str | None
+    formats: tuple[str, ...] = ()
+    capabilities: tuple[tuple[str, bool], ...] = ()
+    error: str | None = None
+
+    def can(self, capability: str) -> bool:
+        """Whether the named check passed."""
+        return dict(self.capabilities).get(capability, False)
+
+
+@dataclass(frozen=True)
+class CacheInfo:
+    """The model cache: where, whether it can be written, free space (of the nearest existing folder)."""
+
+    root: Path
+    checkpoints: Path
+    exists: bool
+    writable: bool
+    free_bytes: int | None
+    total_bytes: int | None
+    error: str | None = None
+
+
+FileCheck = Literal["ok", "corrupt", "missing", "unverified"]
+
+
+@dataclass(frozen=True)
+class ModelFileInfo:
+    """A weight file: ``state`` is ``unverified`` for a cached file that was not hashed (``--no-verify``)."""
+
+    filename: str
+    path: Path
+    cached: bool
+    state: FileCheck
+    size_bytes: int | None
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A registry model and the cache state of its files."""
+
+    name: str
+    default: bool
+    files: tuple[ModelFileInfo, ...]
+
+    @property
+    def cached(self) -> bool:
+        """Whether every file is in the cache."""
+        return all(f.cached for f in self.files)
+
+    @property
+    def valid(self) -> bool:
+        """Whether it is cached and no file failed its hash."""
+        return self.cached and all(f.state in ("ok", "unverified") for f in self.files)
+
+
+@dataclass(frozen=True)
+class NetworkInfo:
+    """Download settings from the environment; proxy passwords are masked."""
+
+    offline: bool
+    mirror: str | None
+    proxies: tuple[tuple[str, str], ...]
+    ca_bundle: str | None
+    ca_bundle_var: str | None
+    ca_bundle_exists: bool | None
+
+
+@dataclass(frozen=True)
+class DoctorReport:
+    """Everything ``stemsplit doctor`` shows; :meth:`to_dict` is its ``--json`` form."""
+
+    stemsplit: str
+    python: str
+    python_implementation: str
+    executable: str
+    platform: str
+    machine: str
+    packages: tuple[PackageInfo, ...]
+    nvidia: NvidiaInfo
+    torch: TorchInfo | None
+    device: DeviceChoice | None
+    decoders: tuple[DecoderInfo, ...]
+    cache: CacheInfo
+    models: tuple[ModelInfo, ...]
+    verified: bool
+    network: NetworkInfo
+    findings: tuple[Finding, ...] = field(default=())
+
+    @property
+    def status(self) -> Severity:
+        """The worst severity among the findings."""
+        severities = {f.severity for f in self.findings}
+        return "problem" if "problem" in severities else "warning" if "warning" in severities else "ok"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able mapping (paths as strings, pairs as objects); see ``SCHEMA_VERSION``."""
+        data = _jsonable(asdict(self))
+        for decoder in data["decoders"]:
+            decoder["capabilities"] = dict(decoder["capabilities"])
+        data["network"]["proxies"] = dict(data["network"]["proxies"])
+        for model in data["models"]:
+            model["cached"] = all(f["cached"] for f in model["files"])
+        return {"schema": SCHEMA_VERSION, **data, "status": self.status}
+
+    def summary(self) -> tuple[tuple[str, tuple[tuple[str, str], ...]], ...]:
+        """The report as plain-text sections of ``(label, value)`` rows, for people."""
+        return _summary(self)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+# --- collection ----------------------------------------------------------------------------------
+
+
+def collect(*, verify: bool = True, cache_dir: Path | None = None) -> DoctorReport:
+    """Inspect this installation.
+
+    Args:
+        verify: re-hash every cached model file (about a second per 80 MB file); ``False`` only
+            checks that the files are there.
+        cache_dir: a cache root to inspect instead of ``STEMSPLIT_CACHE_DIR`` / the platform cache.
+
+    Returns:
+        The report, with its findings. Never raises for anything it finds broken.
+    """
+    findings: list[Finding] = []
+    packages = _packages(findings)
+    _python(findings)
+    nvidia = _nvidia()
+    torch_info, device = _torch(nvidia, findings)
+    decoders = (_libsndfile(findings), _ffmpeg(findings))
+    cache = _cache(cache_dir)
+    network = _network(findings)
+    models = _models(cache.root, verify, network.offline, findings)
+    _cache_findings(cache, models, findings)
+    _offline_findings(network, models, findings)
+    return DoctorReport(
+        stemsplit=__version__,
+        python=platform.python_version(),
+        python_implementation=platform.python_implementation(),
+        executable=sys.executable,
+        platform=platform.platform(),
+        machine=platform.machine(),
+        packages=packages,
+        nvidia=nvidia,
+        torch=torch_info,
+        device=device,
+        decoders=decoders,
+        cache=cache,
+        models=models,
+        verified=verify,
+        network=network,
+        findings=tuple(findings),
+    )
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+
+
+# Modules whose import failure gets its own, more specific finding (torch, decoders).
+_REPORTED_ELSEWHERE = frozenset({"torch", "soundfile", "av"})
+
+
+def _packages(findings: list[Finding]) -> tuple[PackageInfo, ...]:
+    """Each runtime dependency's version (from metadata) and whether it imports."""
+    rows = []
+    for dist, module_name in PACKAGES:
+        try:
+            version: str | None = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            version = None
+        module, error = _import(module_name)
+        if version is None and module is None:
+            findings.append(
+                Finding("packages", "problem", f"{dist} is not installed", f"pip install --upgrade {dist}")
+            )
+        elif error is not None and module_name not in _REPORTED_ELSEWHERE:
+            findings.append(
+                Finding(
+                    "packages",
+                    "problem",
+                    f"{dist} {version} is installed but cannot be imported ({error})",
+                    f"pip install --force-reinstall {dist}",
+                )
+            )
+        rows.append(PackageInfo(dist, version, _detail(module_name, module), error))
+    return tuple(rows)
+
+
+def _detail(module_name: str, module: Any) -> str | None:
+    """The native library behind a package, where that matters (libsndfile, FFmpeg)."""
+    if module is None:
+        return None
+    if module_name == "soundfile":
+        return f"libsndfile {getattr(module, '__libsndfile_version__', '?')}"
+    if module_name == "av":
+        libraries = getattr(module, "library_versions", {}) or {}
+        libs = ", ".join(f"{name} {'.'.join(map(str, v))}" for name, v in sorted(libraries.items()))
+        return f"FFmpeg {getattr(module, 'ffmpeg_version_info', '?')}" + (f": {libs}" if libs else "")
+    return None
+
+
+def _python(findings: list[Finding]) -> None:
+    low, high = SUPPORTED_PYTHON
+    if not low <= sys.version_info[:2] <= high:
+        findings.append(
+            Finding(
+                "python",
+                "warning",
+                f"Python {platform.python_version()} is outside the tested range "
+                f"{low[0]}.{low[1]}–{high[0]}.{high[1]}",
+                f"use Python {high[0]}.{high[1]}",
+            )
+        )
+
+
+def _import(module: str) -> tuple[Any, str | None]:
+    """``(module, None)``, or ``(None, reason)`` when importing it fails in any way."""
+    try:
+        return importlib.import_module(module), None
+    except Exception as err:  # a broken install raises anything (OSError for a missing .so, …)
+        return None, _first_line(err)
+
+
+# --- NVIDIA driver -------------------------------------------------------------------------------
+
+
+def _nvidia() -> NvidiaInfo:
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return NvidiaInfo(
+            detected=NVIDIA_PROC.exists(), evidence=str(NVIDIA_PROC) if NVIDIA_PROC.exists() else None
+        )
+    try:
+        done = subprocess.run([smi], capture_output=True, text=True, timeout=_PROBE_SECONDS, check=False)
+        text = done.stdout
+    except (OSError, subprocess.SubprocessError):
+        text = ""
+    driver = re.search(r"Driver Version:\s*([0-9][\w.]*)", text)
+    cuda = re.search(r"CUDA Version:\s*([0-9][\d.]*)", text)
+    return NvidiaInfo(
+        detected=True,
+        evidence=smi,
+        driver_version=driver.group(1) if driver else None,
+        cuda_version=cuda.group(1) if cuda else None,
+    )
+
+
+def _version_tuple(text: str | None) -> tuple[int, ...] | None:
+    if not text:
+        return None
+    parts = re.findall(r"\d+", text)
+    return tuple(int(p) for p in parts[:2]) if parts else None
+
+
+def cuda_install_command(driver_cuda: str | None) -> str:
+    """The pip command that installs a CUDA build of torch the driver can run.
+
+    Args:
+        driver_cuda: the newest CUDA version the driver supports (``nvidia-smi``'s "CUDA Version"),
+            or ``None`` when unknown.
+
+    Returns:
+        The newest wheel variant of :data:`CUDA_WHEELS` the driver runs (the oldest one when the driver
+        is unknown), or advice to update a driver too old for all of them.
+    """
+    have = _version_tuple(driver_cuda)
+    if have is None:  # unknown driver: the oldest variant, since newer drivers also run older CUDA builds
+        tag: str | None = CUDA_WHEELS[-1][0]
+    else:
+        tag = next((t for t, need in CUDA_WHEELS if have >= need), None)
+    if tag is None:
+        return (
+            f"update the NVIDIA driver (it supports only CUDA {driver_cuda}), then see {TORCH_INSTALL_PAGE}"
+        )
+    return (
+        f"pip install --force-reinstall torch --index-url https://download.pytorch.org/whl/{tag} "
+        f"(check the CUDA variant at {TORCH_INSTALL_PAGE})"
+    )
+
+
+# --- torch and the device ------------------------------------------------------------------------
+
+
+def _torch(nvidia: NvidiaInfo, findings: list[Finding]) -> tuple[TorchInfo | None, DeviceChoice | None]:
+    torch, error = _import("torch")
+    if torch is None:
+        findings.append(
+            Finding(
+                "torch",
+                "problem",
+                f"torch cannot be imported ({error})",
+                "pip install --force-reinstall torch",
+            )
+        )
+        return None, None
+    try:
+        info = _torch_info(torch)
+    except Exception as err:
+        findings.append(Finding("torch", "problem", f"torch is broken ({_first_line(err)})"))
+        return None, None
+    _build_findings(info, nvidia, findings)
+    try:
+        device = _device_choice(info, nvidia)
+    except Exception as err:  # the engine's policy module failed to import or to decide
+        findings.append(Finding("device", "problem", f"cannot resolve the auto device ({_first_line(err)})"))
+        return info, None
+    findings.append(
+        Finding("device", "ok", f"auto uses {device.device} with {device.precision}: {device.why}")
+    )
+    return info, device
+
+
+def _torch_info(torch: Any) -> TorchInfo:
+    from stemsplit.inference import devices
+
+    cuda_version = getattr(torch.version, "cuda", None)
+    hip_version = getattr(torch.version, "hip", None)
+    build: Literal["cpu", "cuda", "rocm"] = "rocm" if hip_version else "cuda" if cuda_version else "cpu"
+    cuda_available = bool(torch.cuda.is_available())
+    gpus = []
+    if cuda_available:
+        for index in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(index)
+            gpus.append(
+                GpuInfo(index, str(props.name), int(props.total_memory), f"{props.major}.{props.minor}")
+            )
+    mps = getattr(torch.backends, "mps", None)
+    return TorchInfo(
+        version=str(torch.__version__),
+        build=build,
+        cuda_version=cuda_version,
+        hip_version=hip_version,
+        cuda_available=cuda_available,
+        gpus=tuple(gpus),
+        mps_built=bool(mps is not None and mps.is_built()),
+        mps_available=bool(mps is not None and mps.is_available()),
+        threads=int(torch.get_num_threads()),
+        cpu_count=devices.thread_count(None),
+        cpu_native_bf16=devices.cpu_has_native_bf16(),
+    )
+
+
+def _build_findings(info: TorchInfo, nvidia: NvidiaInfo, findings: list[Finding]) -> None:
+    """Why a GPU that is there is not used, and how to fix it."""
+    if info.cuda_available:
+        return
+    if nvidia.detected and info.build == "cpu":
+        findings.append(
+            Finding(
+                "torch",
+                "problem",
+                f"an NVIDIA GPU is present ({nvidia.evidence}) but torch {info.version} is a CPU-only build, "
+                "so separation runs on the CPU (many times slower)",
+                cuda_install_command(nvidia.cuda_version),
+            )
+        )
+    elif nvidia.detected and info.build == "cuda":
+        driver = f"; the driver supports CUDA {nvidia.cuda_version}" if nvidia.cuda_version else ""
+        findings.append(
+            Finding(
+                "torch",
+                "problem",
+                f"torch is built for CUDA {info.cuda_version} but cannot use the NVIDIA GPU{driver}",
+                f"update the NVIDIA driver, or install a torch built for an older CUDA: "
+                f"{cuda_install_command(nvidia.cuda_version)}",
+            )
+        )
+    elif sys.platform == "darwin" and platform.machine() == "arm64" and not info.mps_available:
+        reason = (
+            "was built without MPS"
+            if not info.mps_built
+            else "cannot use the Apple GPU (macOS ≥ 12.3 needed)"
+        )
+        findings.append(
+            Finding(
+                "torch",
+                "warning",
+                f"this Mac has an Apple GPU but torch {reason}",
+                "pip install --force-reinstall torch  (the macOS arm64 wheels on PyPI include MPS)",
+            )
+        )
+
+
+def _device_choice(info: TorchInfo, nvidia: NvidiaInfo) -> DeviceChoice:
+    from stemsplit.inference import devices
+
+    device = devices.resolve_device("auto")
+    precision = str(devices.resolve_dtype("auto", device)).removeprefix("torch.")
+    if device.type == "cuda":
+        gpu = next((g for g in info.gpus if g.index == device.index), None)
+        what = f"{gpu.name}, {gpu.memory_bytes / 2**30:.0f} GiB" if gpu else "a CUDA GPU"
+        why = f"CUDA is available ({what}); float16 measured at 65 dB SNR against float32"
+    elif device.type == "mps":
+        why = "the Apple GPU (MPS) is available; float32 because reduced precision is not measured there"
+    else:
+        if nvidia.detected and info.build == "cpu":
+            why = "an NVIDIA GPU is present but this torch is a CPU-only build"
+        elif nvidia.detected:
+            why = f"torch (CUDA {info.cuda_version}) cannot use the NVIDIA GPU"
+        elif info.build == "cpu" and not info.mps_available:
+            why = "no GPU found (and this torch is a CPU-only build)"
+        else:
+            why = "no CUDA or Apple GPU found"
+        bf16 = "this CPU has native bfloat16" if info.cpu_native_bf16 else "no native bfloat16 on this CPU"
+        why += f"; {bf16}; {info.threads} threads"
+    return DeviceChoice(str(device), precision, why)
+
+
+# --- decoders ------------------------------------------------------------------------------------
+
+_SNDFILE_FORMATS = ("WAV", "AIFF", "FLAC", "OGG", "MP3", "CAF", "W64", "RF64")
+_FFMPEG_CODECS = ("aac", "alac", "opus", "wmav2", "mp3", "flac", "vorbis")
+_FFMPEG_FORMATS = ("m4a/aac", "alac", "opus", "wma", "webm", "video files")
+
+
+def _mp3_round_trip(soundfile: Any) -> tuple[bool, bool]:
+    """``(read, write)``: encode a short tone to MP3 in memory and decode it back."""
+    import numpy as np
+
+    tone = (0.1 * np.sin(np.linspace(0.0, 440.0 * 2 * np.pi, 4410))).astype("float32")
+    buffer = io.BytesIO()
+    try:
+        soundfile.write(buffer, tone, 44100, format="MP3")
+    except Exception:
+        return bool(soundfile.check_format("MP3")), False
+    buffer.seek(0)
+    try:
+        data, _rate = soundfile.read(buffer, dtype="float32")
+    except Exception:
+        return False, True
+    return len(data) > 0, True
+
+
+def _libsndfile(findings: list[Finding]) -> DecoderInfo:
+    soundfile, error = _import("soundfile")
+    if soundfile is None:
+        findings.append(
+            Finding(
+                "decoders",
+                "problem",
+                f"soundfile cannot be imported ({error}): wav, flac, ogg and mp3 cannot be read",
+                "pip install --force-reinstall soundfile",
+            )
+        )
+        return DecoderInfo("libsndfile", False, None, error=error)
+    version = str(getattr(soundfile, "__libsndfile_version__", "")) or None
+    try:
+        known = set(soundfile.available_formats())
+        mp3_read, mp3_write = _mp3_round_trip(soundfile)
+    except Exception as err:
+        findings.append(Finding("decoders", "problem", f"libsndfile fails ({_first_line(err)})"))
+        return DecoderInfo("libsndfile", False, version, error=_first_line(err))
+    formats = tuple(f.lower() for f in _SNDFILE_FORMATS if f in known)
+    if not (mp3_read and mp3_write):
+        missing = " and ".join(w for w, ok in (("read", mp3_read), ("write", mp3_write)) if not ok)
+        findings.append(
+            Finding(
+                "decoders",
+                "warning",
+                f"libsndfile {version} cannot {missing} MP3 (it needs libsndfile ≥ 1.1)",
+                "pip install --upgrade soundfile  (its wheels bundle a recent libsndfile)",
+            )
+        )
+    return DecoderInfo(
+        "libsndfile", True, version, formats, (("mp3_read", mp3_read), ("mp3_write", mp3_write))
+    )
+
+
+def _ffmpeg(findings: list[Finding]) -> DecoderInfo:
+    fix = "pip install --force-reinstall av  (its wheels bundle FFmpeg's libraries; no system ffmpeg needed)"
+    av, error = _import("av")
+    if av is None:
+        findings.append(
+            Finding(
+                "decoders",
+                "warning",
+                f"PyAV cannot be imported ({error}): m4a/aac, alac, opus, wma and video files cannot be read",
+                fix,
+            )
+        )
+        return DecoderInfo("ffmpeg", False, None, error=error)
+    version = str(getattr(av, "ffmpeg_version_info", "")) or None
+    try:
+        available = set(av.codecs_available)
+    except Exception as err:
+        findings.append(Finding("decoders", "warning", f"PyAV is broken ({_first_line(err)})", fix))
+        return DecoderInfo("ffmpeg", False, version, error=_first_line(err))
+    checks = tuple((f"{codec}_decode", codec in available) for codec in _FFMPEG_CODECS)
+    missing = [name.removesuffix("_decode") for name, ok in checks[:2] if not ok]
+    if missing:
+        findings.append(
+            Finding("decoders", "warning", f"this FFmpeg build has no {' or '.join(missing)} decoder", fix)
+        )
+    return DecoderInfo("ffmpeg", True, version, _FFMPEG_FORMATS, checks)
+
+
+# --- cache and models ----------------------------------------------------------------------------
+
+
+def _existing_ancestor(path: Path) -> Path | None:
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def _can_write(folder: Path) -> bool:
+    """Whether a file can be created in ``folder`` (tried for real: permission bits lie to root)."""
+    if not folder.is_dir():
+        return False
+    try:
+        handle, name = tempfile.mkstemp(prefix=".stemsplit-doctor-", dir=folder)
+    except OSError:
+        return False
+    os.close(handle)
+    Path(name).unlink(missing_ok=True)
+    return True
+
+
+def _cache(cache_dir: Path | None) -> CacheInfo:
+    root = cache_dir if cache_dir is not None else settings.cache_dir()
+    checkpoints = settings.checkpoints_dir(root)
+    # The folder that a download would write into, or the nearest folder that exists above it.
+    base = _existing_ancestor(checkpoints)
+    error = None
+    free = total = None
+    if base is not None:
+        try:
+            usage = shutil.disk_usage(base)
+            free, total = usage.free, usage.total
+        except OSError as err:
+            error = _first_line(err)
+    writable = base is not None and _can_write(base)
+    if base is not None and base != checkpoints and not base.is_dir():
+        error = f"{base} is a file, not a folder"
+    return CacheInfo(root, checkpoints, checkpoints.is_dir(), writable, free, total, error)
+
+
+def _models(root: Path, verify: bool, offline: bool, findings: list[Finding]) -> tuple[ModelInfo, ...]:
+    try:
+        from stemsplit import models as registry
+
+        rows = registry.list_models(cache_dir=root)
+        cached = [row.name for row in rows if any(f.cached for f in row.files)]
+        states = {}
+        if verify and cached:
+            for result in registry.verify_models(cached, cache_dir=root):
+                states[result.filename] = result.state
+    except Exception as err:
+        findings.append(Finding("models", "problem", f"cannot inspect the model cache ({_first_line(err)})"))
+        return ()
+    infos = []
+    for row in rows:
+        files = []
+        for f in row.files:
+            state: FileCheck = states.get(f.filename, "unverified") if f.cached else "missing"
+            files.append(
+                ModelFileInfo(f.filename, f.path, f.cached, state, f.size_bytes if f.cached else None)
+            )
+            if state == "corrupt":
+                findings.append(
+                    Finding(
+                        "models",
+                        "problem",
+                        f"model {row.name}: cached file {f.path} is corrupt (its SHA-256 does not match)",
+                        registry.fix_command(row.name),
+                    )
+                )
+        infos.append(ModelInfo(row.name, row.default, tuple(files)))
+    valid = [m.name for m in infos if m.valid]
+    if valid:
+        checked = "verified" if verify else "present, not re-hashed"
+        findings.append(Finding("models", "ok", f"cached models ({checked}): {', '.join(valid)}"))
+    elif not offline and not any(f.cached for m in infos for f in m.files):  # offline: see _offline_findings
+        default = next((m.name for m in infos if m.default), "htdemucs")
+        findings.append(
+            Finding(
+                "models",
+                "ok",
+                f"no model is cached yet; {default} (about 80 MB) is downloaded on first use "
+                f"(or now: `stemsplit models download {default}`)",
+            )
+        )
+    return tuple(infos)
+
+
+def _cache_findings(cache: CacheInfo, models: Sequence[ModelInfo], findings: list[Finding]) -> None:
+    default_ready = any(m.default and m.valid for m in models)
+    fix = "point STEMSPLIT_CACHE_DIR at a writable folder with space"
+    if not cache.writable:
+        reason = cache.error or "it cannot be created or written"
+        findings.append(
+            Finding(
+                "cache",
+                # Separation still works from a complete cache; only new downloads would fail.
+                "warning" if default_ready else "problem",
+                f"the model cache {cache.checkpoints} is not writable ({reason}); models cannot be downloaded",
+                fix,
+            )
+        )
+    if cache.free_bytes is not None and cache.free_bytes < LOW_DISK_BYTES:
+        findings.append(
+            Finding(
+                "cache",
+                "warning",
+                f"only {_size(cache.free_bytes)} free where models are cached ({cache.checkpoints}); "
+                "one model is about 80 MB, htdemucs_ft about 320 MB",
+                f"free some disk space, or {fix}",
+            )
+        )
+    if cache.writable and (cache.free_bytes is None or cache.free_bytes >= LOW_DISK_BYTES):
+        findings.append(Finding("cache", "ok", f"cache {cache.checkpoints} is writable"))
+
+
+# --- network -------------------------------------------------------------------------------------
+
+
+def mask_url(value: str) -> str:
+    """``value`` with any password in it replaced by ``***`` (proxy URLs often carry credentials)."""
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return "***"
+    if parts.password is None:
+        return value
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host += f":{parts.port}"
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def _network(findings: list[Finding]) -> NetworkInfo:
+    offline = settings.offline()
+    mirror = settings.model_base_url()
+    proxies = []
+    for name in PROXY_VARS:
+        value = os.environ.get(name) or os.environ.get(name.lower())
+        if value:
+            proxies.append((name, mask_url(value)))
+    ca_var = next((v for v in settings.CA_BUNDLE_VARS if os.environ.get(v, "").strip()), None)
+    ca_bundle = settings.ca_bundle()
+    ca_exists = Path(ca_bundle).expanduser().exists() if ca_bundle else None
+    if ca_bundle and not ca_exists:
+        findings.append(
+            Finding(
+                "network",
+                "problem",
+                f"{ca_var}={ca_bundle} does not exist, so every download fails TLS verification",
+                f"point {ca_var} at your organisation's CA bundle, or unset it",
+            )
+        )
+    if mirror:
+        findings.append(Finding("network", "ok", f"models are downloaded from the mirror {mask_url(mirror)}"))
+    return NetworkInfo(offline, mirror and mask_url(mirror), tuple(proxies), ca_bundle, ca_var, ca_exists)
+
+
+def _offline_findings(network: NetworkInfo, models: Sequence[ModelInfo], findings: list[Finding]) -> None:
+    if not network.offline:
+        return
+    default = next((m for m in models if m.default), None)
+    if default is not None and not default.valid:
+        findings.append(
+            Finding(
+                "network",
+                "problem",
+                f"offline mode is on (STEMSPLIT_OFFLINE) and the default model {default.name} is not cached",
+                f"go online once and run `stemsplit models download {default.name}`, or copy the file and run "
+                "`stemsplit models import FILE`",
+            )
+        )
+    else:
+        findings.append(Finding("network", "ok", "offline mode is on: nothing will be downloaded"))
+
+
+# --- plain-text summary --------------------------------------------------------------------------
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "unknown"
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def _summary(r: DoctorReport) -> tuple[tuple[str, tuple[tuple[str, str], ...]], ...]:
+    def package(p: PackageInfo) -> str:
+        text = (p.version or "not installed") + (f" ({p.detail})" if p.detail else "")
+        return text + (f", import fails: {p.error}" if p.error else "")
+
+    versions = [
+        ("stemsplit", r.stemsplit),
+        ("python", f"{r.python} ({r.python_implementation}) {r.executable}"),
+    ]
+    versions += [("platform", r.platform)]
+    versions += [(p.name, package(p)) for p in r.packages]
+
+    device: list[tuple[str, str]] = []
+    if r.device is not None:
+        device += [("auto", f"{r.device.device}, {r.device.precision}"), ("why", r.device.why)]
+    if r.torch is not None:
+        t = r.torch
+        build = {"cpu": "CPU only", "cuda": f"CUDA {t.cuda_version}", "rocm": f"ROCm {t.hip_version}"}[
+            t.build
+        ]
+        device += [("torch build", build), ("CUDA usable", _yes(t.cuda_available))]
+        device += [
+            (f"cuda:{g.index}", f"{g.name}, {g.memory_bytes / 2**30:.0f} GiB, sm {g.capability}")
+            for g in t.gpus
+        ]
+        device += [("MPS", f"built {_yes(t.mps_built)}, available {_yes(t.mps_available)}")]
+        device += [
+            ("CPU", f"{t.threads} threads of {t.cpu_count} cores, native bfloat16 {_yes(t.cpu_native_bf16)}")
+        ]
+    else:
+        device += [("torch", "unavailable")]
+    if r.nvidia.detected:
+        driver = f"driver {r.nvidia.driver_version or '?'}, CUDA {r.nvidia.cuda_version or '?'}"
+        device += [("NVIDIA", f"{driver} ({r.nvidia.evidence})")]
+
+    decoders = []
+    for d in r.decoders:
+        if not d.available:
+            decoders.append((d.name, f"unavailable ({d.error})"))
+            continue
+        can = [name.replace("_", " ") for name, ok in d.capabilities if ok]
+        cannot = [name.replace("_", " ") for name, ok in d.capabilities if not ok]
+        checks = f"; can: {', '.join(can)}" + (f"; CANNOT: {', '.join(cannot)}" if cannot else "")
+        decoders.append((d.name, f"{d.version}: reads {', '.join(d.formats)}{checks}"))
+
+    c = r.cache
+    cache = [("path", str(c.checkpoints)), ("writable", _yes(c.writable)), ("free", _size(c.free_bytes))]
+
+    models = []
+    for m in r.models:
+        if not m.cached:
+            state = "not cached" if not any(f.cached for f in m.files) else "partly cached"
+        elif not m.valid:
+            state = "CORRUPT"
+        else:
+            state = "cached, verified" if r.verified else "cached (not re-hashed)"
+        models.append((m.name + (" (default)" if m.default else ""), state))
+
+    n = r.network
+    network = [("offline", _yes(n.offline)), ("mirror", n.mirror or "-")]
+    network += [(name, value) for name, value in n.proxies]
+    if n.ca_bundle_var:
+        network += [(n.ca_bundle_var, f"{n.ca_bundle}{'' if n.ca_bundle_exists else ' (missing)'}")]
+
+    return (
+        ("Versions", tuple(versions)),
+        ("Device", tuple(device)),
+        ("Decoders", tuple(decoders)),
+        ("Cache", tuple(cache)),
+        ("Models", tuple(models)),
+        ("Network", tuple(network)),
+    )

@@ -1,0 +1,132 @@
+"""Where each stem goes: the ``--filename`` template, stem selection and name collisions.
+
+The default layout is demucs-compatible: ``<out>/{model}/{track}/{stem}.{ext}``. Placeholders:
+``{model}`` model name, ``{track}`` input file name without its extension, ``{trackext}`` that extension
+(without the dot), ``{stem}`` stem name, ``{ext}`` output format. Two inputs that would write the same
+files (``a/song.mp3`` and ``b/song.flac``) are both kept: the later one's ``{track}`` gets a suffix
+(its extension first, then a number).
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from stemsplit.errors import InvalidOptionError
+
+DEFAULT_TEMPLATE = "{model}/{track}/{stem}.{ext}"
+PLACEHOLDERS = frozenset({"model", "track", "trackext", "stem", "ext"})
+SIDECAR_NAME = "stemsplit.json"
+
+
+def check_template(template: str) -> str:
+    """Validate a ``--filename`` template.
+
+    Raises:
+        InvalidOptionError: unknown or malformed placeholders, no ``{stem}`` (stems would overwrite each
+            other), or an absolute path / ``..`` (outputs must stay inside ``--out``).
+    """
+    try:
+        fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as err:
+        raise InvalidOptionError(
+            f"--filename {template!r} is malformed ({err})", option="--filename"
+        ) from err
+    unknown = fields - PLACEHOLDERS
+    if unknown:
+        raise InvalidOptionError(
+            f"--filename {template!r} uses unknown placeholder {{{sorted(unknown)[0]}}}; "
+            f"use {', '.join('{' + p + '}' for p in sorted(PLACEHOLDERS))}",
+            option="--filename",
+        )
+    if "stem" not in fields:
+        raise InvalidOptionError(
+            f"--filename {template!r} has no {{stem}}, so every stem would get the same name",
+            option="--filename",
+        )
+    if Path(template).is_absolute() or ".." in Path(template).parts:
+        raise InvalidOptionError(f"--filename {template!r} must stay inside --out", option="--filename")
+    return template
+
+
+@dataclass(frozen=True)
+class TrackOutputs:
+    """The files one input will produce.
+
+    Attributes:
+        track: the ``{track}`` value used (after any collision suffix).
+        stems: stem name → output path, in output order.
+        sidecar: the ``stemsplit.json`` that records how they were made (for resuming batches).
+    """
+
+    track: str
+    stems: Mapping[str, Path]
+    sidecar: Path
+
+
+def _render(
+    template: str, out_dir: Path, model: str, track: str, trackext: str, stems: Sequence[str], ext: str
+) -> dict[str, Path]:
+    return {
+        stem: out_dir / template.format(model=model, track=track, trackext=trackext, stem=stem, ext=ext)
+        for stem in stems
+    }
+
+
+def _sidecar(template: str, stems: Mapping[str, Path], track: str) -> Path:
+    first = next(iter(stems.values()))
+    # One folder per track (the default): a plain stemsplit.json; otherwise one sidecar per track.
+    per_track_folder = "{track}" in str(Path(template).parent)
+    return first.parent / (SIDECAR_NAME if per_track_folder else f"{track}.{SIDECAR_NAME}")
+
+
+def plan_outputs(
+    inputs: Sequence[Path],
+    *,
+    out_dir: Path,
+    template: str,
+    model: str,
+    stems: Sequence[str],
+    ext: str,
+) -> list[TrackOutputs]:
+    """Output paths for every input, in input order, with collisions resolved.
+
+    Args:
+        inputs: the input files.
+        out_dir: ``--out``.
+        template: a template accepted by :func:`check_template`.
+        model: ``{model}``.
+        stems: the stem names to write, in order.
+        ext: ``{ext}`` (``wav``, ``flac`` or ``mp3``).
+
+    Returns:
+        One :class:`TrackOutputs` per input.
+
+    Raises:
+        InvalidOptionError: two inputs would write the same stem files and the template has no
+            ``{track}`` to tell them apart.
+    """
+    taken: set[Path] = set()
+    planned = []
+    for path in inputs:
+        track, trackext = path.stem, path.suffix.lstrip(".")
+        candidates = [track, f"{track} ({trackext})" if trackext else f"{track} (2)"]
+        candidates += [f"{track} ({n})" for n in range(2, 10_000)]
+        for name in candidates:
+            files = _render(template, out_dir, model, name, trackext, stems, ext)
+            sidecar = _sidecar(template, files, name)
+            claimed = {*files.values(), sidecar}
+            if not claimed & taken:
+                taken |= claimed
+                planned.append(TrackOutputs(name, files, sidecar))
+                break
+            if files == _render(template, out_dir, model, name + " (x)", trackext, stems, ext):
+                # Renaming {track} cannot help: the template does not use it.
+                raise InvalidOptionError(
+                    f"--filename {template!r}: {path} would overwrite the stems of another input; "
+                    "put {track} in the template",
+                    option="--filename",
+                )
+    return planned

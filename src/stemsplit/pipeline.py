@@ -1,0 +1,543 @@
+"""One track or a whole batch: read → normalise → separate → select stems → write, block by block.
+
+The pipeline never prints. It reports through :class:`BatchReporter` (the CLI draws Rich progress from
+it) and returns :class:`TrackResult` records (the CLI prints paths, a summary and ``--report`` JSON).
+A failing track is recorded and the batch goes on; only a model that cannot be obtained stops it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from stemsplit import settings
+from stemsplit.audio import (
+    AudioInfo,
+    AudioReader,
+    BitDepth,
+    ClipMode,
+    Container,
+    TrackWriter,
+    WriteOptions,
+    output_frames,
+    probe,
+    read_tags,
+    stem_channels,
+)
+from stemsplit.download import DownloadReporter
+from stemsplit.errors import InvalidOptionError, StemsplitError
+from stemsplit.inference import EngineOptions, ModelBag, Precision, separate_stream, stats_from_blocks
+from stemsplit.inputs import discover_inputs
+from stemsplit.loading import ModelInfo, describe_model, load_model
+from stemsplit.models import DEFAULT_MODEL
+from stemsplit.outputs import DEFAULT_TEMPLATE, TrackOutputs, check_template, plan_outputs
+from stemsplit.sidecar import Provenance, is_complete, write_sidecar
+
+OtherMethod = Literal["add", "minus", "none"]
+_BLOCK_FRAMES = 1 << 16
+
+
+# --- options -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SeparationOptions:
+    """Every setting of a separation run (the CLI's options; defaults are the CLI's).
+
+    Attributes:
+        model: registry name or path to a ``.th`` / ``.safetensors`` / bag ``.yaml``.
+        out_dir: output root (``--out``).
+        filename: output path template below ``out_dir`` (see :mod:`stemsplit.outputs`).
+        stems: keep only these stems (``--stems``); None = all.
+        two_stems: write this stem and ``no_<stem>`` (``--two-stems``).
+        other_method: how ``no_<stem>`` is made: ``add`` (sum of the other stems), ``minus``
+            (mix − stem), ``none`` (not written).
+        format, bit_depth, mp3_bitrate, clip: encoding (see :class:`stemsplit.audio.WriteOptions`).
+        samplerate: output rate in Hz; None = the input's.
+        device, precision, batch_size, jobs: compute (see :class:`stemsplit.inference.EngineOptions`).
+        segment: window in seconds, at most the model's (7.8 s for HT models); None = the model's.
+        overlap, shifts, seed: overlap-add and the random-shift trick.
+        overwrite: redo tracks whose stems are complete (default: skip them).
+        offline: never download (None: ``STEMSPLIT_OFFLINE``).
+    """
+
+    model: str = DEFAULT_MODEL
+    out_dir: Path = Path("separated")
+    filename: str = DEFAULT_TEMPLATE
+    stems: tuple[str, ...] | None = None
+    two_stems: str | None = None
+    other_method: OtherMethod = "add"
+    format: Container = "wav"
+    bit_depth: BitDepth = "16"
+    mp3_bitrate: int = 320
+    samplerate: int | None = None
+    clip: ClipMode = "rescale"
+    device: str = "auto"
+    precision: Precision = "auto"
+    batch_size: int | None = None
+    jobs: int | None = None
+    segment: float | None = None
+    overlap: float = 0.25
+    shifts: int = 0
+    seed: int = 0
+    overwrite: bool = False
+    offline: bool | None = None
+
+    def __post_init__(self) -> None:
+        check_template(self.filename)
+        self.write_options()  # validates format / bit depth / bitrate / clip
+        if self.stems is not None and self.two_stems is not None:
+            raise InvalidOptionError("use either --stems or --two-stems, not both", option="--stems")
+        if self.other_method not in ("add", "minus", "none"):
+            raise InvalidOptionError(f"--other-method must be add, minus or none, got {self.other_method!r}")
+        checks = (
+            (
+                self.samplerate is None or 8000 <= self.samplerate <= 384000,
+                "--sample-rate",
+                "between 8000 and 384000 Hz",
+            ),
+            (0 <= self.overlap < 1, "--overlap", "at least 0 and below 1"),
+            (self.shifts >= 0, "--shifts", "0 or more"),
+            (self.segment is None or self.segment > 0, "--segment", "more than 0 seconds"),
+            (self.batch_size is None or self.batch_size >= 1, "--batch-size", "1 or more"),
+            (self.jobs is None or self.jobs >= 1, "--jobs", "1 or more"),
+        )
+        for ok, option, rule in checks:
+            if not ok:
+                raise InvalidOptionError(f"{option} must be {rule}", option=option)
+
+    def write_options(self) -> WriteOptions:
+        """The encoder settings."""
+        return WriteOptions(
+            format=self.format, bit_depth=self.bit_depth, mp3_bitrate=self.mp3_bitrate, clip=self.clip
+        )
+
+    def output_settings(self) -> dict[str, Any]:
+        """The settings that change the written files (recorded in ``stemsplit.json``)."""
+        keys = ("stems", "two_stems", "other_method", "format", "bit_depth", "samplerate", "clip", "segment",
+                "overlap", "shifts", "seed")  # fmt: skip
+        values = {k: getattr(self, k) for k in keys}
+        values["mp3_bitrate"] = self.mp3_bitrate if self.format == "mp3" else None
+        values["precision"] = self.precision  # reduced precision changes the stems slightly
+        values["stems"] = list(self.stems) if self.stems else None
+        return values
+
+
+# --- which stems are computed and written --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StemPlan:
+    """Which stems the engine computes and which files are written from them.
+
+    Attributes:
+        computed: stems the engine returns, in order.
+        written: output names, in order (``no_<stem>`` included for ``--two-stems``).
+        needs_mix: ``no_<stem>`` is made as mix − stem, so the input must be kept until then.
+    """
+
+    computed: tuple[str, ...]
+    written: tuple[str, ...]
+    needs_mix: bool = False
+
+    def combine(self, block: np.ndarray, mix: np.ndarray | None) -> dict[str, np.ndarray]:
+        """Engine output (S, C, n) (+ the input (C, n) if needed) → {written stem: (C, n)}."""
+        if len(self.written) == len(self.computed) and self.written == self.computed:
+            return {stem: block[i] for i, stem in enumerate(self.computed)}
+        kept = self.written[0]
+        stem = block[self.computed.index(kept)]
+        out = {kept: stem}
+        if len(self.written) == 2:
+            if self.needs_mix:
+                assert mix is not None
+                out[self.written[1]] = mix - stem
+            else:
+                out[self.written[1]] = (
+                    block.sum(axis=0) - stem if len(self.computed) > 1 else np.zeros_like(stem)
+                )
+        return out
+
+
+def plan_stems(sources: Sequence[str], options: SeparationOptions) -> StemPlan:
+    """Resolve ``--stems`` / ``--two-stems`` / ``--other-method`` against the model's sources.
+
+    Raises:
+        InvalidOptionError: a stem the model does not produce (the error lists the ones it does).
+    """
+    sources = tuple(sources)
+
+    def check(names: Sequence[str], option: str) -> None:
+        for name in names:
+            if name not in sources:
+                raise InvalidOptionError(
+                    f"{option} {name!r}: this model's stems are {', '.join(sources)}", option=option
+                )
+
+    if options.two_stems is not None:
+        stem = options.two_stems
+        check([stem], "--two-stems")
+        if options.other_method == "add":
+            return StemPlan(sources, (stem, f"no_{stem}"))
+        if options.other_method == "minus":
+            return StemPlan((stem,), (stem, f"no_{stem}"), needs_mix=True)
+        return StemPlan((stem,), (stem,))
+    if options.stems is not None:
+        check(options.stems, "--stems")
+        chosen = tuple(dict.fromkeys(options.stems))
+        return StemPlan(chosen, chosen)
+    return StemPlan(sources, sources)
+
+
+# --- results and progress -------------------------------------------------------------------------
+
+Status = Literal["done", "skipped", "failed"]
+
+
+@dataclass
+class TrackResult:
+    """What happened to one input (one row of the summary and of ``--report``).
+
+    Attributes:
+        input: the input path.
+        status: ``done``, ``skipped`` (already complete) or ``failed``.
+        error: one-line reason when failed.
+        outputs: written (or existing, when skipped) stem files.
+        duration_s, samplerate, channels, codec: the input, when it could be probed.
+        output_samplerate: the stems' rate.
+        timings: seconds spent per stage (``stats``, ``separate``, ``total``).
+        device, precision, batch_size: where and how the model ran.
+        gain: the shared clip-protection gain applied (1.0 = none).
+        stems: per stem ``{"peak": …, "rms": …, "peak_dbfs": …}``, before the gain (``peak_dbfs`` is
+            ``-inf`` for a silent stem; None in :meth:`to_dict`, as JSON has no infinity).
+    """
+
+    input: Path
+    status: Status
+    error: str | None = None
+    outputs: dict[str, Path] = field(default_factory=dict)
+    duration_s: float | None = None
+    samplerate: int | None = None
+    channels: int | None = None
+    codec: str | None = None
+    output_samplerate: int | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    device: str | None = None
+    precision: str | None = None
+    batch_size: int | None = None
+    gain: float | None = None
+    stems: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (paths as strings; non-finite numbers, such as a silent stem's dBFS, as None)."""
+        data = asdict(self)
+        data["input"] = str(self.input)
+        data["outputs"] = {k: str(v) for k, v in self.outputs.items()}
+        data["stems"] = {
+            stem: {k: v if math.isfinite(v) else None for k, v in values.items()}
+            for stem, values in self.stems.items()
+        }
+        return data
+
+
+class BatchReporter(Protocol):
+    """Progress of a batch, for a user interface. Every method is optional in spirit: implement no-ops."""
+
+    def track_started(self, index: int, total: int, path: Path, duration_s: float | None) -> None: ...
+
+    def track_progress(self, done_s: float) -> None: ...
+
+    def track_finished(self, result: TrackResult) -> None: ...
+
+
+class NullBatchReporter:
+    """A reporter that shows nothing (the library default)."""
+
+    def track_started(self, index: int, total: int, path: Path, duration_s: float | None) -> None:
+        pass
+
+    def track_progress(self, done_s: float) -> None:
+        pass
+
+    def track_finished(self, result: TrackResult) -> None:
+        pass
+
+
+# --- one track ---------------------------------------------------------------------------------------
+
+
+def engine_options(bag: ModelBag, options: SeparationOptions, stems: Sequence[str]) -> EngineOptions:
+    """Engine settings for a run.
+
+    Raises:
+        InvalidOptionError: ``--segment`` longer than the model's window.
+    """
+    segment = None
+    if options.segment is not None:
+        segment = int(options.segment * bag.samplerate)
+        if segment > bag.segment_samples:
+            raise InvalidOptionError(
+                f"--segment {options.segment:g} is longer than the model's {bag.segment_samples / bag.samplerate:.1f} s "
+                "window (transformer models cannot use more context than they were trained with)",
+                option="--segment",
+            )
+    return EngineOptions(
+        segment_samples=segment,
+        overlap=options.overlap,
+        shifts=options.shifts,
+        seed=options.seed,
+        stems=tuple(stems),
+        batch_size=options.batch_size,
+        device=options.device,
+        precision=options.precision,
+        threads=options.jobs,
+    )
+
+
+def separate_track(
+    bag: ModelBag,
+    path: Path,
+    outputs: TrackOutputs,
+    options: SeparationOptions,
+    plan: StemPlan,
+    *,
+    provenance: Provenance | None = None,
+    progress: Callable[[float], None] | None = None,
+) -> TrackResult:
+    """Separate one file and write its stems (atomically) and, with ``provenance``, its sidecar.
+
+    Raises:
+        StemsplitError: unreadable input, invalid options, or a write failure; nothing is left under a
+            final stem name.
+    """
+    started = time.perf_counter()
+    reader = AudioReader(
+        path, samplerate=bag.samplerate, channels=bag.audio_channels, block_frames=_BLOCK_FRAMES
+    )
+    info = reader.info
+    stats = stats_from_blocks(reader)  # first pass: exact mean/std without holding the track
+    frames_in = reader.frames_in or 0
+    after_stats = time.perf_counter()
+    write_options = options.write_options()
+    out_rate = write_options.samplerate_for(options.samplerate or info.samplerate)
+    mix_queue: deque[np.ndarray] = deque()
+    model_frames = output_frames(frames_in, info.samplerate, bag.samplerate)
+
+    def blocks() -> Iterator[np.ndarray]:
+        for block in reader:
+            if plan.needs_mix:
+                mix_queue.append(block)
+            yield block
+
+    def take_mix(n: int) -> np.ndarray:
+        parts, need = [], n
+        while need:
+            head = mix_queue[0]
+            parts.append(head[:, :need])
+            if head.shape[1] <= need:
+                mix_queue.popleft()
+            else:
+                mix_queue[0] = head[:, need:]
+            need -= parts[-1].shape[1]
+        return np.concatenate(parts, axis=1)
+
+    emitted = 0
+    with TrackWriter(
+        dict(outputs.stems),
+        write_options,
+        samplerate=out_rate,
+        channels=stem_channels(info),
+        frames=output_frames(frames_in, info.samplerate, out_rate),
+        tags=read_tags(path),
+        title_fallback=path.stem,
+    ) as writer:
+
+        def sink(block: Any) -> None:
+            nonlocal emitted
+            array = block.numpy()
+            mix = take_mix(array.shape[-1]) if plan.needs_mix else None
+            writer.write_all(plan.combine(array, mix))
+            emitted += array.shape[-1]
+            if progress is not None:
+                progress(emitted / bag.samplerate)
+
+        engine = separate_stream(
+            bag, blocks(), sink, stats=stats, options=engine_options(bag, options, plan.computed)
+        )
+        # The stems are renamed into place one by one: an old sidecar must not vouch for a set that an
+        # interrupt leaves half replaced. A new one is written once every stem is in place.
+        outputs.sidecar.unlink(missing_ok=True)
+        written = writer.close()
+    assert emitted == model_frames, (emitted, model_frames)
+    finished = time.perf_counter()
+    result = TrackResult(
+        input=path,
+        status="done",
+        outputs={st.name: st.path for st in written.stems},
+        duration_s=frames_in / info.samplerate,
+        samplerate=info.samplerate,
+        channels=info.channels,
+        codec=info.codec,
+        output_samplerate=out_rate,
+        timings={
+            "stats": after_stats - started,
+            "separate": finished - after_stats,
+            "total": finished - started,
+        },
+        device=str(engine.device),
+        precision=str(engine.dtype).removeprefix("torch."),
+        batch_size=engine.batch_size,
+        gain=written.gain,
+        stems={st.name: {"peak": st.peak, "rms": st.rms, "peak_dbfs": st.peak_dbfs} for st in written.stems},
+    )
+    if provenance is not None:
+        write_sidecar(outputs.sidecar, provenance, outputs.stems, {"input": str(path), "gain": written.gain})
+    return result
+
+
+# --- a batch -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Batch:
+    """A planned batch: inputs, their probes and output paths (what ``--dry-run`` shows).
+
+    Attributes:
+        model: the model as described before loading.
+        plan: the stems computed and written.
+        tracks: per input, its probe (or the error probing it) and its planned outputs.
+    """
+
+    model: ModelInfo
+    plan: StemPlan
+    tracks: list[tuple[Path, AudioInfo | StemsplitError, TrackOutputs | None]]
+
+
+def plan_batch(arguments: Sequence[str], options: SeparationOptions) -> Batch:
+    """Discover inputs, probe them and plan outputs, without loading the model's weights.
+
+    Raises:
+        UnknownModelError, CheckpointError: the model cannot be identified.
+        InvalidOptionError: a stem the model does not have.
+    """
+    model = describe_model(options.model)
+    plan = plan_stems(model.sources, options)
+    inputs = discover_inputs(arguments, options.out_dir)
+    probes: list[tuple[Path, AudioInfo | StemsplitError]] = []
+    for item in inputs:
+        if item.missing:
+            from stemsplit.errors import AudioFileNotFoundError
+
+            error = AudioFileNotFoundError(
+                f"{item.argument}: no such file, folder or matching glob (check the path; quote paths with spaces)",
+                path=item.path,
+            )
+            probes.append((item.path, error))
+            continue
+        try:
+            probes.append((item.path, probe(item.path)))
+        except StemsplitError as err:
+            probes.append((item.path, err))
+    readable = [p for p, probed in probes if isinstance(probed, AudioInfo)]
+    paths = plan_outputs(
+        readable,
+        out_dir=options.out_dir,
+        template=options.filename,
+        model=model.name,
+        stems=plan.written,
+        ext=options.write_options().extension,
+    )
+    planned = dict(zip(readable, paths, strict=True))
+    return Batch(model, plan, [(p, probed, planned.get(p)) for p, probed in probes])
+
+
+def separate_batch(
+    batch: Batch,
+    options: SeparationOptions,
+    *,
+    reporter: BatchReporter | None = None,
+    download_reporter: DownloadReporter | None = None,
+    loader: Callable[[], ModelBag] | None = None,
+) -> list[TrackResult]:
+    """Run a planned batch: skip complete tracks, separate the rest, record failures and go on.
+
+    Args:
+        batch: from :func:`plan_batch`.
+        options: the run's settings.
+        reporter: progress.
+        download_reporter: download progress (model obtained on first need).
+        loader: builds the model (default: :func:`stemsplit.loading.load_model`); called at most once,
+            and not at all when every track is skipped or fails before separation.
+
+    Raises:
+        ModelUnavailableError: the model could not be obtained (the batch stops: nothing could be done).
+    """
+    reporter = reporter or NullBatchReporter()
+    provenance = Provenance(batch.model.name, batch.model.weights_id, options.output_settings())
+    bag: ModelBag | None = None
+    results = []
+    total = len(batch.tracks)
+    for index, (path, probed, outputs) in enumerate(batch.tracks):
+        duration = probed.duration_s if isinstance(probed, AudioInfo) else None
+        reporter.track_started(index, total, path, duration)
+        if isinstance(probed, StemsplitError) or outputs is None:
+            result = TrackResult(path, "failed", error=str(probed))
+        elif not options.overwrite and is_complete(outputs.sidecar, provenance, outputs.stems):
+            result = TrackResult(
+                path, "skipped", outputs=dict(outputs.stems), duration_s=duration,
+                samplerate=probed.samplerate, channels=probed.channels, codec=probed.codec,
+            )  # fmt: skip
+        else:
+            if bag is None:
+                bag = (
+                    loader()
+                    if loader
+                    else load_model(batch.model, offline=options.offline, reporter=download_reporter)
+                )
+            result = _guarded_track(bag, path, outputs, options, batch.plan, provenance, reporter)
+        reporter.track_finished(result)
+        results.append(result)
+    return results
+
+
+def _guarded_track(
+    bag: ModelBag,
+    path: Path,
+    outputs: TrackOutputs,
+    options: SeparationOptions,
+    plan: StemPlan,
+    provenance: Provenance,
+    reporter: BatchReporter,
+) -> TrackResult:
+    """:func:`separate_track`, with any failure turned into a ``failed`` result (the batch goes on)."""
+    try:
+        return separate_track(
+            bag, path, outputs, options, plan, provenance=provenance, progress=reporter.track_progress
+        )
+    except InvalidOptionError:
+        raise  # the same for every track: stop and say so once
+    except StemsplitError as err:
+        return TrackResult(path, "failed", error=str(err))
+    except Exception as err:  # an unexpected bug must not cost the rest of the batch
+        detail = "".join(traceback.format_exception(err)) if settings.debug() else ""
+        message = f"{path}: internal error {type(err).__name__}: {err}"
+        return TrackResult(
+            path,
+            "failed",
+            error=message + (f"\n{detail}" if detail else " (set STEMSPLIT_DEBUG=1 for the traceback)"),
+        )
+
+
+def summarise(results: Sequence[TrackResult]) -> Mapping[str, int]:
+    """Counts per status."""
+    counts = {"done": 0, "skipped": 0, "failed": 0}
+    for r in results:
+        counts[r.status] += 1
+    return counts

@@ -1,0 +1,141 @@
+"""The library entry point: ``Separator`` loads a model once and separates tensors or files.
+
+::
+
+    from stemsplit import Separator
+
+    sep = Separator(model="htdemucs", device="auto")
+    stems = sep.separate_tensor(wav, samplerate)          # {stem: tensor (channels, samples)}
+    paths = sep.separate_file("song.mp3", out_dir="separated")  # {stem: Path}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from stemsplit.audio import convert
+from stemsplit.download import DownloadReporter
+from stemsplit.errors import InvalidOptionError
+from stemsplit.inference import ModelBag, separate_tensor
+from stemsplit.loading import describe_model, load_model
+from stemsplit.outputs import plan_outputs
+from stemsplit.pipeline import SeparationOptions, TrackResult, engine_options, plan_stems, separate_track
+
+
+class Separator:
+    """A loaded model plus the settings to run it with.
+
+    Args:
+        model: registry name (downloaded on first use) or a path to a ``.th`` / ``.safetensors`` / bag
+            ``.yaml``.
+        device: ``auto`` (cuda > mps > cpu), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        download_reporter: progress of a first-use download.
+        **settings: any other :class:`~stemsplit.pipeline.SeparationOptions` field (``precision``,
+            ``segment``, ``overlap``, ``shifts``, ``seed``, ``batch_size``, ``jobs``, ``offline`` and the
+            output settings used by :meth:`separate_file`).
+
+    Raises:
+        UnknownModelError, ModelUnavailableError, CheckpointError: the model cannot be obtained or read.
+        InvalidOptionError: an invalid setting.
+    """
+
+    def __init__(
+        self,
+        model: str = "htdemucs",
+        device: str = "auto",
+        *,
+        download_reporter: DownloadReporter | None = None,
+        **settings: Any,
+    ) -> None:
+        self.options = SeparationOptions(model=model, device=device, **settings)
+        self.model = describe_model(model)
+        self.bag: ModelBag = load_model(self.model, offline=self.options.offline, reporter=download_reporter)
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The stems this model produces, in order."""
+        return self.bag.sources
+
+    @property
+    def samplerate(self) -> int:
+        """The rate the model works at, in Hz."""
+        return self.bag.samplerate
+
+    def separate_tensor(self, wav: torch.Tensor, samplerate: int | None = None) -> dict[str, torch.Tensor]:
+        """Separate audio held in memory.
+
+        Args:
+            wav: (channels, samples) or (samples,) float audio, full scale 1.0; 1 or 2 channels.
+            samplerate: its rate in Hz (default: the model's); other rates are resampled in and out.
+
+        Returns:
+            ``{stem: (channels, samples)}`` float32 CPU tensors, same channel count, rate and length as
+            ``wav``.
+        """
+        rate = samplerate or self.samplerate
+        audio = wav.detach().to("cpu", torch.float32)
+        mono_input = audio.dim() == 1
+        if mono_input:
+            audio = audio[None]
+        if audio.dim() != 2 or audio.shape[0] not in (1, 2):
+            raise InvalidOptionError(
+                f"expected (channels, samples) with 1 or 2 channels, got {tuple(wav.shape)}"
+            )
+        channels, length = audio.shape
+        model_in = convert(audio.numpy(), rate, self.samplerate, channels=self.bag.audio_channels)
+        plan = plan_stems(self.sources, self.options)
+        stems = separate_tensor(
+            self.bag,
+            torch.from_numpy(np.ascontiguousarray(model_in)),
+            options=engine_options(self.bag, self.options, plan.computed),
+        )
+        out = plan.combine(stems.numpy(), model_in if plan.needs_mix else None)
+        result = {}
+        for name, stem in out.items():
+            back = convert(
+                np.ascontiguousarray(stem, dtype=np.float32), self.samplerate, rate, channels=channels
+            )
+            if back.shape[1] < length:  # there and back can round to one frame short: pad, as files are
+                back = np.pad(back, ((0, 0), (0, length - back.shape[1])))
+            tensor = torch.from_numpy(np.ascontiguousarray(back[:, :length]))
+            result[name] = tensor[0] if mono_input else tensor
+        return result
+
+    def separate_file(
+        self, path: Path | str, out_dir: Path | str = "separated", **output: Any
+    ) -> dict[str, Path]:
+        """Separate one audio file and write its stems (atomically).
+
+        Args:
+            path: the input file (any format :mod:`stemsplit.audio` reads).
+            out_dir: output root.
+            **output: output settings overriding the separator's (``filename``, ``format``,
+                ``bit_depth``, ``samplerate``, ``clip``, ``two_stems``, ``stems`` …).
+
+        Returns:
+            ``{stem: path}`` of the written files.
+        """
+        result = self.separate_file_result(path, out_dir, **output)
+        return dict(result.outputs)
+
+    def separate_file_result(
+        self, path: Path | str, out_dir: Path | str = "separated", **output: Any
+    ) -> TrackResult:
+        """Like :meth:`separate_file`, returning the full :class:`~stemsplit.pipeline.TrackResult`."""
+        options = dataclasses.replace(self.options, out_dir=Path(out_dir), **output)
+        plan = plan_stems(self.sources, options)
+        path = Path(path)
+        (outputs,) = plan_outputs(
+            [path],
+            out_dir=options.out_dir,
+            template=options.filename,
+            model=self.model.name,
+            stems=plan.written,
+            ext=options.write_options().extension,
+        )
+        return separate_track(self.bag, path, outputs, options, plan)

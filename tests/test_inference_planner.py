@@ -1,0 +1,172 @@
+"""Pure planners of the inference engine: window plans, cross-fade weights, shift delays, stats, devices."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stemsplit.errors import InvalidOptionError
+from stemsplit.inference import devices
+from stemsplit.inference.planner import (
+    draw_shift_delays,
+    plan_lane,
+    plan_window,
+    stride_samples,
+    triangle_weights,
+)
+from stemsplit.inference.stats import RunningStats, stats_from_blocks, track_stats
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    length=st.integers(1, 5000),
+    segment=st.integers(1, 700),
+    overlap=st.sampled_from([0.0, 0.1, 0.25, 0.5, 0.9]),
+)
+def test_lane_plan_covers_every_sample_with_a_centred_read(length: int, segment: int, overlap: float) -> None:
+    try:
+        stride = stride_samples(segment, overlap)
+    except ValueError:
+        assert int((1 - overlap) * segment) < 1
+        return
+    plans = plan_lane(length, segment, stride)
+    assert [p.offset for p in plans] == list(range(0, length, stride))
+    covered = np.zeros(length, dtype=bool)
+    for p in plans:
+        assert 1 <= p.length <= segment
+        assert p.offset + p.length <= length
+        covered[p.offset : p.offset + p.length] = True
+        # the model's read holds the chunk, centred: left pad is delta // 2 of delta = segment - length
+        delta = segment - p.length
+        assert p.trim == delta // 2
+        assert p.read_start <= p.offset and p.offset + p.length <= p.read_start + segment
+        if p.offset + segment <= length:  # a full window reads exactly its own samples
+            assert (p.length, p.read_start) == (segment, p.offset)
+    assert covered.all()
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize(
+    ("total", "offset", "segment"), [(1000, 0, 300), (1000, 900, 300), (250, 0, 300), (1001, 999, 301)]
+)
+def test_plan_window_reads_what_the_reference_tensorchunk_reads(
+    total: int, offset: int, segment: int
+) -> None:
+    from demucs.apply import TensorChunk
+
+    signal = torch.arange(1, total + 1, dtype=torch.float32)[None]  # (1, total), no zeros inside
+    expected = TensorChunk(TensorChunk(signal), offset, segment).padded(segment)[0]
+    p = plan_window(offset, total, segment)
+    idx = torch.arange(p.read_start, p.read_start + segment)
+    ours = torch.where((idx >= 0) & (idx < total), idx.clamp(0, total - 1).float() + 1, torch.zeros(()))
+    assert torch.equal(ours, expected)
+    assert p.length == min(segment, total - offset)
+
+
+@pytest.mark.parametrize("segment", [1, 2, 7, 100, 343980])
+def test_triangle_weights_match_the_integer_ramp(segment: int) -> None:
+    half = segment // 2
+    ramp = np.concatenate([np.arange(1, half + 1), np.arange(segment - half, 0, -1)]).astype(np.float64)
+    expected = (ramp / ramp.max()).astype(np.float32)
+    w = triangle_weights(segment)
+    assert w.dtype == torch.float32 and w.shape == (segment,)
+    np.testing.assert_array_equal(w.numpy(), expected)
+
+
+def test_stride_and_its_validation() -> None:
+    assert stride_samples(343980, 0.25) == 257985
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="overlap"):
+            stride_samples(100, bad)
+    with pytest.raises(ValueError, match="stride"):
+        stride_samples(1, 0.5)
+
+
+def test_shift_delays_come_from_the_given_generator_only() -> None:
+    assert draw_shift_delays(0, 22050, random.Random(1)) == (0,)
+    a = draw_shift_delays(5, 22050, random.Random(7))
+    random.seed(123)  # global state must not matter
+    b = draw_shift_delays(5, 22050, random.Random(7))
+    check = random.Random(7)
+    assert a == b == tuple(22050 - check.randint(0, 22050) for _ in range(5))
+    assert all(0 <= d <= 22050 for d in a)
+    assert draw_shift_delays(5, 22050, random.Random(8)) != a
+
+
+def _reference_stats(wav: torch.Tensor) -> tuple[float, float]:
+    """demucs.api.Separator.separate_tensor (4.1.0): mono mix mean, unbiased std + 1e-8."""
+    ref = wav.mean(0)
+    return float(ref.mean()), float(ref.std() + 1e-8)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 2**16), length=st.integers(2, 20000), cuts=st.lists(st.integers(0, 20000), max_size=6)
+)
+def test_streamed_stats_equal_whole_track_stats(seed: int, length: int, cuts: list[int]) -> None:
+    g = torch.Generator().manual_seed(seed)
+    wav = torch.randn(2, length, generator=g) * 0.3 + 0.05
+    bounds = sorted({0, length, *(c % (length + 1) for c in cuts)})
+    blocks = [wav[:, a:b].numpy() for a, b in itertools.pairwise(bounds)]
+    streamed = stats_from_blocks(blocks)
+    whole = track_stats(wav)
+    mean, std = _reference_stats(wav)
+    assert streamed.frames == whole.frames == length
+    assert float(whole.mean) == pytest.approx(mean, abs=1e-7)
+    assert float(whole.std) == pytest.approx(std, rel=1e-6)
+    assert float(streamed.mean) == pytest.approx(mean, abs=1e-6)
+    assert float(streamed.std) == pytest.approx(std, rel=1e-5)
+
+
+def test_stats_of_tiny_tracks_stay_finite() -> None:
+    assert float(RunningStats().result().std) == pytest.approx(1e-8)
+    assert float(track_stats(torch.ones(2, 1)).std) == pytest.approx(1e-8)
+    silent = track_stats(torch.zeros(2, 100))
+    assert float(silent.std) == pytest.approx(1e-8) and float(silent.mean) == 0.0
+
+
+def test_bf16_detection_is_decided_by_native_flags() -> None:
+    assert devices.cpu_flags_have_bf16(frozenset({"avx2", "amx_bf16", "amx_tile"}))
+    assert devices.cpu_flags_have_bf16(frozenset({"avx512f", "avx512_bf16"}))
+    assert not devices.cpu_flags_have_bf16(frozenset({"avx2", "fma", "avx512f", "avx512bw"}))
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_on_cpu_follows_native_bf16(monkeypatch: pytest.MonkeyPatch, native: bool) -> None:
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: native)
+    cpu = torch.device("cpu")
+    assert devices.resolve_dtype("auto", cpu) == (torch.bfloat16 if native else torch.float32)
+    assert devices.resolve_dtype("float32", cpu) == torch.float32
+    assert devices.resolve_dtype("auto", torch.device("cuda", 0)) == torch.float16
+    with pytest.raises(InvalidOptionError):
+        devices.resolve_dtype("float64", cpu)
+
+
+def test_device_resolution_on_this_machine() -> None:
+    assert devices.resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(InvalidOptionError):
+        devices.resolve_device("tpu")
+    if not torch.cuda.is_available():
+        assert devices.resolve_device("auto").type in ("cpu", "mps")
+        with pytest.raises(InvalidOptionError, match="CUDA"):
+            devices.resolve_device("cuda:0")
+    else:
+        with pytest.raises(InvalidOptionError, match="does not exist"):
+            devices.resolve_device(f"cuda:{torch.cuda.device_count()}")
+
+
+def test_compile_and_batch_policies() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert devices.auto_batch_size(cpu, torch.float32, 343980) == 1
+    assert not devices.should_compile(None, cpu, 10_000.0)
+    assert not devices.should_compile(None, cuda, 60.0)  # too short to repay compilation
+    assert not devices.should_compile(None, cuda, None)
+    assert devices.should_compile(None, cuda, 2 * devices.COMPILE_MIN_SECONDS)
+    assert devices.should_compile(True, cpu, 1.0) and not devices.should_compile(False, cuda, 1e9)
+    assert devices.thread_count(3) == 3 and devices.thread_count(None) >= 1

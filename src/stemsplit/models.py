@@ -22,7 +22,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, TypeVar
@@ -482,14 +482,7 @@ class FileStatus:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able mapping of the fields (``path`` as a string)."""
-        return {
-            "filename": self.filename,
-            "url": self.url,
-            "path": str(self.path),
-            "sha256": self.sha256,
-            "cached": self.cached,
-            "size_bytes": self.size_bytes,
-        }
+        return {**asdict(self), "path": str(self.path)}
 
 
 @dataclass(frozen=True)
@@ -688,15 +681,8 @@ class VerifyResult:
     actual: str | None
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-able mapping of the fields."""
-        return {
-            "model": self.model,
-            "filename": self.filename,
-            "path": str(self.path),
-            "state": self.state,
-            "expected": self.expected,
-            "actual": self.actual,
-        }
+        """A JSON-able mapping of the fields (``path`` as a string)."""
+        return {**asdict(self), "path": str(self.path)}
 
 
 def verify_models(

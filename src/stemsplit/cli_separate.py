@@ -246,7 +246,9 @@ def separate(
         )
         batch = pipeline.plan_batch(paths, options)
         if dry_run:
-            _print_dry_run(batch, options, as_json=as_json)
+            _print_dry_run(batch, options, as_json=as_json, quiet=quiet)
+            if any(outputs is None for _, _, outputs in batch.tracks):
+                raise typer.Exit(ui.EXIT_FAILED)  # the same run would fail on those inputs
             return
         results = _run(batch, options, quiet=quiet, verbose=verbose)
         if report is not None:
@@ -299,7 +301,9 @@ class _Reporter:
     def track_finished(self, result: TrackResult) -> None:
         self.progress.track_finished(result)
         if result.status == "failed":
-            ui.stderr.print(f"[bold red]Failed:[/bold red] {escape(result.error or '')}", markup=True)
+            ui.stderr.print(
+                f"[bold red]Failed:[/bold red] {escape(result.error or '')}", markup=True, emoji=False
+            )
         elif self.verbose and not self.quiet:
             detail = f"{result.input}: {result.status}"
             if result.status == "done":
@@ -344,7 +348,7 @@ def _print_summary(results: list[TrackResult]) -> None:
     )
 
 
-def _print_dry_run(batch: Batch, options: SeparationOptions, *, as_json: bool) -> None:
+def _print_dry_run(batch: Batch, options: SeparationOptions, *, as_json: bool, quiet: bool) -> None:
     from stemsplit.audio import AudioInfo
     from stemsplit.sidecar import Provenance, is_complete
 
@@ -382,11 +386,12 @@ def _print_dry_run(batch: Batch, options: SeparationOptions, *, as_json: bool) -
             markup=False,
             emoji=False,
         )
-    ui.stderr.print(
-        f"model {batch.model.name}: stems {', '.join(batch.plan.written)}; nothing was separated (--dry-run)",
-        markup=False,
-        emoji=False,
-    )
+    if not quiet:
+        ui.stderr.print(
+            f"model {batch.model.name}: stems {', '.join(batch.plan.written)}; nothing was separated (--dry-run)",
+            markup=False,
+            emoji=False,
+        )
 
 
 def _write_report(path: Path, batch: Batch, options: SeparationOptions, results: list[TrackResult]) -> None:

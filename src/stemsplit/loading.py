@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stemsplit.download import DownloadReporter
-from stemsplit.errors import CheckpointError
+from stemsplit.errors import UnknownModelError
 from stemsplit.inference import ModelBag
 
 _CHECKPOINT_SUFFIXES = (".th", ".safetensors", ".pt", ".pth")
@@ -73,8 +73,11 @@ def describe_model(spec: str) -> ModelInfo:
         loaded = load_checkpoint(path)
         return ModelInfo(path.stem, loaded.config.sources, _sha256(path), path, 1)
     if _looks_like_path(spec):
-        raise CheckpointError(
-            f"model file {spec} does not exist; pass a registry name or an existing file", path=path
+        raise UnknownModelError(
+            f"model file {spec} does not exist; pass a registry name ({', '.join(models.model_names())}) "
+            "or an existing file",
+            name=spec,
+            known=models.model_names(),
         )
     entry = models.get_model_spec(spec)
     return ModelInfo(

@@ -125,6 +125,11 @@ class SeparationOptions:
         keys = ("stems", "two_stems", "other_method", "format", "bit_depth", "samplerate", "clip", "segment",
                 "overlap", "shifts", "seed")  # fmt: skip
         values = {k: getattr(self, k) for k in keys}
+        # Settings that cannot change the files in this combination are recorded as None, so that
+        # changing them does not make finished tracks look stale.
+        values["other_method"] = self.other_method if self.two_stems else None
+        values["seed"] = self.seed if self.shifts else None
+        values["bit_depth"] = None if self.format == "mp3" else self.bit_depth
         values["mp3_bitrate"] = self.mp3_bitrate if self.format == "mp3" else None
         values["precision"] = self.precision  # reduced precision changes the stems slightly
         values["stems"] = list(self.stems) if self.stems else None

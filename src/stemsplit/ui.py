@@ -34,12 +34,12 @@ stderr = Console(stderr=True, soft_wrap=True, highlight=False)
 
 def warn(message: str) -> None:
     """Print a warning on stderr."""
-    stderr.print(f"[yellow]Warning:[/yellow] {message}", markup=True)
+    stderr.print(Text.assemble(("Warning:", "yellow"), " ", message), emoji=False)
 
 
 def info(message: str) -> None:
     """Print a notice on stderr (suppressed by the caller in quiet mode)."""
-    stderr.print(message, markup=False)
+    stderr.print(message, markup=False, emoji=False)
 
 
 def print_section(title: str, rows: Sequence[tuple[str, str]], *, console: Console | None = None) -> None:
@@ -108,7 +108,7 @@ def error_boundary() -> Iterator[None]:
         message, code = described
         if settings.debug():
             stderr.print("".join(traceback.format_exception(err)), markup=False, end="")
-        stderr.print(f"[bold red]Error:[/bold red] {message}", markup=True)
+        stderr.print(Text.assemble(("Error:", "bold red"), " ", message), emoji=False)
         if not settings.debug() and code != 130:
             stderr.print("[dim](set STEMSPLIT_DEBUG=1 for the full traceback)[/dim]", markup=True)
         raise typer.Exit(code) from None

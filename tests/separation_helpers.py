@@ -1,0 +1,87 @@
+"""Helpers for the separation tests: tiny models in the official formats, a bag, and tiny audio files.
+
+Audio is kept short (well under a second or two) and the model tiny, so a whole separation runs in a
+fraction of a second on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from audio_fixtures import bandlimited_noise
+from checkpoints import FOUR, random_state, save_th, tiny_kwargs
+
+SUBTYPES = {"16": "PCM_16", "24": "PCM_24", "32f": "FLOAT"}
+
+
+def make_tiny_th(folder: Path, signature: str = "0123abcd", seed: int = 0) -> Path:
+    """A tiny random HT Demucs saved as ``<signature>-<sha256[:8]>.th`` in ``folder``."""
+    from stemsplit.checkpoint import config_from_kwargs
+    from stemsplit.model import HTDemucs
+
+    kwargs = tiny_kwargs()
+    state = random_state(HTDemucs(config_from_kwargs(kwargs)), seed=seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = save_th(folder / f"{signature}.tmp", kwargs, state)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:8]
+    return path.rename(folder / f"{signature}-{digest}.th")
+
+
+FT_SIGNATURES = ("f7e0c4bc", "d12395a8", "92cfc3b6", "04573f0d")  # one specialist per FOUR stem
+
+
+def make_ft_bag(folder: Path, name: str = "tiny_ft") -> tuple[Path, tuple[Path, ...]]:
+    """An ``htdemucs_ft``-shaped bag: four tiny members beside a yaml with identity weights."""
+    members = tuple(make_tiny_th(folder, sig, seed=10 + i) for i, sig in enumerate(FT_SIGNATURES))
+    identity = [[1.0 if i == k else 0.0 for k in range(len(FOUR))] for i in range(len(FOUR))]
+    yaml = folder / f"{name}.yaml"
+    yaml.write_text(f"models: {list(FT_SIGNATURES)}\nweights: {identity}\n")
+    return yaml, members
+
+
+def write_audio(
+    path: Path,
+    *,
+    seconds: float = 0.5,
+    rate: int = 44100,
+    channels: int = 2,
+    seed: int = 0,
+    subtype: str = "FLOAT",
+    peak: float = 0.5,
+) -> np.ndarray:
+    """Write band-limited noise (faded in and out) and return it as float32 (channels, frames)."""
+    audio = bandlimited_noise(
+        rate, seconds, channels, cutoff_hz=min(16000.0, rate / 2.5), seed=seed, fade_s=0.02
+    )
+    audio = (audio * (peak / 0.5)).astype(np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), audio.T, rate, subtype=subtype)
+    if subtype == "FLOAT":
+        return audio
+    decoded, _ = sf.read(str(path), dtype="float32", always_2d=True)
+    return np.ascontiguousarray(decoded.T)
+
+
+def read_audio(path: Path) -> tuple[np.ndarray, int]:
+    """Decode a written stem: float64 (channels, frames) and its rate."""
+    data, rate = sf.read(str(path), dtype="float64", always_2d=True)
+    return np.ascontiguousarray(data.T), rate
+
+
+class OneThread:
+    """Pin torch to one CPU thread (the test machine's cores are shared; spinning threads would crawl)."""
+
+    def __enter__(self) -> None:
+        import torch
+
+        self.previous = torch.get_num_threads()
+        torch.set_num_threads(1)
+
+    def __exit__(self, *exc: object) -> None:
+        import torch
+
+        torch.set_num_threads(self.previous)

@@ -1,0 +1,97 @@
+"""Output planning: ``--filename`` templates, collisions between inputs, and the sidecar's name."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from stemsplit.errors import InvalidOptionError
+from stemsplit.outputs import DEFAULT_TEMPLATE, check_template, plan_outputs
+
+STEMS = ("drums", "bass", "other", "vocals")
+
+
+def plan(inputs, template=DEFAULT_TEMPLATE, stems=STEMS, ext="wav", model="htdemucs"):
+    return plan_outputs(
+        [Path(p) for p in inputs], out_dir=Path("out"), template=template, model=model, stems=stems, ext=ext
+    )
+
+
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        ("{model}/{song}/{stem}.{ext}", "unknown placeholder {song}"),
+        ("{model}/{track}.{ext}", "no {stem}"),
+        ("{model}/{track/{stem}.{ext}", "malformed"),
+        ("{model}/{track}}/{stem}.{ext}", "malformed"),
+        ("/abs/{track}/{stem}.{ext}", "inside --out"),
+        ("../{track}/{stem}.{ext}", "inside --out"),
+        ("{model}/../../{stem}.{ext}", "inside --out"),
+        ("{0}/{stem}.{ext}", "unknown placeholder"),
+    ],
+)
+def test_bad_templates_are_usage_errors(template: str, message: str) -> None:
+    with pytest.raises(InvalidOptionError, match=re.escape(message)) as info:
+        check_template(template)
+    assert info.value.option == "--filename"
+
+
+@pytest.mark.parametrize(
+    "template",
+    [DEFAULT_TEMPLATE, "{track}_{stem}.{ext}", "{stem}/{track}.{trackext}.{ext}", "x{{y}}/{stem}.wav"],
+)
+def test_good_templates_pass(template: str) -> None:
+    assert check_template(template) == template
+
+
+def test_default_layout_and_every_placeholder() -> None:
+    (default,) = plan(["music/Song One.flac"])
+    assert default.track == "Song One"
+    assert dict(default.stems) == {s: Path("out/htdemucs/Song One") / f"{s}.wav" for s in STEMS}
+    assert default.sidecar == Path("out/htdemucs/Song One/stemsplit.json")
+
+    (custom,) = plan(["a/b/tune.mp3"], template="{model}-{ext}/{track}.{trackext}/{stem}.{ext}", ext="flac",
+                     stems=("vocals", "no_vocals"), model="m")  # fmt: skip
+    assert list(custom.stems.items()) == [
+        ("vocals", Path("out/m-flac/tune.mp3/vocals.flac")),
+        ("no_vocals", Path("out/m-flac/tune.mp3/no_vocals.flac")),
+    ]
+
+
+def test_flat_templates_get_one_sidecar_per_track() -> None:
+    one, two = plan(["a.wav", "b.wav"], template="{model}/{track}_{stem}.{ext}")
+    assert one.stems["vocals"] == Path("out/htdemucs/a_vocals.wav")
+    assert one.sidecar == Path("out/htdemucs/a.stemsplit.json")
+    assert two.sidecar == Path("out/htdemucs/b.stemsplit.json")
+    (by_stem,) = plan(["a.wav"], template="{stem}/{track}.{ext}")
+    assert by_stem.stems["bass"] == Path("out/bass/a.wav")
+    assert by_stem.sidecar.name == "a.stemsplit.json"
+
+
+def test_collisions_keep_both_with_a_clear_suffix() -> None:
+    first, second, third, fourth = plan(["a/song.mp3", "b/song.flac", "c/song.flac", "d/song"])
+    assert [p.track for p in (first, second, third, fourth)] == [
+        "song",
+        "song (flac)",
+        "song (2)",
+        "song (3)",
+    ]
+    assert second.stems["vocals"] == Path("out/htdemucs/song (flac)/vocals.wav")
+    every = [f for p in (first, second, third, fourth) for f in (*p.stems.values(), p.sidecar)]
+    assert len(every) == len(set(every))
+
+
+def test_no_collision_when_the_template_separates_the_inputs() -> None:
+    one, two = plan(["a/song.mp3", "b/song.flac"], template="{track}.{trackext}/{stem}.{ext}")
+    assert (one.track, two.track) == ("song", "song")
+
+
+def test_template_without_track_cannot_hold_two_inputs() -> None:
+    """Regression (#7): a template without {track} and two inputs crashed with a bare ValueError."""
+    (only,) = plan(["a.wav"], template="{model}/{stem}.{ext}")
+    assert only.stems["vocals"] == Path("out/htdemucs/vocals.wav")
+    with pytest.raises(InvalidOptionError, match=r"\{track\}") as info:
+        plan(["a.wav", "b.wav"], template="{model}/{stem}.{ext}")
+    assert info.value.option == "--filename"

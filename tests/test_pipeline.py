@@ -1,0 +1,303 @@
+"""The pipeline below the CLI: stem plans and their maths, the sidecar's resume check, ``Separator``, bags."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from separation_helpers import OneThread, make_ft_bag, make_tiny_th, read_audio, write_audio
+from stemsplit import pipeline
+from stemsplit.errors import InvalidOptionError
+from stemsplit.inference import EngineOptions, separate_tensor
+from stemsplit.model import HTDemucs
+from stemsplit.pipeline import SeparationOptions, StemPlan, plan_batch, plan_stems, separate_batch
+from stemsplit.separator import Separator
+from stemsplit.sidecar import Provenance, is_complete, write_sidecar
+
+FOUR = ("drums", "bass", "other", "vocals")
+EXACT = {"device": "cpu", "precision": "float32"}
+FLOAT_OUT = {"format": "wav", "bit_depth": "32f", "clip": "none"}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    with OneThread():
+        yield
+
+
+# --- plan_stems ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("settings", "computed", "written", "needs_mix"),
+    [
+        ({}, FOUR, FOUR, False),
+        ({"two_stems": "vocals"}, FOUR, ("vocals", "no_vocals"), False),
+        ({"two_stems": "vocals", "other_method": "add"}, FOUR, ("vocals", "no_vocals"), False),
+        ({"two_stems": "drums", "other_method": "minus"}, ("drums",), ("drums", "no_drums"), True),
+        ({"two_stems": "bass", "other_method": "none"}, ("bass",), ("bass",), False),
+        ({"stems": ("vocals", "drums")}, ("vocals", "drums"), ("vocals", "drums"), False),
+        ({"stems": ("bass", "bass")}, ("bass",), ("bass",), False),
+    ],
+)
+def test_plan_stems(settings, computed, written, needs_mix) -> None:
+    plan = plan_stems(FOUR, SeparationOptions(**settings))
+    assert (plan.computed, plan.written, plan.needs_mix) == (computed, written, needs_mix)
+
+
+@pytest.mark.parametrize("settings", [{"two_stems": "guitar"}, {"stems": ("vocals", "piano")}])
+def test_unknown_stem_lists_the_models_stems(settings) -> None:
+    with pytest.raises(InvalidOptionError, match="drums, bass, other, vocals") as info:
+        plan_stems(FOUR, SeparationOptions(**settings))
+    assert info.value.option in ("--two-stems", "--stems")
+
+
+def test_stems_and_two_stems_together_are_refused() -> None:
+    with pytest.raises(InvalidOptionError, match="either"):
+        SeparationOptions(stems=("vocals",), two_stems="vocals")
+
+
+# --- StemPlan.combine against plain numpy ---------------------------------------------------------
+
+
+@pytest.fixture
+def block() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(3)
+    return rng.standard_normal((4, 2, 257)).astype(np.float32), rng.standard_normal((2, 257)).astype(
+        np.float32
+    )
+
+
+@pytest.mark.parametrize("stem", FOUR)
+def test_add_is_the_sum_of_the_other_stems(block, stem: str) -> None:
+    stems, _ = block
+    out = plan_stems(FOUR, SeparationOptions(two_stems=stem)).combine(stems, None)
+    k = FOUR.index(stem)
+    others = [stems[i].astype(np.float64) for i in range(4) if i != k]
+    assert list(out) == [stem, f"no_{stem}"]
+    np.testing.assert_array_equal(out[stem], stems[k])
+    np.testing.assert_allclose(out[f"no_{stem}"], others[0] + others[1] + others[2], atol=1e-5)
+
+
+def test_minus_is_mix_minus_stem(block) -> None:
+    stems, mix = block
+    plan = plan_stems(FOUR, SeparationOptions(two_stems="bass", other_method="minus"))
+    out = plan.combine(stems[:1], mix)  # the engine returns only the computed stem
+    np.testing.assert_array_equal(out["bass"], stems[0])
+    np.testing.assert_allclose(out["no_bass"], mix.astype(np.float64) - stems[0], atol=1e-6)
+
+
+def test_selected_stems_pass_through_in_order(block) -> None:
+    stems, _ = block
+    out = StemPlan(("vocals", "drums"), ("vocals", "drums")).combine(stems[:2], None)
+    assert list(out) == ["vocals", "drums"]
+    np.testing.assert_array_equal(out["drums"], stems[1])
+
+
+# --- the sidecar ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def finished(tmp_path: Path) -> tuple[Provenance, dict[str, Path], Path]:
+    stems = {}
+    for i, stem in enumerate(("vocals", "no_vocals")):
+        stems[stem] = tmp_path / f"{stem}.wav"
+        stems[stem].write_bytes(b"w" * (100 + i))
+    prov = Provenance("htdemucs", "abc123", SeparationOptions(two_stems="vocals").output_settings())
+    sidecar = tmp_path / "stemsplit.json"
+    write_sidecar(sidecar, prov, stems, {"input": "x.wav"})
+    return prov, stems, sidecar
+
+
+def test_complete_track_is_recognised(finished) -> None:
+    prov, stems, sidecar = finished
+    assert is_complete(sidecar, prov, stems)
+    assert [p.name for p in sidecar.parent.iterdir() if p.name.startswith(".")] == []  # no temp left
+    record = json.loads(sidecar.read_text())
+    assert record["stems"]["no_vocals"] == {"file": "no_vocals.wav", "bytes": 101}
+
+
+def test_truncated_or_missing_stem_is_not_complete(finished) -> None:
+    prov, stems, sidecar = finished
+    with stems["vocals"].open("r+b") as f:
+        f.truncate(50)
+    assert not is_complete(sidecar, prov, stems)
+    stems["vocals"].write_bytes(b"w" * 100)
+    assert is_complete(sidecar, prov, stems)
+    stems["no_vocals"].unlink()
+    assert not is_complete(sidecar, prov, stems)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"weights_id": "def456"},
+        {"model": "htdemucs_ft"},
+        {"settings": SeparationOptions(two_stems="vocals", clip="clamp").output_settings()},
+        {"settings": SeparationOptions(two_stems="vocals", shifts=1).output_settings()},
+        {"settings": SeparationOptions(two_stems="vocals", bit_depth="24").output_settings()},
+        {"settings": SeparationOptions(two_stems="vocals", samplerate=48000).output_settings()},
+    ],
+)
+def test_other_weights_or_settings_are_not_complete(finished, change) -> None:
+    prov, stems, sidecar = finished
+    assert not is_complete(sidecar, dataclasses.replace(prov, **change), stems)
+
+
+def test_other_stems_or_a_bad_sidecar_are_not_complete(finished) -> None:
+    prov, stems, sidecar = finished
+    assert not is_complete(sidecar, prov, {"vocals": stems["vocals"]})
+    sidecar.write_text("{not json")
+    assert not is_complete(sidecar, prov, stems)
+    sidecar.unlink()
+    assert not is_complete(sidecar, prov, stems)
+
+
+# --- Separator (the library API) --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def separator(tmp_path_factory: pytest.TempPathFactory) -> Separator:
+    return Separator(str(make_tiny_th(tmp_path_factory.mktemp("model"))), **EXACT)
+
+
+def test_separate_tensor_equals_the_engine_and_sums_like_it(separator: Separator) -> None:
+    wav = torch.from_numpy(_noise(2, 17_641))
+    stems = separator.separate_tensor(wav, 44100)
+    engine = separate_tensor(separator.bag, wav, options=EngineOptions(**EXACT))  # (S, C, T)
+    assert list(stems) == list(FOUR) and all(s.shape == wav.shape for s in stems.values())
+    assert all(s.dtype == torch.float32 for s in stems.values())
+    for k, stem in enumerate(FOUR):
+        torch.testing.assert_close(stems[stem], engine[k], atol=1e-6, rtol=0)
+    torch.testing.assert_close(sum(stems.values()), engine.sum(0), atol=1e-5, rtol=0)
+    assert not torch.allclose(stems["drums"], stems["vocals"])  # the model really separates
+
+
+def test_separate_tensor_mono_is_the_mean_of_the_stereo_result(separator: Separator) -> None:
+    mono = torch.from_numpy(_noise(1, 12_001)[0])
+    stems = separator.separate_tensor(mono)
+    assert all(s.shape == mono.shape for s in stems.values())
+    stereo = separate_tensor(separator.bag, mono.expand(2, -1).contiguous(), options=EngineOptions(**EXACT))
+    for k, stem in enumerate(FOUR):
+        torch.testing.assert_close(stems[stem], stereo[k].mean(0), atol=1e-6, rtol=0)
+    stems_2d = separator.separate_tensor(mono[None])
+    assert stems_2d["bass"].shape == (1, 12_001)
+
+
+@pytest.mark.parametrize(
+    ("rate", "length"), [(48000, 24_001), (48000, 20_031), (22050, 9_999), (32000, 16_000)]
+)
+def test_separate_tensor_keeps_rate_length_and_channels(separator: Separator, rate: int, length: int) -> None:
+    wav = torch.from_numpy(_noise(2, length))
+    stems = separator.separate_tensor(wav, rate)
+    assert {tuple(s.shape) for s in stems.values()} == {(2, length)}
+    # Resampled in and out, the stems still add up to about the engine's sum at the model's rate.
+    assert all(torch.isfinite(s).all() for s in stems.values())
+
+
+def test_separate_tensor_two_stems_minus(separator: Separator) -> None:
+    sep = Separator(str(separator.model.path), two_stems="vocals", other_method="minus", **EXACT)
+    wav = torch.from_numpy(_noise(2, 15_000))
+    out = sep.separate_tensor(wav)
+    assert list(out) == ["vocals", "no_vocals"]
+    torch.testing.assert_close(out["no_vocals"], wav - out["vocals"], atol=1e-6, rtol=0)
+
+
+def test_separate_tensor_refuses_three_channels(separator: Separator) -> None:
+    with pytest.raises(InvalidOptionError, match="1 or 2 channels"):
+        separator.separate_tensor(torch.zeros(3, 1000))
+
+
+def test_separate_file_writes_stems(separator: Separator, tmp_path: Path) -> None:
+    write_audio(tmp_path / "in.wav", seconds=0.3)
+    paths = separator.separate_file(tmp_path / "in.wav", out_dir=tmp_path / "o", format="flac")
+    assert paths == {s: tmp_path / "o" / separator.model.name / "in" / f"{s}.flac" for s in FOUR}
+    assert all(p.is_file() for p in paths.values())
+
+
+def _noise(channels: int, frames: int) -> np.ndarray:
+    rng = np.random.default_rng(frames)
+    return (0.3 * rng.standard_normal((channels, frames))).astype(np.float32)
+
+
+# --- an htdemucs_ft-shaped bag --------------------------------------------------------------------
+
+
+def test_ft_bag_with_minus_runs_only_the_specialist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    yaml, members = make_ft_bag(tmp_path / "bag")
+    mix = write_audio(tmp_path / "in" / "song.wav", seconds=0.6, subtype="FLOAT")
+    calls: list[int] = []
+    forward = HTDemucs.forward
+
+    def counting(self, mix_in):
+        calls.append(id(self))
+        return forward(self, mix_in)
+
+    monkeypatch.setattr(HTDemucs, "forward", counting)
+    options = SeparationOptions(
+        model=str(yaml),
+        out_dir=tmp_path / "out",
+        two_stems="vocals",
+        other_method="minus",
+        **EXACT,
+        **FLOAT_OUT,
+    )
+    batch = plan_batch([str(tmp_path / "in")], options)
+    (result,) = separate_batch(batch, options)
+    assert result.status == "done", result.error
+    assert calls and len(set(calls)) == 1, "only the vocals specialist may run"
+    assert list(result.outputs) == ["vocals", "no_vocals"]
+    vocals, rate = read_audio(result.outputs["vocals"])
+    no_vocals, _ = read_audio(result.outputs["no_vocals"])
+    assert rate == 44100 and vocals.shape == mix.shape
+    np.testing.assert_allclose(no_vocals, mix.astype(np.float64) - vocals, atol=2e-6)
+    assert np.abs(vocals).max() > 1e-3
+
+    # The vocals are the fourth member's alone (identity weights): run it on its own and compare.
+    calls.clear()
+    alone = dataclasses.replace(options, model=str(members[3]), out_dir=tmp_path / "alone")
+    (single,) = separate_batch(plan_batch([str(tmp_path / "in")], alone), alone)
+    np.testing.assert_array_equal(read_audio(single.outputs["vocals"])[0], vocals)
+    other = dataclasses.replace(options, model=str(members[0]), out_dir=tmp_path / "m0")
+    (first,) = separate_batch(plan_batch([str(tmp_path / "in")], other), other)
+    assert not np.allclose(read_audio(first.outputs["vocals"])[0], vocals, atol=1e-4)
+
+
+def test_pipeline_report_fields(tmp_path: Path) -> None:
+    model = make_tiny_th(tmp_path / "m")
+    write_audio(tmp_path / "a.wav", seconds=0.3, rate=48000, channels=1)
+    options = SeparationOptions(model=str(model), out_dir=tmp_path / "o", **EXACT)
+    (result,) = separate_batch(plan_batch([str(tmp_path / "a.wav")], options), options)
+    assert (result.status, result.samplerate, result.output_samplerate, result.channels) == (
+        "done",
+        48000,
+        48000,
+        1,
+    )
+    assert result.duration_s == pytest.approx(0.3)
+    assert result.device == "cpu" and result.precision == "float32" and result.gain == 1.0
+    assert set(result.stems) == set(FOUR)
+    assert pipeline.summarise([result]) == {"done": 1, "skipped": 0, "failed": 0}
+
+
+def test_settings_that_cannot_change_the_files_do_not_make_tracks_stale() -> None:
+    base = SeparationOptions().output_settings()
+    assert SeparationOptions(other_method="minus").output_settings() == base  # no --two-stems
+    assert SeparationOptions(seed=7).output_settings() == base  # no --shifts
+    assert (
+        SeparationOptions(format="mp3", bit_depth="24").output_settings()
+        == SeparationOptions(format="mp3").output_settings()
+    )
+    assert (
+        SeparationOptions(shifts=1, seed=7).output_settings() != SeparationOptions(shifts=1).output_settings()
+    )
+    assert (
+        SeparationOptions(two_stems="vocals", other_method="minus").output_settings()
+        != SeparationOptions(two_stems="vocals").output_settings()
+    )

@@ -373,6 +373,22 @@ def test_truncated_file_decodes_what_is_there_and_warns(tmp_path: Path, ext: str
         np.testing.assert_array_equal(got, intact[:, : got.shape[1]])
 
 
+def test_truncation_is_reported_once_per_reader_over_several_passes(tmp_path: Path) -> None:
+    """The pipeline reads twice (statistics, then separation); the user is told once."""
+    import warnings
+
+    path = tmp_path / "cut.wav"
+    sf.write(path, bandlimited_noise(44100, 4.0, seed=6).T, 44100)
+    _truncate(path, 0.5)
+    reader = AudioReader(path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first = np.concatenate(list(reader), axis=1)
+        second = np.concatenate(list(reader), axis=1)
+    assert [w.category for w in caught] == [TruncatedAudioWarning]
+    np.testing.assert_array_equal(first, second)
+
+
 def test_slightly_short_file_does_not_warn(tmp_path: Path) -> None:
     """Within 1 s of the header's length: no warning (pytest turns warnings into errors)."""
     path = tmp_path / "cut.wav"

@@ -89,6 +89,7 @@ class AudioReader:
         self.frames_in: int | None = None
         self.frames_out: int | None = None
         self._warned_downmix = False
+        self._warned_short = False  # every pass decodes afresh; say it once per reader
 
     def __iter__(self) -> Iterator[FloatArray]:
         """Decode the file once more from the start and yield its blocks."""
@@ -144,9 +145,12 @@ class AudioReader:
         )
 
     def _warn_short(self, frames_in: int, failure: AudioDecodeError | None) -> None:
+        if self._warned_short:
+            return
         rate = self.info.samplerate
         got = frames_in / rate
         if failure is not None:
+            self._warned_short = True
             warnings.warn(
                 f"{self.info.path}: decoding stopped at {got:.1f} s on damaged data ({failure}); "
                 "the stems cover only the part that decoded",
@@ -154,6 +158,7 @@ class AudioReader:
                 stacklevel=3,
             )
         elif self.info.frames is not None and self.info.frames - frames_in > TRUNCATION_TOLERANCE_S * rate:
+            self._warned_short = True
             warnings.warn(
                 f"{self.info.path}: ends at {got:.1f} s but its header says {self.info.frames / rate:.1f} s "
                 "(truncated file?); the stems cover only the part that decoded",

@@ -576,3 +576,46 @@ def test_retry_delay_doubles_and_is_capped() -> None:
 def test_invalid_options_are_rejected(kwargs: dict[str, float]) -> None:
     with pytest.raises(InvalidOptionError):
         DownloadOptions(**kwargs)  # type: ignore[arg-type]
+
+
+def test_a_host_name_that_does_not_resolve_fails_at_once_with_a_short_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No DNS answer is not worth five attempts with back-off; the message must stay one readable line."""
+    import socket
+
+    lookups: list[str] = []
+
+    def no_dns(host: str, *args: object, **kwargs: object) -> object:
+        lookups.append(host)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    reporter = Recorder()
+    with pytest.raises(DownloadError, match=r"cannot resolve the host name models\.example\.invalid") as info:
+        download.ensure_file(
+            "https://models.example.invalid/x-12345678.th",
+            tmp_path / "x-12345678.th",
+            "12345678",
+            offline=False,
+            options=FAST,
+            reporter=reporter,
+        )
+    assert lookups == ["models.example.invalid"]
+    assert "\n" not in str(info.value) and len(str(info.value)) < 400
+    assert not list(tmp_path.iterdir()) or all(not p.name.endswith(".incomplete") for p in tmp_path.iterdir())
+
+
+def test_refused_connection_is_retried_with_a_short_reason(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    reporter = Recorder()
+    with pytest.raises(DownloadError, match=r"could not connect to 127\.0\.0\.1") as info:
+        download.ensure_file(
+            f"http://127.0.0.1:{port}/x-12345678.th", tmp_path / "x-12345678.th", "12345678",
+            offline=False, options=FAST, reporter=reporter,
+        )  # fmt: skip
+    assert f"after {FAST.max_attempts} attempts" in str(info.value)

@@ -419,6 +419,13 @@ def _fetch_with_retries(
             requests.exceptions.ChunkedEncodingError,  # body cut short (urllib3 ProtocolError)
         ) as err:
             reason = _describe(err)
+            if _is_name_resolution(err):  # no DNS answer: retrying in seconds will not change that
+                raise DownloadError(
+                    f"cannot download {url}: {reason} (no network, or DNS blocked). Check the connection "
+                    "(and HTTPS_PROXY if you use a proxy), or download the file on another machine and run "
+                    "`stemsplit models import FILE`.",
+                    url=url,
+                ) from err
             if transfer.done > high_water:
                 high_water, failures = transfer.done, 0  # progress: a fresh budget of attempts
             failures += 1
@@ -499,9 +506,41 @@ def _int_or_none(value: str | None) -> int | None:
         return None
 
 
+def _root_cause(err: BaseException) -> BaseException:
+    """The urllib3 error under a requests one (``ConnectionError(MaxRetryError(reason=…))``)."""
+    inner: BaseException = err
+    for _ in range(3):
+        nested = inner.args[0] if inner.args and isinstance(inner.args[0], BaseException) else None
+        nested = getattr(nested, "reason", None) or nested
+        if not isinstance(nested, BaseException) or nested is inner:
+            break
+        inner = nested
+    return inner
+
+
+def _is_name_resolution(err: BaseException) -> bool:
+    name = type(_root_cause(err)).__name__
+    return (
+        name == "NameResolutionError"
+        or "Failed to resolve" in str(err)
+        or "Name or service not known" in str(err)
+    )
+
+
 def _describe(err: BaseException) -> str:
+    """A short reason for a failed attempt (requests' own messages run to several hundred characters)."""
+    cause = _root_cause(err)
+    host = getattr(getattr(cause, "conn", None), "host", None) or ""
+    if _is_name_resolution(err):
+        return f"cannot resolve the host name {host}".rstrip()
+    if isinstance(err, requests.exceptions.ConnectTimeout):
+        return "timed out while connecting"
+    if isinstance(err, requests.exceptions.ReadTimeout):
+        return "the server stopped sending (read timeout)"
+    if type(cause).__name__ == "NewConnectionError":
+        return f"could not connect to {host or 'the server'}: connection refused or unreachable"
     text = str(err) or type(err).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _tls_error(url: str, err: requests.exceptions.SSLError) -> DownloadError:

@@ -451,6 +451,36 @@ def test_concurrent_downloaders_are_correct_without_the_lock(
     assert len(server.hits) == 2  # both really downloaded, each into its own temp file
 
 
+_DOWNLOAD_IN_A_PROCESS = """
+import sys
+from pathlib import Path
+from stemsplit.download import DownloadOptions, ensure_file
+url, dest, digest = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+print(ensure_file(url, dest, digest, offline=False, options=DownloadOptions(backoff_s=0.01, lock_timeout_s=60)))
+"""
+
+
+def test_two_processes_asking_at_once_both_succeed_with_one_verified_file(
+    server: LoopbackServer, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    data = payload(n_bytes=400_000, seed=19)
+    url, name = serve_file(server, data, full(delay_s=0.5))
+    dest = tmp_path / "cache" / name
+    args = [sys.executable, "-c", _DOWNLOAD_IN_A_PROCESS, url, str(dest), sha256(data)[:8]]
+    procs = [
+        subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)
+    ]
+    outcomes = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err for _, err in outcomes]
+    assert [out.strip() for out, _ in outcomes] == [str(dest), str(dest)]
+    assert dest.read_bytes() == data
+    assert leftovers(dest.parent) == []
+    assert 1 <= len(server.hits) <= 2  # normally 1 (the lock); never a corrupt or half file
+
+
 # --- environment: proxies and TLS --------------------------------------------------------------
 
 

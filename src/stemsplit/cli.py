@@ -80,13 +80,15 @@ def models_list(
             ui.stdout.print_json(json.dumps([row.to_dict() for row in rows]))
             return
         table = Table(box=None, header_style="bold")
-        for column in ("name", "stems", "size", "SDR", "cached"):
+        for column in ("name", "stems", "files", "size", "SDR", "cached"):
             table.add_column(column, no_wrap=column != "stems", overflow="fold")
         for row in rows:
             size = f"{row.size_bytes / 2**20:.0f} MiB" if row.size_bytes else "-"
             sdr = f"{row.sdr.overall:.2f} dB" if row.sdr else "unpublished"
             name = row.name + (" (default)" if row.default else "")
-            table.add_row(name, ", ".join(row.sources), size, sdr, "yes" if row.cached else "no")
+            table.add_row(
+                name, ", ".join(row.sources), str(len(row.files)), size, sdr, "yes" if row.cached else "no"
+            )
         ui.stdout.print(table)
 
 

@@ -267,3 +267,32 @@ def test_out_of_memory_on_the_cpu_itself_is_raised() -> None:
     runner = BatchRunner([OomAbove(limit=0)], torch.device("cpu"), torch.float32, 2, fallback_device=None)
     with pytest.raises(torch.OutOfMemoryError):
         runner.run(0, torch.zeros(2, 2, 10))
+
+
+# --- MPS: complex-valued stages on the CPU ---------------------------------------------------------
+
+
+def test_cpu_spectral_wrapper_computes_exactly_the_model() -> None:
+    """The MPS path splits the forward into CPU STFT / device networks / CPU iSTFT; on the CPU it must be
+    the very same computation as the model's own forward."""
+    from checkpoints import random_state, tiny_kwargs
+    from stemsplit.checkpoint import config_from_kwargs
+    from stemsplit.inference.devices import CpuSpectralModel, for_device
+    from stemsplit.model import HTDemucs
+
+    model = HTDemucs(config_from_kwargs(tiny_kwargs()))
+    model.load_state_dict(random_state(model))
+    model.eval()
+    mix = torch.randn(2, 2, model.segment_samples - 123)
+    with torch.no_grad():
+        expected = model(mix)
+        staged = CpuSpectralModel(model, torch.device("cpu"))(mix)
+    assert torch.equal(staged, expected)
+    assert isinstance(for_device(model, torch.device("mps")), CpuSpectralModel)
+    assert for_device(model, torch.device("cpu")) is model
+    assert for_device(model, torch.device("cuda")) is model
+
+    def plain(x: torch.Tensor) -> torch.Tensor:  # a callable without stages is left alone
+        return x[:, None]
+
+    assert for_device(plain, torch.device("mps")) is plain

@@ -2,7 +2,8 @@
 
 Decisions and the numbers behind them:
 
-* ``auto`` device: CUDA, then MPS, then CPU.
+* ``auto`` device: CUDA, then MPS, then CPU. On MPS the model's complex-valued stages (STFT, iSTFT) run on
+  the CPU and its networks on the GPU (:class:`CpuSpectralModel`); this path is tested on the CPU only.
 * ``auto`` precision: float16 on CUDA (measured 65 dB SNR against float32 on full-size random weights, and
   the fastest there); float32 on MPS (reduced precision unmeasured there); on CPU bfloat16 **only** when
   the CPU computes bfloat16 natively (AMX ``amx_bf16`` or AVX-512 ``avx512_bf16`` on x86, the ``bf16``
@@ -30,10 +31,13 @@ import torch
 from stemsplit.errors import InvalidOptionError
 
 __all__ = [
+    "COMPLEX_ON_CPU",
+    "CpuSpectralModel",
     "Precision",
     "auto_batch_size",
     "autocast",
     "cpu_has_native_bf16",
+    "for_device",
     "resolve_device",
     "resolve_dtype",
     "set_compile_cache_dir",
@@ -197,3 +201,41 @@ def set_compile_cache_dir(path: Path | None) -> None:
     if path is not None and "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
         path.mkdir(parents=True, exist_ok=True)
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(path)
+
+
+# Devices whose complex-number support is missing or partial: the STFT and iSTFT of a model that exposes
+# its stages (``analyse`` / ``trunk`` / ``synthesise``) run on the CPU there, the networks on the device.
+COMPLEX_ON_CPU = frozenset({"mps"})
+
+
+class CpuSpectralModel:
+    """Run a staged model with its complex-valued stages on the CPU and its networks on ``device``.
+
+    Calling it is equivalent to calling the model itself (exactly so when ``device`` is the CPU); only
+    where each stage runs differs. The model's parameters must already be on ``device``.
+
+    Args:
+        model: an object with ``analyse(mix)``, ``trunk(x, xt)`` and ``synthesise(x, xt, analysis)``,
+            such as :class:`stemsplit.model.HTDemucs`.
+        device: where ``trunk`` runs.
+    """
+
+    def __init__(self, model: torch.nn.Module, device: torch.device) -> None:
+        self.model = model
+        self.device = device
+
+    def __call__(self, mix: torch.Tensor) -> torch.Tensor:
+        """(B, C, L) on any device → (B, S, C, L) on ``device``."""
+        cpu = torch.device("cpu")
+        analysis = self.model.analyse(mix.to(cpu))  # type: ignore[operator]
+        x, xt = self.model.trunk(analysis.x.to(self.device), analysis.xt.to(self.device))  # type: ignore[operator]
+        stems: torch.Tensor = self.model.synthesise(x.to(cpu), xt.to(cpu), analysis)  # type: ignore[operator]
+        return stems.to(self.device)
+
+
+def for_device(model: object, device: torch.device) -> object:
+    """The callable to run ``model`` with on ``device``: itself, or a :class:`CpuSpectralModel` on MPS."""
+    staged = all(hasattr(model, stage) for stage in ("analyse", "trunk", "synthesise"))
+    if device.type in COMPLEX_ON_CPU and staged and isinstance(model, torch.nn.Module):
+        return CpuSpectralModel(model, device)
+    return model

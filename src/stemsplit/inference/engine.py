@@ -23,7 +23,7 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, cast
 
 import numpy as np
 import torch
@@ -33,6 +33,7 @@ from stemsplit.inference.devices import (
     Precision,
     auto_batch_size,
     autocast,
+    for_device,
     resolve_device,
     resolve_dtype,
     set_compile_cache_dir,
@@ -230,10 +231,11 @@ class BatchRunner:
         for model in self._models:
             if isinstance(model, torch.nn.Module):
                 model.to(self.device).eval()
+        models = [cast(ModelFn, for_device(m, self.device)) for m in self._models]  # MPS: STFT on the CPU
         if self.compiled:
-            self._compiled = [torch.compile(m, dynamic=False) for m in self._models]
+            self._compiled = [torch.compile(m, dynamic=False) for m in models]
         else:
-            self._compiled = list(self._models)
+            self._compiled = models
 
     def run(self, member: int, windows: torch.Tensor) -> torch.Tensor:
         """Separate a batch of windows with model ``member``.

@@ -7,6 +7,8 @@ frames, ``D`` transformer width.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -17,6 +19,39 @@ from stemsplit.model.spectral import istft, stft
 from stemsplit.model.transformer import CrossTransformer
 
 _STD_EPS = 1e-5  # added to the std on the way in only (htdemucs-spec §5.3)
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """What :meth:`HTDemucs.analyse` hands to the networks and, for de-normalising, to the synthesis.
+
+    Attributes:
+        x: (B, 2C, Fq, Fr) normalised spectrogram, complex as channels.
+        xt: (B, C, T) normalised waveform (padded to the window).
+        mean, std: (B, 1, 1, 1) statistics of the spectrogram.
+        meant, stdt: (B, 1, 1) statistics of the waveform.
+        length: ``L``, the input length before padding.
+    """
+
+    x: torch.Tensor
+    xt: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+    meant: torch.Tensor
+    stdt: torch.Tensor
+    length: int
+
+    def to(self, device: torch.device) -> Analysis:
+        """The same analysis with every tensor on ``device``."""
+        return Analysis(
+            self.x.to(device),
+            self.xt.to(device),
+            self.mean.to(device),
+            self.std.to(device),
+            self.meant.to(device),
+            self.stdt.to(device),
+            self.length,
+        )
 
 
 class HTDemucs(nn.Module):
@@ -110,31 +145,62 @@ class HTDemucs(nn.Module):
         Raises:
             ValueError: if ``L > segment_samples`` (cut the track into windows first).
         """
-        B, C, L = mix.shape
+        analysis = self.analyse(mix)
+        x, xt = self.trunk(analysis.x, analysis.xt)
+        return self.synthesise(x, xt, analysis)
+
+    # The three stages below are public so that a caller can run the complex-valued ones (STFT, iSTFT)
+    # on another device than the networks (Apple's MPS lacks complex support); none has parameters
+    # except ``trunk``.
+
+    def analyse(self, mix: torch.Tensor) -> Analysis:
+        """Stage 1, complex-valued: pad to the window, STFT, and normalise both branches' inputs.
+
+        Args:
+            mix: (B, C, L) waveform, ``L <= segment_samples``.
+
+        Raises:
+            ValueError: if ``L > segment_samples``.
+        """
+        L = mix.shape[-1]
         T = self.segment_samples
         if L > T:
             raise ValueError(f"input of {L} samples is longer than the model's window of {T} samples")
         mix = F.pad(mix, (0, T - L))  # right zero-padding to the training length
-        x, mean, std = self._spectral_input(mix)
-        xt, meant, stdt = _normalise(mix, dims=(1, 2))
-        x, xt = self._unets(x, xt)
-        S = len(self.sources)
-        x = x.view(B, S, 2 * C, *x.shape[-2:]) * std[:, None] + mean[:, None]  # (B, S, 2C, Fq, Fr)
-        xt = xt.view(B, S, C, T) * stdt[:, None] + meant[:, None]  # (B, S, C, T)
-        return (xt + self._spectral_output(x))[..., :L]
-
-    def _spectral_input(self, mix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(B, C, T) waveform → normalised complex-as-channels spectrogram (B, 2C, Fq, Fr), mean, std."""
         z = stft(mix, self.config.nfft)  # (B, C, Fq, Fr) complex
         B, C, Fq, Fr = z.shape
         x = torch.view_as_real(z).permute(0, 1, 4, 2, 3).reshape(B, 2 * C, Fq, Fr)  # [c0.re, c0.im, c1.re, …]
-        return _normalise(x, dims=(1, 2, 3))
+        x, mean, std = _normalise(x, dims=(1, 2, 3))
+        xt, meant, stdt = _normalise(mix, dims=(1, 2))
+        return Analysis(x, xt, mean, std, meant, stdt, L)
 
-    def _spectral_output(self, x: torch.Tensor) -> torch.Tensor:
-        """Complex-as-channels stems (B, S, 2C, Fq, Fr) → waveforms (B, S, C, T)."""
-        B, S, C2, Fq, Fr = x.shape
-        x = x.view(B, S, C2 // 2, 2, Fq, Fr).permute(0, 1, 2, 4, 5, 3)  # (B, S, C, Fq, Fr, re/im)
-        return istft(torch.view_as_complex(x.contiguous()), self.segment_samples)
+    def trunk(self, x: torch.Tensor, xt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stage 2, real-valued: both U-Nets and the transformer.
+
+        Args:
+            x: (B, 2C, Fq, Fr) normalised spectrogram, complex as channels.
+            xt: (B, C, T) normalised waveform.
+
+        Returns:
+            (B, 2SC, Fq, Fr) and (B, SC, T): every source's spectrogram and waveform, still normalised.
+        """
+        return self._unets(x, xt)
+
+    def synthesise(self, x: torch.Tensor, xt: torch.Tensor, analysis: Analysis) -> torch.Tensor:
+        """Stage 3, complex-valued: de-normalise, iSTFT, add the two branches, crop to the input length.
+
+        Returns:
+            (B, S, C, L) stems.
+        """
+        B, C, T = analysis.xt.shape
+        S = len(self.sources)
+        a = analysis
+        x = x.view(B, S, 2 * C, *x.shape[-2:]) * a.std[:, None] + a.mean[:, None]  # (B, S, 2C, Fq, Fr)
+        xt = xt.view(B, S, C, T) * a.stdt[:, None] + a.meant[:, None]  # (B, S, C, T)
+        Fq, Fr = x.shape[-2:]
+        x = x.view(B, S, C, 2, Fq, Fr).permute(0, 1, 2, 4, 5, 3)  # (B, S, C, Fq, Fr, re/im)
+        waves = istft(torch.view_as_complex(x.contiguous()), T)  # (B, S, C, T)
+        return (xt + waves)[..., : a.length]
 
     def _unets(self, x: torch.Tensor, xt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Both U-Nets and the transformer: (B, 2C, Fq, Fr), (B, C, T) → (B, 2SC, Fq, Fr), (B, SC, T)."""

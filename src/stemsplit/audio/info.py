@@ -100,9 +100,9 @@ def probe(path: Path | str) -> AudioInfo:
         raise AudioDecodeError(f"{path}: the file is empty (0 bytes); re-export or re-download it", path=path)
     try:
         return _probe_soundfile(path)
-    except (sf.SoundFileError, RuntimeError) as sf_err:
-        sf_reason = _first_line(sf_err)
-    return _probe_pyav(path, sf_reason)
+    except (sf.SoundFileError, RuntimeError):
+        pass  # not a format libsndfile knows: FFmpeg gets its turn
+    return _probe_pyav(path)
 
 
 def check_supported(info: AudioInfo) -> None:
@@ -145,13 +145,16 @@ def _probe_soundfile(path: Path) -> AudioInfo:
     )
 
 
-def _probe_pyav(path: Path, sf_reason: str) -> AudioInfo:
+def _probe_pyav(path: Path) -> AudioInfo:
     try:
         container = av.open(str(path), metadata_errors="ignore")
     except (av.error.FFmpegError, UnicodeDecodeError) as err:
+        # libsndfile's reason for a file it does not recognise is misleading ("File does not exist or is
+        # not a regular file"), so only FFmpeg's (the more tolerant decoder) is shown.
+        reason = getattr(err, "strerror", None) or _first_line(err)
         raise AudioDecodeError(
-            f"{path}: cannot be read as audio (libsndfile: {sf_reason}; FFmpeg: {_first_line(err)}); "
-            "the file may be damaged or not audio: re-export or re-download it",
+            f"{path}: cannot be read as audio ({reason}); the file may be damaged or not audio: "
+            "re-export or re-download it",
             path=path,
         ) from err
     with container:

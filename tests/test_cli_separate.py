@@ -621,3 +621,16 @@ def test_subprocess_batch_with_a_bad_file(model_file: Path, tmp_path: Path) -> N
 def test_subprocess_usage_error(tmp_path: Path) -> None:
     done = _stemsplit("x.wav", "--format", "ogg", cwd=tmp_path)
     assert done.returncode == 2 and done.stdout == "" and "--format" in done.stderr
+
+
+def test_another_input_with_the_same_output_names_is_not_skipped(model_file: Path) -> None:
+    """Regression: a/song.wav separated, then b/song.wav (other audio) into the same --out: redone, not skipped."""
+    Path("a").mkdir()
+    Path("b").mkdir()
+    write_audio(Path("a/song.wav"), seconds=0.5, seed=1)
+    write_audio(Path("b/song.wav"), seconds=0.7, seed=2)
+    run_ok(model_file, "a/song.wav")
+    second = run_ok(model_file, "b/song.wav")
+    assert "1 done, 0 skipped" in second.stderr
+    vocals = Path(f"separated/{model_file.stem}/song/vocals.wav")
+    assert sf.info(vocals).frames == sf.info("b/song.wav").frames != sf.info("a/song.wav").frames

@@ -103,6 +103,11 @@ def test_selected_stems_pass_through_in_order(block) -> None:
 # --- the sidecar ----------------------------------------------------------------------------------
 
 
+def source_of(sidecar: Path) -> Path:
+    """The input the ``finished`` fixture's stems were made from."""
+    return sidecar.parent / "x.wav"
+
+
 @pytest.fixture
 def finished(tmp_path: Path) -> tuple[Provenance, dict[str, Path], Path]:
     stems = {}
@@ -111,13 +116,15 @@ def finished(tmp_path: Path) -> tuple[Provenance, dict[str, Path], Path]:
         stems[stem].write_bytes(b"w" * (100 + i))
     prov = Provenance("htdemucs", "abc123", SeparationOptions(two_stems="vocals").output_settings())
     sidecar = tmp_path / "stemsplit.json"
-    write_sidecar(sidecar, prov, stems, {"input": "x.wav"})
+    source = tmp_path / "x.wav"
+    source.write_bytes(b"the input")
+    write_sidecar(sidecar, prov, stems, source, {"gain": 1.0})
     return prov, stems, sidecar
 
 
 def test_complete_track_is_recognised(finished) -> None:
     prov, stems, sidecar = finished
-    assert is_complete(sidecar, prov, stems)
+    assert is_complete(sidecar, prov, stems, source_of(sidecar))
     assert [p.name for p in sidecar.parent.iterdir() if p.name.startswith(".")] == []  # no temp left
     record = json.loads(sidecar.read_text())
     assert record["stems"]["no_vocals"] == {"file": "no_vocals.wav", "bytes": 101}
@@ -127,11 +134,11 @@ def test_truncated_or_missing_stem_is_not_complete(finished) -> None:
     prov, stems, sidecar = finished
     with stems["vocals"].open("r+b") as f:
         f.truncate(50)
-    assert not is_complete(sidecar, prov, stems)
+    assert not is_complete(sidecar, prov, stems, source_of(sidecar))
     stems["vocals"].write_bytes(b"w" * 100)
-    assert is_complete(sidecar, prov, stems)
+    assert is_complete(sidecar, prov, stems, source_of(sidecar))
     stems["no_vocals"].unlink()
-    assert not is_complete(sidecar, prov, stems)
+    assert not is_complete(sidecar, prov, stems, source_of(sidecar))
 
 
 @pytest.mark.parametrize(
@@ -147,16 +154,33 @@ def test_truncated_or_missing_stem_is_not_complete(finished) -> None:
 )
 def test_other_weights_or_settings_are_not_complete(finished, change) -> None:
     prov, stems, sidecar = finished
-    assert not is_complete(sidecar, dataclasses.replace(prov, **change), stems)
+    assert not is_complete(sidecar, dataclasses.replace(prov, **change), stems, source_of(sidecar))
+
+
+def test_another_input_or_an_edited_input_is_not_complete(finished) -> None:
+    """Same output names, different audio (another folder's song.wav, or the file re-exported)."""
+    import os
+
+    prov, stems, sidecar = finished
+    source = source_of(sidecar)
+    other = sidecar.parent / "other.wav"
+    other.write_bytes(b"different")
+    assert not is_complete(sidecar, prov, stems, other)
+    os.utime(source, ns=(1, 1))  # touched, same bytes: still complete (hash compared)
+    assert is_complete(sidecar, prov, stems, source)
+    source.write_bytes(b"the INPUT")  # same size, new content
+    assert not is_complete(sidecar, prov, stems, source)
+    source.unlink()
+    assert not is_complete(sidecar, prov, stems, source)
 
 
 def test_other_stems_or_a_bad_sidecar_are_not_complete(finished) -> None:
     prov, stems, sidecar = finished
-    assert not is_complete(sidecar, prov, {"vocals": stems["vocals"]})
+    assert not is_complete(sidecar, prov, {"vocals": stems["vocals"]}, source_of(sidecar))
     sidecar.write_text("{not json")
-    assert not is_complete(sidecar, prov, stems)
+    assert not is_complete(sidecar, prov, stems, source_of(sidecar))
     sidecar.unlink()
-    assert not is_complete(sidecar, prov, stems)
+    assert not is_complete(sidecar, prov, stems, source_of(sidecar))
 
 
 # --- Separator (the library API) --------------------------------------------------------------------

@@ -357,7 +357,7 @@ def _print_dry_run(batch: Batch, options: SeparationOptions, *, as_json: bool, q
     for path, probed, outputs in batch.tracks:
         row: dict[str, Any] = {"input": str(path)}
         if isinstance(probed, AudioInfo):
-            complete = outputs is not None and is_complete(outputs.sidecar, provenance, outputs.stems)
+            complete = outputs is not None and is_complete(outputs.sidecar, provenance, outputs.stems, path)
             row.update(
                 action="skip (complete)" if complete and not options.overwrite else "separate",
                 duration_s=probed.duration_s,

@@ -403,7 +403,7 @@ def separate_track(
         stems={st.name: {"peak": st.peak, "rms": st.rms, "peak_dbfs": st.peak_dbfs} for st in written.stems},
     )
     if provenance is not None:
-        write_sidecar(outputs.sidecar, provenance, outputs.stems, {"input": str(path), "gain": written.gain})
+        write_sidecar(outputs.sidecar, provenance, outputs.stems, path, {"gain": written.gain})
     return result
 
 
@@ -494,7 +494,7 @@ def separate_batch(
         reporter.track_started(index, total, path, duration)
         if isinstance(probed, StemsplitError) or outputs is None:
             result = TrackResult(path, "failed", error=str(probed))
-        elif not options.overwrite and is_complete(outputs.sidecar, provenance, outputs.stems):
+        elif not options.overwrite and is_complete(outputs.sidecar, provenance, outputs.stems, path):
             result = TrackResult(
                 path, "skipped", outputs=dict(outputs.stems), duration_s=duration,
                 samplerate=probed.samplerate, channels=probed.channels, codec=probed.codec,

@@ -1,8 +1,9 @@
 """The ``stemsplit.json`` written beside a track's stems, and the check that lets a re-run skip the track.
 
-A track counts as finished only when its sidecar exists, says the stems were made by the same model
-weights with the same settings, lists exactly the stems now asked for, and every stem file is there with
-the size recorded when it was written. The sidecar is written (atomically) only after every stem has been
+A track counts as finished only when its sidecar exists, says the stems were made from the same input
+(same bytes: size and modification time, or else the SHA-256 of its content) by the same model weights
+with the same settings, lists exactly the stems now asked for, and every stem file is there with the size
+recorded when it was written. The sidecar is written (atomically) only after every stem has been
 renamed into place, so a run killed at any moment leaves a track that is redone, never one that is
 wrongly skipped.
 """
@@ -37,18 +38,52 @@ class Provenance:
     settings: Mapping[str, Any]
 
 
+def source_identity(source: Path) -> dict[str, Any]:
+    """What identifies an input's content: size, modification time and SHA-256."""
+    from stemsplit.download import sha256_file
+
+    stat = source.stat()
+    return {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha256_file(source)}
+
+
+def _same_source(recorded: object, source: Path) -> bool:
+    """Whether ``source`` still has the recorded content (hashing only when its mtime changed)."""
+    if not isinstance(recorded, dict):
+        return False
+    try:
+        stat = source.stat()
+        if stat.st_size != recorded.get("bytes"):
+            return False
+        if stat.st_mtime_ns == recorded.get("mtime_ns"):
+            return True
+        from stemsplit.download import sha256_file
+
+        return sha256_file(source) == recorded.get("sha256")
+    except OSError:
+        return False
+
+
 def write_sidecar(
-    path: Path, provenance: Provenance, stems: Mapping[str, Path], extra: Mapping[str, Any]
+    path: Path, provenance: Provenance, stems: Mapping[str, Path], source: Path, extra: Mapping[str, Any]
 ) -> None:
-    """Record how the stems were made; written to a temporary name, then renamed into place."""
+    """Record how the stems were made; written to a temporary name, then renamed into place.
+
+    Args:
+        path: the sidecar file.
+        provenance: model, weights and settings.
+        stems: stem name → written file.
+        source: the input the stems were made from.
+        extra: more JSON-able fields to record (informational).
+    """
     record = {
         "format": FORMAT,
         "stemsplit_version": __version__,
+        "input": {"path": str(source), **source_identity(source)},
         "model": provenance.model,
         "weights": provenance.weights_id,
         "settings": dict(provenance.settings),
         "stems": {stem: {"file": file.name, "bytes": file.stat().st_size} for stem, file in stems.items()},
-        **extra,
+        **{k: v for k, v in extra.items() if k != "input"},
     }
     temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
     try:
@@ -58,8 +93,8 @@ def write_sidecar(
         temp.unlink(missing_ok=True)
 
 
-def is_complete(path: Path, provenance: Provenance, stems: Mapping[str, Path]) -> bool:
-    """Whether the stems at ``stems`` were fully written by the same model and settings."""
+def is_complete(path: Path, provenance: Provenance, stems: Mapping[str, Path], source: Path) -> bool:
+    """Whether the stems at ``stems`` were fully written from ``source`` by the same model and settings."""
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -71,6 +106,8 @@ def is_complete(path: Path, provenance: Provenance, stems: Mapping[str, Path]) -
         provenance.weights_id,
         json.loads(json.dumps(dict(provenance.settings))),
     ):
+        return False
+    if not _same_source(record.get("input"), source):
         return False
     recorded = record.get("stems")
     if not isinstance(recorded, dict) or set(recorded) != set(stems):

@@ -333,6 +333,8 @@ def test_bag_defaults_to_unit_weights_and_reads_segment(tmp_path: Path) -> None:
         ("just text\n", "needs a non-empty 'models' list"),
         ("models: ['aaaa0001']\nweights: [[1, 1]]\n", "one row of 4 numbers per model"),
         ("models: [\n", "cannot read bag file"),
+        ("models: ['aaaa0001']\nweights: [['a', 'b', 'c', 'd']]\n", "must be numbers"),
+        ("models: ['aaaa0001']\nsegment: soon\n", "must be numbers"),
     ],
 )
 def test_bad_bags(tmp_path: Path, yaml_text: str, message: str) -> None:

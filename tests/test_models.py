@@ -442,7 +442,7 @@ def test_import_an_unrelated_file_is_refused(world: World, tmp_path: Path) -> No
 
 def test_import_a_missing_file(world: World, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
-        models.import_files([tmp_path / "nope.th"], **world.kw())
+        models.import_file(tmp_path / "nope.th", **world.kw())
 
 
 # --- verify ------------------------------------------------------------------------------------

@@ -83,6 +83,12 @@ def test_collisions_keep_both_with_a_clear_suffix() -> None:
     assert len(every) == len(set(every))
 
 
+def test_names_differing_only_in_case_collide() -> None:
+    """On macOS/Windows ``Song/`` and ``song/`` are one folder: both inputs must still be kept."""
+    first, second = plan(["a/Song.mp3", "b/song.flac"])
+    assert (first.track, second.track) == ("Song", "song (flac)")
+
+
 def test_no_collision_when_the_template_separates_the_inputs() -> None:
     one, two = plan(["a/song.mp3", "b/song.flac"], template="{track}.{trackext}/{stem}.{ext}")
     assert (one.track, two.track) == ("song", "song")

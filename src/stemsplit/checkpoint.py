@@ -460,7 +460,8 @@ class LoadedBag:
     Attributes:
         models: the member checkpoints, in yaml order.
         weights: ``weights[m][s]``, the weight of model ``m`` for source ``s``.
-        segment: the bag's segment override in seconds, if the yaml sets one.
+        segment: the bag's segment in seconds, if the yaml sets one; informational only: HT models run
+            on their own training window whatever a bag says (none of the released HT bags sets one).
         path: the yaml file.
     """
 
@@ -537,9 +538,9 @@ def load_bag(path: Path | str) -> LoadedBag:
             f"{path}: 'weights' must have one row of {len(first.sources)} numbers per model", path=path
         )
     segment = spec.get("segment")
-    return LoadedBag(
-        models=models,
-        weights=tuple(tuple(float(w) for w in row) for row in weights),
-        segment=Fraction(segment) if segment is not None else None,
-        path=path,
-    )
+    try:
+        matrix = tuple(tuple(float(w) for w in row) for row in weights)
+        bag_segment = Fraction(segment) if segment is not None else None
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: 'weights' and 'segment' must be numbers ({err})", path=path) from err
+    return LoadedBag(models=models, weights=matrix, segment=bag_segment, path=path)

@@ -15,7 +15,6 @@ from typing import Annotated
 import typer
 
 from stemsplit import ui
-from stemsplit._version import __version__
 
 _HELP = """Split music into stems (drums, bass, other, vocals) with Hybrid Transformer Demucs.
 
@@ -43,17 +42,13 @@ models_app = typer.Typer(
 app.add_typer(models_app, name="models")
 
 
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"stemsplit {__version__}")
-        raise typer.Exit()
-
-
 @app.callback()
 def _root(
     version: Annotated[
         bool,
-        typer.Option("--version", "-V", callback=_version, is_eager=True, help="Print the version and exit."),
+        typer.Option(
+            "--version", "-V", callback=ui.version_callback, is_eager=True, help="Print the version and exit."
+        ),
     ] = False,
 ) -> None:
     """Split music into stems with Hybrid Transformer Demucs."""
@@ -117,7 +112,15 @@ def models_download(
 
 @models_app.command("import")
 def models_import(
-    files: Annotated[list[Path], typer.Argument(help="Files downloaded by hand (browser, another machine).")],
+    files: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Files downloaded by hand (browser, another machine).",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+        ),
+    ],
 ) -> None:
     """Install model files downloaded by hand; each is checked against the registry's hash."""
     from stemsplit import models

@@ -72,12 +72,6 @@ separate_app = typer.Typer(
 )
 
 
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"stemsplit {__version__}")
-        raise typer.Exit()
-
-
 def _parse_samplerate(value: str) -> int | None:
     if value == "input":
         return None
@@ -215,10 +209,13 @@ def separate(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Per-track details on stderr.")] = False,
     version: Annotated[
         bool,
-        typer.Option("--version", "-V", callback=_version, is_eager=True, help="Print the version and exit."),
+        typer.Option(
+            "--version", "-V", callback=ui.version_callback, is_eager=True, help="Print the version and exit."
+        ),
     ] = False,
 ) -> None:
     from stemsplit import pipeline
+    from stemsplit.errors import InvalidOptionError
 
     with ui.error_boundary():
         options = pipeline.SeparationOptions(
@@ -244,6 +241,10 @@ def separate(
             overwrite=not skip_existing,
             offline=True if offline else None,
         )
+        if report is not None and report.is_dir():
+            raise InvalidOptionError(
+                f"--report {report} is a folder; give a file name such as run.json", option="--report"
+            )
         batch = pipeline.plan_batch(paths, options)
         if dry_run:
             _print_dry_run(batch, options, as_json=as_json, quiet=quiet)
@@ -251,9 +252,9 @@ def separate(
                 raise typer.Exit(ui.EXIT_FAILED)  # the same run would fail on those inputs
             return
         results = _run(batch, options, quiet=quiet, verbose=verbose)
+        _print_results(results, as_json=as_json)  # before the report: a failing report loses no result
         if report is not None:
             _write_report(report, batch, options, results)
-        _print_results(results, as_json=as_json)
         if not quiet:
             _print_summary(results)
         if any(r.status == "failed" for r in results):
@@ -414,5 +415,8 @@ def _write_report(path: Path, batch: Batch, options: SeparationOptions, results:
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(f".{path.name}.partial")
-    temp.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-    temp.replace(path)
+    try:
+        temp.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        temp.replace(path)
+    finally:
+        temp.unlink(missing_ok=True)

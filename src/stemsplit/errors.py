@@ -281,8 +281,5 @@ class TagCopyWarning(AudioWarning):
     """Tags or cover art could not be read from the input or written onto a stem."""
 
 
-# --- warnings ----------------------------------------------------------------------------------
-
-
-class DeviceFallbackWarning(UserWarning):
+class DeviceFallbackWarning(StemsplitWarning):
     """The accelerator ran out of memory even with one window per batch; work continued on the CPU."""

@@ -7,11 +7,11 @@ then obtains the files (downloading registry models on first use) and builds the
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from stemsplit.download import DownloadReporter
+from stemsplit.checkpoint import LoadedModel
+from stemsplit.download import DownloadReporter, sha256_file
 from stemsplit.errors import UnknownModelError
 from stemsplit.inference import ModelBag
 
@@ -21,7 +21,7 @@ _BAG_SUFFIXES = (".yaml", ".yml")
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """A model as the user named it, before any tensor is read.
+    """A model as the user named it, before any network is built or any file downloaded.
 
     Attributes:
         name: registry name, or the file's stem for a local file (the ``{model}`` of output paths).
@@ -30,6 +30,8 @@ class ModelInfo:
             full SHA-256 of a local file (bag members joined with ``+``).
         path: the local checkpoint or bag file, or None for a registry model.
         bag_size: number of networks.
+        members: a local file's checkpoints as read while describing it (reused by :func:`load_model`),
+            with the bag weights; None for a registry model.
     """
 
     name: str
@@ -37,18 +39,13 @@ class ModelInfo:
     weights_id: str
     path: Path | None
     bag_size: int
+    members: tuple[tuple[LoadedModel, ...], tuple[tuple[float, ...], ...] | None] | None = field(
+        default=None, repr=False, compare=False
+    )
 
 
 def _looks_like_path(spec: str) -> bool:
     return spec.endswith(_CHECKPOINT_SUFFIXES + _BAG_SUFFIXES) or "/" in spec or "\\" in spec
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def describe_model(spec: str) -> ModelInfo:
@@ -66,12 +63,12 @@ def describe_model(spec: str) -> ModelInfo:
             from stemsplit.checkpoint import load_bag
 
             bag = load_bag(path)
-            ids = "+".join(_sha256(m.path) for m in bag.models if m.path is not None)
-            return ModelInfo(path.stem, bag.sources, ids, path, len(bag.models))
+            ids = "+".join(sha256_file(m.path) for m in bag.models if m.path is not None)
+            return ModelInfo(path.stem, bag.sources, ids, path, len(bag.models), (bag.models, bag.weights))
         from stemsplit.checkpoint import load_checkpoint
 
         loaded = load_checkpoint(path)
-        return ModelInfo(path.stem, loaded.config.sources, _sha256(path), path, 1)
+        return ModelInfo(path.stem, loaded.config.sources, sha256_file(path), path, 1, ((loaded,), None))
     if _looks_like_path(spec):
         raise UnknownModelError(
             f"model file {spec} does not exist; pass a registry name ({', '.join(models.model_names())}) "
@@ -103,18 +100,16 @@ def load_model(
         CheckpointError: a file is not a usable checkpoint.
     """
     from stemsplit import models
-    from stemsplit.checkpoint import LoadedModel, load_bag, load_checkpoint
+    from stemsplit.checkpoint import load_checkpoint
 
     loaded: list[LoadedModel]
-    if info.path is None:
+    weights: tuple[tuple[float, ...], ...] | None
+    if info.members is not None:  # a local file, already read by describe_model
+        loaded, weights = list(info.members[0]), info.members[1]
+    else:
         resolved = models.resolve_model(info.name, offline=offline, reporter=reporter)
         loaded = models.load_resolved(resolved, load_checkpoint)
-        weights: tuple[tuple[float, ...], ...] | None = resolved.weights
-    elif info.path.suffix.lower() in _BAG_SUFFIXES:
-        bag = load_bag(info.path)
-        loaded, weights = list(bag.models), bag.weights
-    else:
-        loaded, weights = [load_checkpoint(info.path)], None
+        weights = resolved.weights
     networks = tuple(m.build() for m in loaded)
     first = networks[0]
     return ModelBag(

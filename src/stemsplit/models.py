@@ -642,13 +642,6 @@ def import_file(
     return ImportResult(source=path, dest=dest, models=users)
 
 
-def import_files(
-    paths: Iterable[Path], *, registry: Registry | None = None, cache_dir: Path | None = None
-) -> list[ImportResult]:
-    """:func:`import_file` for each path, in order; stops at the first failure."""
-    return [import_file(p, registry=registry, cache_dir=cache_dir) for p in paths]
-
-
 def _files_named(filename: str, specs: Iterable[ModelSpec]) -> WeightFile | None:
     for spec in specs:
         for wf in spec.files:

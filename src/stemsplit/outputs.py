@@ -108,7 +108,7 @@ def plan_outputs(
         InvalidOptionError: two inputs would write the same stem files and the template has no
             ``{track}`` to tell them apart.
     """
-    taken: set[Path] = set()
+    taken: set[str] = set()  # case-folded: macOS and Windows file systems ignore case
     planned = []
     for path in inputs:
         track, trackext = path.stem, path.suffix.lstrip(".")
@@ -117,7 +117,7 @@ def plan_outputs(
         for name in candidates:
             files = _render(template, out_dir, model, name, trackext, stems, ext)
             sidecar = _sidecar(template, files, name)
-            claimed = {*files.values(), sidecar}
+            claimed = {str(p).casefold() for p in (*files.values(), sidecar)}
             if not claimed & taken:
                 taken |= claimed
                 planned.append(TrackOutputs(name, files, sidecar))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import time
 import traceback
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -33,7 +34,7 @@ from stemsplit.audio import (
     stem_channels,
 )
 from stemsplit.download import DownloadReporter
-from stemsplit.errors import InvalidOptionError, StemsplitError
+from stemsplit.errors import AudioDecodeError, InvalidOptionError, StemsplitError, StemsplitWarning
 from stemsplit.inference import EngineOptions, ModelBag, Precision, separate_stream, stats_from_blocks
 from stemsplit.inputs import discover_inputs
 from stemsplit.loading import ModelInfo, describe_model, load_model
@@ -376,11 +377,16 @@ def separate_track(
         engine = separate_stream(
             bag, blocks(), sink, stats=stats, options=engine_options(bag, options, plan.computed)
         )
+        if emitted != model_frames:  # checked before anything is published (the writer aborts)
+            raise AudioDecodeError(
+                f"{path}: decoded to {emitted} samples on the second read but {model_frames} on the first "
+                "(was the file changing?); run again",
+                path=path,
+            )
         # The stems are renamed into place one by one: an old sidecar must not vouch for a set that an
         # interrupt leaves half replaced. A new one is written once every stem is in place.
         outputs.sidecar.unlink(missing_ok=True)
         written = writer.close()
-    assert emitted == model_frames, (emitted, model_frames)
     finished = time.perf_counter()
     result = TrackResult(
         input=path,
@@ -403,7 +409,15 @@ def separate_track(
         stems={st.name: {"peak": st.peak, "rms": st.rms, "peak_dbfs": st.peak_dbfs} for st in written.stems},
     )
     if provenance is not None:
-        write_sidecar(outputs.sidecar, provenance, outputs.stems, path, {"gain": written.gain})
+        try:
+            write_sidecar(outputs.sidecar, provenance, outputs.stems, path, {"gain": written.gain})
+        except OSError as err:  # the stems are fine; only skipping them next time is lost
+            warnings.warn(
+                f"{outputs.sidecar}: could not record how the stems were made ({err.strerror or err}); "
+                "a re-run will separate this track again",
+                StemsplitWarning,
+                stacklevel=2,
+            )
     return result
 
 

@@ -64,6 +64,15 @@ def print_finding(
         out.print(Text(f"      fix: {fix}"))
 
 
+def version_callback(value: bool) -> None:
+    """Typer callback of ``--version``: print the version and exit."""
+    if value:
+        from stemsplit._version import __version__
+
+        typer.echo(f"stemsplit {__version__}")
+        raise typer.Exit()
+
+
 # --- errors ------------------------------------------------------------------------------------
 
 # Exit codes of the design's CLI contract.
@@ -77,10 +86,17 @@ ERROR_TABLE: tuple[tuple[type[BaseException], Callable[[BaseException], str], in
     (errors.ModelUnavailableError, lambda e: str(e), EXIT_MODEL_UNAVAILABLE),
     (errors.UnknownModelError, lambda e: str(e), EXIT_USAGE),
     (errors.InvalidOptionError, lambda e: str(e), EXIT_USAGE),
-    (errors.CheckpointError, lambda e: str(e), EXIT_FAILED),
+    (errors.CheckpointError, lambda e: str(e), EXIT_MODEL_UNAVAILABLE),  # the model could not be had
     (errors.StemsplitError, lambda e: str(e), EXIT_FAILED),
+    (OSError, lambda e: _os_error(e), EXIT_FAILED),  # disk full, permissions … (a traceback helps nobody)
     (KeyboardInterrupt, lambda e: "interrupted; nothing half-written was left under a final name", 130),
 )
+
+
+def _os_error(err: BaseException) -> str:
+    assert isinstance(err, OSError)
+    where = f"{err.filename}: " if err.filename else ""
+    return f"{where}{err.strerror or err}; check the path, its permissions and the free disk space"
 
 
 def describe_error(err: BaseException) -> tuple[str, int] | None:

@@ -30,7 +30,6 @@ from stemsplit.audio.convert import (
     Reblocker,
     StreamResampler,
     is_standard_layout,
-    output_frames,
     remix_frames,
 )
 from stemsplit.audio.decode import decode_chunks
@@ -125,12 +124,6 @@ class AudioReader:
         self._warn_short(frames_in, failure)
         self.frames_in = frames_in
         self.frames_out = resampler.frames_out
-
-    def expected_frames_out(self) -> int | None:
-        """Frames a clean pass yields, from the header (``None`` when the header does not say)."""
-        if self.info.frames is None:
-            return None
-        return output_frames(self.info.frames, self.info.samplerate, self.samplerate)
 
     def _warn_downmix(self) -> None:
         have = self.info.channels

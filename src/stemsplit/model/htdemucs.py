@@ -41,18 +41,6 @@ class Analysis:
     stdt: torch.Tensor
     length: int
 
-    def to(self, device: torch.device) -> Analysis:
-        """The same analysis with every tensor on ``device``."""
-        return Analysis(
-            self.x.to(device),
-            self.xt.to(device),
-            self.mean.to(device),
-            self.std.to(device),
-            self.meant.to(device),
-            self.stdt.to(device),
-            self.length,
-        )
-
 
 class HTDemucs(nn.Module):
     """The HT Demucs network; its ``state_dict`` has exactly the official checkpoints' keys and shapes.

@@ -302,3 +302,22 @@ def test_unwritable_destination_is_a_typed_error(tmp_path: Path) -> None:
         StemWriter("drums", target, WriteOptions(), samplerate=44100, channels=2)
     assert str(target) in str(info.value) and "\n" not in str(info.value)
     assert blocker.read_text() == "not a folder"
+
+
+def test_stale_temporaries_of_a_killed_run_are_removed_and_live_ones_kept(tmp_path: Path) -> None:
+    import os
+    import time
+
+    from stemsplit.audio import remove_stale_temporaries
+
+    final = tmp_path / "vocals.wav"
+    stale = [tmp_path / ".vocals.wav.0123abcd.partial", tmp_path / ".vocals.wav.0123abcd.stage"]
+    live = tmp_path / ".vocals.wav.fedc9876.partial"
+    other = tmp_path / ".drums.wav.0123abcd.partial"  # another stem's: not asked about
+    for path in (*stale, live, other):
+        path.write_bytes(b"x")
+    old = time.time() - 3600
+    for path in (*stale, other):
+        os.utime(path, (old, old))
+    assert sorted(remove_stale_temporaries([final])) == sorted(stale)
+    assert live.exists() and other.exists() and not any(p.exists() for p in stale)

@@ -31,6 +31,7 @@ from stemsplit.audio import (
     output_frames,
     probe,
     read_tags,
+    remove_stale_temporaries,
     stem_channels,
 )
 from stemsplit.download import DownloadReporter
@@ -355,6 +356,7 @@ def separate_track(
         return np.concatenate(parts, axis=1)
 
     emitted = 0
+    remove_stale_temporaries(outputs.stems.values())  # left by a run that was killed outright
     with TrackWriter(
         dict(outputs.stems),
         write_options,

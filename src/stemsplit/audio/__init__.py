@@ -61,6 +61,7 @@ from stemsplit.audio.writer import (
     TrackWriter,
     TrackWriteReport,
     WriteOptions,
+    remove_stale_temporaries,
 )
 
 __all__ = [
@@ -89,6 +90,7 @@ __all__ = [
     "probe",
     "read_audio",
     "read_tags",
+    "remove_stale_temporaries",
     "stem_channels",
     "write_tags",
 ]

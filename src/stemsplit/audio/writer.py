@@ -25,11 +25,13 @@ Clipping (``clip``):
 
 from __future__ import annotations
 
+import glob
 import math
 import os
+import time
 import uuid
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -189,6 +191,31 @@ class TrackWriteReport:
     def paths(self) -> tuple[Path, ...]:
         """The final paths, in stem order."""
         return tuple(s.path for s in self.stems)
+
+
+STALE_TEMP_AGE_S = 600.0
+"""A temporary stem file untouched for this long belongs to a run that was killed (s)."""
+
+
+def remove_stale_temporaries(paths: Iterable[Path], *, older_than_s: float = STALE_TEMP_AGE_S) -> list[Path]:
+    """Delete temporaries a killed run left for these final stem paths (``.<name>.<token>.partial/.stage``).
+
+    A live writer touches its temporaries continuously, so only files untouched for ``older_than_s``
+    are removed. Returns what was removed.
+    """
+    removed = []
+    now = time.time()
+    for final in paths:
+        for temp in final.parent.glob(f".{glob.escape(final.name)}.*"):
+            if temp.suffix not in (".partial", ".stage"):
+                continue
+            try:
+                if now - temp.stat().st_mtime > older_than_s:
+                    temp.unlink()
+                    removed.append(temp)
+            except OSError:
+                continue  # gone already, or not ours to delete
+    return removed
 
 
 class StemWriter:

@@ -12,7 +12,7 @@ import time
 import traceback
 import warnings
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -308,6 +308,35 @@ def engine_options(bag: ModelBag, options: SeparationOptions, stems: Sequence[st
     )
 
 
+class _MixQueue:
+    """The input blocks between the reader and the engine's output, for ``no_<stem> = mix - stem``.
+
+    Holds only what the engine has read but not yet emitted (about a window), not the track.
+    """
+
+    def __init__(self) -> None:
+        self._blocks: deque[np.ndarray] = deque()
+
+    def tee(self, blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """Pass the blocks through, keeping each until :meth:`take` consumes it."""
+        for block in blocks:
+            self._blocks.append(block)
+            yield block
+
+    def take(self, n: int) -> np.ndarray:
+        """The next ``n`` input samples, (C, n)."""
+        parts, need = [], n
+        while need:
+            head = self._blocks[0]
+            parts.append(head[:, :need])
+            if head.shape[1] <= need:
+                self._blocks.popleft()
+            else:
+                self._blocks[0] = head[:, need:]
+            need -= parts[-1].shape[1]
+        return np.concatenate(parts, axis=1)
+
+
 def separate_track(
     bag: ModelBag,
     path: Path,
@@ -334,27 +363,8 @@ def separate_track(
     after_stats = time.perf_counter()
     write_options = options.write_options()
     out_rate = write_options.samplerate_for(options.samplerate or info.samplerate)
-    mix_queue: deque[np.ndarray] = deque()
     model_frames = output_frames(frames_in, info.samplerate, bag.samplerate)
-
-    def blocks() -> Iterator[np.ndarray]:
-        for block in reader:
-            if plan.needs_mix:
-                mix_queue.append(block)
-            yield block
-
-    def take_mix(n: int) -> np.ndarray:
-        parts, need = [], n
-        while need:
-            head = mix_queue[0]
-            parts.append(head[:, :need])
-            if head.shape[1] <= need:
-                mix_queue.popleft()
-            else:
-                mix_queue[0] = head[:, need:]
-            need -= parts[-1].shape[1]
-        return np.concatenate(parts, axis=1)
-
+    mix = _MixQueue()
     emitted = 0
     remove_stale_temporaries(outputs.stems.values())  # left by a run that was killed outright
     with TrackWriter(
@@ -367,17 +377,17 @@ def separate_track(
         title_fallback=path.stem,
     ) as writer:
 
-        def sink(block: Any) -> None:
+        def sink(block: Any) -> None:  # (S, C, n) finished stems, in track order
             nonlocal emitted
             array = block.numpy()
-            mix = take_mix(array.shape[-1]) if plan.needs_mix else None
-            writer.write_all(plan.combine(array, mix))
+            writer.write_all(plan.combine(array, mix.take(array.shape[-1]) if plan.needs_mix else None))
             emitted += array.shape[-1]
             if progress is not None:
                 progress(emitted / bag.samplerate)
 
+        blocks = mix.tee(reader) if plan.needs_mix else iter(reader)
         engine = separate_stream(
-            bag, blocks(), sink, stats=stats, options=engine_options(bag, options, plan.computed)
+            bag, blocks, sink, stats=stats, options=engine_options(bag, options, plan.computed)
         )
         if emitted != model_frames:  # checked before anything is published (the writer aborts)
             raise AudioDecodeError(
@@ -390,7 +400,9 @@ def separate_track(
         outputs.sidecar.unlink(missing_ok=True)
         written = writer.close()
     finished = time.perf_counter()
-    result = TrackResult(
+    if provenance is not None:
+        _record(outputs, provenance, path, written.gain)
+    return TrackResult(
         input=path,
         status="done",
         outputs={st.name: st.path for st in written.stems},
@@ -410,17 +422,19 @@ def separate_track(
         gain=written.gain,
         stems={st.name: {"peak": st.peak, "rms": st.rms, "peak_dbfs": st.peak_dbfs} for st in written.stems},
     )
-    if provenance is not None:
-        try:
-            write_sidecar(outputs.sidecar, provenance, outputs.stems, path, {"gain": written.gain})
-        except OSError as err:  # the stems are fine; only skipping them next time is lost
-            warnings.warn(
-                f"{outputs.sidecar}: could not record how the stems were made ({err.strerror or err}); "
-                "a re-run will separate this track again",
-                StemsplitWarning,
-                stacklevel=2,
-            )
-    return result
+
+
+def _record(outputs: TrackOutputs, provenance: Provenance, path: Path, gain: float) -> None:
+    """Write the sidecar; a failure only costs the skip on a re-run, so it is a warning."""
+    try:
+        write_sidecar(outputs.sidecar, provenance, outputs.stems, path, {"gain": gain})
+    except OSError as err:
+        warnings.warn(
+            f"{outputs.sidecar}: could not record how the stems were made ({err.strerror or err}); "
+            "a re-run will separate this track again",
+            StemsplitWarning,
+            stacklevel=3,
+        )
 
 
 # --- a batch -----------------------------------------------------------------------------------------

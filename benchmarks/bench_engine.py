@@ -38,6 +38,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # the test helpers that build the reference networks
 
 from stemsplit.inference import (  # noqa: E402
     EngineOptions,
@@ -125,7 +126,7 @@ def snr_db(ref: torch.Tensor, est: torch.Tensor) -> float:
 
 
 def real_model_run(args: argparse.Namespace) -> dict[str, float | str]:
-    from tests.engine_models import make_reference_htdemucs, stemsplit_twin
+    from engine_models import make_reference_htdemucs, stemsplit_twin
 
     model = make_reference_htdemucs(seed=0)  # the reference network (demucs)
     bag = ModelBag.single(stemsplit_twin(model))  # ours: stemsplit's HTDemucs with the same weights

@@ -51,42 +51,11 @@ def make_reference_htdemucs(sources: tuple[str, ...] = FULL_SOURCES, seed: int =
     """
     from demucs.htdemucs import HTDemucs
 
+    from checkpoints import reference_kwargs
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = HTDemucs(
-            sources=list(sources),
-            audio_channels=2,
-            samplerate=44100,
-            segment=Fraction(39, 5),
-            channels=48,
-            growth=2,
-            nfft=4096,
-            cac=True,
-            depth=4,
-            rewrite=True,
-            multi_freqs=[],
-            freq_emb=0.2,
-            emb_scale=10,
-            kernel_size=8,
-            stride=4,
-            context=1,
-            context_enc=0,
-            norm_starts=4,
-            norm_groups=4,
-            dconv_mode=3,
-            dconv_depth=2,
-            dconv_comp=8,
-            dconv_init=1e-3,
-            bottom_channels=512,
-            t_layers=5,
-            t_hidden_scale=4.0,
-            t_heads=8,
-            t_dropout=0.02,
-            t_layer_scale=True,
-            t_gelu=True,
-            t_sparse_attn_window=400,
-            rescale=0.1,
-        )
+        model = HTDemucs(**reference_kwargs(sources=list(sources)))
     return model.eval()
 
 

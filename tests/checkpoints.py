@@ -7,6 +7,7 @@ so that the loader is tested against the real formats without downloading anythi
 from __future__ import annotations
 
 import json
+import math
 import sys
 import types
 from collections.abc import Iterator, Mapping
@@ -61,18 +62,26 @@ def tiny_kwargs(**overrides: Any) -> dict[str, Any]:
 
 
 def random_state(model: torch.nn.Module, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Perturb every parameter so that each branch (LayerScales included) visibly changes the output.
+    """Random weights that depend only on the architecture and ``seed`` (not on global RNG state).
 
-    The reference initialises LayerScales at 1e-3 / 1e-4, which would let a wrong DConv or transformer
-    hide under float tolerance; these weights give every branch unit-order influence.
+    Matrices and kernels are uniform in ±1/sqrt(fan_in) (PyTorch's default scale), norm gains 1 ± 0.02,
+    biases ±0.02. LayerScales are drawn in [0.25, 0.75]: the reference initialises them at 1e-3 / 1e-4,
+    which would let a wrong DConv or transformer hide under float tolerance; these weights give every
+    branch unit-order influence.
     """
     gen = torch.Generator().manual_seed(seed)
     state = {}
     for key, value in model.state_dict().items():
+        shape = value.shape
         if key.endswith(".scale"):
-            state[key] = torch.rand(value.shape, generator=gen) * 0.5 + 0.25
+            state[key] = torch.rand(shape, generator=gen) * 0.5 + 0.25
+        elif value.dim() >= 2:
+            bound = 1.0 / math.sqrt(value[0].numel())
+            state[key] = (torch.rand(shape, generator=gen) * 2 - 1) * bound
+        elif key.endswith("weight"):  # GroupNorm / LayerNorm gains
+            state[key] = 1 + 0.02 * torch.randn(shape, generator=gen)
         else:
-            state[key] = value + 0.02 * torch.randn(value.shape, generator=gen)
+            state[key] = 0.02 * torch.randn(shape, generator=gen)
     return state
 
 

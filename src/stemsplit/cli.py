@@ -24,39 +24,18 @@ Commands:
   stemsplit doctor                                          what is installed, which device and why
 """
 
-app = typer.Typer(
-    name="stemsplit",
-    help=_HELP,
-    add_completion=False,
-    no_args_is_help=True,
-    pretty_exceptions_show_locals=False,
-    rich_markup_mode=None,
-)
-models_app = typer.Typer(
-    help="Manage pretrained models: list, download, import, verify, path, remove.",
-    add_completion=False,
-    no_args_is_help=True,
-    pretty_exceptions_show_locals=False,
-    rich_markup_mode=None,
+app = ui.typer_app(name="stemsplit", help=_HELP, no_args_is_help=True)
+models_app = ui.typer_app(
+    help="Manage pretrained models: list, download, import, verify, path, remove.", no_args_is_help=True
 )
 app.add_typer(models_app, name="models")
 
 
 @app.callback()
-def _root(
-    version: Annotated[
-        bool,
-        typer.Option(
-            "--version", "-V", callback=ui.version_callback, is_eager=True, help="Print the version and exit."
-        ),
-    ] = False,
-) -> None:
+def _root(version: ui.VersionOpt = False) -> None:
     """Split music into stems with Hybrid Transformer Demucs."""
 
 
-OfflineOpt = Annotated[
-    bool, typer.Option("--offline", help="Never use the network (also STEMSPLIT_OFFLINE=1).")
-]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or notices.")]
 
 
@@ -94,7 +73,7 @@ def models_download(
     ] = None,
     all_models: Annotated[bool, typer.Option("--all", help="Download every model.")] = False,
     quiet: QuietOpt = False,
-    offline: OfflineOpt = False,
+    offline: ui.OfflineOpt = False,
 ) -> None:
     """Download models into the cache now (for Docker images and offline machines)."""
     from stemsplit import models

@@ -63,13 +63,7 @@ class PrecisionChoice(str, Enum):
     float16 = "float16"
 
 
-separate_app = typer.Typer(
-    name="stemsplit",
-    add_completion=False,
-    pretty_exceptions_show_locals=False,
-    rich_markup_mode=None,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+separate_app = ui.typer_app(name="stemsplit", context_settings={"help_option_names": ["-h", "--help"]})
 
 
 def _parse_samplerate(value: str) -> int | None:
@@ -199,20 +193,13 @@ def separate(
     report: Annotated[
         Path | None, typer.Option("--report", metavar="FILE.json", help="Write a JSON report of the run.")
     ] = None,
-    offline: Annotated[
-        bool, typer.Option("--offline", help="Never use the network (also STEMSPLIT_OFFLINE=1).")
-    ] = False,
+    offline: ui.OfflineOpt = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON on stdout.")] = False,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress bars, notices or summary.")
     ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Per-track details on stderr.")] = False,
-    version: Annotated[
-        bool,
-        typer.Option(
-            "--version", "-V", callback=ui.version_callback, is_eager=True, help="Print the version and exit."
-        ),
-    ] = False,
+    version: ui.VersionOpt = False,
 ) -> None:
     from stemsplit import pipeline
     from stemsplit.errors import InvalidOptionError

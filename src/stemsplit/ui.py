@@ -11,6 +11,7 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -64,6 +65,17 @@ def print_finding(
         out.print(Text(f"      fix: {fix}"))
 
 
+def typer_app(**settings: Any) -> typer.Typer:
+    """A Typer app with the settings every stemsplit command shares (no shell completion, no locals in
+    tracebacks, plain help text); ``settings`` adds or overrides."""
+    defaults: dict[str, Any] = {
+        "add_completion": False,
+        "pretty_exceptions_show_locals": False,
+        "rich_markup_mode": None,
+    }
+    return typer.Typer(**{**defaults, **settings})
+
+
 def version_callback(value: bool) -> None:
     """Typer callback of ``--version``: print the version and exit."""
     if value:
@@ -71,6 +83,17 @@ def version_callback(value: bool) -> None:
 
         typer.echo(f"stemsplit {__version__}")
         raise typer.Exit()
+
+
+VersionOpt = Annotated[
+    bool,
+    typer.Option(
+        "--version", "-V", callback=version_callback, is_eager=True, help="Print the version and exit."
+    ),
+]
+OfflineOpt = Annotated[
+    bool, typer.Option("--offline", help="Never use the network (also STEMSPLIT_OFFLINE=1).")
+]
 
 
 # --- errors ------------------------------------------------------------------------------------

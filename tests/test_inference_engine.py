@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stemsplit.errors import DeviceFallbackWarning, InvalidOptionError
+from stemsplit.errors import CompileFallbackWarning, DeviceFallbackWarning, InvalidOptionError
 from stemsplit.inference import BatchRunner, EngineOptions, ModelBag, separate_stream, separate_tensor
 from stemsplit.inference.stats import stats_from_blocks
 
@@ -267,6 +267,66 @@ def test_out_of_memory_on_the_cpu_itself_is_raised() -> None:
     runner = BatchRunner([OomAbove(limit=0)], torch.device("cpu"), torch.float32, 2, fallback_device=None)
     with pytest.raises(torch.OutOfMemoryError):
         runner.run(0, torch.zeros(2, 2, 10))
+
+
+def test_a_failing_torch_compile_falls_back_to_the_eager_model(monkeypatch) -> None:
+    """torch.compile compiles on the first call; when that fails (no C compiler, no Triton) the batch is
+    retried uncompiled with a warning, and later batches stay eager."""
+    calls: list[int] = []
+
+    def broken_compile(fn, **kwargs):
+        def compiled(mix: torch.Tensor) -> torch.Tensor:
+            calls.append(mix.shape[0])
+            raise RuntimeError("InductorError: no working C++ compiler found\nlong details")
+
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    runner = BatchRunner(
+        [identity_model(2)], torch.device("cpu"), torch.float32, 2, fallback_device=None, compile_models=True
+    )
+    windows = torch.randn(5, 2, 50)
+    with pytest.warns(CompileFallbackWarning, match="no working C\\+\\+ compiler found\\); continuing"):
+        out = runner.run(0, windows)
+    assert calls == [2] and not runner.compiled
+    torch.testing.assert_close(out, torch.stack([windows, 2 * windows], dim=1))
+
+
+def test_an_error_of_the_model_itself_is_not_hidden_by_the_compile_fallback(monkeypatch) -> None:
+    def broken(mix: torch.Tensor) -> torch.Tensor:
+        raise ValueError("the model is broken")
+
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)
+    runner = BatchRunner(
+        [broken], torch.device("cpu"), torch.float32, 2, fallback_device=None, compile_models=True
+    )
+    with pytest.warns(CompileFallbackWarning), pytest.raises(ValueError, match="the model is broken"):
+        runner.run(0, torch.zeros(2, 2, 10))
+    eager = BatchRunner([broken], torch.device("cpu"), torch.float32, 2, fallback_device=None)
+    with pytest.raises(ValueError, match="the model is broken"):
+        eager.run(0, torch.zeros(2, 2, 10))
+
+
+def test_float32_on_cuda_switches_tf32_off_and_restores_the_callers_setting() -> None:
+    """float32 is the exact mode: TensorFloat-32 (cuDNN's default for convolutions) must be off inside.
+    The flags are plain process settings, so this runs without a GPU."""
+    from stemsplit.inference.devices import autocast
+
+    cuda = torch.device("cuda", 0)
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    if hasattr(cudnn, "conv") and hasattr(matmul, "fp32_precision"):
+        before = (matmul.fp32_precision, cudnn.conv.fp32_precision)
+        with autocast(cuda, torch.float32):
+            assert (matmul.fp32_precision, cudnn.conv.fp32_precision) == ("ieee", "ieee")
+        assert (matmul.fp32_precision, cudnn.conv.fp32_precision) == before
+        assert cudnn.allow_tf32 == (before[1] == "tf32")  # the legacy view still reads cleanly
+    else:  # PyTorch before the fp32_precision API
+        before = (matmul.allow_tf32, cudnn.allow_tf32)
+        with autocast(cuda, torch.float32):
+            assert (matmul.allow_tf32, cudnn.allow_tf32) == (False, False)
+        assert (matmul.allow_tf32, cudnn.allow_tf32) == before
+    with autocast(torch.device("cpu"), torch.float32):  # nothing to switch on the CPU
+        assert torch.is_autocast_enabled("cpu") is False
 
 
 # --- MPS: complex-valued stages on the CPU ---------------------------------------------------------

@@ -262,7 +262,11 @@ class InvalidOptionError(StemsplitError, ValueError):
 
 
 class StemsplitWarning(UserWarning):
-    """Base class of the warnings stemsplit issues (something worked, but not quite as asked)."""
+    """Base class of the warnings stemsplit issues (something worked, but not quite as asked).
+
+    They go through Python's :mod:`warnings` module, and those issued while a track is processed are
+    also kept in its :class:`~stemsplit.pipeline.TrackResult` (``warnings``) and in ``--report``.
+    """
 
 
 class AudioWarning(StemsplitWarning):
@@ -281,5 +285,29 @@ class TagCopyWarning(AudioWarning):
     """Tags or cover art could not be read from the input or written onto a stem."""
 
 
+class NearSilentStemWarning(StemsplitWarning):
+    """A stem came out near-silent: the track probably lacks that source (an instrumental's vocals).
+
+    The stem is still written in full; this is a hint about the music, not a fault.
+
+    Attributes:
+        stem: the stem's name.
+        peak_dbfs: its peak level in dBFS (``-inf`` when every sample is zero).
+    """
+
+    def __init__(self, message: str, *, stem: str, peak_dbfs: float) -> None:
+        super().__init__(message)
+        self.stem = stem
+        self.peak_dbfs = peak_dbfs
+
+
+class SidecarWarning(StemsplitWarning):
+    """The stems were written but their ``stemsplit.json`` was not, so a re-run will redo the track."""
+
+
 class DeviceFallbackWarning(StemsplitWarning):
     """The accelerator ran out of memory even with one window per batch; work continued on the CPU."""
+
+
+class CompileFallbackWarning(StemsplitWarning):
+    """``torch.compile`` failed (no compiler, no Triton, ...); the model ran uncompiled instead."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import platform
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -148,12 +148,42 @@ def resolve_dtype(precision: Precision | str, device: torch.device) -> torch.dty
 
 @contextmanager
 def autocast(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
-    """Autocast to ``dtype`` on ``device``; a no-op for float32 (the exact mode)."""
+    """Compute in ``dtype`` on ``device``: autocast for bfloat16/float16, IEEE float32 for float32.
+
+    float32 is the exact mode, so on CUDA it also switches TensorFloat-32 off for matrix products and
+    cuDNN convolutions (PyTorch lets cuDNN use TF32 by default, about 10 bits of mantissa on Ampere and
+    later cards); the caller's settings are restored on exit.
+    """
     if dtype == torch.float32:
-        yield
+        with _ieee_float32() if device.type == "cuda" else nullcontext():
+            yield
         return
     with torch.autocast(device_type=device.type, dtype=dtype):
         yield
+
+
+@contextmanager
+def _ieee_float32() -> Iterator[None]:
+    """TF32 off for CUDA matmuls and cuDNN convolutions inside the block, restored afterwards.
+
+    PyTorch >= 2.9 has per-backend ``fp32_precision`` settings and refuses reads of the legacy
+    ``allow_tf32`` flags once the two APIs were mixed, so the new API is used where it exists.
+    """
+    matmul, conv = torch.backends.cuda.matmul, getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(matmul, "fp32_precision"):
+        saved = (matmul.fp32_precision, conv.fp32_precision)
+        matmul.fp32_precision, conv.fp32_precision = "ieee", "ieee"
+        try:
+            yield
+        finally:
+            matmul.fp32_precision, conv.fp32_precision = saved
+        return
+    saved_legacy = (matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = False, False
+    try:
+        yield
+    finally:
+        matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved_legacy
 
 
 def thread_count(threads: int | None) -> int:

@@ -28,7 +28,7 @@ from typing import Protocol, cast
 import numpy as np
 import torch
 
-from stemsplit.errors import DeviceFallbackWarning, InvalidOptionError
+from stemsplit.errors import CompileFallbackWarning, DeviceFallbackWarning, InvalidOptionError
 from stemsplit.inference.devices import (
     Precision,
     auto_batch_size,
@@ -200,7 +200,9 @@ class BatchRunner:
 
     On ``torch.OutOfMemoryError`` the batch is split in halves (and the batch size for later batches
     halved); at batch size 1 on a non-CPU device the models move to ``fallback_device`` (the CPU) with a
-    :class:`~stemsplit.errors.DeviceFallbackWarning`, and the batch is retried there. No window is lost.
+    :class:`~stemsplit.errors.DeviceFallbackWarning`, and the batch is retried there. If ``torch.compile``
+    fails (it compiles on the first batch), the models run uncompiled with a
+    :class:`~stemsplit.errors.CompileFallbackWarning`. No window is lost.
     """
 
     def __init__(
@@ -231,11 +233,12 @@ class BatchRunner:
         for model in self._models:
             if isinstance(model, torch.nn.Module):
                 model.to(self.device).eval()
-        models = [cast(ModelFn, for_device(m, self.device)) for m in self._models]  # MPS: STFT on the CPU
-        if self.compiled:
-            self._compiled = [torch.compile(m, dynamic=False) for m in models]
-        else:
-            self._compiled = models
+        models = self._eager()
+        self._compiled = [torch.compile(m, dynamic=False) for m in models] if self.compiled else models
+
+    def _eager(self) -> list[ModelFn]:
+        """The models as run on :attr:`device`, uncompiled (on MPS with the STFT on the CPU)."""
+        return [cast(ModelFn, for_device(m, self.device)) for m in self._models]
 
     def run(self, member: int, windows: torch.Tensor) -> torch.Tensor:
         """Separate a batch of windows with model ``member``.
@@ -257,6 +260,11 @@ class BatchRunner:
                 if not self._shrink(part.shape[0]):
                     raise
                 continue  # retry the same windows with the smaller batch, or on the fallback device
+            except Exception as err:
+                if not self.compiled:
+                    raise
+                self._uncompile(err)
+                continue  # retry the same windows eagerly; an error of the model itself comes back there
             start += part.shape[0]
         device = self.device  # all parts end on the final device
         return torch.cat([o.to(device) for o in outputs]) if len(outputs) > 1 else outputs[0]
@@ -270,6 +278,17 @@ class BatchRunner:
         with torch.no_grad(), autocast(self.device, self.dtype):
             out = self._compiled[member](batch)
         return out[: part.shape[0]].float()
+
+    def _uncompile(self, err: Exception) -> None:
+        """Drop ``torch.compile`` after it failed (it compiles lazily, on the first batch) and go eager."""
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        warnings.warn(
+            f"torch.compile failed ({reason[:200]}); continuing without compiling (slower)",
+            CompileFallbackWarning,
+            stacklevel=4,
+        )
+        self.compiled = False
+        self._compiled = self._eager()
 
     def _shrink(self, failed_batch: int) -> bool:
         """React to an out-of-memory error on a batch of ``failed_batch`` windows; False if nothing is left."""

@@ -87,6 +87,17 @@ def test_mp3_at_a_rate_mpeg_lacks_falls_back_to_44100(tmp_path: Path) -> None:
     assert w.report is not None and w.report.stems[0].frames == 44100
 
 
+def test_an_explicit_rate_mp3_lacks_is_refused_naming_the_rates_it_has() -> None:
+    with pytest.raises(InvalidOptionError) as info:
+        WriteOptions(format="mp3").check_samplerate(96000)
+    assert info.value.option == "--sample-rate"
+    assert "96000" in str(info.value) and "32000, 44100, 48000" in str(info.value)
+    for rate in (8000, 22050, 32000, 44100, 48000):
+        WriteOptions(format="mp3").check_samplerate(rate)  # MPEG-1 and the lower MPEG-2/2.5 rates
+    for fmt in ("wav", "flac"):
+        WriteOptions(format=fmt).check_samplerate(96000)  # any rate
+
+
 def test_flac_float_is_refused() -> None:
     with pytest.raises(InvalidOptionError, match="flac") as info:
         WriteOptions(format="flac", bit_depth="32f")
@@ -321,3 +332,66 @@ def test_stale_temporaries_of_a_killed_run_are_removed_and_live_ones_kept(tmp_pa
         os.utime(path, (old, old))
     assert sorted(remove_stale_temporaries([final])) == sorted(stale)
     assert live.exists() and other.exists() and not any(p.exists() for p in stale)
+
+
+# --- disk space ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "samplerate"),
+    [
+        (WriteOptions(), 44100),
+        (WriteOptions(bit_depth="24", clip="clamp"), 48000),
+        (WriteOptions(format="mp3", mp3_bitrate=128), 44100),
+        (WriteOptions(format="flac"), 44100),
+    ],
+)
+def test_min_bytes_is_a_lower_bound_of_what_a_stem_really_takes(
+    tmp_path: Path, options: WriteOptions, samplerate: int
+) -> None:
+    """Measured on real files: the encoded file plus the float32 stage (rescale) at their largest."""
+    signal = sweep(samplerate, 3.0)  # (2, frames), -6 dBFS
+    frames = signal.shape[1]
+    writer = StemWriter(
+        "drums",
+        tmp_path / f"drums.{options.extension}",
+        options,
+        samplerate=samplerate,
+        channels=2,
+        frames=frames,
+        samplerate_in=samplerate,
+    )
+    writer.write(signal)
+    writer.end_stream()
+    staged = writer.stage_path.stat().st_size if writer.stage_path.exists() else 0
+    writer.finish()
+    writer.publish()
+    used = staged + writer.path.stat().st_size
+    bound = options.min_bytes(frames, 2, samplerate)
+    assert bound <= used
+    if options.format == "wav":  # exact but for the header
+        assert used - bound < 200
+
+
+def test_a_track_that_cannot_fit_on_the_disk_is_refused_before_writing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    frames = 10 * 44100  # per stem: 1,764,000 bytes of 16-bit wav + 3,528,000 of float32 stage
+    free = {"bytes": 4 * 5_292_000 - 1}
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**12, 0, free["bytes"]))
+    paths = {name: tmp_path / "out" / "song" / f"{name}.wav" for name in STEMS}
+
+    with pytest.raises(AudioWriteError) as info:
+        TrackWriter(paths, WriteOptions(), samplerate=44100, channels=2, frames=frames)
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path}: not enough free disk space") and "21 MB needed" in message
+    assert "-o" in message and "\n" not in message
+    assert list(tmp_path.iterdir()) == []  # nothing created, not even the folder
+
+    free["bytes"] = 4 * 5_292_000
+    TrackWriter(paths, WriteOptions(), samplerate=44100, channels=2, frames=frames).abort()
+    TrackWriter(paths, WriteOptions(), samplerate=44100, channels=2).abort()  # length unknown: no check

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from checkpoints import SIX, random_state, save_safetensors, save_th, tiny_kwargs
-from stemsplit.checkpoint import config_from_kwargs, load_bag, load_checkpoint
+from checkpoints import SIX, damage_tensors, random_state, save_safetensors, save_th, tiny_kwargs
+from stemsplit.checkpoint import config_from_kwargs, load_bag, load_checkpoint, read_bag_header, read_header
 from stemsplit.errors import (
     CheckpointError,
     StateDictMismatchError,
@@ -134,10 +134,43 @@ def test_malicious_th_is_refused_and_nothing_runs(tmp_path: Path, where: str) ->
     else:
         extra[where] = {"x": payload}
     path = save_th(tmp_path / "evil.th", kwargs, state, extra=extra)
-    with pytest.raises(UnsafeCheckpointError, match=r"evil\.th was refused.*'(posix|nt|os)\.system'") as info:
-        load_checkpoint(path)
-    assert info.value.global_name.endswith(".system")
+    for read in (load_checkpoint, read_header):
+        with pytest.raises(
+            UnsafeCheckpointError, match=r"evil\.th was refused.*'(posix|nt|os)\.system'"
+        ) as info:
+            read(path)
+        assert info.value.global_name.endswith(".system")
     assert not marker.exists()
+
+
+class _OversizedView:
+    """Pickles as a tensor view that reaches past the end of its (real, saved) storage."""
+
+    def __init__(self, base: torch.Tensor, size: tuple[int, ...], offset: int) -> None:
+        self.base, self.size, self.offset = base, size, offset
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        import collections
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # TypedStorage is deprecated but is what torch.save pickles
+            storage = self.base.storage()
+        layout = (self.offset, self.size, (1,) * len(self.size), False, collections.OrderedDict())
+        return (torch._utils._rebuild_tensor_v2, (storage, *layout))
+
+
+@pytest.mark.parametrize(("size", "offset"), [((1000,), 2), ((7,), 2), ((-1,), 0)])
+def test_a_tensor_view_outside_its_storage_is_a_checkpoint_error(
+    tmp_path: Path, size: tuple[int, ...], offset: int
+) -> None:
+    kwargs, state = _tiny()
+    view = _OversizedView(torch.zeros(8, dtype=torch.float16), size, offset)
+    path = save_th(tmp_path / "crafted.th", kwargs, state, extra={"metrics": {"x": view}})
+    with pytest.raises(
+        CheckpointError, match=r"crafted\.th is truncated or corrupt.*(storage has 8|invalid)"
+    ):
+        load_checkpoint(path)
 
 
 def test_builtins_eval_is_refused(tmp_path: Path) -> None:
@@ -294,6 +327,62 @@ def test_safetensors_without_metadata_is_refused(tmp_path: Path) -> None:
     save_file({"x": torch.zeros(2)}, str(path))
     with pytest.raises(CheckpointError, match="no 'klass' in its metadata"):
         load_checkpoint(path)
+
+
+# --- headers only (for --dry-run) --------------------------------------------------------------
+
+
+def _damage_tensors(path: Path) -> Path:
+    return damage_tensors(path, path.with_name(f"damaged{path.suffix}"))
+
+
+@pytest.mark.parametrize("fmt", ["th", "safetensors"])
+def test_read_header_gives_the_config_without_reading_any_tensor(tmp_path: Path, fmt: str) -> None:
+    kwargs, state = _tiny()
+    save = save_th if fmt == "th" else save_safetensors
+    path = save(tmp_path / f"m.{fmt}", kwargs, state)
+
+    header = read_header(path)
+
+    assert header.config == load_checkpoint(path).config and header.path == path
+    damaged = _damage_tensors(path)
+    with pytest.raises(CheckpointError):
+        load_checkpoint(damaged)  # control: the damage is real
+    assert read_header(damaged).config == header.config  # yet the header reader never looked
+
+
+@pytest.mark.parametrize(
+    "content", [b"", b"hello, this is a text file\n", b"PK\x03\x04garbage", b'\x10\0\0\0\0\0\0\0{"__meta']
+)
+def test_read_header_still_refuses_what_is_no_checkpoint(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "thing.th"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=r"thing\.th"):
+        read_header(path)
+
+
+def test_read_header_checks_the_model_arguments(tmp_path: Path) -> None:
+    kwargs, state = _tiny()
+    path = save_th(tmp_path / "m.th", {**kwargs, "wiener_iters": 1}, state)
+    with pytest.raises(UnsupportedCheckpointError, match="wiener_iters"):
+        read_header(path)
+
+
+def test_read_bag_header_reads_members_like_load_bag(tmp_path: Path) -> None:
+    save_th(tmp_path / "aaaa0001-12345678.th", *_tiny())
+    save_safetensors(tmp_path / "bbbb0002.safetensors", *_tiny())
+    _damage_tensors(tmp_path / "bbbb0002.safetensors").replace(tmp_path / "bbbb0002.safetensors")
+    (tmp_path / "bag.yaml").write_text("models: ['aaaa0001', 'bbbb0002']\n")
+
+    headers = read_bag_header(tmp_path / "bag.yaml")
+
+    assert [h.path.name for h in headers] == ["aaaa0001-12345678.th", "bbbb0002.safetensors"]
+    assert headers[0].config == headers[1].config
+    with pytest.raises(CheckpointError):
+        load_bag(tmp_path / "bag.yaml")
+    (tmp_path / "bad.yaml").write_text("models: ['aaaa0001', 'ffff9999']\n")
+    with pytest.raises(CheckpointError, match="model ffff9999 not found"):
+        read_bag_header(tmp_path / "bad.yaml")
 
 
 # --- bags --------------------------------------------------------------------------------------

@@ -112,6 +112,46 @@ def test_download_offline_exits_3_and_says_what_to_do() -> None:
     assert "offline" in err and "stemsplit models import" in err
 
 
+def test_download_failure_exits_3_with_a_summary_line_then_url_cache_and_ways_out(
+    served: tuple[WeightFile, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wf, dest = served
+    with LoopbackServer() as empty:  # a mirror without the file
+        monkeypatch.setenv("STEMSPLIT_MODEL_URL", empty.url)
+        code, out, err = _invoke("models", "download", "tiny", "-q")
+    assert code == 3 and out == ""
+    lines = err.splitlines()
+    assert lines[0].startswith("Error: could not download model 'tiny'") and "HTTP 404" in lines[0]
+    assert f"  url:   {empty.url}hybrid_transformer/{wf.filename}" in lines
+    assert f"  cache: {dest}" in lines
+    assert any(line.startswith("  fix:") and "stemsplit models import FILE" in line for line in lines)
+    assert any(line.startswith("  or:") and "STEMSPLIT_MODEL_URL" in line for line in lines)
+
+
+HELP_COMMANDS = [
+    ["models"],
+    *(["models", name] for name in ("list", "download", "import", "verify", "path", "remove")),
+    ["doctor"],
+]
+
+
+@pytest.mark.parametrize("command", HELP_COMMANDS, ids=" ".join)
+def test_dash_h_is_help_on_every_command(command: list[str]) -> None:
+    code, out, err = _invoke(*command, "-h")
+    assert (code, err) == (0, "")
+    assert out.startswith(f"Usage: stemsplit {' '.join(command)} ")
+    assert (code, out, err) == _invoke(*command, "--help")
+    assert "-h, --help" in out
+
+
+def test_dash_h_is_help_through_the_console_entry_point(capsys: pytest.CaptureFixture[str]) -> None:
+    for args in (["-h"], ["doctor", "-h"], ["models", "list", "-h"]):
+        with pytest.raises(SystemExit) as info:
+            cli.main(args)
+        assert info.value.code == 0, args
+        assert capsys.readouterr().out.startswith("Usage: stemsplit"), args
+
+
 def test_unknown_model_is_a_usage_error_with_a_suggestion() -> None:
     code, _, err = _invoke("models", "download", "htdemux")
     assert code == 2 and "Did you mean 'htdemucs'" in err

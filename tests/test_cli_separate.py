@@ -18,6 +18,7 @@ import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
+from checkpoints import damage_tensors
 from httpserver import LoopbackServer
 from separation_helpers import OneThread, make_tiny_th, read_audio, write_audio
 from stemsplit import cli_separate, loading, models, pipeline
@@ -144,6 +145,40 @@ def test_mp3_and_its_bitrate(model_file: Path, song: np.ndarray) -> None:
     for path, kbps in [(low_paths[0], 64), (high_paths[0], 320)]:
         assert path.stat().st_size == pytest.approx(kbps * 1000 / 8 * seconds, rel=0.5), path
     assert invoke("song.wav", "-n", model_file, "--format", "mp3", "--mp3-bitrate", "400").exit_code == 2
+
+
+def test_mp3_with_an_explicit_rate_it_lacks_is_a_usage_error_before_any_work(
+    model_file: Path, song: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: ``--format mp3 --sample-rate 96000`` silently wrote 44.1 kHz stems."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("no model may be described or loaded")
+
+    monkeypatch.setattr(pipeline, "describe_model", refuse)
+    for extra in ((), ("--dry-run",)):
+        result = invoke("song.wav", "-n", model_file, "--format", "mp3", "--sample-rate", "96000", *extra)
+        assert result.exit_code == 2, result.stderr
+        message = _flat(result.stderr)
+        assert "--sample-rate 96000" in message and "MP3" in message
+        assert "32000, 44100, 48000" in message
+        assert result.stdout == "" and not Path("separated").exists()
+
+
+def test_mp3_of_an_input_at_a_rate_mp3_lacks_is_written_at_44100_with_a_warning(
+    model_file: Path, tmp_path: Path
+) -> None:
+    write_audio(tmp_path / "hi.wav", seconds=0.3, rate=96000)
+    result = run_ok(model_file, "hi.wav", "--format", "mp3", "--stems", "bass", "--json")
+    (track,) = json.loads(result.stdout)
+    assert sf.info(track["outputs"]["bass"]).samplerate == 44100
+    warned = [line for line in result.stderr.splitlines() if line.startswith("Warning:")]
+    assert len(warned) == 1, result.stderr
+    assert "MP3 cannot store the input's 96000 Hz" in _flat(result.stderr)
+    assert "written at 44100 Hz" in _flat(result.stderr)
+    assert [w["kind"] for w in track["warnings"]] == ["sample_rate"]
+    wav = run_ok(model_file, "hi.wav", "--stems", "bass", "-o", "wav")
+    assert "Warning" not in wav.stderr  # wav keeps 96 kHz: nothing to say
 
 
 def test_sample_rate_option_and_input_rate(model_file: Path, tmp_path: Path) -> None:
@@ -371,6 +406,35 @@ def test_folders_and_globs(model_file: Path, tmp_path: Path) -> None:
     assert globbed.stdout.split() == [f"g/{model_file.stem}/y/vocals.wav"]
 
 
+def test_a_folder_without_audio_fails_like_a_glob_that_matches_nothing(model_file: Path) -> None:
+    """Regression: ``mkdir e; stemsplit e`` exited 0 with "0 done" and no word about the folder."""
+    Path("e").mkdir()
+    (Path("e") / "notes.txt").write_text("no audio here")
+    folder = invoke("e", "-n", model_file)
+    glob = invoke("nothing/*.wav", "-n", model_file)
+    assert folder.exit_code == glob.exit_code == 1, folder.stderr
+    assert folder.stdout == glob.stdout == ""
+    message = _flat(folder.stderr)
+    assert "Failed: e: no audio files in this folder" in message and ".wav, .flac" in message
+    assert "Failed: nothing/*.wav: no such file" in glob.stderr
+    dry = invoke("e", "-n", model_file, "--dry-run")
+    assert dry.exit_code == 1 and dry.stdout.startswith("cannot decode  e: e: no audio files")
+
+
+def test_hidden_files_found_in_folders_are_skipped(model_file: Path, tmp_path: Path) -> None:
+    """Regression: macOS ``._song.wav`` files (exFAT drives) and ``.git`` made a batch fail."""
+    write_audio(tmp_path / "lib" / "song.wav", seconds=0.3)
+    for name in ("._song.wav", ".DS_Store", ".git/objects/x.wav"):
+        (tmp_path / "lib" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "lib" / name).write_bytes(b"\x00\x05\x16\x07 AppleDouble resource fork")
+    result = run_ok(model_file, "lib", "--stems", "vocals")
+    assert result.stdout.split() == [f"separated/{model_file.stem}/song/vocals.wav"]
+    assert "1 done, 0 skipped (already complete), 0 failed" in result.stderr
+    assert "._song" not in result.stderr
+    explicit = invoke("lib/._song.wav", "-n", model_file, "--stems", "vocals")  # named: still tried
+    assert explicit.exit_code == 1 and "Failed: lib/._song.wav" in explicit.stderr
+
+
 def test_bad_files_fail_alone_with_exit_code_1(model_file: Path, tmp_path: Path) -> None:
     write_audio(tmp_path / "good1.wav", seconds=0.3)
     (tmp_path / "text.mp3").write_text("this is not an mp3\n" * 20)
@@ -427,6 +491,35 @@ def test_dry_run_loads_no_model_and_writes_nothing(
     assert quiet.stdout.startswith("skip (complete) song.wav") and quiet.stderr == ""
 
 
+def test_dry_run_reads_only_a_local_models_header(
+    model_file: Path, song: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: ``--dry-run -n local.th`` read every tensor and hashed the whole file."""
+    from stemsplit import checkpoint, download
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a dry run must not read the tensors or hash the model file")
+
+    with monkeypatch.context() as patch:
+        for module, name in (
+            (checkpoint, "load_checkpoint"),
+            (loading, "sha256_file"),
+            (download, "sha256_file"),
+        ):
+            patch.setattr(module, name, refuse)
+        dry = invoke("song.wav", "-n", model_file, "--dry-run")
+    assert dry.exit_code == 0, dry.stderr
+    assert dry.stdout.startswith("separate") and "song.wav" in dry.stdout
+
+    # A file whose header is fine but whose tensors are cut short passes the dry run; the real run still
+    # refuses it up front (exit 3, nothing written), as before.
+    damaged = damage_tensors(model_file, Path("damaged.th"))
+    assert invoke("song.wav", "-n", damaged, "--dry-run").exit_code == 0
+    real = invoke("song.wav", "-n", damaged)
+    assert real.exit_code == 3 and "damaged.th" in _flat(real.stderr)
+    assert real.stdout == "" and not Path("separated").exists()
+
+
 def test_report_schema(model_file: Path, song: np.ndarray) -> None:
     sf.write("silent.wav", np.zeros((8000, 2), dtype=np.float32), 44100, subtype="FLOAT")
     result = invoke("song.wav", "silent.wav", "nope.wav", "-n", model_file, "--report", "out/report.json")
@@ -443,14 +536,14 @@ def test_report_schema(model_file: Path, song: np.ndarray) -> None:
         "weights": hashlib.sha256(model_file.read_bytes()).hexdigest(),
         "path": str(model_file),
     }
-    assert document["summary"] == {"done": 2, "skipped": 0, "failed": 1}
+    assert document["summary"] == {"done": 2, "skipped": 0, "failed": 1, "done_with_warnings": 1}
     assert document["settings"]["model"] == str(model_file) and document["settings"]["out_dir"] == "separated"
     types = {
         "input": str, "status": str, "error": (str, type(None)), "outputs": dict, "duration_s": (float, type(None)),
         "samplerate": (int, type(None)), "channels": (int, type(None)), "codec": (str, type(None)),
         "output_samplerate": (int, type(None)), "timings": dict, "device": (str, type(None)),
         "precision": (str, type(None)), "batch_size": (int, type(None)), "gain": (float, type(None)),
-        "stems": dict,
+        "stems": dict, "warnings": list,
     }  # fmt: skip
     for track in document["tracks"]:
         assert set(track) == set(types)
@@ -463,6 +556,11 @@ def test_report_schema(model_file: Path, song: np.ndarray) -> None:
         done["stems"]["vocals"]["peak_dbfs"], 20 * math.log10(done["stems"]["vocals"]["peak"])
     )
     assert silent["stems"]["vocals"]["peak"] == 0.0 and silent["stems"]["vocals"]["peak_dbfs"] is None
+    assert done["warnings"] == [] and failed["warnings"] == []
+    assert [w["kind"] for w in silent["warnings"]] == ["near_silent_stem"] * 4
+    assert silent["warnings"][3]["message"] == (
+        "silent.wav: vocals: silent (every sample is zero): the track may have no vocals"
+    )
     assert failed["status"] == "failed" and failed["outputs"] == {} and "nope.wav" in failed["error"]
 
 
@@ -490,7 +588,55 @@ def test_warnings_go_to_stderr(model_file: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0 and "Warning:" in result.stderr and "surround.wav" in result.stderr
     assert result.stdout.split() == [f"separated/{model_file.stem}/surround/bass.wav"]
     quiet = invoke("surround.wav", "-n", model_file, "--stems", "bass", "-q", "--overwrite")
-    assert quiet.exit_code == 0 and quiet.stderr == ""
+    assert quiet.exit_code == 0 and quiet.stdout == result.stdout
+    assert quiet.stderr.startswith("Warning: surround.wav: 6 channels downmixed")  # -q quiets progress only
+
+
+def _flat(text: str) -> str:
+    """Rich wraps long lines at the terminal's width: compare text with single spaces."""
+    return " ".join(text.split())
+
+
+def test_truncated_input_is_done_with_a_warning_in_the_summary_the_report_and_with_q(
+    model_file: Path, tmp_path: Path
+) -> None:
+    write_audio(tmp_path / "cut.wav", seconds=2.5)
+    whole = Path("cut.wav").read_bytes()
+    Path("cut.wav").write_bytes(whole[: int(len(whole) * 0.4)])  # the header still says 2.5 s
+    write_audio(tmp_path / "fine.wav", seconds=0.3, seed=3)
+    expected = [f"separated/{model_file.stem}/{t}/vocals.wav" for t in ("cut", "fine")]
+
+    result = invoke("cut.wav", "fine.wav", "-n", model_file, "--stems", "vocals", "--report", "r.json")
+    assert result.exit_code == 0, result.stderr  # what decoded was separated: done, not failed
+    assert result.stdout.split() == expected  # stdout carries only results, warnings or not
+    stderr = _flat(result.stderr)
+    assert "Warning: cut.wav: ends at 1.0 s but its header says 2.5 s (truncated file?)" in stderr
+    assert "done, 1 warning" in stderr  # the summary table's row for cut.wav
+    assert "2 done (1 with warnings), 0 skipped (already complete), 0 failed" in stderr
+    document = json.loads(Path("r.json").read_text())
+    assert document["summary"] == {"done": 2, "skipped": 0, "failed": 0, "done_with_warnings": 1}
+    cut, fine = document["tracks"]
+    assert cut["status"] == "done" and fine["warnings"] == []
+    (warning,) = cut["warnings"]
+    assert warning["kind"] == "truncated_audio" and warning["message"].startswith("cut.wav: ends at 1.0 s")
+
+    quiet = invoke("cut.wav", "fine.wav", "-n", model_file, "--stems", "vocals", "-q", "--overwrite")
+    assert quiet.exit_code == 0 and quiet.stdout == result.stdout
+    assert _flat(quiet.stderr) == f"Warning: {warning['message']}"  # no progress, no summary, the warning
+
+
+def test_silent_input_gets_near_silent_notes(model_file: Path, tmp_path: Path) -> None:
+    sf.write(str(tmp_path / "silence.wav"), np.zeros((8000, 2), np.float32), 44100)
+    result = run_ok(model_file, "silence.wav", "--two-stems", "vocals", "--json")
+    (track,) = json.loads(result.stdout)
+    assert track["status"] == "done" and list(track["outputs"]) == ["vocals", "no_vocals"]
+    assert [w["message"] for w in track["warnings"]] == [
+        "silence.wav: vocals: silent (every sample is zero): the track may have no vocals",
+        "silence.wav: no_vocals: silent (every sample is zero): the track may contain nothing but vocals",
+    ]
+    stderr = _flat(result.stderr)
+    assert all(f"Warning: {w['message']}" in stderr for w in track["warnings"])
+    assert "1 done (1 with warnings)" in stderr
 
 
 def test_paths_with_markup_and_emoji_codes_are_printed_verbatim(model_file: Path, tmp_path: Path) -> None:
@@ -548,6 +694,41 @@ def test_registry_model_is_downloaded_once_then_used_offline(
     assert len(server.hits) == 1
 
 
+def test_segment_over_a_registry_models_window_is_refused_before_loading(
+    song: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: ``--segment 8`` was refused only after htdemucs had been downloaded and loaded."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model must not be obtained")
+
+    monkeypatch.setattr(pipeline, "load_model", refuse)
+    monkeypatch.setenv("STEMSPLIT_OFFLINE", "1")
+    for extra in ((), ("--dry-run",)):
+        result = invoke("song.wav", "--segment", "8", *extra)
+        assert result.exit_code == 2, result.stderr
+        assert "--segment 8 is longer than the model's 7.8 s window" in _flat(result.stderr)
+        assert result.stdout == "" and not Path("separated").exists()
+    assert invoke("song.wav", "-n", "htdemucs_6s", "--segment", "7.81", "--dry-run").exit_code == 2
+    assert invoke("song.wav", "--segment", "7.8", "--dry-run").exit_code == 0  # the limit itself is fine
+
+
+def test_segment_over_a_local_models_window_is_refused_when_planned(model_file: Path, song) -> None:
+    dry = invoke("song.wav", "-n", model_file, "--segment", "0.3", "--dry-run")  # the tiny model: 0.25 s
+    assert dry.exit_code == 2
+    assert "--segment 0.3 is longer than the model's 0.25 s window" in _flat(dry.stderr)
+    assert invoke("song.wav", "-n", model_file, "--segment", "0.25", "--dry-run").exit_code == 0
+
+
+def test_segment_is_still_checked_on_the_loaded_weights(registry_model, song: np.ndarray) -> None:
+    """A registry entry that does not state its window: the check happens once the weights are loaded."""
+    assert models.get_model_spec("tinyreg").segment is None
+    assert invoke("song.wav", "-n", "tinyreg", "--segment", "0.3", "--dry-run").exit_code == 0
+    result = invoke("song.wav", "-n", "tinyreg", "--segment", "0.3")
+    assert result.exit_code == 2 and "--segment 0.3 is longer than the model's 0.25 s" in _flat(result.stderr)
+    assert not any(Path("separated").rglob("*.wav"))
+
+
 def test_unknown_model_suggests_the_closest_name(song: np.ndarray) -> None:
     result = invoke("song.wav", "-n", "htdemucs_fx")
     assert result.exit_code == 2 and "Did you mean 'htdemucs_ft'" in result.stderr
@@ -592,6 +773,15 @@ def test_version_and_help() -> None:
         assert option in help_text, option
 
 
+def test_jobs_help_states_the_default_the_engine_really_uses() -> None:
+    """Regression: the help promised "all cores", but without --jobs the engine keeps torch's own thread
+    count (one per physical core, OMP_NUM_THREADS overrides); see the engine's threads test."""
+    help_text = " ".join(invoke("--help").stdout.split())
+    assert "-j, --jobs N CPU threads [default: one per physical core; OMP_NUM_THREADS overrides]" in help_text
+    assert "all cores" not in help_text
+    assert pipeline.SeparationOptions().jobs is None  # passed on as EngineOptions(threads=None)
+
+
 # --- a real subprocess -------------------------------------------------------------------------
 
 
@@ -623,14 +813,52 @@ def test_subprocess_usage_error(tmp_path: Path) -> None:
     assert done.returncode == 2 and done.stdout == "" and "--format" in done.stderr
 
 
-def test_another_input_with_the_same_output_names_is_not_skipped(model_file: Path) -> None:
-    """Regression: a/song.wav separated, then b/song.wav (other audio) into the same --out: redone, not skipped."""
+def test_another_input_with_the_same_name_gets_its_own_folder_across_runs(model_file: Path) -> None:
+    """Regression: ``stemsplit a/song.wav; stemsplit b/song.wav`` replaced a's stems with b's."""
     Path("a").mkdir()
     Path("b").mkdir()
     write_audio(Path("a/song.wav"), seconds=0.5, seed=1)
     write_audio(Path("b/song.wav"), seconds=0.7, seed=2)
-    run_ok(model_file, "a/song.wav")
+    base = Path(f"separated/{model_file.stem}")
+    first = run_ok(model_file, "a/song.wav")
+    assert first.stdout.split() == [str(p) for p in stem_paths(base / "song")]
+    a_stems = {p: p.read_bytes() for p in stem_paths(base / "song")}
+
     second = run_ok(model_file, "b/song.wav")
     assert "1 done, 0 skipped" in second.stderr
-    vocals = Path(f"separated/{model_file.stem}/song/vocals.wav")
-    assert sf.info(vocals).frames == sf.info("b/song.wav").frames != sf.info("a/song.wav").frames
+    assert second.stdout.splitlines() == [str(p) for p in stem_paths(base / "song (wav)")]  # in-batch suffix
+    assert {p: p.read_bytes() for p in a_stems} == a_stems  # a's stems are untouched
+    assert sf.info(base / "song (wav)" / "vocals.wav").frames == sf.info("b/song.wav").frames
+    assert run_ok(model_file, "b/song.wav", "--dry-run").stdout.startswith("skip (complete) b/song.wav")
+
+    # Each input finds its own stems again, whatever the order: both are complete.
+    again = run_ok(model_file, "b/song.wav", "a/song.wav")
+    assert "0 done, 2 skipped" in again.stderr
+    # --overwrite redoes an input's own stems, still not the other's.
+    redone = run_ok(model_file, "b/song.wav", "--overwrite")
+    assert redone.stdout.splitlines() == [str(p) for p in stem_paths(base / "song (wav)")]
+    assert {p: p.read_bytes() for p in a_stems} == a_stems
+    assert sorted(p.name for p in base.iterdir()) == ["song", "song (wav)"]
+
+
+def test_a_moved_input_is_still_complete(model_file: Path) -> None:
+    """Moving the music folder (or renaming a file to the same track name) does not separate it again."""
+    Path("old").mkdir()
+    write_audio(Path("old/song.wav"), seconds=0.5, seed=1)
+    run_ok(model_file, "old/song.wav")
+    Path("old").rename("new")
+    again = run_ok(model_file, "new/song.wav")
+    assert "0 done, 1 skipped" in again.stderr
+    assert sorted(p.name for p in Path(f"separated/{model_file.stem}").iterdir()) == ["song"]
+
+
+def test_an_edited_input_is_redone_in_its_own_folder(model_file: Path) -> None:
+    """Same path, new content (the user re-exported the file): redone in place, no new folder."""
+    write_audio(Path("song.wav"), seconds=0.5, seed=1)
+    first = run_ok(model_file, "song.wav")
+    write_audio(Path("song.wav"), seconds=0.7, seed=2)
+    edited = run_ok(model_file, str(Path("song.wav").resolve()))  # another spelling of the same path
+    assert "1 done, 0 skipped" in edited.stderr
+    assert edited.stdout.split() == first.stdout.split()
+    assert sf.info(first.stdout.split()[0]).frames == sf.info("song.wav").frames
+    assert [p.name for p in Path(f"separated/{model_file.stem}").iterdir()] == ["song"]

@@ -19,6 +19,7 @@ import torch
 from typer.testing import CliRunner
 
 from stemsplit import cli, doctor, models
+from stemsplit.download import mask_url
 from stemsplit.inference import devices
 from stemsplit.models import ModelSpec, WeightFile, make_registry
 
@@ -403,7 +404,7 @@ def test_missing_ca_bundle_is_a_problem(tmp_path: Path, monkeypatch: pytest.Monk
     ],
 )
 def test_mask_url(url: str, masked: str) -> None:
-    assert doctor.mask_url(url) == masked
+    assert mask_url(url) == masked
 
 
 # --- the command ---------------------------------------------------------------------------------

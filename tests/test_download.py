@@ -338,6 +338,97 @@ def test_unwritable_cache_is_a_download_error(server: LoopbackServer, tmp_path: 
         ensure_file(server.url + "x.th", blocker / "sub" / "x.th", "12345678", options=FAST)
 
 
+# --- what a failed download says ----------------------------------------------------------------
+
+
+def assert_names_file_url_cache_and_ways_out(
+    err: ModelUnavailableError, label: str, url: str, dest: Path
+) -> str:
+    """The design's rule for a missing model: model, URL, cache path, both ways out; returns line 1."""
+    message = str(err)
+    first, *rest = message.splitlines()
+    assert label in first  # the summary line names the file and says why ...
+    assert url not in first and "stemsplit models import" not in first  # ... and nothing else
+    assert f"  url:   {url}" in rest and f"  cache: {dest}" in rest
+    ways_out = [line for line in rest if line.startswith(("  fix:", "  or:"))]
+    assert len(ways_out) == 2, message
+    assert "stemsplit models import FILE" in ways_out[0] and "STEMSPLIT_MODEL_URL" in ways_out[1]
+    assert (err.url, err.path) == (url, dest)
+    return first
+
+
+def test_http_404_error_names_the_file_url_cache_path_and_both_ways_out(
+    server: LoopbackServer, tmp_path: Path
+) -> None:
+    url = server.url + "hybrid_transformer/missing-12345678.th"
+    dest = tmp_path / "checkpoints" / "missing-12345678.th"
+
+    with pytest.raises(DownloadError) as info:
+        ensure_file(url, dest, "12345678", label="model 'tiny' (file missing-12345678.th)", options=FAST)
+
+    first = assert_names_file_url_cache_and_ways_out(info.value, "model 'tiny'", url, dest)
+    assert "HTTP 404" in first
+    assert "STEMSPLIT_MODEL_URL is set" not in str(info.value)  # no mirror set: no hint about one
+
+
+def test_http_404_from_a_mirror_says_to_check_the_mirror(
+    server: LoopbackServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STEMSPLIT_MODEL_URL", server.url + "mirror/")
+    url = server.url + "mirror/hybrid_transformer/missing-12345678.th"
+
+    with pytest.raises(DownloadError) as info:
+        ensure_file(url, tmp_path / "missing-12345678.th", "12345678", options=FAST)
+
+    assert "  hint:  STEMSPLIT_MODEL_URL is set: check that the mirror has this file" in str(info.value)
+
+
+def test_a_password_in_a_mirror_url_is_not_printed(server: LoopbackServer, tmp_path: Path) -> None:
+    url = server.url.replace("://", "://me:s3cret@") + "mirror/missing-12345678.th"
+
+    with pytest.raises(DownloadError) as info:
+        ensure_file(url, tmp_path / "missing-12345678.th", "12345678", options=FAST)
+
+    assert "s3cret" not in str(info.value) and "me:***@" in str(info.value)
+
+
+def test_exhausted_retries_error_names_the_file_url_cache_path_and_both_ways_out(
+    server: LoopbackServer, tmp_path: Path
+) -> None:
+    data = payload(seed=30)
+    url, name = serve_file(server, data, status(500))
+    dest = tmp_path / name
+
+    with pytest.raises(DownloadError) as info:
+        ensure_file(url, dest, sha256(data)[:8], label=f"model 'tiny' (file {name})", options=FAST)
+
+    first = assert_names_file_url_cache_and_ways_out(info.value, f"model 'tiny' (file {name})", url, dest)
+    assert "HTTP 500" in first and f"{FAST.max_attempts} attempts" in first
+    assert "HTTPS_PROXY" in str(info.value)
+    assert isinstance(info.value.__cause__, Exception)  # chained to the last failure
+
+
+def test_wrong_hash_error_names_the_file_url_cache_path_and_both_ways_out(
+    server: LoopbackServer, tmp_path: Path
+) -> None:
+    data, published = payload(seed=31), payload(seed=32)
+    url, _ = serve_file(server, data)
+    dest = tmp_path / official_name(published)
+
+    with pytest.raises(ChecksumError) as info:
+        download.download_file(url, dest, sha256(published)[:8], label="model 'tiny'", options=FAST)
+
+    first = assert_names_file_url_cache_and_ways_out(info.value, "model 'tiny'", url, dest)
+    assert sha256(published)[:8] in first and sha256(data) in first
+
+
+def test_without_a_label_errors_name_the_file(server: LoopbackServer, tmp_path: Path) -> None:
+    url = server.url + "hybrid_transformer/missing-12345678.th"
+    with pytest.raises(DownloadError) as info:
+        ensure_file(url, tmp_path / "missing-12345678.th", "12345678", options=FAST)
+    assert "missing-12345678.th" in str(info.value).splitlines()[0]
+
+
 # --- offline -----------------------------------------------------------------------------------
 
 
@@ -611,7 +702,8 @@ def test_invalid_options_are_rejected(kwargs: dict[str, float]) -> None:
 def test_a_host_name_that_does_not_resolve_fails_at_once_with_a_short_reason(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """No DNS answer is not worth five attempts with back-off; the message must stay one readable line."""
+    """No DNS answer is not worth five attempts with back-off; the message must stay readable: a short
+    summary line (not requests' several hundred characters), then short hint lines."""
     import socket
 
     lookups: list[str] = []
@@ -632,7 +724,9 @@ def test_a_host_name_that_does_not_resolve_fails_at_once_with_a_short_reason(
             reporter=reporter,
         )
     assert lookups == ["models.example.invalid"]
-    assert "\n" not in str(info.value) and len(str(info.value)) < 400
+    first, *rest = str(info.value).splitlines()
+    assert "cannot resolve the host name" in first and len(first) < 200
+    assert rest and all(line.startswith("  ") and len(line) < 200 for line in rest)
     assert not list(tmp_path.iterdir()) or all(not p.name.endswith(".incomplete") for p in tmp_path.iterdir())
 
 

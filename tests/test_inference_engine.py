@@ -356,3 +356,26 @@ def test_cpu_spectral_wrapper_computes_exactly_the_model() -> None:
         return x[:, None]
 
     assert for_device(plain, torch.device("mps")) is plain
+
+
+def test_threads_none_keeps_the_callers_torch_threads_and_a_number_is_applied_then_restored() -> None:
+    """``--jobs`` absent means torch's own setting (one per physical core, or OMP_NUM_THREADS), as the
+    help says: the engine must not override a caller's ``torch.set_num_threads``."""
+    seen: list[int] = []
+
+    def model(mix: torch.Tensor) -> torch.Tensor:
+        seen.append(torch.get_num_threads())
+        return mix[:, None]
+
+    wav = torch.randn(2, 1200, generator=torch.Generator().manual_seed(9))
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        separate_tensor(bag_of(model, 1, 500), wav, options=cpu(), normalise=False)
+        assert seen and set(seen) == {1}
+        seen.clear()
+        separate_tensor(bag_of(model, 1, 500), wav, options=cpu(threads=3), normalise=False)
+        assert seen and set(seen) == {3}
+        assert torch.get_num_threads() == 1  # restored
+    finally:
+        torch.set_num_threads(previous)

@@ -1,4 +1,5 @@
-"""Input discovery: files, folders (recursive), globs (``**`` included), the output folder, missing paths."""
+"""Input discovery: files, folders (recursive), globs (``**`` included), the output folder, hidden files,
+missing paths and folders without audio."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from stemsplit.inputs import discover_inputs, is_audio_name
+from stemsplit.inputs import discover_inputs, is_audio_name, missing_reason
 
 
 def touch(root: Path, *names: str) -> list[Path]:
@@ -89,6 +90,41 @@ def test_missing_paths_and_empty_globs_are_reported_in_place() -> None:
     assert items[0].path == Path("nope.wav")
 
 
-def test_an_empty_folder_gives_nothing() -> None:
+def test_a_folder_without_audio_is_reported_like_an_empty_glob() -> None:
+    """Regression: ``stemsplit empty/`` used to find nothing and say nothing (exit 0, "0 done")."""
     Path("empty").mkdir()
-    assert discover_inputs(["empty"]) == []
+    touch(Path("docs"), "notes.txt", "cover.jpg", "._song.wav", ".hidden/x.wav")
+    items = discover_inputs(["empty", "docs", "none/*.wav", "docs/*"])
+    assert [(i.argument, i.missing, i.no_audio) for i in items] == [
+        ("empty", True, "folder"), ("docs", True, "folder"), ("none/*.wav", True, None),
+        ("docs/*", True, "glob"),
+    ]  # fmt: skip
+    folder, _, nothing, glob = (missing_reason(i) for i in items)
+    assert folder.startswith("empty: no audio files in this folder") and ".wav, .flac, .mp3" in folder
+    assert "name a file directly" in folder
+    assert nothing.startswith("none/*.wav: no such file, folder or matching glob")
+    assert glob.startswith("docs/*: the glob matches no audio file") and ".flac" in glob
+    assert "\n" not in folder + nothing + glob
+
+
+def test_a_folder_whose_only_audio_is_the_output_folder_has_no_audio() -> None:
+    touch(Path("music"), "separated/htdemucs/song/vocals.wav")
+    (item,) = discover_inputs(["music"], Path("music/separated"))
+    assert (item.missing, item.no_audio) == (True, "folder")
+
+
+def test_hidden_files_and_folders_are_skipped_when_searching() -> None:
+    """Regression: macOS ``._song.wav`` companions on exFAT drives failed batches with "cannot decode"."""
+    touch(Path("m"), "song.wav", "._song.wav", ".DS_Store", ".git/objects/x.wav", ".hidden.flac",
+          "sub/._b.flac", "sub/b.flac", ".Trashes/c.mp3")  # fmt: skip
+    assert found(discover_inputs(["m"])) == [Path("m/song.wav"), Path("m/sub/b.flac")]
+    assert set(found(discover_inputs(["m/**/*.*"]))) == {Path("m/song.wav"), Path("m/sub/b.flac")}
+    assert set(found(discover_inputs(["m/*"]))) == {Path("m/song.wav"), Path("m/sub/b.flac")}
+    assert set(found(discover_inputs(["m/**"]))) == {Path("m/song.wav"), Path("m/sub/b.flac")}
+
+
+def test_hidden_files_named_explicitly_are_kept() -> None:
+    touch(Path("m"), "._song.wav", ".git/x.wav")
+    assert found(discover_inputs(["m/._song.wav"])) == [Path("m/._song.wav")]
+    assert found(discover_inputs(["m/.*.wav"])) == [Path("m/._song.wav")]  # the pattern spells out the dot
+    assert found(discover_inputs(["m/.git"])) == [Path("m/.git/x.wav")]  # a hidden folder named explicitly

@@ -24,6 +24,7 @@ from stemsplit.errors import (
     CheckpointError,
     ChecksumError,
     CorruptCacheError,
+    DownloadError,
     ModelUnavailableError,
     OfflineModeError,
     UnknownModelError,
@@ -322,6 +323,22 @@ def test_resolve_wrong_hash_from_the_server_leaves_nothing(world: World) -> None
     assert info.value.actual == sha256(impostor)
     assert not world.path(wf.filename).exists()
     assert leftovers(world.path(wf.filename).parent) == []
+
+
+@pytest.mark.parametrize("force", [False, True], ids=["first-use", "force"])
+def test_resolve_download_failure_names_model_url_path_and_ways_out(world: World, force: bool) -> None:
+    wf = world.registry["tiny"].files[0]
+    base = world.base + "nowhere/"  # a server without the file: HTTP 404
+
+    with pytest.raises(DownloadError) as info:
+        models.resolve_model("tiny", base_url=base, options=FAST, force=force, **world.kw())
+
+    first, *rest = str(info.value).splitlines()
+    assert "model 'tiny'" in first and wf.filename in first and "HTTP 404" in first
+    assert f"  url:   {wf.url(base)}" in rest
+    assert f"  cache: {world.path(wf.filename)}" in rest
+    assert any("stemsplit models import FILE" in line for line in rest)
+    assert any("STEMSPLIT_MODEL_URL" in line for line in rest)
 
 
 # --- list --------------------------------------------------------------------------------------

@@ -101,3 +101,41 @@ def test_template_without_track_cannot_hold_two_inputs() -> None:
     with pytest.raises(InvalidOptionError, match=r"\{track\}") as info:
         plan(["a.wav", "b.wav"], template="{model}/{stem}.{ext}")
     assert info.value.option == "--filename"
+
+
+def test_stems_of_another_input_from_an_earlier_run_are_passed_over() -> None:
+    """An earlier run's folders that belong to other inputs get the same suffixes as in-batch clashes."""
+    others = {Path("out/htdemucs/song/stemsplit.json"), Path("out/htdemucs/song (flac)/stemsplit.json")}
+    asked: list[tuple[Path, Path]] = []
+
+    def owned_by_other(sidecar: Path, source: Path) -> bool:
+        asked.append((sidecar, source))
+        return sidecar in others
+
+    new, again = plan_outputs(
+        [Path("b/song.flac"), Path("c/song.flac")], out_dir=Path("out"), template=DEFAULT_TEMPLATE,
+        model="htdemucs", stems=STEMS, ext="wav", owned_by_other=owned_by_other,
+    )  # fmt: skip
+    assert (new.track, again.track) == ("song (2)", "song (3)")
+    assert new.sidecar == Path("out/htdemucs/song (2)/stemsplit.json")
+    assert asked[:3] == [
+        (Path("out/htdemucs/song/stemsplit.json"), Path("b/song.flac")),
+        (Path("out/htdemucs/song (flac)/stemsplit.json"), Path("b/song.flac")),
+        (Path("out/htdemucs/song (2)/stemsplit.json"), Path("b/song.flac")),
+    ]
+    # Flat templates: the per-track sidecar is what is asked about.
+    (flat,) = plan_outputs(
+        [Path("b/song.flac")], out_dir=Path("out"), template="{model}/{track}_{stem}.{ext}",
+        model="htdemucs", stems=STEMS, ext="wav",
+        owned_by_other=lambda sidecar, _: sidecar.name == "song.stemsplit.json",
+    )  # fmt: skip
+    assert flat.track == "song (flac)" and flat.stems["bass"] == Path("out/htdemucs/song (flac)_bass.wav")
+
+
+def test_a_template_without_track_is_not_checked_for_other_inputs() -> None:
+    """No other name exists for it: the user chose fixed names, so they are reused as before."""
+    (only,) = plan_outputs(
+        [Path("a.wav")], out_dir=Path("out"), template="{model}/{stem}.{ext}", model="htdemucs",
+        stems=STEMS, ext="wav", owned_by_other=lambda *_: pytest.fail("must not be asked"),
+    )  # fmt: skip
+    assert only.stems["vocals"] == Path("out/htdemucs/vocals.wav")

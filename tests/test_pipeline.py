@@ -4,21 +4,35 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from separation_helpers import OneThread, make_ft_bag, make_tiny_th, read_audio, write_audio
 from stemsplit import pipeline
-from stemsplit.errors import InvalidOptionError
+from stemsplit.errors import (
+    AudioDecodeError,
+    CompileFallbackWarning,
+    DeviceFallbackWarning,
+    DownmixWarning,
+    InvalidOptionError,
+    NearSilentStemWarning,
+    SidecarWarning,
+    StemsplitWarning,
+    TagCopyWarning,
+    TruncatedAudioWarning,
+)
 from stemsplit.inference import EngineOptions, separate_tensor
 from stemsplit.model import HTDemucs
 from stemsplit.pipeline import SeparationOptions, StemPlan, plan_batch, plan_stems, separate_batch
 from stemsplit.separator import Separator
-from stemsplit.sidecar import Provenance, is_complete, write_sidecar
+from stemsplit.sidecar import Provenance, is_complete, made_from_other_input, write_sidecar
 
 FOUR = ("drums", "bass", "other", "vocals")
 EXACT = {"device": "cpu", "precision": "float32"}
@@ -174,6 +188,44 @@ def test_another_input_or_an_edited_input_is_not_complete(finished) -> None:
     assert not is_complete(sidecar, prov, stems, source)
 
 
+def test_the_sidecar_says_whose_stems_they_are(finished, monkeypatch: pytest.MonkeyPatch) -> None:
+    """By location: the same file (by any path, even edited) owns them; another file, even a copy, does not."""
+    _, _, sidecar = finished
+    source = source_of(sidecar)
+    assert json.loads(sidecar.read_text())["input"]["path"] == str(source.resolve())
+    monkeypatch.chdir(sidecar.parent)
+    assert not made_from_other_input(sidecar, source)
+    assert not made_from_other_input(sidecar, Path("x.wav"))  # relative, same file
+    (sidecar.parent / "link.wav").symlink_to(source)
+    assert not made_from_other_input(sidecar, Path("link.wav"))
+    source.write_bytes(b"edited")  # the user re-exported the same file: still its own stems
+    assert not made_from_other_input(sidecar, source)
+    copy = sidecar.parent / "sub" / "x.wav"
+    copy.parent.mkdir()
+    copy.write_bytes(source.read_bytes())
+    assert made_from_other_input(sidecar, copy)
+    source.unlink()  # the owner is gone: the stems are still not the copy's
+    assert made_from_other_input(sidecar, copy)
+    for unreadable in ("{not json", "[]", '{"input": {"bytes": 3}}', '{"input": {"path": 5}}'):
+        sidecar.write_text(unreadable)  # nothing says whose they are
+        assert not made_from_other_input(sidecar, copy)
+    sidecar.unlink()
+    assert not made_from_other_input(sidecar, copy)
+
+
+def test_a_moved_input_still_owns_its_stems(finished) -> None:
+    """The recorded file is gone: the same bytes elsewhere are the same track (a moved library is not
+    separated again), other bytes are another track."""
+    _, _, sidecar = finished
+    source = source_of(sidecar)
+    moved = sidecar.parent / "elsewhere" / "renamed.wav"
+    moved.parent.mkdir()
+    source.rename(moved)  # keeps size and modification time
+    assert not made_from_other_input(sidecar, moved)
+    moved.write_bytes(b"the INPUT")  # same size, other bytes, new mtime: hashed and refused
+    assert made_from_other_input(sidecar, moved)
+
+
 def test_other_stems_or_a_bad_sidecar_are_not_complete(finished) -> None:
     prov, stems, sidecar = finished
     assert not is_complete(sidecar, prov, {"vocals": stems["vocals"]}, source_of(sidecar))
@@ -307,7 +359,8 @@ def test_pipeline_report_fields(tmp_path: Path) -> None:
     assert result.duration_s == pytest.approx(0.3)
     assert result.device == "cpu" and result.precision == "float32" and result.gain == 1.0
     assert set(result.stems) == set(FOUR)
-    assert pipeline.summarise([result]) == {"done": 1, "skipped": 0, "failed": 0}
+    assert result.warnings == ()
+    assert pipeline.summarise([result]) == {"done": 1, "skipped": 0, "failed": 0, "done_with_warnings": 0}
 
 
 def test_settings_that_cannot_change_the_files_do_not_make_tracks_stale() -> None:
@@ -325,3 +378,109 @@ def test_settings_that_cannot_change_the_files_do_not_make_tracks_stale() -> Non
         SeparationOptions(two_stems="vocals", other_method="minus").output_settings()
         != SeparationOptions(two_stems="vocals").output_settings()
     )
+
+
+# --- warnings kept in the result ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("category", "kind"),
+    [
+        (TruncatedAudioWarning, "truncated_audio"),
+        (DownmixWarning, "downmix"),
+        (TagCopyWarning, "tag_copy"),
+        (NearSilentStemWarning, "near_silent_stem"),
+        (SidecarWarning, "sidecar"),
+        (DeviceFallbackWarning, "device_fallback"),
+        (CompileFallbackWarning, "compile_fallback"),
+        (StemsplitWarning, "warning"),
+    ],
+)
+def test_warning_kinds(category: type[Warning], kind: str) -> None:
+    assert pipeline.warning_kind(category) == kind
+
+
+def _surround(path: Path, seconds: float = 0.3) -> Path:
+    audio = np.random.default_rng(1).uniform(-0.3, 0.3, (int(44100 * seconds), 6)).astype(np.float32)
+    sf.write(str(path), audio, 44100)
+    return path
+
+
+def test_track_warnings_are_kept_in_the_result_and_issued_once(tmp_path: Path) -> None:
+    model = make_tiny_th(tmp_path / "m")
+    path = _surround(tmp_path / "surround.wav")
+    options = SeparationOptions(model=str(model), out_dir=tmp_path / "o", stems=("bass",), **EXACT)
+    with pytest.warns(DownmixWarning, match="6 channels downmixed") as caught:
+        (result,) = separate_batch(plan_batch([str(path)], options), options)
+    assert result.status == "done"
+    assert [w.category for w in caught] == [DownmixWarning]  # two reading passes, one warning
+    assert [(w.kind, w.message) for w in result.warnings] == [("downmix", str(caught[0].message))]
+    assert result.to_dict()["warnings"] == [{"kind": "downmix", "message": str(caught[0].message)}]
+    assert pipeline.summarise([result])["done_with_warnings"] == 1
+
+
+def test_ignored_warnings_are_still_recorded_and_other_warnings_pass_through(tmp_path: Path) -> None:
+    model = make_tiny_th(tmp_path / "m")
+    path = _surround(tmp_path / "surround.wav")
+    options = SeparationOptions(model=str(model), out_dir=tmp_path / "o", stems=("bass",), **EXACT)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("ignore", StemsplitWarning)
+        warnings.simplefilter("always", RuntimeWarning)
+        with pipeline.collect_warnings() as noted:
+            warnings.warn("unrelated", RuntimeWarning, stacklevel=1)
+        assert noted == []
+        (result,) = separate_batch(plan_batch([str(path)], options), options)
+    assert [w.category for w in caught] == [RuntimeWarning]
+    assert [w.kind for w in result.warnings] == ["downmix"]
+
+
+def test_a_failed_track_keeps_the_warnings_issued_before_the_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args, **kwargs):
+        raise AudioDecodeError("decoder gave up", path=path)
+
+    model = make_tiny_th(tmp_path / "m")
+    path = _surround(tmp_path / "surround.wav")
+    options = SeparationOptions(model=str(model), out_dir=tmp_path / "o", **EXACT)
+    monkeypatch.setattr(pipeline, "separate_stream", broken)
+    with pytest.warns(DownmixWarning):
+        (result,) = separate_batch(plan_batch([str(path)], options), options)
+    assert result.status == "failed" and result.error == "decoder gave up"
+    assert [w.kind for w in result.warnings] == ["downmix"]
+    assert pipeline.summarise([result])["done_with_warnings"] == 0
+
+
+def test_silent_input_flags_every_stem_as_near_silent(separator: Separator, tmp_path: Path) -> None:
+    sf.write(str(tmp_path / "silence.wav"), np.zeros((8000, 2), np.float32), 44100)
+    with pytest.warns(NearSilentStemWarning) as caught:
+        result = separator.separate_file_result(tmp_path / "silence.wav", out_dir=tmp_path / "o")
+    assert result.status == "done" and set(result.outputs) == set(FOUR)  # still written, in full
+    assert [w.kind for w in result.warnings] == ["near_silent_stem"] * 4
+    issued = [w.message for w in caught]
+    assert all(isinstance(w, NearSilentStemWarning) for w in issued)
+    assert [(w.stem, w.peak_dbfs < pipeline.NEAR_SILENT_DBFS) for w in issued] == [(s, True) for s in FOUR]
+    assert [str(w) for w in issued] == [w.message for w in result.warnings]
+    vocals = result.warnings[FOUR.index("vocals")].message
+    assert vocals.startswith(f"{tmp_path / 'silence.wav'}: vocals: ")
+    assert "the track may have no vocals" in vocals
+
+
+def test_only_quiet_stems_are_flagged(tmp_path: Path) -> None:
+    # The levels as the writer measured them; -inf is an all-zero stem.
+    levels = {"drums": -12.0, "bass": -60.0, "vocals": -72.4, "no_vocals": -math.inf}
+    with pytest.warns(NearSilentStemWarning) as caught:
+        pipeline._check_levels(tmp_path / "t.wav", levels)
+    assert [str(w.message) for w in caught] == [
+        f"{tmp_path / 't.wav'}: vocals: near-silent (peak -72.4 dBFS): the track may have no vocals",
+        f"{tmp_path / 't.wav'}: no_vocals: silent (every sample is zero): the track may contain nothing but vocals",
+    ]
+
+
+def test_loud_input_has_no_warnings(separator: Separator, tmp_path: Path) -> None:
+    write_audio(tmp_path / "in.wav", seconds=0.3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = separator.separate_file_result(tmp_path / "in.wav", out_dir=tmp_path / "o")
+    assert result.warnings == ()
+    assert all(v["peak_dbfs"] > pipeline.NEAR_SILENT_DBFS for v in result.stems.values())

@@ -17,6 +17,10 @@ Two single-model formats and one bag format are understood:
 Constructor arguments are checked strictly (:func:`config_from_kwargs`) and so are the tensors
 (:meth:`LoadedModel.build`): every problem is a :class:`~stemsplit.errors.CheckpointError` with a
 one-line message naming the file.
+
+:func:`read_header` and :func:`read_bag_header` read only the constructor arguments (the ``.th``
+pickle without its tensor data, the ``.safetensors`` JSON header), for a ``--dry-run`` that must stay
+cheap: a file whose tensors are damaged passes them and fails :func:`load_checkpoint`.
 """
 
 from __future__ import annotations
@@ -25,11 +29,11 @@ import json
 import pickle
 import zipfile
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -224,6 +228,41 @@ def load_checkpoint(path: Path | str) -> LoadedModel:
             unsupported model, mismatching tensors).
     """
     path = Path(path)
+    return _load_th(path) if _sniff(path) == "th" else _load_safetensors(path)
+
+
+@dataclass(frozen=True)
+class CheckpointHeader:
+    """What a checkpoint's header says, read without its tensors (see :func:`read_header`).
+
+    Attributes:
+        config: the architecture, checked like :func:`load_checkpoint` checks it.
+        path: the file.
+    """
+
+    config: HTDemucsConfig
+    path: Path
+
+
+def read_header(path: Path | str) -> CheckpointHeader:
+    """Read a checkpoint's format and model arguments only, without reading its tensor data.
+
+    ``.th``: the pickle is unpickled (restricted as in :func:`load_checkpoint`) with every storage as an
+    empty ``meta`` tensor, so no tensor byte is read; ``.safetensors``: only the JSON header. Cheap enough
+    for ``--dry-run``; missing, mis-shaped or truncated tensors are found only by :func:`load_checkpoint`.
+
+    Raises:
+        CheckpointError: missing, empty or non-checkpoint file, unreadable header, unsafe pickle or
+            unsupported model arguments.
+    """
+    path = Path(path)
+    if _sniff(path) == "th":
+        return CheckpointHeader(_th_config(_read_th_package(path, _HeaderUnpickler), path), path)
+    return CheckpointHeader(_config_from_metadata(_safetensors_metadata(path), path), path)
+
+
+def _sniff(path: Path) -> str:
+    """``th`` or ``safetensors``, from the first bytes of the file."""
     try:
         with path.open("rb") as f:
             head = f.read(8)
@@ -234,12 +273,15 @@ def load_checkpoint(path: Path | str) -> LoadedModel:
     if not head:
         raise CheckpointError(f"{path} is empty (0 bytes): download it again or pass another file", path=path)
     if head.startswith(b"PK"):
-        return _load_th(path)
-    if len(head) == 8 and int.from_bytes(head, "little") < 100_000_000:
-        return _load_safetensors(path)
+        return "th"
+    if len(head) == 8 and int.from_bytes(head, "little") < _MAX_SAFETENSORS_HEADER:
+        return "safetensors"
     raise CheckpointError(
         f"{path} is not a model checkpoint (neither a PyTorch .th archive nor .safetensors)", path=path
     )
+
+
+_MAX_SAFETENSORS_HEADER = 100_000_000
 
 
 # --- .safetensors --------------------------------------------------------------------------------
@@ -272,6 +314,11 @@ def _load_safetensors(path: Path) -> LoadedModel:
         raise CheckpointError(
             f"{path} is truncated or not a valid .safetensors file ({err})", path=path
         ) from err
+    return LoadedModel(_config_from_metadata(metadata, path), state, path)
+
+
+def _config_from_metadata(metadata: Mapping[str, str], path: Path) -> HTDemucsConfig:
+    """The model arguments stored in a ``.safetensors`` file's metadata, checked."""
     missing = [key for key in ("klass", "kwargs") if key not in metadata]
     if missing:
         raise CheckpointError(
@@ -287,7 +334,26 @@ def _load_safetensors(path: Path) -> LoadedModel:
         raise CheckpointError(
             f"{path} has unreadable model arguments in its metadata ({err})", path=path
         ) from err
-    return LoadedModel(config_from_kwargs(kwargs, args, path=path), state, path)
+    return config_from_kwargs(kwargs, args, path=path)
+
+
+def _safetensors_metadata(path: Path) -> dict[str, str]:
+    """The ``__metadata__`` of a ``.safetensors`` header (8-byte little-endian length, then JSON)."""
+    try:
+        with path.open("rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            raw = f.read(size)
+        if len(raw) != size:
+            raise ValueError(f"the header is cut short at {len(raw)} of {size} bytes")
+        header = json.loads(raw)
+        metadata = header.get("__metadata__", {}) if isinstance(header, dict) else None
+        if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+            raise ValueError("malformed __metadata__")
+    except (OSError, ValueError) as err:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise CheckpointError(
+            f"{path} is truncated or not a valid .safetensors file ({err})", path=path
+        ) from err
+    return metadata
 
 
 # --- .th (restricted unpickling of the PyTorch zip format) -----------------------------------------
@@ -318,8 +384,23 @@ _DEMUCS_CLASSES = frozenset({"demucs.htdemucs.HTDemucs", "demucs.hdemucs.HDemucs
 def _rebuild_tensor(
     storage: torch.Tensor, offset: int, size: Sequence[int], stride: Sequence[int], *_: object
 ) -> torch.Tensor:
-    """Our own replacement for ``torch._utils._rebuild_tensor_v2``: a strided view of a storage."""
-    return storage.as_strided(tuple(size), tuple(stride), offset)
+    """Our own replacement for ``torch._utils._rebuild_tensor_v2``: a strided view of a storage.
+
+    Raises:
+        pickle.UnpicklingError: the view does not fit inside the storage (a damaged or crafted file).
+    """
+    shape, steps = tuple(size), tuple(stride)
+    fields = (offset, *shape, *steps)
+    if len(shape) != len(steps) or not all(isinstance(v, int) and v >= 0 for v in fields):
+        raise pickle.UnpicklingError(f"invalid tensor layout: size {shape}, stride {steps}, offset {offset}")
+    if 0 not in shape:
+        end = offset + sum((n - 1) * step for n, step in zip(shape, steps, strict=True)) + 1
+        if end > storage.numel():
+            raise pickle.UnpicklingError(
+                f"a tensor of size {shape} at offset {offset} needs {end} elements; its storage has "
+                f"{storage.numel()}"
+            )
+    return storage.as_strided(shape, steps, offset)
 
 
 def _rebuild_parameter(data: torch.Tensor, *_: object) -> torch.Tensor:
@@ -382,13 +463,20 @@ class _RestrictedUnpickler(pickle.Unpickler):
             path=self.path,
         )
 
-    def persistent_load(self, pid: Any) -> torch.Tensor:
+    @staticmethod
+    def _storage_id(pid: Any) -> tuple[_StorageType, str, int]:
+        """``(storage type, key, number of values)`` of a persistent id, checked."""
         if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
             raise pickle.UnpicklingError(f"unexpected persistent id {pid!r}")
         storage_type, key, _location, numel = pid[1:5]
         if not isinstance(storage_type, _StorageType):
             raise pickle.UnpicklingError(f"unexpected storage type {storage_type!r}")
-        key = str(key)
+        if not isinstance(numel, int) or numel < 0:
+            raise pickle.UnpicklingError(f"unexpected storage size {numel!r}")
+        return storage_type, str(key), numel
+
+    def persistent_load(self, pid: Any) -> torch.Tensor:
+        storage_type, key, numel = self._storage_id(pid)
         if key not in self.storages:
             data = bytearray(self.archive.read(f"{self.prefix}data/{key}"))
             flat = (
@@ -402,7 +490,16 @@ class _RestrictedUnpickler(pickle.Unpickler):
         return self.storages[key]
 
 
-def _read_th_package(path: Path) -> Any:
+class _HeaderUnpickler(_RestrictedUnpickler):
+    """The same restricted unpickler, but no tensor data is read: each storage is an empty ``meta``
+    tensor of the right dtype and size (views of it are free, and nothing can compute with it)."""
+
+    def persistent_load(self, pid: Any) -> torch.Tensor:
+        storage_type, _key, numel = self._storage_id(pid)
+        return torch.empty(numel, dtype=storage_type.dtype, device="meta")
+
+
+def _read_th_package(path: Path, unpickler: type[_RestrictedUnpickler] = _RestrictedUnpickler) -> Any:
     try:
         with zipfile.ZipFile(path) as archive:
             pickles = [n for n in archive.namelist() if n.endswith("data.pkl") and n.count("/") == 1]
@@ -413,7 +510,7 @@ def _read_th_package(path: Path) -> Any:
             if byteorder in archive.namelist() and archive.read(byteorder).strip() != b"little":
                 raise CheckpointError(f"{path} was saved on a big-endian machine; not supported", path=path)
             with archive.open(pickles[0]) as f:
-                return _RestrictedUnpickler(f, archive, prefix, path).load()
+                return unpickler(f, archive, prefix, path).load()
     except CheckpointError:
         raise
     except (zipfile.BadZipFile, EOFError, KeyError, zlib_error(), pickle.UnpicklingError, OSError) as err:
@@ -430,6 +527,11 @@ def zlib_error() -> type[Exception]:
 
 def _load_th(path: Path) -> LoadedModel:
     package = _read_th_package(path)
+    return LoadedModel(_th_config(package, path), dict(package["state"]), path)
+
+
+def _th_config(package: Any, path: Path) -> HTDemucsConfig:
+    """The checked model arguments of an unpickled ``.th`` package (whose ``state`` is checked too)."""
     if not isinstance(package, dict) or not {"klass", "kwargs", "state"} <= package.keys():
         raise CheckpointError(
             f"{path} is a PyTorch file but not a demucs model package (no klass/kwargs/state)", path=path
@@ -447,7 +549,7 @@ def _load_th(path: Path) -> LoadedModel:
     if not isinstance(kwargs, Mapping):
         raise CheckpointError(f"{path} has a 'kwargs' entry that is not a dictionary", path=path)
     args = package.get("args", ())
-    return LoadedModel(config_from_kwargs(kwargs, args or (), path=path), dict(state), path)
+    return config_from_kwargs(kwargs, args or (), path=path)
 
 
 # --- bags --------------------------------------------------------------------------------------
@@ -501,9 +603,29 @@ def load_bag(path: Path | str) -> LoadedBag:
         CheckpointError: malformed yaml, a member file missing, members that disagree on sources,
             samplerate or channels, or a weight matrix of the wrong shape.
     """
+    path = Path(path)
+    models, weights, segment = _read_bag(path, load_checkpoint)
+    return LoadedBag(models=models, weights=weights, segment=segment, path=path)
+
+
+def read_bag_header(path: Path | str) -> tuple[CheckpointHeader, ...]:
+    """The members of a bag ``.yaml``, each read with :func:`read_header` (no tensor data), in yaml order.
+
+    Raises:
+        CheckpointError: as :func:`load_bag`, except for problems only the tensors reveal.
+    """
+    return _read_bag(Path(path), read_header)[0]
+
+
+_Member = TypeVar("_Member", LoadedModel, CheckpointHeader)
+
+
+def _read_bag(
+    path: Path, read: Callable[[Path], _Member]
+) -> tuple[tuple[_Member, ...], tuple[tuple[float, ...], ...], Fraction | None]:
+    """A bag's members (each read with ``read``), weight matrix and segment, all checked."""
     import yaml
 
-    path = Path(path)
     try:
         spec = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
@@ -513,7 +635,7 @@ def load_bag(path: Path | str) -> LoadedBag:
         raise CheckpointError(
             f"{path} is not a model bag: it needs a non-empty 'models' list of names", path=path
         )
-    models = tuple(load_checkpoint(_find_member(path.parent, sig, path)) for sig in signatures)
+    models = tuple(read(_find_member(path.parent, sig, path)) for sig in signatures)
     first = models[0].config
     for member in models[1:]:
         c = member.config
@@ -543,4 +665,4 @@ def load_bag(path: Path | str) -> LoadedBag:
         bag_segment = Fraction(segment) if segment is not None else None
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{path}: 'weights' and 'segment' must be numbers ({err})", path=path) from err
-    return LoadedBag(models=models, weights=matrix, segment=bag_segment, path=path)
+    return models, matrix, bag_segment

@@ -63,7 +63,7 @@ class PrecisionChoice(str, Enum):
     float16 = "float16"
 
 
-separate_app = ui.typer_app(name="stemsplit", context_settings={"help_option_names": ["-h", "--help"]})
+separate_app = ui.typer_app(name="stemsplit")
 
 
 def _parse_samplerate(value: str) -> int | None:
@@ -160,7 +160,14 @@ def separate(
         typer.Option("--batch-size", metavar="N", help="Windows per forward pass [default: auto].", min=1),
     ] = None,
     jobs: Annotated[
-        int | None, typer.Option("--jobs", "-j", metavar="N", help="CPU threads [default: all cores].", min=1)
+        int | None,
+        typer.Option(
+            "--jobs",
+            "-j",
+            metavar="N",
+            help="CPU threads [default: one per physical core; OMP_NUM_THREADS overrides].",
+            min=1,
+        ),
     ] = None,
     segment: Annotated[
         float | None,
@@ -196,7 +203,10 @@ def separate(
     offline: ui.OfflineOpt = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON on stdout.")] = False,
     quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="No progress bars, notices or summary.")
+        bool,
+        typer.Option(
+            "--quiet", "-q", help="No progress bars, notices or summary; warnings and errors still show."
+        ),
     ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Per-track details on stderr.")] = False,
     version: ui.VersionOpt = False,
@@ -232,7 +242,7 @@ def separate(
             raise InvalidOptionError(
                 f"--report {report} is a folder; give a file name such as run.json", option="--report"
             )
-        batch = pipeline.plan_batch(paths, options)
+        batch = pipeline.plan_batch(paths, options, dry_run=dry_run)
         if dry_run:
             _print_dry_run(batch, options, as_json=as_json, quiet=quiet)
             if any(outputs is None for _, _, outputs in batch.tracks):
@@ -257,9 +267,8 @@ def _run(batch: Batch, options: SeparationOptions, *, quiet: bool, verbose: bool
     default_show = warnings.showwarning
 
     def show(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
-        if issubclass(category, StemsplitWarning):
-            if not quiet:
-                ui.warn(escape(str(message)))  # it names a file: brackets in it are not markup
+        if issubclass(category, StemsplitWarning):  # shown even with -q: it quiets progress, not problems
+            ui.warn(escape(str(message)))  # it names a file: brackets in it are not markup
         else:
             default_show(message, category, *args, **kwargs)
 
@@ -328,26 +337,35 @@ def _print_summary(results: list[TrackResult]) -> None:
         status = {"done": "[green]done[/green]", "skipped": "skipped", "failed": "[red]failed[/red]"}[
             r.status
         ]
+        if r.status == "done" and r.warnings:
+            status = f"[yellow]done, {len(r.warnings)} warning{'s' if len(r.warnings) > 1 else ''}[/yellow]"
         table.add_row(Text(r.input.name), status, duration, spent, Text(folder))  # names are not markup
     ui.stderr.print(table)
     counts = pipeline.summarise(results)
+    warned = f" ({counts['done_with_warnings']} with warnings)" if counts["done_with_warnings"] else ""
     ui.stderr.print(
-        f"{counts['done']} done, {counts['skipped']} skipped (already complete), {counts['failed']} failed"
+        f"{counts['done']} done{warned}, {counts['skipped']} skipped (already complete), {counts['failed']} failed"
     )
 
 
 def _print_dry_run(batch: Batch, options: SeparationOptions, *, as_json: bool, quiet: bool) -> None:
     from stemsplit.audio import AudioInfo
+    from stemsplit.loading import weights_identity
     from stemsplit.sidecar import Provenance, is_complete
 
-    provenance = Provenance(batch.model.name, batch.model.weights_id, options.output_settings())
+    provenance: Provenance | None = None  # a local model's hash is computed only if a sidecar needs it
     rows = []
     for path, probed, outputs in batch.tracks:
         row: dict[str, Any] = {"input": str(path)}
         if isinstance(probed, AudioInfo):
-            complete = outputs is not None and is_complete(outputs.sidecar, provenance, outputs.stems, path)
+            complete = False
+            if outputs is not None and not options.overwrite and outputs.sidecar.is_file():
+                if provenance is None:
+                    weights = weights_identity(batch.model)
+                    provenance = Provenance(batch.model.name, weights, options.output_settings())
+                complete = is_complete(outputs.sidecar, provenance, outputs.stems, path)
             row.update(
-                action="skip (complete)" if complete and not options.overwrite else "separate",
+                action="skip (complete)" if complete else "separate",
                 duration_s=probed.duration_s,
                 samplerate=probed.samplerate,
                 channels=probed.channels,

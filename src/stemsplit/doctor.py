@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
 
 from stemsplit import settings
 from stemsplit._version import __version__
@@ -45,7 +44,6 @@ __all__ = [
     "TorchInfo",
     "collect",
     "cuda_install_command",
-    "mask_url",
 ]
 
 Severity = Literal["ok", "warning", "problem"]
@@ -815,22 +813,9 @@ def _cache_findings(cache: CacheInfo, models: Sequence[ModelInfo], findings: lis
 # --- network -------------------------------------------------------------------------------------
 
 
-def mask_url(value: str) -> str:
-    """``value`` with any password in it replaced by ``***`` (proxy URLs often carry credentials)."""
-    try:
-        parts = urlsplit(value)
-    except ValueError:
-        return "***"
-    if parts.password is None:
-        return value
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host += f":{parts.port}"
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-
-
 def _network(findings: list[Finding]) -> NetworkInfo:
+    from stemsplit.download import mask_url
+
     offline = settings.offline()
     mirror = settings.model_base_url()
     proxies = []

@@ -28,10 +28,11 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
@@ -281,12 +282,17 @@ def ensure_file(
     """
     if is_cached(dest, size_bytes):
         return dest
-    what = label or dest.name
+    target = _Target(url, dest, label or dest.name)
     if settings.offline(offline):
         raise OfflineModeError(
-            f"{what} is not in the cache and offline mode is on (STEMSPLIT_OFFLINE or --offline), "
-            f"so it was not downloaded. Either go online, or fetch {url} by other means and install it "
-            f"with `stemsplit models import FILE` (or copy it to {dest}).",
+            target.message(
+                f"{target.label} is not in the cache and offline mode is on (STEMSPLIT_OFFLINE or --offline)",
+                ways_out=(
+                    "go online (unset STEMSPLIT_OFFLINE, drop --offline) and run the command again",
+                    "fetch the url by other means and run `stemsplit models import FILE` "
+                    "(or copy the file to the cache path)",
+                ),
+            ),
             url=url,
             path=dest,
         )
@@ -294,17 +300,19 @@ def ensure_file(
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise DownloadError(
-            f"cannot create the cache folder {dest.parent}: {err}. Point STEMSPLIT_CACHE_DIR at a "
-            "writable folder.",
-            url=url,
-            path=dest,
-        ) from err
+        raise target.unwritable(f"cannot create the cache folder {dest.parent}: {err}") from err
     with _best_effort_lock(dest, opts.lock_timeout_s, lambda: is_cached(dest, size_bytes)):
         if is_cached(dest, size_bytes):  # another process finished it while we waited
             return dest
         return download_file(
-            url, dest, sha256, size_bytes=size_bytes, options=opts, reporter=reporter, session=session
+            url,
+            dest,
+            sha256,
+            size_bytes=size_bytes,
+            label=label,
+            options=opts,
+            reporter=reporter,
+            session=session,
         )
 
 
@@ -314,6 +322,7 @@ def download_file(
     sha256: str,
     *,
     size_bytes: int | None = None,
+    label: str | None = None,
     options: DownloadOptions | None = None,
     reporter: DownloadReporter | None = None,
     session: requests.Session | None = None,
@@ -321,6 +330,7 @@ def download_file(
     """Download ``url`` to ``dest`` unconditionally (verified, atomic); an existing ``dest`` is replaced
     only by verified bytes. Arguments and errors as :func:`ensure_file`, without the offline check
     and the lock."""
+    target = _Target(url, dest, label or dest.name)
     opts = options or DownloadOptions()
     report = reporter or NullReporter()
     own_session = session is None
@@ -331,15 +341,17 @@ def download_file(
     try:
         with open(tmp, "xb") as fh:
             transfer = _Transfer(fh)
-            _fetch_with_retries(http, url, transfer, opts, report)
+            _fetch_with_retries(http, target, transfer, opts, report)
             fh.flush()
             os.fsync(fh.fileno())
         actual = transfer.digest.hexdigest()
         if not digest_matches(actual, sha256):
             raise ChecksumError(
-                f"the file downloaded from {url} is not the published one: expected a SHA-256 "
-                f"starting with {sha256}, got {actual}; it was discarded. The server or a proxy may "
-                "be serving a wrong or damaged file.",
+                target.message(
+                    f"the file downloaded for {target.label} is not the published one: expected a SHA-256 "
+                    f"starting with {sha256}, got {actual}; it was discarded",
+                    "the server (or a proxy) serves a wrong or damaged file; try again later",
+                ),
                 expected=sha256,
                 actual=actual,
                 url=url,
@@ -350,12 +362,7 @@ def download_file(
     except ModelUnavailableError:
         raise
     except OSError as err:  # the cache folder is not writable, the disk is full …
-        raise DownloadError(
-            f"could not write {dest.name} into {dest.parent}: {err}. Free some space or point "
-            "STEMSPLIT_CACHE_DIR at a writable folder.",
-            url=url,
-            path=dest,
-        ) from err
+        raise target.unwritable(f"could not write {dest.name} into {dest.parent}: {err}") from err
     finally:
         _remove_quietly(tmp)  # after os.replace there is nothing left to remove
         if own_session:
@@ -369,6 +376,79 @@ def _new_session() -> requests.Session:
     # trust_env stays True (the default): proxies, NO_PROXY, .netrc and REQUESTS_CA_BUNDLE apply.
     session.headers["User-Agent"] = f"stemsplit/{__version__}"
     return session
+
+
+WAYS_OUT = (
+    "download the url by hand (browser, another machine) and run `stemsplit models import FILE`",
+    "point STEMSPLIT_MODEL_URL at a mirror that serves the same files",
+)
+"""What a user can do when a weight file cannot be downloaded (the last lines of every such error)."""
+CACHE_WAYS_OUT = ("free some space, or point STEMSPLIT_CACHE_DIR at a writable folder",)
+"""What a user can do when the cache cannot be written (importing or a mirror would not help either)."""
+
+
+def mask_url(value: str) -> str:
+    """``value`` with any password in it replaced by ``***`` (proxy URLs often carry credentials)."""
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return "***"
+    if parts.password is None:
+        return value
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host += f":{parts.port}"
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def unavailable_message(
+    summary: str, *, url: str, dest: Path, hints: Sequence[str] = (), ways_out: Sequence[str] = WAYS_OUT
+) -> str:
+    """The text of every error about a weight file that could not be obtained, built in one place.
+
+    One summary line with the reason, then indented lines: the url, the cache path, hints about this
+    failure, and the ways out (``fix:`` then ``or:``)::
+
+        could not download model 'htdemucs' (file 955717e8-8726e21a.th): HTTP 404 Not Found
+          url:   https://dl.fbaipublicfiles.com/demucs/hybrid_transformer/955717e8-8726e21a.th
+          cache: /home/me/.cache/stemsplit/checkpoints/955717e8-8726e21a.th
+          hint:  ...
+          fix:   download the url by hand (browser, another machine) and run `stemsplit models import FILE`
+          or:    point STEMSPLIT_MODEL_URL at a mirror that serves the same files
+    """
+    shown = mask_url(url)  # a mirror URL may carry a password
+    lines = [summary.replace(url, shown), f"  url:   {shown}", f"  cache: {dest}"]
+    lines += [f"  hint:  {hint}" for hint in hints]
+    lines += [f"  {'fix:' if i == 0 else 'or:':6} {way}" for i, way in enumerate(ways_out)]
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class _Target:
+    """One file being obtained: where from, where to, and what to call it in errors."""
+
+    url: str
+    dest: Path
+    label: str
+
+    def message(self, summary: str, *hints: str, ways_out: Sequence[str] = WAYS_OUT) -> str:
+        """See :func:`unavailable_message`."""
+        return unavailable_message(summary, url=self.url, dest=self.dest, hints=hints, ways_out=ways_out)
+
+    def failed(self, reason: str, *hints: str) -> DownloadError:
+        """The error for a download that failed for ``reason`` (network, TLS, HTTP status …)."""
+        return DownloadError(
+            self.message(f"could not download {self.label}: {reason}", *hints), url=self.url, path=self.dest
+        )
+
+    def unwritable(self, summary: str) -> DownloadError:
+        """The error for a cache that cannot be written (importing or a mirror would not help either)."""
+        return DownloadError(
+            self.message(summary, ways_out=CACHE_WAYS_OUT),
+            url=self.url,
+            path=self.dest,
+        )
 
 
 class _Transfer:
@@ -397,9 +477,12 @@ class _RetryableError(Exception):
     """An attempt failed in a way another attempt may fix (status 5xx, truncated body …)."""
 
 
+_CHECK_CONNECTION = "check the connection (and HTTPS_PROXY if you use a proxy) and try again"
+
+
 def _fetch_with_retries(
     http: requests.Session,
-    url: str,
+    target: _Target,
     transfer: _Transfer,
     opts: DownloadOptions,
     report: DownloadReporter,
@@ -408,10 +491,10 @@ def _fetch_with_retries(
     high_water = 0
     while True:
         try:
-            _fetch_once(http, url, transfer, opts, report)
+            _fetch_once(http, target, transfer, opts, report)
             return
         except requests.exceptions.SSLError as err:  # before ConnectionError: it is one, but final
-            raise _tls_error(url, err) from err
+            raise _tls_error(target, err) from err
         except (
             _RetryableError,
             requests.ConnectionError,  # refused, reset, read timeout inside the body, proxy
@@ -420,32 +503,24 @@ def _fetch_with_retries(
         ) as err:
             reason = _describe(err)
             if _is_name_resolution(err):  # no DNS answer: retrying in seconds will not change that
-                raise DownloadError(
-                    f"cannot download {url}: {reason} (no network, or DNS blocked). Check the connection "
-                    "(and HTTPS_PROXY if you use a proxy), or download the file on another machine and run "
-                    "`stemsplit models import FILE`.",
-                    url=url,
-                ) from err
+                raise target.failed(f"{reason} (no network, or DNS blocked)", _CHECK_CONNECTION) from err
             if transfer.done > high_water:
                 high_water, failures = transfer.done, 0  # progress: a fresh budget of attempts
             failures += 1
             if failures >= opts.max_attempts:
-                raise DownloadError(
-                    f"downloading {url} failed after {failures} attempts: {reason}. Check the "
-                    "connection (and HTTPS_PROXY if you use a proxy) and try again, or download "
-                    "the file by hand and run `stemsplit models import FILE`.",
-                    url=url,
+                raise target.failed(
+                    f"{reason} (gave up after {failures} attempts)", _CHECK_CONNECTION
                 ) from err
             delay = opts.retry_delay_s(failures)
             report.download_retrying(failures, opts.max_attempts, reason, delay)
             time.sleep(delay)
         except requests.RequestException as err:  # invalid URL, schema, too many redirects …
-            raise DownloadError(f"downloading {url} failed: {_describe(err)}", url=url) from err
+            raise target.failed(_describe(err), *_mirror_hint()) from err
 
 
 def _fetch_once(
     http: requests.Session,
-    url: str,
+    target: _Target,
     transfer: _Transfer,
     opts: DownloadOptions,
     report: DownloadReporter,
@@ -458,7 +533,7 @@ def _fetch_once(
         headers["Range"] = f"bytes={start}-"
     timeout = (opts.connect_timeout_s, opts.read_timeout_s)
     verify: bool | str = settings.ca_bundle() or True
-    with http.get(url, headers=headers, stream=True, timeout=timeout, verify=verify) as resp:
+    with http.get(target.url, headers=headers, stream=True, timeout=timeout, verify=verify) as resp:
         status = resp.status_code
         if status == 206:
             first, total = _parse_content_range(resp.headers.get("Content-Range"))
@@ -478,10 +553,9 @@ def _fetch_once(
         elif status in _RETRY_STATUSES:
             raise _RetryableError(f"HTTP {status} {resp.reason or ''}".rstrip())
         else:
-            raise DownloadError(
-                f"{url} answered HTTP {status} {resp.reason or ''}".rstrip()
-                + (". Check STEMSPLIT_MODEL_URL if you set a mirror." if status == 404 else ""),
-                url=url,
+            raise target.failed(
+                f"the server answered HTTP {status} {resp.reason or ''}".rstrip(),
+                *(_mirror_hint() if status == 404 else ()),
             )
         for block in resp.iter_content(chunk_size=opts.chunk_bytes):
             transfer.write(block)
@@ -543,14 +617,19 @@ def _describe(err: BaseException) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def _tls_error(url: str, err: requests.exceptions.SSLError) -> DownloadError:
-    return DownloadError(
-        f"TLS verification failed for {url}: {_describe(err)}. If a proxy or firewall inspects TLS, "
-        "point stemsplit at your organisation's CA bundle with REQUESTS_CA_BUNDLE=/path/to/ca.pem "
-        "(or SSL_CERT_FILE), or download the file in a browser and install it with "
-        "`stemsplit models import FILE`.",
-        url=url,
+def _tls_error(target: _Target, err: requests.exceptions.SSLError) -> DownloadError:
+    return target.failed(
+        f"TLS verification failed ({_describe(err)})",
+        "if a proxy or firewall inspects TLS, point stemsplit at your organisation's CA bundle with "
+        "REQUESTS_CA_BUNDLE=/path/to/ca.pem (or SSL_CERT_FILE)",
     )
+
+
+def _mirror_hint() -> tuple[str, ...]:
+    """A hint about ``STEMSPLIT_MODEL_URL`` when it is set (a mirror that lacks a file answers 404)."""
+    if settings.model_base_url() is None:
+        return ()
+    return ("STEMSPLIT_MODEL_URL is set: check that the mirror has this file, or unset it",)
 
 
 # --- the lock ----------------------------------------------------------------------------------

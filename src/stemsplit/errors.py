@@ -285,6 +285,21 @@ class TagCopyWarning(AudioWarning):
     """Tags or cover art could not be read from the input or written onto a stem."""
 
 
+class SampleRateWarning(AudioWarning):
+    """The stems were written at another rate than the input's: the output format cannot store it (MP3
+    at 96 kHz, for example).
+
+    Attributes:
+        requested: the rate the stems would have had (Hz).
+        written: the rate they were written at (Hz).
+    """
+
+    def __init__(self, message: str, *, requested: int, written: int) -> None:
+        super().__init__(message)
+        self.requested = requested
+        self.written = written
+
+
 class NearSilentStemWarning(StemsplitWarning):
     """A stem came out near-silent: the track probably lacks that source (an instrumental's vocals).
 

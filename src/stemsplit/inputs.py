@@ -2,8 +2,10 @@
 
 Globs are expanded here, so ``stemsplit "music/**/*.flac"`` works in shells that do not expand them
 (Windows cmd, quoted arguments). Folders are searched recursively for files with an audio extension
-(case-insensitive); the output folder is skipped when it lies inside an input folder. A path that names
-nothing is kept as a *missing* input so the batch can report it and go on.
+(case-insensitive); hidden files and folders (names starting with ``.``: macOS ``._song.wav`` companions,
+``.DS_Store``, ``.git``) are skipped, and so is the output folder when it lies inside an input folder.
+A path that names nothing, and a folder or glob that holds no audio file, is kept as a *missing* input
+so the batch can report it and go on.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 AUDIO_EXTENSIONS = frozenset({
     ".wav", ".wave", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".alac", ".aif", ".aiff",
     ".aifc", ".wma", ".webm", ".mka", ".mp4", ".m4v", ".mov", ".mkv", ".wv", ".ape", ".caf", ".w64", ".au",
 })  # fmt: skip
 
+_SHOWN_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".aiff", ".wma")
 _GLOB_CHARS = frozenset("*?[")
 
 
@@ -29,17 +33,42 @@ class InputFile:
     Attributes:
         path: the file as the user can read it (relative paths stay relative).
         argument: the command-line argument it came from.
-        missing: True when the argument named no existing file, folder or glob match.
+        missing: True when the argument gave no file: it names nothing, or (see ``no_audio``) a folder
+            or glob matches with no audio file in them.
+        no_audio: with ``missing``, ``"folder"`` or ``"glob"`` when the argument exists (a folder, or a
+            glob with matches) but holds no audio file; None when it names nothing.
     """
 
     path: Path
     argument: str
     missing: bool = False
+    no_audio: Literal["folder", "glob"] | None = None
 
 
 def is_audio_name(path: Path) -> bool:
     """Whether the file name has an audio (or audio-in-video) extension, case-insensitively."""
     return path.suffix.lower() in AUDIO_EXTENSIONS
+
+
+def is_hidden_name(path: Path) -> bool:
+    """Whether the name starts with ``.`` (hidden on Unix; macOS AppleDouble ``._*`` files are such names)."""
+    return path.name.startswith(".")
+
+
+def missing_reason(item: InputFile) -> str:
+    """One line saying why a ``missing`` input gave no file, and what to do about it."""
+    looked_for = ", ".join(_SHOWN_EXTENSIONS) + " and more, in any case"
+    if item.no_audio == "folder":
+        return (
+            f"{item.argument}: no audio files in this folder or its subfolders (looked for {looked_for}; "
+            "hidden files are skipped); name a file directly to try another type"
+        )
+    if item.no_audio == "glob":
+        return (
+            f"{item.argument}: the glob matches no audio file (looked for {looked_for}; hidden files are "
+            "skipped); name a file directly to try another type"
+        )
+    return f"{item.argument}: no such file, folder or matching glob (check the path; quote paths with spaces)"
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -53,10 +82,12 @@ def _inside(path: Path, folder: Path) -> bool:
 def _walk(folder: Path, skip: Path | None) -> Iterable[Path]:
     for root, dirs, files in os.walk(folder):
         here = Path(root)
-        dirs[:] = sorted(d for d in dirs if not (skip is not None and _inside(here / d, skip)))
+        dirs[:] = sorted(
+            d for d in dirs if not (is_hidden_name(Path(d)) or (skip is not None and _inside(here / d, skip)))
+        )
         for name in sorted(files):
             path = here / name
-            if is_audio_name(path):
+            if is_audio_name(path) and not is_hidden_name(path):
                 yield path
 
 
@@ -68,9 +99,11 @@ def discover_inputs(arguments: Sequence[str], out_dir: Path | None = None) -> li
         out_dir: the output folder, skipped inside input folders (so a re-run does not separate stems).
 
     Returns:
-        One entry per distinct file, plus one ``missing`` entry per argument that matched nothing.
-        A file named explicitly is kept whatever its extension (the decoder decides); files found in
-        folders or by globs are filtered by extension.
+        One entry per distinct file, plus one ``missing`` entry per argument that gave no file (it
+        names nothing, or a folder or glob without audio files: ``no_audio``). A file named explicitly
+        is kept whatever its extension or name (the decoder decides); files found in folders or by globs
+        are filtered by extension, and hidden ones are skipped (a glob matches a hidden name only where
+        the pattern spells out its leading ``.``, as in :mod:`glob`).
     """
     skip = out_dir.resolve() if out_dir is not None else None
     seen: set[Path] = set()
@@ -85,7 +118,10 @@ def discover_inputs(arguments: Sequence[str], out_dir: Path | None = None) -> li
     for argument in arguments:
         path = Path(argument)
         if path.is_dir():
-            for file in _walk(path, skip):
+            files = list(_walk(path, skip))
+            if not files:
+                found.append(InputFile(path, argument, missing=True, no_audio="folder"))
+            for file in files:
                 add(file, argument)
         elif path.exists():
             add(path, argument)
@@ -96,7 +132,7 @@ def discover_inputs(arguments: Sequence[str], out_dir: Path | None = None) -> li
                 files.extend(_walk(folder, skip))
             files = [f for f in files if skip is None or not _inside(f, skip)]
             if not files:
-                found.append(InputFile(path, argument, missing=True))
+                found.append(InputFile(path, argument, missing=True, no_audio="glob" if matches else None))
             for file in files:
                 add(file, argument)
         else:

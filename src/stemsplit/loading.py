@@ -1,16 +1,19 @@
 """From ``--model NAME|PATH`` to a runnable :class:`~stemsplit.inference.ModelBag`.
 
-:func:`describe_model` answers "what would this model produce, and from which weights?" without reading
-tensors (for ``--dry-run`` and for deciding whether finished tracks can be skipped); :func:`load_model`
-then obtains the files (downloading registry models on first use) and builds the networks.
+:func:`describe_model` answers "what would this model produce, and from which weights?" before any
+network is built or anything downloaded (a local file is read and hashed then, so that a bad file stops a
+run before any work; ``load=False``, for ``--dry-run``, reads only its header); :func:`load_model` then
+obtains the files (downloading registry models on first use) and builds the networks.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
-from stemsplit.checkpoint import LoadedModel
+from stemsplit.checkpoint import CheckpointHeader, LoadedModel
 from stemsplit.download import DownloadReporter, sha256_file
 from stemsplit.errors import UnknownModelError
 from stemsplit.inference import ModelBag
@@ -27,11 +30,14 @@ class ModelInfo:
         name: registry name, or the file's stem for a local file (the ``{model}`` of output paths).
         sources: stem names it outputs.
         weights_id: identifies the exact weights: the registry's SHA-256 (prefixes) of its files, or the
-            full SHA-256 of a local file (bag members joined with ``+``).
+            full SHA-256 of a local file (bag members joined with ``+``); empty for a local file described
+            with ``load=False`` (see :func:`weights_identity`).
         path: the local checkpoint or bag file, or None for a registry model.
         bag_size: number of networks.
+        max_segment: the longest ``--segment`` in seconds (the shortest member's training window), when
+            known before loading: from the registry, or from a local file's checkpoints; None if unknown.
         members: a local file's checkpoints as read while describing it (reused by :func:`load_model`),
-            with the bag weights; None for a registry model.
+            with the bag weights; None for a registry model (and a local file described with ``load=False``).
     """
 
     name: str
@@ -39,6 +45,7 @@ class ModelInfo:
     weights_id: str
     path: Path | None
     bag_size: int
+    max_segment: Fraction | None = None
     members: tuple[tuple[LoadedModel, ...], tuple[tuple[float, ...], ...] | None] | None = field(
         default=None, repr=False, compare=False
     )
@@ -48,27 +55,39 @@ def _looks_like_path(spec: str) -> bool:
     return spec.endswith(_CHECKPOINT_SUFFIXES + _BAG_SUFFIXES) or "/" in spec or "\\" in spec
 
 
-def describe_model(spec: str) -> ModelInfo:
+def describe_model(spec: str, *, load: bool = True) -> ModelInfo:
     """Name, stems and weights identity of a registry name or a local checkpoint / bag file.
+
+    Args:
+        spec: a registry name or a path.
+        load: read a local file's tensors (kept for :func:`load_model`) and hash it, which validates it
+            fully. ``False`` (``--dry-run``) reads only the header: the format and the model arguments,
+            no tensor data and no hash, so ``members`` is None and ``weights_id`` empty.
 
     Raises:
         UnknownModelError: not a registry name and not an existing file.
-        CheckpointError: the local file is not a usable checkpoint or bag.
+        CheckpointError: the local file is not a usable checkpoint or bag (with ``load=False``: its
+            header is not).
     """
     from stemsplit import models
 
     path = Path(spec).expanduser()
     if path.is_file():
+        if not load:
+            return _describe_header(path)
         if path.suffix.lower() in _BAG_SUFFIXES:
             from stemsplit.checkpoint import load_bag
 
             bag = load_bag(path)
             ids = "+".join(sha256_file(m.path) for m in bag.models if m.path is not None)
-            return ModelInfo(path.stem, bag.sources, ids, path, len(bag.models), (bag.models, bag.weights))
+            members = (bag.models, bag.weights)
+            return ModelInfo(path.stem, bag.sources, ids, path, len(bag.models), _window(bag.models), members)
         from stemsplit.checkpoint import load_checkpoint
 
         loaded = load_checkpoint(path)
-        return ModelInfo(path.stem, loaded.config.sources, sha256_file(path), path, 1, ((loaded,), None))
+        return ModelInfo(
+            path.stem, loaded.config.sources, sha256_file(path), path, 1, _window([loaded]), ((loaded,), None)
+        )
     if _looks_like_path(spec):
         raise UnknownModelError(
             f"model file {spec} does not exist; pass a registry name ({', '.join(models.model_names())}) "
@@ -77,9 +96,38 @@ def describe_model(spec: str) -> ModelInfo:
             known=models.model_names(),
         )
     entry = models.get_model_spec(spec)
-    return ModelInfo(
-        entry.name, entry.sources, "+".join(f.sha256 for f in entry.files), None, len(entry.files)
-    )
+    ids = "+".join(f.sha256 for f in entry.files)
+    return ModelInfo(entry.name, entry.sources, ids, None, len(entry.files), max_segment=entry.segment)
+
+
+def _describe_header(path: Path) -> ModelInfo:
+    """A local checkpoint or bag described from its header(s) alone: no tensor data, no hash."""
+    from stemsplit.checkpoint import read_bag_header, read_header
+
+    headers = read_bag_header(path) if path.suffix.lower() in _BAG_SUFFIXES else (read_header(path),)
+    return ModelInfo(path.stem, headers[0].config.sources, "", path, len(headers), _window(headers))
+
+
+def weights_identity(info: ModelInfo) -> str:
+    """``info.weights_id``; for a local file described with ``load=False``, computed now by hashing it
+    (and a bag's members), as :func:`describe_model` would have.
+
+    Raises:
+        CheckpointError: a bag's header no longer reads.
+        OSError: a file can no longer be read.
+    """
+    if info.weights_id or info.path is None:
+        return info.weights_id
+    if info.path.suffix.lower() in _BAG_SUFFIXES:
+        from stemsplit.checkpoint import read_bag_header
+
+        return "+".join(sha256_file(m.path) for m in read_bag_header(info.path))
+    return sha256_file(info.path)
+
+
+def _window(members: Sequence[LoadedModel | CheckpointHeader]) -> Fraction:
+    """The shortest member's window in seconds, as :func:`load_model`'s bag will have it."""
+    return min(Fraction(m.config.segment_samples, m.config.samplerate) for m in members)
 
 
 def load_model(
@@ -104,6 +152,8 @@ def load_model(
 
     loaded: list[LoadedModel]
     weights: tuple[tuple[float, ...], ...] | None
+    if info.members is None and info.path is not None:  # described with load=False: read it now
+        info = describe_model(str(info.path))
     if info.members is not None:  # a local file, already read by describe_model
         loaded, weights = list(info.members[0]), info.members[1]
     else:

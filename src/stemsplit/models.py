@@ -23,6 +23,7 @@ import difflib
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, TypeVar
@@ -129,6 +130,9 @@ class ModelSpec:
             ``Σ_m w[m][k]·out_m[k] / Σ_m w[m][k]``); ``None`` means all ones.
         sdr: published quality, when there is any.
         origin: where these facts come from.
+        segment: the models' training window in seconds (the longest ``--segment`` they accept), so an
+            over-long ``--segment`` is refused before anything is downloaded; None when unknown (then
+            only the loaded weights are checked).
     """
 
     name: str
@@ -138,10 +142,13 @@ class ModelSpec:
     weights: tuple[tuple[float, ...], ...] | None = None
     sdr: PublishedSDR | None = None
     origin: str = ""
+    segment: Fraction | None = None
 
     def __post_init__(self) -> None:
         if not self.files:
             raise ValueError(f"model {self.name!r} has no files")
+        if self.segment is not None and self.segment <= 0:
+            raise ValueError(f"model {self.name!r}: segment must be positive, got {self.segment}")
         if not self.sources or len(set(self.sources)) != len(self.sources):
             raise ValueError(f"model {self.name!r}: sources must be non-empty and unique")
         if self.weights is not None:
@@ -192,6 +199,9 @@ def make_registry(*specs: ModelSpec) -> Registry:
 # --- the released models -----------------------------------------------------------------------
 
 _HT = "hybrid_transformer/"
+# The HT training window: 343,980 samples at 44.1 kHz (spec §1.1). For the ft and 6s files it is the
+# spec's best evidence; a shorter window in the files themselves is still caught when they are loaded.
+_HT_SEGMENT = Fraction(39, 5)
 _ORIGIN = "facebookresearch/demucs remote/files.txt and remote/{name}.yaml; paper arXiv 2211.08553"
 
 
@@ -218,6 +228,7 @@ MODELS: Registry = make_registry(
         files=(_official("955717e8-8726e21a.th"),),
         sdr=PublishedSDR(8.80, (("drums", 10.05), ("bass", 9.78), ("other", 6.42), ("vocals", 8.93))),
         origin=_ORIGIN.format(name="htdemucs"),
+        segment=_HT_SEGMENT,
     ),
     ModelSpec(
         name="htdemucs_ft",
@@ -233,6 +244,7 @@ MODELS: Registry = make_registry(
         weights=_identity(4),
         sdr=PublishedSDR(9.00, (("drums", 10.08), ("bass", 10.39), ("other", 6.32), ("vocals", 9.20))),
         origin=_ORIGIN.format(name="htdemucs_ft"),
+        segment=_HT_SEGMENT,
     ),
     ModelSpec(
         name="htdemucs_6s",
@@ -241,6 +253,7 @@ MODELS: Registry = make_registry(
         files=(_official("5c90dfd2-34c22ccb.th"),),
         sdr=None,  # no official figure (spec §6)
         origin=_ORIGIN.format(name="htdemucs_6s"),
+        segment=_HT_SEGMENT,
     ),
 )
 
@@ -368,19 +381,20 @@ def resolve_model(
     for wf in spec.files:
         dest = file_path(wf, root)
         url = wf.url(base)
+        label = f"model {spec.name!r} (file {wf.filename})"
         if not is_offline and (force or not download.is_cached(dest, wf.size_bytes)):
-            _prepare_cache(root, url)
+            _prepare_cache(root, url, dest, label)
             if force:
                 download.download_file(
                     url,
                     dest,
                     wf.sha256,
                     size_bytes=wf.size_bytes,
+                    label=label,
                     options=options,
                     reporter=reporter,
                     session=session,
                 )
-        label = f"model {spec.name!r} (file {wf.filename})"
         paths.append(
             download.ensure_file(
                 url,
@@ -397,13 +411,18 @@ def resolve_model(
     return ResolvedModel(spec=spec, paths=tuple(paths), weights=spec.bag_weights())
 
 
-def _prepare_cache(root: Path, url: str) -> None:
+def _prepare_cache(root: Path, url: str, dest: Path, label: str) -> None:
     """Create the cache folders (with ``CACHEDIR.TAG``) before a download, as a typed error if impossible."""
     try:
         settings.ensure_cache_dir(root)
     except OSError as err:
         raise DownloadError(
-            f"cannot create the model cache in {root}: {err}. Point STEMSPLIT_CACHE_DIR at a writable folder.",
+            download.unavailable_message(
+                f"cannot create the model cache in {root} for {label}: {err}",
+                url=url,
+                dest=dest,
+                ways_out=download.CACHE_WAYS_OUT,
+            ),
             url=url,
             path=root,
         ) from err

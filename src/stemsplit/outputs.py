@@ -4,13 +4,14 @@ The default layout is demucs-compatible: ``<out>/{model}/{track}/{stem}.{ext}``.
 ``{model}`` model name, ``{track}`` input file name without its extension, ``{trackext}`` that extension
 (without the dot), ``{stem}`` stem name, ``{ext}`` output format. Two inputs that would write the same
 files (``a/song.mp3`` and ``b/song.flac``) are both kept: the later one's ``{track}`` gets a suffix
-(its extension first, then a number).
+(its extension first, then a number). The same goes across runs: stems whose ``stemsplit.json`` says
+they were made from another input file are left alone, and the new input takes the next suffix.
 """
 
 from __future__ import annotations
 
 import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,6 +91,7 @@ def plan_outputs(
     model: str,
     stems: Sequence[str],
     ext: str,
+    owned_by_other: Callable[[Path, Path], bool] | None = None,
 ) -> list[TrackOutputs]:
     """Output paths for every input, in input order, with collisions resolved.
 
@@ -100,6 +102,10 @@ def plan_outputs(
         model: ``{model}``.
         stems: the stem names to write, in order.
         ext: ``{ext}`` (``wav``, ``flac`` or ``mp3``).
+        owned_by_other: ``(sidecar, input) -> bool``: whether existing stems belong to another input
+            (see :func:`stemsplit.sidecar.made_from_other_input`); such names are passed over like
+            names taken in this batch. Not asked when the template has no ``{track}`` (no other name
+            exists). None: files on disk are not looked at.
 
     Returns:
         One :class:`TrackOutputs` per input.
@@ -118,15 +124,19 @@ def plan_outputs(
             files = _render(template, out_dir, model, name, trackext, stems, ext)
             sidecar = _sidecar(template, files, name)
             claimed = {str(p).casefold() for p in (*files.values(), sidecar)}
-            if not claimed & taken:
-                taken |= claimed
-                planned.append(TrackOutputs(name, files, sidecar))
-                break
-            if files == _render(template, out_dir, model, name + " (x)", trackext, stems, ext):
-                # Renaming {track} cannot help: the template does not use it.
-                raise InvalidOptionError(
-                    f"--filename {template!r}: {path} would overwrite the stems of another input; "
-                    "put {track} in the template",
-                    option="--filename",
-                )
+            # Renaming {track} cannot help when the template does not use it.
+            fixed = files == _render(template, out_dir, model, name + " (x)", trackext, stems, ext)
+            if claimed & taken:
+                if fixed:
+                    raise InvalidOptionError(
+                        f"--filename {template!r}: {path} would overwrite the stems of another input; "
+                        "put {track} in the template",
+                        option="--filename",
+                    )
+                continue
+            if not fixed and owned_by_other is not None and owned_by_other(sidecar, path):
+                continue  # an earlier run's stems of another input
+            taken |= claimed
+            planned.append(TrackOutputs(name, files, sidecar))
+            break
     return planned

@@ -8,14 +8,18 @@ A failing track is recorded and the batch goes on; only a model that cannot be o
 from __future__ import annotations
 
 import math
+import re
+import sys
 import time
 import traceback
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from fractions import Fraction
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TextIO
 
 import numpy as np
 
@@ -35,13 +39,21 @@ from stemsplit.audio import (
     stem_channels,
 )
 from stemsplit.download import DownloadReporter
-from stemsplit.errors import AudioDecodeError, InvalidOptionError, StemsplitError, StemsplitWarning
+from stemsplit.errors import (
+    AudioDecodeError,
+    InvalidOptionError,
+    NearSilentStemWarning,
+    SampleRateWarning,
+    SidecarWarning,
+    StemsplitError,
+    StemsplitWarning,
+)
 from stemsplit.inference import EngineOptions, ModelBag, Precision, separate_stream, stats_from_blocks
-from stemsplit.inputs import discover_inputs
+from stemsplit.inputs import discover_inputs, missing_reason
 from stemsplit.loading import ModelInfo, describe_model, load_model
 from stemsplit.models import DEFAULT_MODEL
 from stemsplit.outputs import DEFAULT_TEMPLATE, TrackOutputs, check_template, plan_outputs
-from stemsplit.sidecar import Provenance, is_complete, write_sidecar
+from stemsplit.sidecar import Provenance, is_complete, made_from_other_input, write_sidecar
 
 OtherMethod = Literal["add", "minus", "none"]
 _BLOCK_FRAMES = 1 << 16
@@ -63,7 +75,9 @@ class SeparationOptions:
         other_method: how ``no_<stem>`` is made: ``add`` (sum of the other stems), ``minus``
             (mix − stem), ``none`` (not written).
         format, bit_depth, mp3_bitrate, clip: encoding (see :class:`stemsplit.audio.WriteOptions`).
-        samplerate: output rate in Hz; None = the input's.
+        samplerate: output rate in Hz; None = the input's. mp3 has only the MPEG rates
+            (:data:`~stemsplit.audio.writer.MP3_SAMPLERATES`): another explicit rate is refused, and an
+            input at another rate gives 44100 Hz stems with a :class:`~stemsplit.errors.SampleRateWarning`.
         device, precision, batch_size, jobs: compute (see :class:`stemsplit.inference.EngineOptions`).
         segment: window in seconds, at most the model's (7.8 s for HT models); None = the model's.
         overlap, shifts, seed: overlap-add and the random-shift trick.
@@ -95,7 +109,9 @@ class SeparationOptions:
 
     def __post_init__(self) -> None:
         check_template(self.filename)
-        self.write_options()  # validates format / bit depth / bitrate / clip
+        write = self.write_options()  # validates format / bit depth / bitrate / clip
+        if self.samplerate is not None:
+            write.check_samplerate(self.samplerate)  # mp3 at 96 kHz: refused, not silently changed
         if self.stems is not None and self.two_stems is not None:
             raise InvalidOptionError("use either --stems or --two-stems, not both", option="--stems")
         if self.other_method not in ("add", "minus", "none"):
@@ -207,6 +223,105 @@ def plan_stems(sources: Sequence[str], options: SeparationOptions) -> StemPlan:
 
 Status = Literal["done", "skipped", "failed"]
 
+NEAR_SILENT_DBFS = -60.0
+"""A written stem whose peak is below this level (dBFS) gets a :class:`NearSilentStemWarning`.
+
+-60 dBFS is about the noise floor of a quiet room recording and far below any audible part of a mixed
+source, so a stem under it is, for listening purposes, empty (an instrumental's vocals).
+"""
+
+
+@dataclass(frozen=True)
+class TrackWarning:
+    """A warning issued while one track was processed, as kept in its :class:`TrackResult`.
+
+    Attributes:
+        kind: a short name from the warning's class: ``truncated_audio``, ``downmix``, ``tag_copy``,
+            ``near_silent_stem``, ``sidecar``, ``device_fallback``, ``compile_fallback`` ...
+        message: the text shown to people (it names the file).
+    """
+
+    kind: str
+    message: str
+
+
+def warning_kind(category: type[Warning]) -> str:
+    """The :attr:`TrackWarning.kind` of a warning class: its name without ``Warning``, in snake case."""
+    if category is StemsplitWarning:
+        return "warning"
+    name = category.__name__.removesuffix("Warning") or category.__name__
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
+
+
+@contextmanager
+def collect_warnings() -> Iterator[list[TrackWarning]]:
+    """Keep the :class:`StemsplitWarning` s issued inside, then issue them again to the caller.
+
+    Inside the block every stemsplit warning is recorded, whatever the filters say, and none is shown
+    yet; other warnings pass through untouched. On leaving (normally or by an exception) the yielded
+    list is filled, once per distinct message, and each warning is issued again at its original location,
+    so the caller's filters and ``warnings.showwarning`` treat it as before: shown, raised (``error``)
+    or dropped (``ignore``). The list is complete only after the block.
+    """
+    caught: list[tuple[Warning | str, type[Warning], str, int]] = []
+    records: list[TrackWarning] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", StemsplitWarning)
+        outer = warnings.showwarning
+
+        def keep(
+            message: Warning | str,
+            category: type[Warning],
+            filename: str,
+            lineno: int,
+            file: TextIO | None = None,
+            line: str | None = None,
+        ) -> None:
+            if issubclass(category, StemsplitWarning):
+                caught.append((message, category, filename, lineno))
+            else:
+                outer(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = keep
+        try:
+            yield records
+        finally:
+            warnings.showwarning = outer
+    seen = set()
+    for message, category, filename, lineno in caught:
+        key = (category, str(message))
+        if key in seen:
+            continue
+        seen.add(key)
+        records.append(TrackWarning(warning_kind(category), str(message)))
+        warnings.warn_explicit(message, category, filename, lineno, module=_module_name(filename))
+
+
+def _module_name(filename: str) -> str | None:
+    """The imported module defined in ``filename`` (for filters by module), if any."""
+    for name, module in list(sys.modules.items()):
+        if getattr(module, "__file__", None) == filename:
+            return name
+    return None
+
+
+def _check_levels(path: Path, stems: Mapping[str, float]) -> None:
+    """Warn about near-silent stems (``{stem: peak_dbfs}``) with a :class:`NearSilentStemWarning`."""
+    for stem, dbfs in stems.items():
+        if dbfs >= NEAR_SILENT_DBFS:
+            continue
+        level = (
+            "silent (every sample is zero)" if dbfs == -math.inf else f"near-silent (peak {dbfs:.1f} dBFS)"
+        )
+        if stem.startswith("no_"):
+            hint = f"the track may contain nothing but {stem.removeprefix('no_')}"
+        else:
+            hint = f"the track may have no {stem}"
+        warnings.warn(
+            NearSilentStemWarning(f"{path}: {stem}: {level}: {hint}", stem=stem, peak_dbfs=dbfs),
+            stacklevel=2,
+        )
+
 
 @dataclass
 class TrackResult:
@@ -224,6 +339,9 @@ class TrackResult:
         gain: the shared clip-protection gain applied (1.0 = none).
         stems: per stem ``{"peak": …, "rms": …, "peak_dbfs": …}``, before the gain (``peak_dbfs`` is
             ``-inf`` for a silent stem; None in :meth:`to_dict`, as JSON has no infinity).
+        warnings: the stemsplit warnings issued while the track was processed (input truncated,
+            channels downmixed, tags not copied, a stem near-silent, a device fallback …), in order. A
+            ``done`` track with warnings is still done; these say what to check.
     """
 
     input: Path
@@ -241,6 +359,7 @@ class TrackResult:
     batch_size: int | None = None
     gain: float | None = None
     stems: dict[str, dict[str, float]] = field(default_factory=dict)
+    warnings: tuple[TrackWarning, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (paths as strings; non-finite numbers, such as a silent stem's dBFS, as None)."""
@@ -251,6 +370,7 @@ class TrackResult:
             stem: {k: v if math.isfinite(v) else None for k, v in values.items()}
             for stem, values in self.stems.items()
         }
+        data["warnings"] = [asdict(w) for w in self.warnings]
         return data
 
 
@@ -280,21 +400,31 @@ class NullBatchReporter:
 # --- one track ---------------------------------------------------------------------------------------
 
 
+def check_segment(segment: float | None, limit: Fraction) -> None:
+    """Refuse a ``--segment`` (seconds) longer than the model's window ``limit`` (seconds).
+
+    Raises:
+        InvalidOptionError: it is longer; the message names the limit.
+    """
+    if segment is not None and Fraction(segment) > limit:
+        raise InvalidOptionError(
+            f"--segment {segment:g} is longer than the model's {float(limit):.3g} s window (transformer "
+            f"models cannot use more context than they were trained with); use {float(limit):.3g} or less",
+            option="--segment",
+        )
+
+
 def engine_options(bag: ModelBag, options: SeparationOptions, stems: Sequence[str]) -> EngineOptions:
     """Engine settings for a run.
 
     Raises:
-        InvalidOptionError: ``--segment`` longer than the model's window.
+        InvalidOptionError: ``--segment`` longer than the model's window (checked here, on the loaded
+            weights, whatever :func:`plan_batch` could check before).
     """
     segment = None
     if options.segment is not None:
+        check_segment(options.segment, Fraction(bag.segment_samples, bag.samplerate))
         segment = int(options.segment * bag.samplerate)
-        if segment > bag.segment_samples:
-            raise InvalidOptionError(
-                f"--segment {options.segment:g} is longer than the model's {bag.segment_samples / bag.samplerate:.1f} s "
-                "window (transformer models cannot use more context than they were trained with)",
-                option="--segment",
-            )
     return EngineOptions(
         segment_samples=segment,
         overlap=options.overlap,
@@ -349,10 +479,31 @@ def separate_track(
 ) -> TrackResult:
     """Separate one file and write its stems (atomically) and, with ``provenance``, its sidecar.
 
+    The :class:`~stemsplit.errors.StemsplitWarning` s issued on the way (including a
+    :class:`~stemsplit.errors.NearSilentStemWarning` per stem whose peak is below :data:`NEAR_SILENT_DBFS`)
+    are kept in the result's ``warnings`` and issued through :mod:`warnings` when the track ends.
+
     Raises:
         StemsplitError: unreadable input, invalid options, or a write failure; nothing is left under a
             final stem name.
     """
+    with collect_warnings() as noted:
+        result = _separate_track(bag, path, outputs, options, plan, provenance=provenance, progress=progress)
+    result.warnings = tuple(noted)
+    return result
+
+
+def _separate_track(
+    bag: ModelBag,
+    path: Path,
+    outputs: TrackOutputs,
+    options: SeparationOptions,
+    plan: StemPlan,
+    *,
+    provenance: Provenance | None,
+    progress: Callable[[float], None] | None,
+) -> TrackResult:
+    """:func:`separate_track` without the collection of warnings."""
     started = time.perf_counter()
     reader = AudioReader(
         path, samplerate=bag.samplerate, channels=bag.audio_channels, block_frames=_BLOCK_FRAMES
@@ -363,6 +514,16 @@ def separate_track(
     after_stats = time.perf_counter()
     write_options = options.write_options()
     out_rate = write_options.samplerate_for(options.samplerate or info.samplerate)
+    if out_rate != info.samplerate and options.samplerate is None:  # only mp3 changes the input's rate
+        warnings.warn(
+            SampleRateWarning(
+                f"{path}: {write_options.format.upper()} cannot store the input's {info.samplerate} Hz; the stems "
+                f"are written at {out_rate} Hz (use --format flac or wav to keep {info.samplerate} Hz)",
+                requested=info.samplerate,
+                written=out_rate,
+            ),
+            stacklevel=2,
+        )
     model_frames = output_frames(frames_in, info.samplerate, bag.samplerate)
     mix = _MixQueue()
     emitted = 0
@@ -402,6 +563,7 @@ def separate_track(
     finished = time.perf_counter()
     if provenance is not None:
         _record(outputs, provenance, path, written.gain)
+    _check_levels(path, {st.name: st.peak_dbfs for st in written.stems})
     return TrackResult(
         input=path,
         status="done",
@@ -432,7 +594,7 @@ def _record(outputs: TrackOutputs, provenance: Provenance, path: Path, gain: flo
         warnings.warn(
             f"{outputs.sidecar}: could not record how the stems were made ({err.strerror or err}); "
             "a re-run will separate this track again",
-            StemsplitWarning,
+            SidecarWarning,
             stacklevel=3,
         )
 
@@ -455,26 +617,30 @@ class Batch:
     tracks: list[tuple[Path, AudioInfo | StemsplitError, TrackOutputs | None]]
 
 
-def plan_batch(arguments: Sequence[str], options: SeparationOptions) -> Batch:
+def plan_batch(arguments: Sequence[str], options: SeparationOptions, *, dry_run: bool = False) -> Batch:
     """Discover inputs, probe them and plan outputs, without loading the model's weights.
+
+    A local model file is read and hashed here (a bad file stops the run before any work); with
+    ``dry_run`` only its header is read (see :func:`stemsplit.loading.describe_model`).
+
+    Output folders holding another input's stems (per their ``stemsplit.json``) are not reused.
 
     Raises:
         UnknownModelError, CheckpointError: the model cannot be identified.
-        InvalidOptionError: a stem the model does not have.
+        InvalidOptionError: a stem the model does not have, or a ``--segment`` longer than the model's
+            window when that is known before loading (registry entries, local files).
     """
-    model = describe_model(options.model)
+    model = describe_model(options.model, load=not dry_run)
     plan = plan_stems(model.sources, options)
+    if model.max_segment is not None:
+        check_segment(options.segment, model.max_segment)
     inputs = discover_inputs(arguments, options.out_dir)
     probes: list[tuple[Path, AudioInfo | StemsplitError]] = []
     for item in inputs:
         if item.missing:
             from stemsplit.errors import AudioFileNotFoundError
 
-            error = AudioFileNotFoundError(
-                f"{item.argument}: no such file, folder or matching glob (check the path; quote paths with spaces)",
-                path=item.path,
-            )
-            probes.append((item.path, error))
+            probes.append((item.path, AudioFileNotFoundError(missing_reason(item), path=item.path)))
             continue
         try:
             probes.append((item.path, probe(item.path)))
@@ -488,6 +654,7 @@ def plan_batch(arguments: Sequence[str], options: SeparationOptions) -> Batch:
         model=model.name,
         stems=plan.written,
         ext=options.write_options().extension,
+        owned_by_other=made_from_other_input,
     )
     planned = dict(zip(readable, paths, strict=True))
     return Batch(model, plan, [(p, probed, planned.get(p)) for p, probed in probes])
@@ -551,28 +718,36 @@ def _guarded_track(
     provenance: Provenance,
     reporter: BatchReporter,
 ) -> TrackResult:
-    """:func:`separate_track`, with any failure turned into a ``failed`` result (the batch goes on)."""
-    try:
-        return separate_track(
-            bag, path, outputs, options, plan, provenance=provenance, progress=reporter.track_progress
-        )
-    except InvalidOptionError:
-        raise  # the same for every track: stop and say so once
-    except StemsplitError as err:
-        return TrackResult(path, "failed", error=str(err))
-    except Exception as err:  # an unexpected bug must not cost the rest of the batch
-        detail = "".join(traceback.format_exception(err)) if settings.debug() else ""
-        message = f"{path}: internal error {type(err).__name__}: {err}"
-        return TrackResult(
-            path,
-            "failed",
-            error=message + (f"\n{detail}" if detail else " (set STEMSPLIT_DEBUG=1 for the traceback)"),
-        )
+    """:func:`separate_track`, with any failure turned into a ``failed`` result (the batch goes on).
+
+    Warnings issued before a failure are kept in the failed result too.
+    """
+    with collect_warnings() as noted:
+        try:
+            result = _separate_track(
+                bag, path, outputs, options, plan, provenance=provenance, progress=reporter.track_progress
+            )
+        except InvalidOptionError:
+            raise  # the same for every track: stop and say so once
+        except StemsplitError as err:
+            result = TrackResult(path, "failed", error=str(err))
+        except Exception as err:  # an unexpected bug must not cost the rest of the batch
+            detail = "".join(traceback.format_exception(err)) if settings.debug() else ""
+            message = f"{path}: internal error {type(err).__name__}: {err}"
+            result = TrackResult(
+                path,
+                "failed",
+                error=message + (f"\n{detail}" if detail else " (set STEMSPLIT_DEBUG=1 for the traceback)"),
+            )
+    result.warnings = tuple(noted)
+    return result
 
 
 def summarise(results: Sequence[TrackResult]) -> Mapping[str, int]:
-    """Counts per status."""
-    counts = {"done": 0, "skipped": 0, "failed": 0}
+    """Counts per status, and ``done_with_warnings``: the done tracks (counted in ``done``) with warnings."""
+    counts = {"done": 0, "skipped": 0, "failed": 0, "done_with_warnings": 0}
     for r in results:
         counts[r.status] += 1
+        if r.status == "done" and r.warnings:
+            counts["done_with_warnings"] += 1
     return counts

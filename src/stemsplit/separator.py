@@ -7,6 +7,19 @@
     sep = Separator(model="htdemucs", device="auto")
     stems = sep.separate_tensor(wav, samplerate)          # {stem: tensor (channels, samples)}
     paths = sep.separate_file("song.mp3", out_dir="separated")  # {stem: Path}
+
+Problems that do not stop the work (a truncated input, channels downmixed, tags not copied, a
+near-silent stem, a fall back to the CPU) are issued through Python's :mod:`warnings` module as
+:class:`~stemsplit.errors.StemsplitWarning` subclasses, so the usual filters apply::
+
+    import warnings
+    from stemsplit.errors import StemsplitWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", StemsplitWarning)
+        sep.separate_file("song.mp3")
+
+:meth:`Separator.separate_file_result` also returns them in ``TrackResult.warnings``, whatever the filters.
 """
 
 from __future__ import annotations
@@ -42,6 +55,11 @@ class Separator:
     Raises:
         UnknownModelError, ModelUnavailableError, CheckpointError: the model cannot be obtained or read.
         InvalidOptionError: an invalid setting.
+
+    Warns:
+        StemsplitWarning: its subclasses, through :mod:`warnings` (see the module's docstring). The file
+            methods issue a track's warnings when the track ends; :meth:`separate_tensor` issues a device
+            fallback where it happens.
     """
 
     def __init__(
@@ -76,6 +94,9 @@ class Separator:
         Returns:
             ``{stem: (channels, samples)}`` float32 CPU tensors, same channel count, rate and length as
             ``wav``.
+
+        Warns:
+            DeviceFallbackWarning: the accelerator ran out of memory and the CPU finished the work.
         """
         rate = samplerate or self.samplerate
         audio = wav.detach().to("cpu", torch.float32)
@@ -119,6 +140,13 @@ class Separator:
 
         Returns:
             ``{stem: path}`` of the written files.
+
+        Warns:
+            StemsplitWarning: e.g. :class:`~stemsplit.errors.TruncatedAudioWarning`,
+                :class:`~stemsplit.errors.DownmixWarning`, :class:`~stemsplit.errors.TagCopyWarning`,
+                :class:`~stemsplit.errors.NearSilentStemWarning` (a stem's peak below
+                :data:`~stemsplit.pipeline.NEAR_SILENT_DBFS`, -60 dBFS), issued when the track ends. Use
+                :meth:`separate_file_result` to get them as data as well.
         """
         result = self.separate_file_result(path, out_dir, **output)
         return dict(result.outputs)
@@ -126,7 +154,11 @@ class Separator:
     def separate_file_result(
         self, path: Path | str, out_dir: Path | str = "separated", **output: Any
     ) -> TrackResult:
-        """Like :meth:`separate_file`, returning the full :class:`~stemsplit.pipeline.TrackResult`."""
+        """Like :meth:`separate_file`, returning the full :class:`~stemsplit.pipeline.TrackResult`.
+
+        Its ``warnings`` hold every stemsplit warning issued for the track (kind and message), even those
+        that the :mod:`warnings` filters hide; they are issued through :mod:`warnings` as well.
+        """
         options = dataclasses.replace(self.options, out_dir=Path(out_dir), **output)
         plan = plan_stems(self.sources, options)
         path = Path(path)

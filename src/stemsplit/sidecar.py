@@ -6,6 +6,11 @@ with the same settings, lists exactly the stems now asked for, and every stem fi
 recorded when it was written. The sidecar is written (atomically) only after every stem has been
 renamed into place, so a run killed at any moment leaves a track that is redone, never one that is
 wrongly skipped.
+
+The sidecar also says whose stems they are: the input's resolved absolute path and content. A later run
+for a different file with the same name (``A/01.flac`` then ``B/01.flac``) sees that and writes elsewhere
+(see :func:`made_from_other_input`) instead of replacing them; a moved or renamed input is still the same
+track.
 """
 
 from __future__ import annotations
@@ -63,6 +68,38 @@ def _same_source(recorded: object, source: Path) -> bool:
         return False
 
 
+def _same_file(recorded: Path, source: Path) -> bool:
+    """Whether two paths name the same file (resolved; or, both existing, the same file on disk)."""
+    try:
+        return recorded.resolve() == source.resolve() or os.path.samefile(recorded, source)
+    except (OSError, RuntimeError):  # a path that does not exist, or a symlink loop
+        return False
+
+
+def made_from_other_input(path: Path, source: Path) -> bool:
+    """Whether the sidecar at ``path`` records stems made from a file other than ``source``.
+
+    Decided by location first: the same file, edited since, is the same track (its stems are redone in
+    place), while another existing file, even an identical copy, is another track. When the recorded file
+    no longer exists, the content decides: the same bytes mean the input was moved or renamed (still the
+    same track, so a moved library is not separated again); other bytes mean another track. False when
+    there is no readable sidecar or it records no input path (nothing says the stems are someone else's).
+    """
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    entry = record.get("input") if isinstance(record, dict) else None
+    recorded = entry.get("path") if isinstance(entry, dict) else None
+    if not isinstance(recorded, str) or not recorded:
+        return False
+    if _same_file(Path(recorded), source):
+        return False
+    if Path(recorded).exists():
+        return True
+    return not _same_source(entry, source)
+
+
 def write_sidecar(
     path: Path, provenance: Provenance, stems: Mapping[str, Path], source: Path, extra: Mapping[str, Any]
 ) -> None:
@@ -72,13 +109,13 @@ def write_sidecar(
         path: the sidecar file.
         provenance: model, weights and settings.
         stems: stem name → written file.
-        source: the input the stems were made from.
+        source: the input the stems were made from (recorded as its resolved absolute path).
         extra: more JSON-able fields to record (informational).
     """
     record = {
         "format": FORMAT,
         "stemsplit_version": __version__,
-        "input": {"path": str(source), **source_identity(source)},
+        "input": {"path": str(source.resolve()), **source_identity(source)},
         "model": provenance.model,
         "weights": provenance.weights_id,
         "settings": dict(provenance.settings),

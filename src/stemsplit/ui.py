@@ -65,15 +65,24 @@ def print_finding(
         out.print(Text(f"      fix: {fix}"))
 
 
+HELP_OPTION_NAMES = ("-h", "--help")
+
+
 def typer_app(**settings: Any) -> typer.Typer:
     """A Typer app with the settings every stemsplit command shares (no shell completion, no locals in
-    tracebacks, plain help text); ``settings`` adds or overrides."""
+    tracebacks, plain help text, ``-h`` as well as ``--help``); ``settings`` adds or overrides, and a
+    ``context_settings`` mapping is merged with the shared one.
+
+    Click's contexts inherit the help option names from their parent, so setting them on an app covers
+    its subcommands and the apps added to it with ``add_typer``.
+    """
     defaults: dict[str, Any] = {
         "add_completion": False,
         "pretty_exceptions_show_locals": False,
         "rich_markup_mode": None,
     }
-    return typer.Typer(**{**defaults, **settings})
+    context = {"help_option_names": list(HELP_OPTION_NAMES), **settings.pop("context_settings", {})}
+    return typer.Typer(**{**defaults, **settings, "context_settings": context})
 
 
 def version_callback(value: bool) -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import glob
 import math
 import os
+import shutil
 import time
 import uuid
 import warnings
@@ -118,6 +119,41 @@ class WriteOptions:
         if self.format == "mp3" and requested not in MP3_SAMPLERATES:
             return MODEL_SAMPLERATE
         return requested
+
+    def min_bytes(self, frames: int, channels: int, samplerate: int) -> int:
+        """A lower bound of the disk space one stem takes while it is written, in bytes.
+
+        The encoded file (wav: exact; mp3: its constant bitrate; flac: 0, as a silent stem compresses to
+        almost nothing) plus, with ``clip="rescale"``, the raw float32 copy staged until the shared gain
+        is known. Used to refuse a track that cannot fit before any work is done.
+
+        Args:
+            frames: stem length in frames at ``samplerate``.
+            channels: stem channels.
+            samplerate: the rate the stem is written at (Hz).
+        """
+        stage = frames * channels * 4 if self.clip == "rescale" else 0
+        if self.format == "wav":
+            encoded = frames * channels * {"16": 2, "24": 3, "32f": 4}[self.bit_depth]
+        elif self.format == "mp3":
+            encoded = self.mp3_bitrate * 1000 // 8 * frames // samplerate
+        else:
+            encoded = 0
+        return stage + encoded
+
+    def check_samplerate(self, requested: int) -> None:
+        """Refuse an explicitly requested output rate this format cannot store (instead of changing it).
+
+        Raises:
+            InvalidOptionError: mp3 at a rate MPEG audio lacks; the message lists the rates it has.
+        """
+        if self.samplerate_for(requested) != requested:
+            rates = ", ".join(str(rate) for rate in MP3_SAMPLERATES)
+            raise InvalidOptionError(
+                f"--sample-rate {requested}: MP3 cannot store it; use one of {rates} Hz, "
+                "'input', or --format flac/wav",
+                option="--sample-rate",
+            )
 
     def _soundfile_args(self, samplerate: int) -> dict[str, Any]:
         if self.format == "mp3":
@@ -418,6 +454,41 @@ class StemWriter:
         )
 
 
+def check_free_space(paths: Iterable[Path], per_file: int) -> None:
+    """Refuse to start when the folders of ``paths`` cannot hold ``per_file`` bytes for each file.
+
+    Raises:
+        AudioWriteError: a disk has less free space than its files need; names the folder and both sizes.
+    """
+    need: dict[Path, int] = {}
+    for path in paths:
+        folder = _existing_folder(path.parent)
+        need[folder] = need.get(folder, 0) + per_file
+    for folder, wanted in need.items():
+        try:
+            free = shutil.disk_usage(folder).free
+        except OSError:
+            continue  # cannot tell: the write itself will report a full disk
+        if free < wanted:
+            raise AudioWriteError(
+                f"{folder}: not enough free disk space for this track's stems (at least {_size(wanted)} "
+                f"needed, {_size(free)} free); free some space or write elsewhere with -o",
+                path=folder,
+            )
+
+
+def _existing_folder(folder: Path) -> Path:
+    """``folder`` or its nearest existing ancestor (the stems' folder may not exist yet)."""
+    for candidate in (folder, *folder.parents):
+        if candidate.is_dir():
+            return candidate
+    return folder
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
+
+
 class TrackWriter:
     """All stems of one track, written in step, published together.
 
@@ -443,7 +514,8 @@ class TrackWriter:
         samplerate_in, channels_in, quality: see :class:`StemWriter`.
 
     Raises:
-        AudioWriteError: a temporary file cannot be created (nothing is left behind).
+        AudioWriteError: a temporary file cannot be created (nothing is left behind), or, with
+            ``frames`` known, the disk cannot hold the stems (:meth:`WriteOptions.min_bytes`).
     """
 
     def __init__(
@@ -465,6 +537,10 @@ class TrackWriter:
         self.title_fallback = title_fallback
         self.report: TrackWriteReport | None = None
         self._writers: dict[str, StemWriter] = {}
+        if frames is not None:
+            rate = self.options.samplerate_for(samplerate)
+            per_stem = self.options.min_bytes(output_frames(frames, samplerate, rate), channels, rate)
+            check_free_space([Path(p) for p in paths.values()], per_stem)
         try:
             for name, path in paths.items():
                 self._writers[name] = StemWriter(

@@ -811,6 +811,10 @@ def test_subprocess_batch_with_a_bad_file(model_file: Path, tmp_path: Path) -> N
 def test_subprocess_usage_error(tmp_path: Path) -> None:
     done = _stemsplit("x.wav", "--format", "ogg", cwd=tmp_path)
     assert done.returncode == 2 and done.stdout == "" and "--format" in done.stderr
+    ours = _stemsplit("x.wav", "--format", "mp3", "--sample-rate", "96000", cwd=tmp_path)
+    assert ours.returncode == 2 and ours.stdout == ""
+    assert ours.stderr.startswith("Error: --sample-rate 96000")
+    assert len(ours.stderr.strip().splitlines()) == 1  # one line: no traceback hint for a usage error
 
 
 def test_another_input_with_the_same_name_gets_its_own_folder_across_runs(model_file: Path) -> None:

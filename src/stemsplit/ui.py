@@ -143,7 +143,8 @@ def describe_error(err: BaseException) -> tuple[str, int] | None:
 def error_boundary() -> Iterator[None]:
     """Turn known errors into ``Error: …`` on stderr and an exit code; let unknown ones through.
 
-    With ``STEMSPLIT_DEBUG=1`` the traceback of a known error is printed too.
+    With ``STEMSPLIT_DEBUG=1`` the traceback of a known error is printed too; without it, errors of
+    exit code 1 (file system and other runtime failures) point at that variable.
     """
     try:
         yield
@@ -157,7 +158,7 @@ def error_boundary() -> Iterator[None]:
         if settings.debug():
             stderr.print("".join(traceback.format_exception(err)), markup=False, end="")
         stderr.print(Text.assemble(("Error:", "bold red"), " ", message), emoji=False)
-        if not settings.debug() and code != 130:
+        if not settings.debug() and code == 1:  # usage (2), model (3) and Ctrl-C messages say it all
             stderr.print("[dim](set STEMSPLIT_DEBUG=1 for the full traceback)[/dim]", markup=True)
         raise typer.Exit(code) from None
 

@@ -419,6 +419,28 @@ def test_track_warnings_are_kept_in_the_result_and_issued_once(tmp_path: Path) -
     assert pipeline.summarise([result])["done_with_warnings"] == 1
 
 
+def test_warnings_are_shown_as_they_happen_not_when_the_track_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A downmix is known when reading starts: an hour-long track must not hide it until the end."""
+    model = make_tiny_th(tmp_path / "m")
+    path = _surround(tmp_path / "surround.wav")
+    options = SeparationOptions(model=str(model), out_dir=tmp_path / "o", stems=("bass",), **EXACT)
+    real = pipeline.separate_stream
+    shown_before_separating: list[int] = []
+
+    def watched(*args, **kwargs):
+        shown_before_separating.append(len(caught))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "separate_stream", watched)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        (result,) = separate_batch(plan_batch([str(path)], options), options)
+    assert shown_before_separating == [1] and [w.category for w in caught] == [DownmixWarning]
+    assert [w.kind for w in result.warnings] == ["downmix"]
+
+
 def test_ignored_warnings_are_still_recorded_and_other_warnings_pass_through(tmp_path: Path) -> None:
     model = make_tiny_th(tmp_path / "m")
     path = _surround(tmp_path / "surround.wav")

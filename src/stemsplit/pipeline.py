@@ -255,19 +255,19 @@ def warning_kind(category: type[Warning]) -> str:
 
 @contextmanager
 def collect_warnings() -> Iterator[list[TrackWarning]]:
-    """Keep the :class:`StemsplitWarning` s issued inside, then issue them again to the caller.
+    """Record the :class:`StemsplitWarning` s issued inside, while still showing them as they happen.
 
-    Inside the block every stemsplit warning is recorded, whatever the filters say, and none is shown
-    yet; other warnings pass through untouched. On leaving (normally or by an exception) the yielded
-    list is filled, once per distinct message, and each warning is issued again at its original location,
-    so the caller's filters and ``warnings.showwarning`` treat it as before: shown, raised (``error``)
-    or dropped (``ignore``). The list is complete only after the block.
+    Every stemsplit warning is recorded in the yielded list (once per distinct message), whatever the
+    filters say, and is passed on at once through the caller's own filters and ``warnings.showwarning``:
+    shown, raised (``error``) or dropped (``ignore``) exactly as without this block. Other warnings are
+    not touched.
     """
-    caught: list[tuple[Warning | str, type[Warning], str, int]] = []
     records: list[TrackWarning] = []
+    seen: set[tuple[type[Warning], str]] = set()
+    outer_filters = list(warnings.filters)
     with warnings.catch_warnings():
-        warnings.simplefilter("always", StemsplitWarning)
-        outer = warnings.showwarning
+        warnings.simplefilter("always", StemsplitWarning)  # so that every one reaches ``keep``
+        outer_show = warnings.showwarning
 
         def keep(
             message: Warning | str,
@@ -277,24 +277,23 @@ def collect_warnings() -> Iterator[list[TrackWarning]]:
             file: TextIO | None = None,
             line: str | None = None,
         ) -> None:
-            if issubclass(category, StemsplitWarning):
-                caught.append((message, category, filename, lineno))
-            else:
-                outer(message, category, filename, lineno, file, line)
+            if not issubclass(category, StemsplitWarning):
+                outer_show(message, category, filename, lineno, file, line)
+                return
+            key = (category, str(message))
+            if key in seen:
+                return
+            seen.add(key)
+            records.append(TrackWarning(warning_kind(category), str(message)))
+            with warnings.catch_warnings():  # the caller's filters decide what happens to it
+                warnings.filters[:] = outer_filters  # type: ignore[index]
+                warnings.showwarning = outer_show
+                warnings.warn_explicit(
+                    message, category, filename, lineno, module=_module_name(filename), registry={}
+                )
 
         warnings.showwarning = keep
-        try:
-            yield records
-        finally:
-            warnings.showwarning = outer
-    seen = set()
-    for message, category, filename, lineno in caught:
-        key = (category, str(message))
-        if key in seen:
-            continue
-        seen.add(key)
-        records.append(TrackWarning(warning_kind(category), str(message)))
-        warnings.warn_explicit(message, category, filename, lineno, module=_module_name(filename))
+        yield records
 
 
 def _module_name(filename: str) -> str | None:
@@ -481,7 +480,7 @@ def separate_track(
 
     The :class:`~stemsplit.errors.StemsplitWarning` s issued on the way (including a
     :class:`~stemsplit.errors.NearSilentStemWarning` per stem whose peak is below :data:`NEAR_SILENT_DBFS`)
-    are kept in the result's ``warnings`` and issued through :mod:`warnings` when the track ends.
+    go through :mod:`warnings` as they happen and are also kept in the result's ``warnings``.
 
     Raises:
         StemsplitError: unreadable input, invalid options, or a write failure; nothing is left under a

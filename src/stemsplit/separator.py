@@ -57,9 +57,8 @@ class Separator:
         InvalidOptionError: an invalid setting.
 
     Warns:
-        StemsplitWarning: its subclasses, through :mod:`warnings` (see the module's docstring). The file
-            methods issue a track's warnings when the track ends; :meth:`separate_tensor` issues a device
-            fallback where it happens.
+        StemsplitWarning: its subclasses, through :mod:`warnings` (see the module's docstring), as they
+            happen; the file methods also keep a track's warnings in its result.
     """
 
     def __init__(
@@ -145,7 +144,7 @@ class Separator:
             StemsplitWarning: e.g. :class:`~stemsplit.errors.TruncatedAudioWarning`,
                 :class:`~stemsplit.errors.DownmixWarning`, :class:`~stemsplit.errors.TagCopyWarning`,
                 :class:`~stemsplit.errors.NearSilentStemWarning` (a stem's peak below
-                :data:`~stemsplit.pipeline.NEAR_SILENT_DBFS`, -60 dBFS), issued when the track ends. Use
+                :data:`~stemsplit.pipeline.NEAR_SILENT_DBFS`, -60 dBFS), issued as they happen. Use
                 :meth:`separate_file_result` to get them as data as well.
         """
         result = self.separate_file_result(path, out_dir, **output)

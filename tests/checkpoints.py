@@ -168,10 +168,10 @@ def save_safetensors(
     return path
 
 
-def damage_tensors(path: Path, dest: Path) -> Path:
+def damage_tensors(path: Path, dest: Path, *, drop_bytes: int | None = None) -> Path:
     """Copy a checkpoint to ``dest`` with its tensor bytes cut short but its header intact (the format
-    and the model arguments still read): a ``.th`` archive's largest tensor entry loses half its bytes,
-    a ``.safetensors`` file ends 16 bytes after its JSON header."""
+    and the model arguments still read): a ``.th`` archive's largest tensor entry loses half its bytes
+    (or ``drop_bytes``), a ``.safetensors`` file ends 16 bytes after its JSON header."""
     import zipfile
 
     data = path.read_bytes()
@@ -183,5 +183,6 @@ def damage_tensors(path: Path, dest: Path) -> Path:
         largest = max((e for e in entries if "/data/" in e.filename), key=lambda e: e.file_size)
         for entry in entries:
             body = source.read(entry)
-            target.writestr(entry, body[: len(body) // 2] if entry is largest else body)
+            cut = len(body) // 2 if drop_bytes is None else len(body) - drop_bytes
+            target.writestr(entry, body[:cut] if entry is largest else body)
     return dest

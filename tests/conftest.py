@@ -9,11 +9,14 @@ import pytest
 
 @pytest.fixture(autouse=True)
 def _isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test sees the user's cache or settings."""
+    """No test sees the user's cache or settings, or process-wide state left by another test."""
     cache = tmp_path_factory.mktemp("cache")
     monkeypatch.setenv("STEMSPLIT_CACHE_DIR", str(cache))
     for name in ("STEMSPLIT_OFFLINE", "STEMSPLIT_MODEL_URL", "STEMSPLIT_DEBUG"):
         monkeypatch.delenv(name, raising=False)
+    from stemsplit.inference import devices
+
+    monkeypatch.setattr(devices, "_COMPILE_FAILED", [])  # process-wide memory of a failed torch.compile
 
 
 @pytest.fixture

@@ -343,6 +343,8 @@ def test_stale_temporaries_of_a_killed_run_are_removed_and_live_ones_kept(tmp_pa
         (WriteOptions(), 44100),
         (WriteOptions(bit_depth="24", clip="clamp"), 48000),
         (WriteOptions(format="mp3", mp3_bitrate=128), 44100),
+        (WriteOptions(format="mp3", clip="clamp"), 22050),  # MPEG-2: 320 kbit/s asked, 160 possible
+        (WriteOptions(format="mp3", clip="clamp"), 8000),  # MPEG-2.5: at most 64 kbit/s
         (WriteOptions(format="flac"), 44100),
     ],
 )

@@ -351,6 +351,17 @@ def test_read_header_gives_the_config_without_reading_any_tensor(tmp_path: Path,
     assert read_header(damaged).config == header.config  # yet the header reader never looked
 
 
+@pytest.mark.parametrize("drop_bytes", [1, 2])
+def test_a_tensor_entry_cut_short_is_a_checkpoint_error(tmp_path: Path, drop_bytes: int) -> None:
+    """One byte short leaves a length that is no whole number of fp16 values (torch.frombuffer would
+    raise a bare ValueError); two bytes short is one value too few."""
+    kwargs, state = _tiny()
+    path = save_th(tmp_path / "m.th", kwargs, state)
+    damaged = damage_tensors(path, tmp_path / "short.th", drop_bytes=drop_bytes)
+    with pytest.raises(CheckpointError, match=r"short\.th is truncated or corrupt .*bytes, expected"):
+        load_checkpoint(damaged)
+
+
 @pytest.mark.parametrize(
     "content", [b"", b"hello, this is a text file\n", b"PK\x03\x04garbage", b'\x10\0\0\0\0\0\0\0{"__meta']
 )

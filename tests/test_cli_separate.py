@@ -418,7 +418,7 @@ def test_a_folder_without_audio_fails_like_a_glob_that_matches_nothing(model_fil
     assert "Failed: e: no audio files in this folder" in message and ".wav, .flac" in message
     assert "Failed: nothing/*.wav: no such file" in glob.stderr
     dry = invoke("e", "-n", model_file, "--dry-run")
-    assert dry.exit_code == 1 and dry.stdout.startswith("cannot decode  e: e: no audio files")
+    assert dry.exit_code == 1 and dry.stdout.startswith("not found       e: no audio files in this folder")
 
 
 def test_hidden_files_found_in_folders_are_skipped(model_file: Path, tmp_path: Path) -> None:
@@ -473,7 +473,7 @@ def test_dry_run_loads_no_model_and_writes_nothing(
     assert not Path("separated").exists()
     lines = text.stdout.splitlines()
     assert lines[0].startswith("separate") and "song.wav" in lines[0] and "44100 Hz, 2 ch" in lines[0]
-    assert lines[1].startswith("cannot decode  bad.wav")
+    assert lines[1].startswith("cannot decode   bad.wav: ") and lines[1].count("bad.wav") == 1
     document = json.loads(as_json.stdout)
     assert document["model"] == model_file.stem and document["stems"] == list(FOUR)
     good, bad = document["tracks"]

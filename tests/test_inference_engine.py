@@ -281,7 +281,11 @@ def test_a_failing_torch_compile_falls_back_to_the_eager_model(monkeypatch) -> N
 
         return compiled
 
+    from stemsplit.inference import devices
+
     monkeypatch.setattr(torch, "compile", broken_compile)
+    cuda, hour = torch.device("cuda", 0), 3600.0
+    assert devices.should_compile(None, cuda, hour)
     runner = BatchRunner(
         [identity_model(2)], torch.device("cpu"), torch.float32, 2, fallback_device=None, compile_models=True
     )
@@ -289,6 +293,8 @@ def test_a_failing_torch_compile_falls_back_to_the_eager_model(monkeypatch) -> N
     with pytest.warns(CompileFallbackWarning, match="no working C\\+\\+ compiler found\\); continuing"):
         out = runner.run(0, windows)
     assert calls == [2] and not runner.compiled
+    assert not devices.should_compile(None, cuda, hour)  # the next long track does not try again
+    assert devices.should_compile(True, cuda, hour)  # asked for explicitly: still tried
     torch.testing.assert_close(out, torch.stack([windows, 2 * windows], dim=1))
 
 
@@ -307,26 +313,36 @@ def test_an_error_of_the_model_itself_is_not_hidden_by_the_compile_fallback(monk
         eager.run(0, torch.zeros(2, 2, 10))
 
 
-def test_float32_on_cuda_switches_tf32_off_and_restores_the_callers_setting() -> None:
-    """float32 is the exact mode: TensorFloat-32 (cuDNN's default for convolutions) must be off inside.
-    The flags are plain process settings, so this runs without a GPU."""
+@pytest.mark.parametrize("caller", ["default", "high", "per-backend"])
+def test_float32_on_cuda_switches_tf32_off_and_restores_the_callers_setting(caller: str) -> None:
+    """float32 is the exact mode: TensorFloat-32 (cuDNN's default for convolutions) must be off inside,
+    with both of PyTorch's views of the setting readable (torch.compile reads them). The flags are plain
+    process settings, so this runs without a GPU."""
     from stemsplit.inference.devices import autocast
 
-    cuda = torch.device("cuda", 0)
-    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
-    if hasattr(cudnn, "conv") and hasattr(matmul, "fp32_precision"):
-        before = (matmul.fp32_precision, cudnn.conv.fp32_precision)
-        with autocast(cuda, torch.float32):
-            assert (matmul.fp32_precision, cudnn.conv.fp32_precision) == ("ieee", "ieee")
-        assert (matmul.fp32_precision, cudnn.conv.fp32_precision) == before
-        assert cudnn.allow_tf32 == (before[1] == "tf32")  # the legacy view still reads cleanly
-    else:  # PyTorch before the fp32_precision API
-        before = (matmul.allow_tf32, cudnn.allow_tf32)
-        with autocast(cuda, torch.float32):
-            assert (matmul.allow_tf32, cudnn.allow_tf32) == (False, False)
-        assert (matmul.allow_tf32, cudnn.allow_tf32) == before
-    with autocast(torch.device("cpu"), torch.float32):  # nothing to switch on the CPU
-        assert torch.is_autocast_enabled("cpu") is False
+    cudnn = torch.backends.cudnn
+    saved = (torch.get_float32_matmul_precision(), cudnn.allow_tf32)
+    try:
+        if caller == "high":
+            torch.set_float32_matmul_precision("high")
+        elif caller == "per-backend" and hasattr(cudnn, "rnn"):
+            cudnn.conv.fp32_precision, cudnn.rnn.fp32_precision = "tf32", "ieee"  # legacy view unreadable
+        before_matmul = torch.get_float32_matmul_precision()
+        before_conv = cudnn.conv.fp32_precision if hasattr(cudnn, "conv") else None
+
+        with autocast(torch.device("cuda", 0), torch.float32):
+            assert torch.get_float32_matmul_precision() == "highest"
+            assert torch.backends.cuda.matmul.allow_tf32 is False
+            assert cudnn.allow_tf32 is False
+
+        assert torch.get_float32_matmul_precision() == before_matmul
+        if before_conv is not None:
+            assert cudnn.conv.fp32_precision == before_conv
+        with autocast(torch.device("cpu"), torch.float32):  # nothing to switch on the CPU
+            assert torch.get_float32_matmul_precision() == before_matmul
+    finally:
+        torch.set_float32_matmul_precision(saved[0])
+        cudnn.allow_tf32 = saved[1]
 
 
 # --- MPS: complex-valued stages on the CPU ---------------------------------------------------------

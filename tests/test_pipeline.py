@@ -7,6 +7,7 @@ import json
 import math
 import warnings
 from collections.abc import Iterator
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -204,7 +205,7 @@ def test_the_sidecar_says_whose_stems_they_are(finished, monkeypatch: pytest.Mon
     copy.parent.mkdir()
     copy.write_bytes(source.read_bytes())
     assert made_from_other_input(sidecar, copy)
-    source.unlink()  # the owner is gone: the stems are still not the copy's
+    source.unlink()  # the owner is gone; the copy holds other bytes than those recorded: not its stems
     assert made_from_other_input(sidecar, copy)
     for unreadable in ("{not json", "[]", '{"input": {"bytes": 3}}', '{"input": {"path": 5}}'):
         sidecar.write_text(unreadable)  # nothing says whose they are
@@ -295,6 +296,27 @@ def test_separate_file_writes_stems(separator: Separator, tmp_path: Path) -> Non
     paths = separator.separate_file(tmp_path / "in.wav", out_dir=tmp_path / "o", format="flac")
     assert paths == {s: tmp_path / "o" / separator.model.name / "in" / f"{s}.flac" for s in FOUR}
     assert all(p.is_file() for p in paths.values())
+
+
+def test_separate_file_writes_the_sidecar_and_keeps_other_inputs_stems(
+    separator: Separator, tmp_path: Path
+) -> None:
+    """The library writes what the command writes: a re-run of the command skips the track, and another
+    input with the same name does not overwrite it."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    write_audio(tmp_path / "a" / "song.wav", seconds=0.3, seed=1)
+    write_audio(tmp_path / "b" / "song.wav", seconds=0.4, seed=2)
+    first = separator.separate_file(tmp_path / "a" / "song.wav", out_dir=tmp_path / "o")
+    folder = first["vocals"].parent
+    record = json.loads((folder / "stemsplit.json").read_text())
+    assert record["input"]["path"] == str((tmp_path / "a" / "song.wav").resolve())
+    assert record["weights"] == separator.model.weights_id != ""
+    kept = {p: p.read_bytes() for p in first.values()}
+
+    second = separator.separate_file(tmp_path / "b" / "song.wav", out_dir=tmp_path / "o")
+    assert second["vocals"].parent == folder.with_name("song (wav)")
+    assert {p: p.read_bytes() for p in kept} == kept
 
 
 def _noise(channels: int, frames: int) -> np.ndarray:
@@ -506,3 +528,33 @@ def test_loud_input_has_no_warnings(separator: Separator, tmp_path: Path) -> Non
         result = separator.separate_file_result(tmp_path / "in.wav", out_dir=tmp_path / "o")
     assert result.warnings == ()
     assert all(v["peak_dbfs"] > pipeline.NEAR_SILENT_DBFS for v in result.stems.values())
+
+
+@pytest.mark.parametrize("limit", [Fraction(39, 5), Fraction(12355, 10000), Fraction(1, 4)])
+def test_the_segment_suggested_by_the_error_is_accepted(limit: Fraction) -> None:
+    pipeline.check_segment(float(limit), limit)  # the window itself is fine
+    with pytest.raises(InvalidOptionError) as info:
+        pipeline.check_segment(float(limit) + 0.01, limit)
+    suggested = float(str(info.value).rsplit("use ", 1)[1].removesuffix(" or less"))
+    assert suggested <= limit and limit - Fraction(suggested) < Fraction(1, 100)
+    pipeline.check_segment(suggested, limit)
+
+
+def test_a_track_too_big_for_the_disk_fails_before_it_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+    from collections import namedtuple
+
+    def not_reached(*args, **kwargs):
+        raise AssertionError("the track was read although its stems cannot fit")
+
+    model = make_tiny_th(tmp_path / "m")
+    write_audio(tmp_path / "song.wav", seconds=1.0)
+    options = SeparationOptions(model=str(model), out_dir=tmp_path / "o", **EXACT)
+    batch = plan_batch([str(tmp_path / "song.wav")], options)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: namedtuple("u", "total used free")(10**9, 0, 1000))
+    monkeypatch.setattr(pipeline, "stats_from_blocks", not_reached)
+    (result,) = separate_batch(batch, options)
+    assert result.status == "failed" and "not enough free disk space" in (result.error or "")
+    assert not (tmp_path / "o").exists()

@@ -479,13 +479,16 @@ class _RestrictedUnpickler(pickle.Unpickler):
         storage_type, key, numel = self._storage_id(pid)
         if key not in self.storages:
             data = bytearray(self.archive.read(f"{self.prefix}data/{key}"))
+            itemsize = torch.empty(0, dtype=storage_type.dtype).element_size()
+            if len(data) != numel * itemsize:
+                raise pickle.UnpicklingError(
+                    f"storage {key} holds {len(data)} bytes, expected {numel} values of {itemsize} bytes"
+                )
             flat = (
                 torch.frombuffer(data, dtype=storage_type.dtype)
                 if data
                 else torch.empty(0, dtype=storage_type.dtype)
             )
-            if flat.numel() != numel:
-                raise pickle.UnpicklingError(f"storage {key} holds {flat.numel()} values, expected {numel}")
             self.storages[key] = flat
         return self.storages[key]
 

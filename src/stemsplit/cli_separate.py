@@ -350,6 +350,7 @@ def _print_summary(results: list[TrackResult]) -> None:
 
 def _print_dry_run(batch: Batch, options: SeparationOptions, *, as_json: bool, quiet: bool) -> None:
     from stemsplit.audio import AudioInfo
+    from stemsplit.errors import AudioFileNotFoundError
     from stemsplit.loading import weights_identity
     from stemsplit.sidecar import Provenance, is_complete
 
@@ -372,8 +373,9 @@ def _print_dry_run(batch: Batch, options: SeparationOptions, *, as_json: bool, q
                 codec=probed.codec,
                 outputs={k: str(v) for k, v in (outputs.stems if outputs else {}).items()},
             )
-        else:
-            row.update(action="cannot decode", error=str(probed))
+        else:  # the error's message names the file
+            action = "not found" if isinstance(probed, AudioFileNotFoundError) else "cannot decode"
+            row.update(action=action, error=str(probed))
         rows.append(row)
     if as_json:
         ui.stdout.print_json(
@@ -381,8 +383,8 @@ def _print_dry_run(batch: Batch, options: SeparationOptions, *, as_json: bool, q
         )
         return
     for row in rows:
-        if row["action"] == "cannot decode":
-            ui.stdout.print(f"cannot decode  {row['input']}: {row['error']}", markup=False, emoji=False)
+        if "error" in row:
+            ui.stdout.print(f"{row['action']:15} {row['error']}", markup=False, emoji=False)
             continue
         duration = f"{row['duration_s']:.1f} s" if row["duration_s"] is not None else "? s"
         first = next(iter(row["outputs"].values()), "")

@@ -57,7 +57,7 @@ def is_hidden_name(path: Path) -> bool:
 
 def missing_reason(item: InputFile) -> str:
     """One line saying why a ``missing`` input gave no file, and what to do about it."""
-    looked_for = ", ".join(_SHOWN_EXTENSIONS) + " and more, in any case"
+    looked_for = ", ".join(_SHOWN_EXTENSIONS) + " and more, any letter case"
     if item.no_audio == "folder":
         return (
             f"{item.argument}: no audio files in this folder or its subfolders (looked for {looked_for}; "

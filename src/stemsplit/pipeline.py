@@ -32,6 +32,7 @@ from stemsplit.audio import (
     Container,
     TrackWriter,
     WriteOptions,
+    check_track_space,
     output_frames,
     probe,
     read_tags,
@@ -50,7 +51,7 @@ from stemsplit.errors import (
 )
 from stemsplit.inference import EngineOptions, ModelBag, Precision, separate_stream, stats_from_blocks
 from stemsplit.inputs import discover_inputs, missing_reason
-from stemsplit.loading import ModelInfo, describe_model, load_model
+from stemsplit.loading import ModelInfo, describe_model, load_model, weights_identity
 from stemsplit.models import DEFAULT_MODEL
 from stemsplit.outputs import DEFAULT_TEMPLATE, TrackOutputs, check_template, plan_outputs
 from stemsplit.sidecar import Provenance, is_complete, made_from_other_input, write_sidecar
@@ -405,10 +406,12 @@ def check_segment(segment: float | None, limit: Fraction) -> None:
     Raises:
         InvalidOptionError: it is longer; the message names the limit.
     """
-    if segment is not None and Fraction(segment) > limit:
+    # As typed (shortest repr): 7.8 must not fail for being 7.8000000000000001 in binary.
+    if segment is not None and Fraction(repr(float(segment))) > limit:
+        most = math.floor(limit * 100) / 100  # rounded down: the value suggested must be accepted
         raise InvalidOptionError(
             f"--segment {segment:g} is longer than the model's {float(limit):.3g} s window (transformer "
-            f"models cannot use more context than they were trained with); use {float(limit):.3g} or less",
+            f"models cannot use more context than they were trained with); use {most:g} or less",
             option="--segment",
         )
 
@@ -508,11 +511,20 @@ def _separate_track(
         path, samplerate=bag.samplerate, channels=bag.audio_channels, block_frames=_BLOCK_FRAMES
     )
     info = reader.info
+    write_options = options.write_options()
+    out_rate = write_options.samplerate_for(options.samplerate or info.samplerate)
+    remove_stale_temporaries(outputs.stems.values())  # left by a run that was killed outright
+    if info.frames is not None:  # before the first pass, which takes a while on a long track
+        check_track_space(
+            outputs.stems.values(),
+            write_options,
+            samplerate=out_rate,
+            channels=stem_channels(info),
+            frames=output_frames(info.frames, info.samplerate, out_rate),
+        )
     stats = stats_from_blocks(reader)  # first pass: exact mean/std without holding the track
     frames_in = reader.frames_in or 0
     after_stats = time.perf_counter()
-    write_options = options.write_options()
-    out_rate = write_options.samplerate_for(options.samplerate or info.samplerate)
     if out_rate != info.samplerate and options.samplerate is None:  # only mp3 changes the input's rate
         warnings.warn(
             SampleRateWarning(
@@ -526,7 +538,6 @@ def _separate_track(
     model_frames = output_frames(frames_in, info.samplerate, bag.samplerate)
     mix = _MixQueue()
     emitted = 0
-    remove_stale_temporaries(outputs.stems.values())  # left by a run that was killed outright
     with TrackWriter(
         dict(outputs.stems),
         write_options,
@@ -681,7 +692,7 @@ def separate_batch(
         ModelUnavailableError: the model could not be obtained (the batch stops: nothing could be done).
     """
     reporter = reporter or NullBatchReporter()
-    provenance = Provenance(batch.model.name, batch.model.weights_id, options.output_settings())
+    provenance = Provenance(batch.model.name, weights_identity(batch.model), options.output_settings())
     bag: ModelBag | None = None
     results = []
     total = len(batch.tracks)

@@ -35,9 +35,10 @@ from stemsplit.audio import convert
 from stemsplit.download import DownloadReporter
 from stemsplit.errors import InvalidOptionError
 from stemsplit.inference import ModelBag, separate_tensor
-from stemsplit.loading import describe_model, load_model
+from stemsplit.loading import describe_model, load_model, weights_identity
 from stemsplit.outputs import plan_outputs
 from stemsplit.pipeline import SeparationOptions, TrackResult, engine_options, plan_stems, separate_track
+from stemsplit.sidecar import Provenance, made_from_other_input
 
 
 class Separator:
@@ -129,7 +130,10 @@ class Separator:
     def separate_file(
         self, path: Path | str, out_dir: Path | str = "separated", **output: Any
     ) -> dict[str, Path]:
-        """Separate one audio file and write its stems (atomically).
+        """Separate one audio file and write its stems (atomically), with the same ``stemsplit.json`` as the
+        command writes, so the command's re-runs recognise them. The file is always separated again (no
+        skipping); stems in the output folder made from another input are kept, and this file's go to
+        the next suffixed name, as with the command.
 
         Args:
             path: the input file (any format :mod:`stemsplit.audio` reads).
@@ -168,5 +172,7 @@ class Separator:
             model=self.model.name,
             stems=plan.written,
             ext=options.write_options().extension,
+            owned_by_other=made_from_other_input,
         )
-        return separate_track(self.bag, path, outputs, options, plan)
+        provenance = Provenance(self.model.name, weights_identity(self.model), options.output_settings())
+        return separate_track(self.bag, path, outputs, options, plan, provenance=provenance)

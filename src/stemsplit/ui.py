@@ -1,4 +1,4 @@
-"""Everything the command line shows a person: Rich consoles, progress, and errors as one-line messages.
+"""Everything the command line shows a person: Rich consoles, progress, and errors as short messages.
 
 Results go to stdout (:data:`stdout`); progress, warnings and errors go to stderr (:data:`stderr`), so
 ``stemsplit … | xargs`` only ever sees results. Rich renders progress live on a terminal and prints
@@ -132,7 +132,11 @@ def _os_error(err: BaseException) -> str:
 
 
 def describe_error(err: BaseException) -> tuple[str, int] | None:
-    """The one-line message and exit code for a known error, or ``None`` for an unknown one."""
+    """The message and exit code for a known error, or ``None`` for an unknown one.
+
+    Messages are one line, except the model-download ones, whose first line is the summary and whose
+    indented lines give the URL, the cache path and the ways out.
+    """
     for kind, render, code in ERROR_TABLE:
         if isinstance(err, kind):
             return render(err), code

@@ -61,6 +61,7 @@ from stemsplit.audio.writer import (
     TrackWriter,
     TrackWriteReport,
     WriteOptions,
+    check_track_space,
     remove_stale_temporaries,
 )
 
@@ -84,6 +85,7 @@ __all__ = [
     "TrackWriter",
     "WriteOptions",
     "check_supported",
+    "check_track_space",
     "convert",
     "downmix_matrix",
     "output_frames",

@@ -136,7 +136,7 @@ class WriteOptions:
         if self.format == "wav":
             encoded = frames * channels * {"16": 2, "24": 3, "32f": 4}[self.bit_depth]
         elif self.format == "mp3":
-            encoded = self.mp3_bitrate * 1000 // 8 * frames // samplerate
+            encoded = _mp3_kbps(self.mp3_bitrate, samplerate) * 1000 // 8 * frames // samplerate
         else:
             encoded = 0
         return stage + encoded
@@ -166,11 +166,21 @@ class WriteOptions:
         return {"format": self.format.upper(), "subtype": _SUBTYPES[self.bit_depth]}
 
 
+def _mp3_bitrate_range(samplerate: int) -> tuple[int, int]:
+    """The CBR range (kbit/s) of the MPEG version that has ``samplerate``: MPEG-1, MPEG-2 or MPEG-2.5."""
+    return (32, 320) if samplerate >= 32000 else (8, 160) if samplerate >= 16000 else (8, 64)
+
+
+def _mp3_kbps(kbps: int, samplerate: int) -> int:
+    """The bitrate an mp3 at ``samplerate`` really gets when ``kbps`` is asked for."""
+    low, high = _mp3_bitrate_range(samplerate)
+    return min(max(kbps, low), high)
+
+
 def _mp3_compression_level(kbps: int, samplerate: int) -> float:
     """libsndfile maps compression level 0..1 linearly onto the MPEG version's CBR range, max to min."""
-    low, high = (32, 320) if samplerate >= 32000 else (8, 160) if samplerate >= 16000 else (8, 64)
-    kbps = min(max(kbps, low), high)
-    return min((high - kbps) / (high - low), 0.999)  # 1.0 itself is refused by libsndfile
+    low, high = _mp3_bitrate_range(samplerate)
+    return min((high - _mp3_kbps(kbps, samplerate)) / (high - low), 0.999)  # 1.0 is refused by libsndfile
 
 
 @dataclass(frozen=True, slots=True)
@@ -454,15 +464,26 @@ class StemWriter:
         )
 
 
-def check_free_space(paths: Iterable[Path], per_file: int) -> None:
-    """Refuse to start when the folders of ``paths`` cannot hold ``per_file`` bytes for each file.
+def check_track_space(
+    paths: Iterable[Path | str], options: WriteOptions, *, samplerate: int, channels: int, frames: int
+) -> None:
+    """Refuse a track whose stems cannot fit: each of ``paths`` needs :meth:`WriteOptions.min_bytes`.
+
+    Args:
+        paths: the stems' final paths (their folders may not exist yet).
+        options: encoding options.
+        samplerate: the output rate asked for (Hz); see :meth:`WriteOptions.samplerate_for`.
+        channels: stem channels.
+        frames: stem length in frames at ``samplerate`` (a header's count is good enough).
 
     Raises:
-        AudioWriteError: a disk has less free space than its files need; names the folder and both sizes.
+        AudioWriteError: a disk has less free space than its stems need; names the folder and both sizes.
     """
+    rate = options.samplerate_for(samplerate)
+    per_file = options.min_bytes(output_frames(frames, samplerate, rate), channels, rate)
     need: dict[Path, int] = {}
     for path in paths:
-        folder = _existing_folder(path.parent)
+        folder = _existing_folder(Path(path).parent)
         need[folder] = need.get(folder, 0) + per_file
     for folder, wanted in need.items():
         try:
@@ -515,7 +536,7 @@ class TrackWriter:
 
     Raises:
         AudioWriteError: a temporary file cannot be created (nothing is left behind), or, with
-            ``frames`` known, the disk cannot hold the stems (:meth:`WriteOptions.min_bytes`).
+            ``frames`` known, the disk cannot hold the stems (:func:`check_track_space`).
     """
 
     def __init__(
@@ -538,9 +559,9 @@ class TrackWriter:
         self.report: TrackWriteReport | None = None
         self._writers: dict[str, StemWriter] = {}
         if frames is not None:
-            rate = self.options.samplerate_for(samplerate)
-            per_stem = self.options.min_bytes(output_frames(frames, samplerate, rate), channels, rate)
-            check_free_space([Path(p) for p in paths.values()], per_stem)
+            check_track_space(
+                paths.values(), self.options, samplerate=samplerate, channels=channels, frames=frames
+            )
         try:
             for name, path in paths.items():
                 self._writers[name] = StemWriter(

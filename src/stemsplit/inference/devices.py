@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import os
 import platform
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -38,6 +38,7 @@ __all__ = [
     "autocast",
     "cpu_has_native_bf16",
     "for_device",
+    "note_compile_failure",
     "resolve_device",
     "resolve_dtype",
     "set_compile_cache_dir",
@@ -164,26 +165,40 @@ def autocast(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
 
 @contextmanager
 def _ieee_float32() -> Iterator[None]:
-    """TF32 off for CUDA matmuls and cuDNN convolutions inside the block, restored afterwards.
+    """TF32 off for CUDA matmuls and cuDNN, restored afterwards.
 
-    PyTorch >= 2.9 has per-backend ``fp32_precision`` settings and refuses reads of the legacy
-    ``allow_tf32`` flags once the two APIs were mixed, so the new API is used where it exists.
+    Set through :func:`torch.set_float32_matmul_precision` and the ``cudnn.allow_tf32`` flag, which
+    keep PyTorch's legacy and per-backend (``fp32_precision``, PyTorch >= 2.9) views of the setting
+    consistent, so code that reads either view (``torch.compile`` does) keeps working inside.
     """
-    matmul, conv = torch.backends.cuda.matmul, getattr(torch.backends.cudnn, "conv", None)
-    if conv is not None and hasattr(matmul, "fp32_precision"):
-        saved = (matmul.fp32_precision, conv.fp32_precision)
-        matmul.fp32_precision, conv.fp32_precision = "ieee", "ieee"
-        try:
-            yield
-        finally:
-            matmul.fp32_precision, conv.fp32_precision = saved
-        return
-    saved_legacy = (matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = False, False
+    matmul = torch.get_float32_matmul_precision()
+    restore_cudnn = _cudnn_tf32_restorer()
+    torch.set_float32_matmul_precision("highest")
+    torch.backends.cudnn.allow_tf32 = False
     try:
         yield
     finally:
-        matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved_legacy
+        torch.set_float32_matmul_precision(matmul)
+        restore_cudnn()
+
+
+def _cudnn_tf32_restorer() -> Callable[[], None]:
+    """A function that puts cuDNN's TF32 setting back as it is now."""
+    cudnn: Any = torch.backends.cudnn  # per-backend ``conv``/``rnn`` settings are not in older stubs
+    try:
+        allowed = cudnn.allow_tf32
+    except RuntimeError:  # the caller set conv and rnn apart through the per-backend API
+        saved = (cudnn.conv.fp32_precision, cudnn.rnn.fp32_precision)
+
+        def restore_each() -> None:
+            cudnn.conv.fp32_precision, cudnn.rnn.fp32_precision = saved
+
+        return restore_each
+
+    def restore() -> None:
+        cudnn.allow_tf32 = allowed
+
+    return restore
 
 
 def thread_count(threads: int | None) -> int:
@@ -220,10 +235,24 @@ def should_compile(requested: bool | None, device: torch.device, seconds: float 
         device: the compute device (automatic mode compiles only on CUDA: on CPU compiling took
             13 minutes for a 1.19x gain).
         seconds: audio the compiled model will process (None when unknown: do not compile).
+
+    Automatic mode also stops compiling for the rest of the process once compiling failed
+    (:func:`note_compile_failure`), so a batch of long tracks pays for a broken toolchain only once.
     """
     if requested is not None:
         return requested
+    if _COMPILE_FAILED:
+        return False
     return device.type == "cuda" and seconds is not None and seconds >= COMPILE_MIN_SECONDS
+
+
+_COMPILE_FAILED: list[BaseException] = []  # the first failure of torch.compile in this process, if any
+
+
+def note_compile_failure(err: BaseException) -> None:
+    """Remember that ``torch.compile`` failed here; automatic mode will not try again in this process."""
+    if not _COMPILE_FAILED:
+        _COMPILE_FAILED.append(err)
 
 
 def set_compile_cache_dir(path: Path | None) -> None:

@@ -34,6 +34,7 @@ from stemsplit.inference.devices import (
     auto_batch_size,
     autocast,
     for_device,
+    note_compile_failure,
     resolve_device,
     resolve_dtype,
     set_compile_cache_dir,
@@ -287,6 +288,7 @@ class BatchRunner:
             CompileFallbackWarning,
             stacklevel=4,
         )
+        note_compile_failure(err)
         self.compiled = False
         self._compiled = self._eager()
 

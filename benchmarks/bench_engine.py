@@ -165,6 +165,8 @@ def real_model_run(args: argparse.Namespace) -> dict[str, float | str]:
     if "f32" in best:
         rows.append(("ours precision=float32", f32_s, best["f32"][2], ""))
     results: dict[str, float | str] = {"ours_s": ours_s, "ours_peak_rss_mb": ours_mb, "ours_f32_s": f32_s}
+    if "f32" in best:  # reduced precision against our own float32 (no reference run needed)
+        results["snr_vs_float32_db"] = snr_db(f32_out, ours_out)
     if "demucs" in best:
         ref_out, demucs_s, demucs_mb = best["demucs"]
         rows.append(("demucs 4.1.0 apply_model", demucs_s, demucs_mb, ""))
@@ -175,6 +177,8 @@ def real_model_run(args: argparse.Namespace) -> dict[str, float | str]:
     print(f"{'run':<44}{'seconds':>10}{'x realtime':>12}{'peak RSS MB':>13}")
     for name, secs, mb, _ in rows:
         print(f"{name:<44}{secs:>10.2f}{args.seconds / secs:>12.2f}{mb:>13.0f}")
+    if "snr_vs_float32_db" in results:
+        print(f"SNR({args.precision} vs float32)={results['snr_vs_float32_db']:.1f} dB")
     if "demucs_s" in results:
         print(
             f"speedup auto={results['demucs_s'] / ours_s:.3f}x  float32={results['demucs_s'] / f32_s:.3f}x  "

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from stemsplit import settings
+from stemsplit._paths import nearest_existing
 from stemsplit._version import __version__
 
 __all__ = [
@@ -695,13 +696,6 @@ def _ffmpeg(findings: list[Finding]) -> DecoderInfo:
 # --- cache and models ----------------------------------------------------------------------------
 
 
-def _existing_ancestor(path: Path) -> Path | None:
-    for candidate in (path, *path.parents):
-        if candidate.exists():
-            return candidate
-    return None
-
-
 def _can_write(folder: Path) -> bool:
     """Whether a file can be created in ``folder`` (tried for real: permission bits lie to root)."""
     if not folder.is_dir():
@@ -719,7 +713,7 @@ def _cache(cache_dir: Path | None) -> CacheInfo:
     root = cache_dir if cache_dir is not None else settings.cache_dir()
     checkpoints = settings.checkpoints_dir(root)
     # The folder that a download would write into, or the nearest folder that exists above it.
-    base = _existing_ancestor(checkpoints)
+    base = nearest_existing(checkpoints)
     error = None
     free = total = None
     if base is not None:

@@ -42,6 +42,7 @@ import mutagen
 import numpy as np
 import soundfile as sf
 
+from stemsplit._paths import nearest_existing
 from stemsplit.audio._common import MODEL_CHANNELS, MODEL_SAMPLERATE, FloatArray, ResampleQuality
 from stemsplit.audio.convert import StreamResampler, output_frames, remix_frames
 from stemsplit.audio.tags import TrackTags, write_tags
@@ -483,7 +484,7 @@ def check_track_space(
     per_file = options.min_bytes(output_frames(frames, samplerate, rate), channels, rate)
     need: dict[Path, int] = {}
     for path in paths:
-        folder = _existing_folder(Path(path).parent)
+        folder = nearest_existing(Path(path).parent) or Path(path).parent
         need[folder] = need.get(folder, 0) + per_file
     for folder, wanted in need.items():
         try:
@@ -496,14 +497,6 @@ def check_track_space(
                 f"needed, {_size(free)} free); free some space or write elsewhere with -o",
                 path=folder,
             )
-
-
-def _existing_folder(folder: Path) -> Path:
-    """``folder`` or its nearest existing ancestor (the stems' folder may not exist yet)."""
-    for candidate in (folder, *folder.parents):
-        if candidate.is_dir():
-            return candidate
-    return folder
 
 
 def _size(n: int) -> str:

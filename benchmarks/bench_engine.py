@@ -43,17 +43,30 @@ sys.path.insert(0, str(ROOT / "tests"))  # the test helpers that build the refer
 from stemsplit.inference import (  # noqa: E402
     EngineOptions,
     ModelBag,
+    choose_precision,
     resolve_device,
     resolve_dtype,
     separate_stream,
     separate_tensor,
     stats_from_blocks,
 )
+from stemsplit.inference.devices import PRECISION_FLAGS, cpu_flags  # noqa: E402
 
 SR = 44100
 SEGMENT = 343980
 SOURCES = ("drums", "bass", "other", "vocals")
 BLOCK = 262144
+
+
+def cpu_model_name() -> str:
+    """The CPU's model name from /proc/cpuinfo (``?`` where there is none)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return "?"
 
 
 class PeakRss:
@@ -270,6 +283,12 @@ def main() -> None:
         return
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, cpu capability {torch.backends.cpu.get_cpu_capability()}"
+    )
+    print(
+        f"cpu: {cpu_model_name()}; flags: {' '.join(f for f in PRECISION_FLAGS if f in cpu_flags()) or '-'}"
+    )
+    print(
+        f"precision {args.precision} on {args.device}: {choose_precision(args.precision, resolve_device(args.device)).why}"
     )
     memory_runs(args)
     results = real_model_run(args)

@@ -17,6 +17,12 @@ def _isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     from stemsplit.inference import devices
 
     monkeypatch.setattr(devices, "_COMPILE_FAILED", [])  # process-wide memory of a failed torch.compile
+    # ``--precision auto`` on a CPU depends on its flags (AMX or not): every test sees the same plain AVX2
+    # CPU, whatever this machine has; tests of the precision rule simulate other flag sets themselves.
+    monkeypatch.setattr(devices, "cpu_flags", lambda: AVX2_CPU)
+
+
+AVX2_CPU = frozenset({"fpu", "sse4_2", "avx", "avx2", "fma"})
 
 
 @pytest.fixture

@@ -579,6 +579,24 @@ def test_quiet_prints_only_errors_and_verbose_prints_details(model_file: Path, s
     assert "done" not in failing.stderr
     verbose = run_ok(model_file, "song.wav", "-v", "-o", "v", "-d", "cpu")
     assert "song.wav: done in" in verbose.stderr and "on cpu" in verbose.stderr
+    # which precision ``auto`` chose and the CPU flag it rests on (the suite's simulated CPU has no AMX)
+    assert "compute: cpu, float32 (float32: no AMX (amx_bf16)" in _flat(verbose.stderr)
+
+
+@pytest.mark.parametrize("precision", ["bfloat16", "float16"])
+def test_reduced_precision_a_cpu_emulates_is_honoured_with_one_warning_per_run(
+    model_file: Path, tmp_path: Path, precision: str
+) -> None:
+    for name in ("a", "b", "c"):
+        write_audio(tmp_path / f"{name}.wav", seconds=0.2)
+    result = invoke("a.wav", "b.wav", "c.wav", "-n", model_file, "--precision", precision, "-d", "cpu", "-q")
+    assert result.exit_code == 0, result.stderr
+    assert len(result.stdout.split()) == 12
+    text = _flat(result.stderr)
+    assert text.count(f"Warning: --precision {precision}") == 1, result.stderr
+    assert "slower than float32" in text and "--precision auto uses float32 here" in text
+    report = invoke("a.wav", "-n", model_file, "--precision", "float32", "-d", "cpu", "-q", "--overwrite")
+    assert report.exit_code == 0 and report.stderr == ""  # float32 is never warned about
 
 
 def test_warnings_go_to_stderr(model_file: Path, tmp_path: Path) -> None:

@@ -162,19 +162,23 @@ def test_mps_available_is_used_in_float32(monkeypatch: pytest.MonkeyPatch) -> No
     assert "Apple GPU (MPS)" in report.device.why
 
 
-@pytest.mark.parametrize(("native", "precision"), [(True, "bfloat16"), (False, "float32")])
-def test_cpu_precision_follows_native_bfloat16(
-    native: bool, precision: str, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("flags", "precision", "named"),
+    [
+        ({"avx2", "amx_bf16", "avx512_bf16"}, "bfloat16", "amx_bf16"),
+        ({"avx2", "avx512f", "avx512_bf16"}, "float32", "avx512_bf16"),
+        ({"avx2"}, "float32", "no AMX (amx_bf16)"),
+    ],
+)
+def test_cpu_precision_and_its_reason_follow_the_cpu_flags(
+    flags: set[str], precision: str, named: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr(devices, "cpu_flags", lambda: frozenset(flags))
     report = doctor.collect(verify=False)
-    assert report.torch is not None and report.torch.cpu_native_bf16 is native
+    assert report.torch is not None and set(report.torch.cpu_flags) == flags
     assert report.torch.threads == torch.get_num_threads() and report.torch.cpu_count >= 1
     assert report.device is not None and (report.device.device, report.device.precision) == ("cpu", precision)
-    assert ("this CPU has native bfloat16" in report.device.why) is native
-
-
-# --- missing or broken libraries -----------------------------------------------------------------
+    assert named in report.device.why
 
 
 def test_missing_torch_is_a_finding_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -437,7 +441,7 @@ _SCHEMA: dict[str, Any] = {
         "mps_available": bool,
         "threads": int,
         "cpu_count": int,
-        "cpu_native_bf16": bool,
+        "cpu_flags": list,
     },
     "device": {"device": str, "precision": str, "why": str},
     "decoders": [
@@ -523,7 +527,6 @@ def test_problem_gives_exit_code_1(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_human_output_names_the_cache_path_and_the_device(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: False)
     long_cache = Path(os.environ["STEMSPLIT_CACHE_DIR"]) / ("deep-" * 20) / "cache"
     monkeypatch.setenv("STEMSPLIT_CACHE_DIR", str(long_cache))
     result = runner.invoke(cli.app, ["doctor", "--no-verify"], catch_exceptions=False)

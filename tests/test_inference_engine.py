@@ -33,7 +33,8 @@ def bag_of(
 
 
 def cpu(**kw) -> EngineOptions:
-    return EngineOptions(device="cpu", **kw)
+    """Engine options on the CPU, in exact float32 unless a test asks for another precision."""
+    return EngineOptions(**{"device": "cpu", "precision": "float32", **kw})
 
 
 def expected_identity(wav: torch.Tensor, sources: int) -> torch.Tensor:

@@ -115,7 +115,9 @@ def test_one_seeded_shift_equals_reference_with_the_same_seed(small_model, small
         expected = reference_separate(small_model, wav, shifts=1)
     finally:
         random.setstate(state)
-    ours = separate_tensor(as_bag(small_twin), wav, options=EngineOptions(device="cpu", shifts=1, seed=11))
+    ours = separate_tensor(
+        as_bag(small_twin), wav, options=EngineOptions(device="cpu", precision="float32", shifts=1, seed=11)
+    )
     assert (ours - expected).abs().max() <= 1e-4
 
 
@@ -142,7 +144,9 @@ def test_ft_shaped_bag_equals_reference_and_subsets_run_one_member() -> None:
     calls = [0] * 4
     for i, m in enumerate(twins):
         m.register_forward_pre_hook(lambda *_a, i=i: calls.__setitem__(i, calls[i] + 1))
-    vocals = separate_tensor(bag, wav, options=EngineOptions(device="cpu", stems=("vocals",)))
+    vocals = separate_tensor(
+        bag, wav, options=EngineOptions(device="cpu", precision="float32", stems=("vocals",))
+    )
     assert calls[:3] == [0, 0, 0] and calls[3] > 0
     assert (vocals[0] - expected[3]).abs().max() <= 1e-4
 
@@ -163,7 +167,7 @@ def test_bag_with_general_weights_equals_reference() -> None:
         info.segment_samples,
         tuple(map(tuple, weights)),
     )
-    ours = separate_tensor(bag, wav, options=EngineOptions(device="cpu"))
+    ours = separate_tensor(bag, wav, options=EngineOptions(device="cpu", precision="float32"))
     assert (ours - expected).abs().max() <= 1e-4
 
 

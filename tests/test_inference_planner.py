@@ -131,21 +131,75 @@ def test_stats_of_tiny_tracks_stay_finite() -> None:
     assert float(silent.std) == pytest.approx(1e-8) and float(silent.mean) == 0.0
 
 
-def test_bf16_detection_is_decided_by_native_flags() -> None:
-    assert devices.cpu_flags_have_bf16(frozenset({"avx2", "amx_bf16", "amx_tile"}))
-    assert devices.cpu_flags_have_bf16(frozenset({"avx512f", "avx512_bf16"}))
-    assert not devices.cpu_flags_have_bf16(frozenset({"avx2", "fma", "avx512f", "avx512bw"}))
+# Flag sets of the CPUs the suite must pass on (from their /proc/cpuinfo), and an Arm one.
+AVX2_EPYC = frozenset({"sse4_2", "avx", "avx2", "fma", "f16c"})
+AVX512_BF16_EPYC = AVX2_EPYC | {"avx512f", "avx512bw", "avx512vl", "avx512_bf16", "avx512_vnni"}
+AMX_XEON = AVX512_BF16_EPYC | {"amx_tile", "amx_int8", "amx_bf16", "avx512_fp16"}
+ARM_BF16 = frozenset({"fp", "asimd", "asimdhp", "sve", "bf16", "i8mm"})
 
 
-@pytest.mark.parametrize("native", [True, False])
-def test_auto_precision_on_cpu_follows_native_bf16(monkeypatch: pytest.MonkeyPatch, native: bool) -> None:
-    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: native)
+@pytest.mark.parametrize(
+    ("flags", "expected", "flag_named"),
+    [
+        (AVX2_EPYC, torch.float32, "amx_bf16"),
+        (AVX512_BF16_EPYC, torch.float32, "avx512_bf16"),
+        (AMX_XEON, torch.bfloat16, "amx_bf16"),
+        (ARM_BF16, torch.float32, "amx_bf16"),
+    ],
+    ids=["avx2", "avx512_bf16", "amx", "arm_bf16"],
+)
+def test_auto_precision_on_cpu_is_bfloat16_only_with_amx(
+    flags: frozenset[str], expected: torch.dtype, flag_named: str
+) -> None:
+    choice = devices.cpu_precision("auto", flags)
+    assert choice.dtype == expected
+    assert flag_named in choice.why  # doctor and -v name the flag the choice rests on
+    assert choice.slow is None
+
+
+@pytest.mark.parametrize("flags", [AVX2_EPYC, AVX512_BF16_EPYC, AMX_XEON, ARM_BF16])
+def test_auto_precision_follows_the_flags_it_is_given(
+    monkeypatch: pytest.MonkeyPatch, flags: frozenset[str]
+) -> None:
+    monkeypatch.setattr(devices, "cpu_flags", lambda: flags)
     cpu = torch.device("cpu")
-    assert devices.resolve_dtype("auto", cpu) == (torch.bfloat16 if native else torch.float32)
+    assert devices.resolve_dtype("auto", cpu) == devices.cpu_precision("auto", flags).dtype
     assert devices.resolve_dtype("float32", cpu) == torch.float32
     assert devices.resolve_dtype("auto", torch.device("cuda", 0)) == torch.float16
     with pytest.raises(InvalidOptionError):
         devices.resolve_dtype("float64", cpu)
+
+
+@pytest.mark.parametrize(
+    ("precision", "flags", "measured"),
+    [
+        ("bfloat16", AVX2_EPYC, "32x slower"),
+        ("bfloat16", AVX512_BF16_EPYC, "1.27x slower"),
+        ("bfloat16", ARM_BF16, "32x slower"),
+        ("float16", AVX2_EPYC, "13x to 35x slower"),
+        ("float16", AMX_XEON, "13x to 35x slower"),
+    ],
+)
+def test_explicit_reduced_precision_on_a_cpu_that_is_slower_in_it_is_honoured_with_a_warning(
+    precision: str, flags: frozenset[str], measured: str
+) -> None:
+    choice = devices.cpu_precision(precision, flags)
+    assert choice.dtype == getattr(torch, precision)
+    assert choice.slow is not None
+    assert measured in choice.slow and "--precision auto" in choice.slow
+
+
+@pytest.mark.parametrize(("precision", "flags"), [("bfloat16", AMX_XEON), ("float32", AVX2_EPYC)])
+def test_no_warning_where_the_precision_is_fast(precision: str, flags: frozenset[str]) -> None:
+    assert devices.cpu_precision(precision, flags).slow is None
+
+
+def test_cpu_flags_are_read_from_every_flags_line_of_cpuinfo() -> None:
+    x86 = "processor\t: 0\nflags\t\t: fpu avx2 amx_bf16\n\nprocessor\t: 1\nflags\t\t: fpu avx2\n"
+    arm = "processor\t: 0\nFeatures\t: fp asimd bf16\nCPU implementer\t: 0x41\n"
+    assert devices.parse_cpu_flags(x86) == {"fpu", "avx2", "amx_bf16"}
+    assert devices.parse_cpu_flags(arm) == {"fp", "asimd", "bf16"}
+    assert devices.parse_cpu_flags("model name\t: AMD EPYC\n") == frozenset()
 
 
 def test_device_resolution_on_this_machine() -> None:

@@ -558,3 +558,14 @@ def test_a_track_too_big_for_the_disk_fails_before_it_is_read(
     (result,) = separate_batch(batch, options)
     assert result.status == "failed" and "not enough free disk space" in (result.error or "")
     assert not (tmp_path / "o").exists()
+
+
+def test_separator_warns_once_about_a_precision_the_cpu_emulates(tmp_path: Path) -> None:
+    from stemsplit.errors import SlowPrecisionWarning
+
+    model = make_tiny_th(tmp_path)
+    with pytest.warns(SlowPrecisionWarning, match="bfloat16 is emulated on this CPU") as caught:
+        sep = Separator(str(model), device="cpu", precision="bfloat16")
+        sep.separate_tensor(torch.zeros(2, 4410), 44100)
+        sep.separate_tensor(torch.zeros(2, 4410), 44100)
+    assert len([w for w in caught if issubclass(w.category, SlowPrecisionWarning)]) == 1

@@ -148,7 +148,8 @@ class TorchInfo:
         cuda_version: the CUDA version torch was built with (``None`` for CPU and ROCm builds).
         hip_version: the ROCm/HIP version of a ROCm build.
         threads: torch's intra-op thread count; cpu_count: cores this process may use.
-        cpu_native_bf16: whether the CPU computes bfloat16 in hardware (AMX, AVX-512 BF16, Arm BF16).
+        cpu_flags: the CPU features that decide the CPU precision and speed, of those present
+            (:data:`~stemsplit.inference.devices.PRECISION_FLAGS`, e.g. ``("avx2", "avx512_bf16")``).
     """
 
     version: str
@@ -161,7 +162,7 @@ class TorchInfo:
     mps_available: bool
     threads: int
     cpu_count: int
-    cpu_native_bf16: bool
+    cpu_flags: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -535,7 +536,7 @@ def _torch_info(torch: Any) -> TorchInfo:
         mps_available=bool(mps is not None and mps.is_available()),
         threads=int(torch.get_num_threads()),
         cpu_count=devices.thread_count(None),
-        cpu_native_bf16=devices.cpu_has_native_bf16(),
+        cpu_flags=tuple(f for f in devices.PRECISION_FLAGS if f in devices.cpu_flags()),
     )
 
 
@@ -584,13 +585,14 @@ def _device_choice(info: TorchInfo, nvidia: NvidiaInfo) -> DeviceChoice:
     from stemsplit.inference import devices
 
     device = devices.resolve_device("auto")
-    precision = str(devices.resolve_dtype("auto", device)).removeprefix("torch.")
+    choice = devices.choose_precision("auto", device)
+    precision = str(choice.dtype).removeprefix("torch.")
     if device.type == "cuda":
         gpu = next((g for g in info.gpus if g.index == device.index), None)
         what = f"{gpu.name}, {gpu.memory_bytes / 2**30:.0f} GiB" if gpu else "a CUDA GPU"
-        why = f"CUDA is available ({what}); float16 measured at 65 dB SNR against float32"
+        why = f"CUDA is available ({what}); {choice.why}"
     elif device.type == "mps":
-        why = "the Apple GPU (MPS) is available; float32 because reduced precision is not measured there"
+        why = f"the Apple GPU (MPS) is available; {choice.why}"
     else:
         if nvidia.detected and info.build == "cpu":
             why = "an NVIDIA GPU is present but this torch is a CPU-only build"
@@ -600,8 +602,7 @@ def _device_choice(info: TorchInfo, nvidia: NvidiaInfo) -> DeviceChoice:
             why = "no GPU found (and this torch is a CPU-only build)"
         else:
             why = "no CUDA or Apple GPU found"
-        bf16 = "this CPU has native bfloat16" if info.cpu_native_bf16 else "no native bfloat16 on this CPU"
-        why += f"; {bf16}; {info.threads} threads"
+        why += f"; {choice.why}; {info.threads} threads"
     return DeviceChoice(str(device), precision, why)
 
 
@@ -895,7 +896,10 @@ def _summary(r: DoctorReport) -> tuple[tuple[str, tuple[tuple[str, str], ...]], 
         ]
         device += [("MPS", f"built {_yes(t.mps_built)}, available {_yes(t.mps_available)}")]
         device += [
-            ("CPU", f"{t.threads} threads of {t.cpu_count} cores, native bfloat16 {_yes(t.cpu_native_bf16)}")
+            (
+                "CPU",
+                f"{t.threads} threads of {t.cpu_count} cores, flags {', '.join(t.cpu_flags) or 'none of note'}",
+            )
         ]
     else:
         device += [("torch", "unavailable")]

@@ -326,3 +326,10 @@ class DeviceFallbackWarning(StemsplitWarning):
 
 class CompileFallbackWarning(StemsplitWarning):
     """``torch.compile`` failed (no compiler, no Triton, ...); the model ran uncompiled instead."""
+
+
+class SlowPrecisionWarning(StemsplitWarning):
+    """An explicit ``--precision`` that this device only emulates or was measured slower in than float32.
+
+    The precision is honoured; the message gives the measured slowdown and the way back (``auto``).
+    """

@@ -46,10 +46,12 @@ from stemsplit.errors import (
     NearSilentStemWarning,
     SampleRateWarning,
     SidecarWarning,
+    SlowPrecisionWarning,
     StemsplitError,
     StemsplitWarning,
 )
 from stemsplit.inference import EngineOptions, ModelBag, Precision, separate_stream, stats_from_blocks
+from stemsplit.inference.devices import PrecisionChoice, choose_precision, resolve_device
 from stemsplit.inputs import discover_inputs, missing_reason
 from stemsplit.loading import ModelInfo, describe_model, load_model, weights_identity
 from stemsplit.models import DEFAULT_MODEL
@@ -612,6 +614,40 @@ def _record(outputs: TrackOutputs, provenance: Provenance, path: Path, gain: flo
 # --- a batch -----------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Compute:
+    """Where and in what precision a run computes (resolved before any input is read).
+
+    Attributes:
+        device: the resolved device (``cpu``, ``cuda:0`` ...).
+        precision: the dtype ``--precision`` resolves to there, and why.
+    """
+
+    device: str
+    precision: PrecisionChoice
+
+    def describe(self) -> str:
+        """One line for ``-v``: ``cpu, float32 (float32: no AMX ...)``."""
+        dtype = str(self.precision.dtype).removeprefix("torch.")
+        return f"{self.device}, {dtype} ({self.precision.why})"
+
+
+def resolve_compute(options: SeparationOptions) -> Compute:
+    """Resolve ``--device`` and ``--precision`` (cheap: no model, no input).
+
+    Raises:
+        InvalidOptionError: an unknown or unavailable device, or an unknown precision.
+    """
+    device = resolve_device(options.device)
+    return Compute(str(device), choose_precision(options.precision, device))
+
+
+def warn_slow_precision(compute: Compute) -> None:
+    """Issue the :class:`SlowPrecisionWarning` of an explicit precision this device emulates, if any."""
+    if compute.precision.slow is not None:
+        warnings.warn(SlowPrecisionWarning(compute.precision.slow), stacklevel=2)
+
+
 @dataclass
 class Batch:
     """A planned batch: inputs, their probes and output paths (what ``--dry-run`` shows).
@@ -620,11 +656,13 @@ class Batch:
         model: the model as described before loading.
         plan: the stems computed and written.
         tracks: per input, its probe (or the error probing it) and its planned outputs.
+        compute: the device and precision the run will use.
     """
 
     model: ModelInfo
     plan: StemPlan
     tracks: list[tuple[Path, AudioInfo | StemsplitError, TrackOutputs | None]]
+    compute: Compute
 
 
 def plan_batch(arguments: Sequence[str], options: SeparationOptions, *, dry_run: bool = False) -> Batch:
@@ -637,9 +675,11 @@ def plan_batch(arguments: Sequence[str], options: SeparationOptions, *, dry_run:
 
     Raises:
         UnknownModelError, CheckpointError: the model cannot be identified.
-        InvalidOptionError: a stem the model does not have, or a ``--segment`` longer than the model's
-            window when that is known before loading (registry entries, local files).
+        InvalidOptionError: an unavailable device, a stem the model does not have, or a ``--segment``
+            longer than the model's window when that is known before loading (registry entries, local
+            files).
     """
+    compute = resolve_compute(options)
     model = describe_model(options.model, load=not dry_run)
     plan = plan_stems(model.sources, options)
     if model.max_segment is not None:
@@ -667,7 +707,7 @@ def plan_batch(arguments: Sequence[str], options: SeparationOptions, *, dry_run:
         owned_by_other=made_from_other_input,
     )
     planned = dict(zip(readable, paths, strict=True))
-    return Batch(model, plan, [(p, probed, planned.get(p)) for p, probed in probes])
+    return Batch(model, plan, [(p, probed, planned.get(p)) for p, probed in probes], compute)
 
 
 def separate_batch(
@@ -692,6 +732,7 @@ def separate_batch(
         ModelUnavailableError: the model could not be obtained (the batch stops: nothing could be done).
     """
     reporter = reporter or NullBatchReporter()
+    warn_slow_precision(batch.compute)  # once per run, not once per track
     provenance = Provenance(batch.model.name, weights_identity(batch.model), options.output_settings())
     bag: ModelBag | None = None
     results = []

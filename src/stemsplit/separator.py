@@ -37,7 +37,15 @@ from stemsplit.errors import InvalidOptionError
 from stemsplit.inference import ModelBag, separate_tensor
 from stemsplit.loading import describe_model, load_model, weights_identity
 from stemsplit.outputs import plan_outputs
-from stemsplit.pipeline import SeparationOptions, TrackResult, engine_options, plan_stems, separate_track
+from stemsplit.pipeline import (
+    SeparationOptions,
+    TrackResult,
+    engine_options,
+    plan_stems,
+    resolve_compute,
+    separate_track,
+    warn_slow_precision,
+)
 from stemsplit.sidecar import Provenance, made_from_other_input
 
 
@@ -58,6 +66,7 @@ class Separator:
         InvalidOptionError: an invalid setting.
 
     Warns:
+        SlowPrecisionWarning: once, for an explicit ``precision`` this device only emulates.
         StemsplitWarning: its subclasses, through :mod:`warnings` (see the module's docstring), as they
             happen; the file methods also keep a track's warnings in its result.
     """
@@ -71,6 +80,7 @@ class Separator:
         **settings: Any,
     ) -> None:
         self.options = SeparationOptions(model=model, device=device, **settings)
+        warn_slow_precision(resolve_compute(self.options))  # once per separator, before any work
         self.model = describe_model(model)
         self.bag: ModelBag = load_model(self.model, offline=self.options.offline, reporter=download_reporter)
 

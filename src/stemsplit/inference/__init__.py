@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from stemsplit.inference.devices import (
     Precision,
-    cpu_has_native_bf16,
+    PrecisionChoice,
+    choose_precision,
     resolve_device,
     resolve_dtype,
 )
@@ -41,12 +42,13 @@ __all__ = [
     "ModelBag",
     "ModelFn",
     "Precision",
+    "PrecisionChoice",
     "ProgressCallback",
     "RunningStats",
     "SeparationReport",
     "TrackStats",
     "WindowPlan",
-    "cpu_has_native_bf16",
+    "choose_precision",
     "plan_lane",
     "plan_window",
     "resolve_device",

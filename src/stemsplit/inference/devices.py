@@ -5,11 +5,8 @@ Decisions and the numbers behind them:
 * ``auto`` device: CUDA, then MPS, then CPU. On MPS the model's complex-valued stages (STFT, iSTFT) run on
   the CPU and its networks on the GPU (:class:`CpuSpectralModel`); this path is tested on the CPU only.
 * ``auto`` precision: float16 on CUDA (measured 65 dB SNR against float32 on full-size random weights, and
-  the fastest there); float32 on MPS (reduced precision unmeasured there); on CPU bfloat16 **only** when
-  the CPU computes bfloat16 natively (AMX ``amx_bf16`` or AVX-512 ``avx512_bf16`` on x86, the ``bf16``
-  feature on Arm; measured 1.35x faster at 48.7 dB SNR on an AMX CPU), otherwise float32: without native
-  support bfloat16 is emulated and slower than float32. ``torch.backends.cpu.get_cpu_capability()`` only
-  reports the vector ISA (``AVX2``/``AVX512``), not bfloat16, so the flags come from ``/proc/cpuinfo``.
+  the fastest there); float32 on MPS (reduced precision unmeasured there); on CPU see
+  :func:`cpu_precision`: bfloat16 only with AMX, float32 everywhere else.
 * ``auto`` batch size: 1 on CPU (batching windows made each window about 30 % slower on a 2-core EPYC);
   on CUDA, from free memory (an estimate; an out-of-memory error halves the batch anyway).
 * ``torch.compile``: only on CUDA and only for enough audio to repay the compilation; its artefacts are
@@ -22,6 +19,7 @@ import os
 import platform
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -32,13 +30,18 @@ from stemsplit.errors import InvalidOptionError
 
 __all__ = [
     "COMPLEX_ON_CPU",
+    "PRECISION_FLAGS",
     "CpuSpectralModel",
     "Precision",
+    "PrecisionChoice",
     "auto_batch_size",
     "autocast",
-    "cpu_has_native_bf16",
+    "choose_precision",
+    "cpu_flags",
+    "cpu_precision",
     "for_device",
     "note_compile_failure",
+    "parse_cpu_flags",
     "resolve_device",
     "resolve_dtype",
     "set_compile_cache_dir",
@@ -101,50 +104,127 @@ def _mps_available() -> bool:
     return bool(backend is not None and backend.is_available())
 
 
-@lru_cache(maxsize=1)
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bfloat16 in hardware (AMX / AVX-512 BF16 on x86, BF16 on Arm Linux)."""
-    return cpu_flags_have_bf16(_read_cpu_flags())
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """The compute dtype a ``--precision`` resolves to on a device, and why.
+
+    Attributes:
+        dtype: the dtype the networks run in.
+        why: one line for ``doctor`` and ``-v``, naming the CPU flag the choice rests on.
+        slow: for an explicit reduced precision that this CPU only emulates (or was measured slower in),
+            the warning to show once per run, with the measured slowdown and the way back; else None.
+    """
+
+    dtype: torch.dtype
+    why: str
+    slow: str | None = None
 
 
-def cpu_flags_have_bf16(flags: frozenset[str]) -> bool:
-    """Pure part of :func:`cpu_has_native_bf16`: decide from a set of ``/proc/cpuinfo`` flags."""
-    return bool(flags & {"amx_bf16", "avx512_bf16", "bf16"})
+def cpu_precision(precision: str, flags: frozenset[str]) -> PrecisionChoice:
+    """Resolve ``precision`` on a CPU with these ``/proc/cpuinfo`` flags (pure: the only rule for CPUs).
+
+    ``auto`` is bfloat16 only where AMX is present (the x86 flag ``amx_bf16``) and float32 everywhere else.
+    Measured on full-size random ``htdemucs`` weights (``benchmarks/bench_engine.py``):
+
+    * Intel with AMX: bfloat16 1.35x faster than float32, 48.7 dB SNR against it.
+    * AMD EPYC with ``avx512_bf16`` but no AMX (2 cores): bfloat16 127.0 s against 99.9 s in float32
+      (1.27x slower) at 48.8 dB; float16 13x slower than float32.
+    * AMD EPYC with AVX2 only (2 cores): bfloat16 (emulated) about 32x slower than float32, float16 about
+      35x slower.
+    * Arm ``bf16``: not measured, so float32 until someone does.
+
+    An explicit ``bfloat16`` or ``float16`` is honoured, with :attr:`PrecisionChoice.slow` set where it was
+    measured slower than float32 (every CPU without AMX for bfloat16; every CPU for float16, since no CPU
+    with native float16 arithmetic has been measured).
+    """
+    if precision == "auto":
+        if "amx_bf16" in flags:
+            return PrecisionChoice(
+                torch.bfloat16, "bfloat16: the CPU has AMX (amx_bf16), measured 1.35x faster"
+            )
+        if "avx512_bf16" in flags:
+            why = "float32: the CPU has avx512_bf16 but no AMX, where bfloat16 was measured 1.27x slower"
+        else:
+            why = "float32: no AMX (amx_bf16) on this CPU, so bfloat16 would be emulated (about 32x slower)"
+        return PrecisionChoice(torch.float32, why)
+    dtype = _named_dtype(precision)
+    if dtype == torch.float32:
+        return PrecisionChoice(dtype, "float32: as asked (exact)")
+    name = precision
+    if dtype == torch.bfloat16 and "amx_bf16" in flags:
+        return PrecisionChoice(dtype, f"{name}: as asked (the CPU has AMX)")
+    if dtype == torch.bfloat16 and "avx512_bf16" in flags:
+        slowdown = "was measured 1.27x slower than float32 on a CPU with avx512_bf16 and no AMX"
+    elif dtype == torch.bfloat16:
+        slowdown = "is emulated on this CPU (no AMX): measured about 32x slower than float32"
+    else:
+        slowdown = "is emulated on CPUs: measured 13x to 35x slower than float32"
+    slow = f"--precision {name} {slowdown}; --precision auto uses float32 here, which is exact and faster"
+    return PrecisionChoice(dtype, f"{name}: as asked, although it is slower than float32 here", slow)
 
 
-def _read_cpu_flags() -> frozenset[str]:
-    if platform.system() != "Linux":
-        return frozenset()  # no portable way to ask; float32 is the safe choice
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
-    except OSError:
-        return frozenset()
-    flags: set[str] = set()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            flags.update(value.split())
-    return frozenset(flags)
-
-
-def resolve_dtype(precision: Precision | str, device: torch.device) -> torch.dtype:
-    """The compute dtype for ``precision`` on ``device`` (see the module docstring for ``auto``).
+def choose_precision(precision: Precision | str, device: torch.device) -> PrecisionChoice:
+    """The compute dtype for ``precision`` on ``device``, with the reason (see the module docstring).
 
     Raises:
         InvalidOptionError: for an unknown precision name.
     """
-    if precision == "auto":
-        if device.type == "cuda":
-            return torch.float16
-        if device.type == "cpu" and cpu_has_native_bf16():
-            return torch.bfloat16
-        return torch.float32
+    if device.type == "cpu":
+        return cpu_precision(precision, cpu_flags())
+    if precision != "auto":
+        return PrecisionChoice(_named_dtype(precision), f"{precision}: as asked")
+    if device.type == "cuda":
+        return PrecisionChoice(
+            torch.float16, "float16: measured 65 dB SNR against float32, the fastest on CUDA"
+        )
+    return PrecisionChoice(torch.float32, "float32: reduced precision is not measured on this device")
+
+
+def resolve_dtype(precision: Precision | str, device: torch.device) -> torch.dtype:
+    """The compute dtype for ``precision`` on ``device`` (:func:`choose_precision` without the reason).
+
+    Raises:
+        InvalidOptionError: for an unknown precision name.
+    """
+    return choose_precision(precision, device).dtype
+
+
+def _named_dtype(precision: str) -> torch.dtype:
     try:
         return _DTYPES[precision]
     except KeyError:
         raise InvalidOptionError(
             f"unknown precision {precision!r} (auto, float32, bfloat16, float16)", option="--precision"
         ) from None
+
+
+PRECISION_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_fp16", "bf16")
+"""The CPU flags that decide (or explain) the CPU precision and speed, as ``doctor`` shows them."""
+
+
+@lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """This CPU's feature flags from ``/proc/cpuinfo`` (``flags`` on x86, ``Features`` on Arm; empty elsewhere).
+
+    ``torch.backends.cpu.get_cpu_capability()`` only reports the vector ISA (``AVX2``/``AVX512``), not AMX
+    or bfloat16, hence the file.
+    """
+    if platform.system() != "Linux":
+        return frozenset()  # no portable way to ask; float32 is the safe choice
+    try:
+        return parse_cpu_flags(Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace"))
+    except OSError:
+        return frozenset()
+
+
+def parse_cpu_flags(cpuinfo: str) -> frozenset[str]:
+    """The feature flags listed in the text of ``/proc/cpuinfo`` (every core's ``flags``/``Features``)."""
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags.update(value.split())
+    return frozenset(flags)
 
 
 @contextmanager

@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def make_model(folder: Path) -> Path:
     sys.path.insert(0, str(ROOT / "tests"))
     from checkpoints import random_state, reference_kwargs, save_th
-    from stemsplit.checkpoint import config_from_kwargs
     from stemsplit.model import HTDemucs
+    from stemsplit.weights.checkpoint import config_from_kwargs
 
     kwargs = reference_kwargs()
     return save_th(folder / "htdemucs-random.th", kwargs, random_state(HTDemucs(config_from_kwargs(kwargs))))

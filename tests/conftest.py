@@ -31,8 +31,8 @@ def tiny_th(tmp_path: Path) -> Path:
     import hashlib
 
     from checkpoints import random_state, save_th, tiny_kwargs
-    from stemsplit.checkpoint import config_from_kwargs
     from stemsplit.model import HTDemucs
+    from stemsplit.weights.checkpoint import config_from_kwargs
 
     kwargs = tiny_kwargs()
     state = random_state(HTDemucs(config_from_kwargs(kwargs)))

@@ -96,8 +96,8 @@ def stemsplit_twin(reference: torch.nn.Module) -> torch.nn.Module:
     The engine parity tests run the reference engine on the reference network and our engine on this
     twin, so they compare the whole of stemsplit (model + engine) with the whole of demucs.
     """
-    from stemsplit.checkpoint import config_from_kwargs
     from stemsplit.model import HTDemucs
+    from stemsplit.weights.checkpoint import config_from_kwargs
 
     args, kwargs = reference._init_args_kwargs  # recorded by demucs' capture_init
     twin = HTDemucs(config_from_kwargs(kwargs, args))

@@ -20,8 +20,8 @@ SUBTYPES = {"16": "PCM_16", "24": "PCM_24", "32f": "FLOAT"}
 
 def make_tiny_th(folder: Path, signature: str = "0123abcd", seed: int = 0) -> Path:
     """A tiny random HT Demucs saved as ``<signature>-<sha256[:8]>.th`` in ``folder``."""
-    from stemsplit.checkpoint import config_from_kwargs
     from stemsplit.model import HTDemucs
+    from stemsplit.weights.checkpoint import config_from_kwargs
 
     kwargs = tiny_kwargs()
     state = random_state(HTDemucs(config_from_kwargs(kwargs)), seed=seed)

@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from checkpoints import SIX, damage_tensors, random_state, save_safetensors, save_th, tiny_kwargs
-from stemsplit.checkpoint import config_from_kwargs, load_bag, load_checkpoint, read_bag_header, read_header
 from stemsplit.errors import (
     CheckpointError,
     StateDictMismatchError,
@@ -21,6 +20,13 @@ from stemsplit.errors import (
     UnsupportedCheckpointError,
 )
 from stemsplit.model import HTDemucs
+from stemsplit.weights.checkpoint import (
+    config_from_kwargs,
+    load_bag,
+    load_checkpoint,
+    read_bag_header,
+    read_header,
+)
 
 
 def _tiny(**overrides: object) -> tuple[dict[str, object], dict[str, torch.Tensor]]:
@@ -62,7 +68,7 @@ class Block(importlib.abc.MetaPathFinder):
         if name == "demucs" or name.startswith("demucs."):
             raise ImportError("demucs is blocked in this test")
 sys.meta_path.insert(0, Block())
-from stemsplit.checkpoint import load_checkpoint
+from stemsplit.weights.checkpoint import load_checkpoint
 model = load_checkpoint(sys.argv[1]).build()
 expected = torch.load(sys.argv[2], weights_only=True)
 assert set(model.state_dict()) == set(expected)

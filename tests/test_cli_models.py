@@ -14,9 +14,11 @@ import pytest
 from typer.testing import CliRunner
 
 from httpserver import LoopbackServer
-from stemsplit import cli, models
 from stemsplit._version import __version__
-from stemsplit.models import ModelSpec, WeightFile, make_registry
+from stemsplit.cli import app as cli
+from stemsplit.weights import registry as models
+from stemsplit.weights.cache import ModelCache
+from stemsplit.weights.registry import ModelSpec, WeightFile, make_registry
 
 runner = CliRunner()
 
@@ -42,7 +44,7 @@ def served(payload: bytes, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[We
     with LoopbackServer() as server:
         server.serve(f"/hybrid_transformer/{wf.filename}", payload)
         monkeypatch.setenv("STEMSPLIT_MODEL_URL", server.url)
-        yield wf, models.cache_folder() / wf.filename
+        yield wf, ModelCache().folder() / wf.filename
 
 
 def test_version_and_help() -> None:
@@ -102,7 +104,7 @@ def test_download_with_wrong_hash_exits_3_and_leaves_nothing(monkeypatch: pytest
         code, out, err = _invoke("models", "download", "htdemucs", "-q")
     assert code == 3 and out == ""
     assert "Error:" in err and "8726e21a" in err
-    folder = models.cache_folder()
+    folder = ModelCache().folder()
     assert not folder.exists() or [p for p in folder.iterdir() if p.is_file()] == []
 
 

@@ -21,10 +21,14 @@ from typer.testing import CliRunner
 from checkpoints import damage_tensors
 from httpserver import LoopbackServer
 from separation_helpers import OneThread, make_tiny_th, read_audio, write_audio
-from stemsplit import cli_separate, loading, models, pipeline
+from stemsplit import pipeline
 from stemsplit._version import __version__
 from stemsplit.audio import StemWriter
-from stemsplit.models import ModelSpec, WeightFile, make_registry
+from stemsplit.cli import separate as cli_separate
+from stemsplit.weights import loading
+from stemsplit.weights import registry as models
+from stemsplit.weights.cache import ModelCache
+from stemsplit.weights.registry import ModelSpec, WeightFile, make_registry
 
 FOUR = ("drums", "bass", "other", "vocals")
 EXACT = ("--bit-depth", "32f", "--clip", "none", "--precision", "float32", "-d", "cpu")
@@ -155,7 +159,7 @@ def test_mp3_with_an_explicit_rate_it_lacks_is_a_usage_error_before_any_work(
     def refuse(*args, **kwargs):
         raise AssertionError("no model may be described or loaded")
 
-    monkeypatch.setattr(pipeline, "describe_model", refuse)
+    monkeypatch.setattr(pipeline.batch, "describe_model", refuse)
     for extra in ((), ("--dry-run",)):
         result = invoke("song.wav", "-n", model_file, "--format", "mp3", "--sample-rate", "96000", *extra)
         assert result.exit_code == 2, result.stderr
@@ -466,7 +470,7 @@ def test_dry_run_loads_no_model_and_writes_nothing(
     Path("bad.wav").write_bytes(b"RIFF nonsense")
     with monkeypatch.context() as patch:
         patch.setattr(loading, "load_model", refuse)
-        patch.setattr(pipeline, "load_model", refuse)
+        patch.setattr(pipeline.batch, "load_model", refuse)
         text = invoke("song.wav", "bad.wav", "-n", model_file, "--dry-run")
         as_json = invoke("song.wav", "bad.wav", "-n", model_file, "--dry-run", "--json")
     assert text.exit_code == 1 and as_json.exit_code == 1  # the real run would fail on bad.wav
@@ -495,7 +499,7 @@ def test_dry_run_reads_only_a_local_models_header(
     model_file: Path, song: np.ndarray, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Regression: ``--dry-run -n local.th`` read every tensor and hashed the whole file."""
-    from stemsplit import checkpoint, download
+    from stemsplit.weights import checkpoint, download
 
     def refuse(*args, **kwargs):
         raise AssertionError("a dry run must not read the tensors or hash the model file")
@@ -696,7 +700,7 @@ def test_registry_model_is_downloaded_once_then_used_offline(
     assert first.exit_code == 0, first.stderr
     assert first.stdout.split() == ["separated/tinyreg/song/vocals.wav"]
     assert [h.status for h in server.hits_for(route)] == [200]
-    assert (models.cache_folder() / route.rsplit("/", 1)[1]).is_file()
+    assert (ModelCache().folder() / route.rsplit("/", 1)[1]).is_file()
 
     def refuse(*args, **kwargs):
         raise OSError("test: sockets are forbidden")
@@ -720,7 +724,7 @@ def test_segment_over_a_registry_models_window_is_refused_before_loading(
     def refuse(*args, **kwargs):
         raise AssertionError("the model must not be obtained")
 
-    monkeypatch.setattr(pipeline, "load_model", refuse)
+    monkeypatch.setattr(pipeline.batch, "load_model", refuse)
     monkeypatch.setenv("STEMSPLIT_OFFLINE", "1")
     for extra in ((), ("--dry-run",)):
         result = invoke("song.wav", "--segment", "8", *extra)

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from checkpoints import random_state, reference_kwargs
-from stemsplit.checkpoint import config_from_kwargs
 from stemsplit.inference import EngineOptions, ModelBag, separate_tensor
 from stemsplit.model import HTDemucs
+from stemsplit.weights.checkpoint import config_from_kwargs
 
 pytestmark = [
     pytest.mark.cuda,

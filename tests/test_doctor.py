@@ -1,4 +1,4 @@
-"""``stemsplit doctor``: what :func:`stemsplit.doctor.collect` finds in staged environments, and the CLI."""
+"""``stemsplit doctor``: what :func:`stemsplit.cli.doctor.collect` finds in staged environments, and the CLI."""
 
 from __future__ import annotations
 
@@ -18,10 +18,15 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from stemsplit import cli, doctor, models
-from stemsplit.download import mask_url
+from stemsplit import settings
+from stemsplit.cli import app as cli
+from stemsplit.cli.doctor import checks as doctor
+from stemsplit.cli.doctor import report as doctor_report
 from stemsplit.inference import devices
-from stemsplit.models import ModelSpec, WeightFile, make_registry
+from stemsplit.weights import registry as models
+from stemsplit.weights.cache import ModelCache, fix_command
+from stemsplit.weights.download import mask_url
+from stemsplit.weights.registry import ModelSpec, WeightFile, make_registry
 
 runner = CliRunner()
 needs_posix_shell = pytest.mark.skipif(
@@ -50,7 +55,7 @@ def _plain_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for name in (
         *doctor.PROXY_VARS,
         *(v.lower() for v in doctor.PROXY_VARS),
-        *models.settings.CA_BUNDLE_VARS,
+        *settings.CA_BUNDLE_VARS,
     ):
         monkeypatch.delenv(name, raising=False)
     return bin_dir
@@ -69,7 +74,9 @@ def _fake_nvidia_smi(bin_dir: Path, header: str = NVIDIA_SMI_HEADER) -> Path:
     return script
 
 
-def _findings(report: doctor.DoctorReport, topic: str, severity: str | None = None) -> list[doctor.Finding]:
+def _findings(
+    report: doctor_report.DoctorReport, topic: str, severity: str | None = None
+) -> list[doctor_report.Finding]:
     return [f for f in report.findings if f.topic == topic and (severity is None or f.severity == severity)]
 
 
@@ -83,7 +90,7 @@ def test_cpu_torch_on_an_nvidia_machine_is_a_problem_with_the_pip_fix(
     _cpu_build(monkeypatch)
     smi = _fake_nvidia_smi(_plain_machine)
     report = doctor.collect(verify=False)
-    assert report.nvidia == doctor.NvidiaInfo(True, str(smi), "570.86.15", "12.8")
+    assert report.nvidia == doctor_report.NvidiaInfo(True, str(smi), "570.86.15", "12.8")
     assert report.torch is not None and report.torch.build == "cpu"
     [problem] = _findings(report, "torch", "problem")
     assert "CPU-only build" in problem.message
@@ -103,7 +110,7 @@ def test_kernel_driver_alone_is_enough_to_detect_the_gpu(
     proc.mkdir()
     monkeypatch.setattr(doctor, "NVIDIA_PROC", proc)
     report = doctor.collect(verify=False)
-    assert report.nvidia == doctor.NvidiaInfo(True, str(proc))
+    assert report.nvidia == doctor_report.NvidiaInfo(True, str(proc))
     [problem] = _findings(report, "torch", "problem")
     assert problem.fix is not None and "whl/cu126" in problem.fix  # unknown driver: the oldest variant
 
@@ -298,7 +305,7 @@ def tiny_registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[WeightFile,
 
 
 def _put_in_cache(wf: WeightFile, data: bytes) -> Path:
-    path = models.cache_folder() / wf.filename
+    path = ModelCache().folder() / wf.filename
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return path
@@ -310,7 +317,7 @@ def test_valid_cached_model_is_verified(tiny_registry: tuple[WeightFile, bytes])
     report = doctor.collect(verify=True)
     [model] = report.models
     assert model.name == "tiny" and model.default and model.valid
-    assert model.files == (doctor.ModelFileInfo(wf.filename, path, True, "ok", len(payload)),)
+    assert model.files == (doctor_report.ModelFileInfo(wf.filename, path, True, "ok", len(payload)),)
     assert _findings(report, "models", "problem") == []
 
 
@@ -326,7 +333,7 @@ def test_corrupt_cached_model_is_a_problem_only_when_verified(
     [model] = report.models
     assert model.files[0].state == "corrupt" and not model.valid
     [problem] = _findings(report, "models", "problem")
-    assert str(path) in problem.message and problem.fix == models.fix_command("tiny")
+    assert str(path) in problem.message and problem.fix == fix_command("tiny")
     assert report.status == "problem"
 
     fast = doctor.collect(verify=False)
@@ -508,8 +515,8 @@ def test_json_output_follows_the_schema() -> None:
     result = runner.invoke(cli.app, ["doctor", "--json"], catch_exceptions=False)
     data = json.loads(result.stdout)
     _check(data, _SCHEMA)
-    assert data["schema"] == doctor.SCHEMA_VERSION and data["verified"] is True
-    assert data["cache"]["checkpoints"] == str(models.cache_folder())
+    assert data["schema"] == doctor_report.SCHEMA_VERSION and data["verified"] is True
+    assert data["cache"]["checkpoints"] == str(ModelCache().folder())
     assert data["device"]["device"] == str(devices.resolve_device("auto"))
     assert {d["name"] for d in data["decoders"]} == {"libsndfile", "ffmpeg"}
     assert {m["name"] for m in data["models"]} == set(models.MODELS)

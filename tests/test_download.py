@@ -15,8 +15,6 @@ import pytest
 import requests
 
 from httpserver import LoopbackServer, drop_after, full, stall_after, status
-from stemsplit import download
-from stemsplit.download import DownloadOptions, ensure_file
 from stemsplit.errors import (
     ChecksumError,
     DownloadError,
@@ -24,6 +22,8 @@ from stemsplit.errors import (
     ModelUnavailableError,
     OfflineModeError,
 )
+from stemsplit.weights import download
+from stemsplit.weights.download import DownloadOptions, Transport, ensure_file
 
 PROXY_VARS = (
     "HTTP_PROXY",
@@ -117,7 +117,7 @@ def test_happy_path_downloads_verifies_and_reports(server: LoopbackServer, tmp_p
     dest = tmp_path / "checkpoints" / name
     rec = Recorder()
 
-    assert ensure_file(url, dest, sha256(data)[:8], options=FAST, reporter=rec) == dest
+    assert ensure_file(url, dest, sha256(data)[:8], transport=Transport(options=FAST, reporter=rec)) == dest
 
     assert dest.read_bytes() == data
     assert leftovers(dest.parent) == []
@@ -130,7 +130,7 @@ def test_happy_path_downloads_verifies_and_reports(server: LoopbackServer, tmp_p
 def test_full_digest_is_accepted_as_well_as_prefix(server: LoopbackServer, tmp_path: Path) -> None:
     data = payload(5000, seed=1)
     url, name = serve_file(server, data)
-    ensure_file(url, tmp_path / name, sha256(data).upper(), options=FAST)
+    ensure_file(url, tmp_path / name, sha256(data).upper(), transport=Transport(options=FAST))
     assert (tmp_path / name).read_bytes() == data
 
 
@@ -140,7 +140,7 @@ def test_cached_file_is_trusted_without_any_request(server: LoopbackServer, tmp_
     dest = tmp_path / name
     dest.write_bytes(b"not even the right bytes")  # trusted by existence and size, not re-hashed
 
-    assert ensure_file(url, dest, sha256(data)[:8], options=FAST) == dest
+    assert ensure_file(url, dest, sha256(data)[:8], transport=Transport(options=FAST)) == dest
     assert server.hits == []
 
 
@@ -152,7 +152,7 @@ def test_cached_file_of_the_wrong_known_size_is_downloaded_again(
     dest = tmp_path / name
     dest.write_bytes(b"short")
 
-    ensure_file(url, dest, sha256(data)[:8], size_bytes=len(data), options=FAST)
+    ensure_file(url, dest, sha256(data)[:8], size_bytes=len(data), transport=Transport(options=FAST))
 
     assert dest.read_bytes() == data
     assert len(server.hits) == 1
@@ -164,7 +164,7 @@ def test_empty_cached_file_is_not_trusted(server: LoopbackServer, tmp_path: Path
     dest = tmp_path / name
     dest.write_bytes(b"")
 
-    ensure_file(url, dest, sha256(data)[:8], options=FAST)
+    ensure_file(url, dest, sha256(data)[:8], transport=Transport(options=FAST))
 
     assert dest.read_bytes() == data
 
@@ -177,7 +177,7 @@ def test_http_500_then_success_is_retried(server: LoopbackServer, tmp_path: Path
     url, name = serve_file(server, data, status(500), full())
     rec = Recorder()
 
-    ensure_file(url, tmp_path / name, sha256(data)[:8], options=FAST, reporter=rec)
+    ensure_file(url, tmp_path / name, sha256(data)[:8], transport=Transport(options=FAST, reporter=rec))
 
     assert (tmp_path / name).read_bytes() == data
     assert [h.status for h in server.hits] == [500, 200]
@@ -190,7 +190,7 @@ def test_persistent_http_500_gives_up_after_max_attempts(server: LoopbackServer,
     url, name = serve_file(server, data, status(503))
 
     with pytest.raises(DownloadError, match="3 attempts") as info:
-        ensure_file(url, tmp_path / name, sha256(data)[:8], options=FAST)
+        ensure_file(url, tmp_path / name, sha256(data)[:8], transport=Transport(options=FAST))
 
     assert isinstance(info.value, ModelUnavailableError)
     assert len(server.hits) == FAST.max_attempts
@@ -202,7 +202,7 @@ def test_http_404_is_final_and_not_retried(server: LoopbackServer, tmp_path: Pat
     url = server.url + "hybrid_transformer/missing-12345678.th"
 
     with pytest.raises(DownloadError, match="404") as info:
-        ensure_file(url, tmp_path / "missing-12345678.th", "12345678", options=FAST)
+        ensure_file(url, tmp_path / "missing-12345678.th", "12345678", transport=Transport(options=FAST))
 
     assert info.value.url == url
     assert len(server.hits) == 1
@@ -214,7 +214,7 @@ def test_dropped_connection_resumes_with_range(server: LoopbackServer, tmp_path:
     cut = 20_000
     url, name = serve_file(server, data, drop_after(cut), full())
 
-    ensure_file(url, tmp_path / name, sha256(data)[:8], options=FAST)
+    ensure_file(url, tmp_path / name, sha256(data)[:8], transport=Transport(options=FAST))
 
     assert (tmp_path / name).read_bytes() == data
     first, second = server.hits
@@ -230,7 +230,7 @@ def test_server_ignoring_range_restarts_the_file(server: LoopbackServer, tmp_pat
     url, name = serve_file(server, data, drop_after(cut), full(), honour_range=False)
     rec = Recorder()
 
-    ensure_file(url, tmp_path / name, sha256(data)[:8], options=FAST, reporter=rec)
+    ensure_file(url, tmp_path / name, sha256(data)[:8], transport=Transport(options=FAST, reporter=rec))
 
     assert (tmp_path / name).read_bytes() == data  # not the first 25 kB twice
     first, second = server.hits
@@ -245,7 +245,7 @@ def test_read_timeout_is_retried_and_resumed(server: LoopbackServer, tmp_path: P
     url, name = serve_file(server, data, stall_after(10_000, 10.0), full())
     options = DownloadOptions(read_timeout_s=0.3, max_attempts=3, backoff_s=0.001, chunk_bytes=4096)
 
-    ensure_file(url, tmp_path / name, sha256(data)[:8], options=options)
+    ensure_file(url, tmp_path / name, sha256(data)[:8], transport=Transport(options=options))
 
     assert (tmp_path / name).read_bytes() == data
     first, second = server.hits
@@ -260,7 +260,7 @@ def test_read_timeout_that_persists_is_a_download_error(server: LoopbackServer, 
 
     started = time.monotonic()
     with pytest.raises(DownloadError, match="2 attempts"):
-        ensure_file(url, tmp_path / name, sha256(data)[:8], options=options)
+        ensure_file(url, tmp_path / name, sha256(data)[:8], transport=Transport(options=options))
 
     assert time.monotonic() - started < 5.0  # the timeout fired; we did not wait out the 10 s stall
     assert len(server.hits) == 2
@@ -275,7 +275,7 @@ def test_wrong_hash_leaves_nothing_in_the_cache(server: LoopbackServer, tmp_path
     dest = tmp_path / "checkpoints" / official_name(published)
 
     with pytest.raises(ChecksumError) as info:
-        ensure_file(url, dest, sha256(published)[:8], options=FAST)
+        ensure_file(url, dest, sha256(published)[:8], transport=Transport(options=FAST))
 
     err = info.value
     assert isinstance(err, ModelUnavailableError)
@@ -293,7 +293,7 @@ def test_wrong_hash_does_not_replace_an_existing_file(server: LoopbackServer, tm
     dest.write_bytes(b"previous content")
 
     with pytest.raises(ChecksumError):
-        download.download_file(url, dest, "deadbeef", options=FAST)
+        download.download_file(url, dest, "deadbeef", transport=Transport(options=FAST))
 
     assert dest.read_bytes() == b"previous content"
 
@@ -311,7 +311,7 @@ def test_keyboard_interrupt_mid_body_removes_the_temp_file(server: LoopbackServe
 
     rec = Interrupting()
     with pytest.raises(KeyboardInterrupt):
-        ensure_file(url, tmp_path / name, sha256(data)[:8], options=FAST, reporter=rec)
+        ensure_file(url, tmp_path / name, sha256(data)[:8], transport=Transport(options=FAST, reporter=rec))
 
     assert not (tmp_path / name).exists()
     assert leftovers(tmp_path) == []
@@ -324,7 +324,7 @@ def test_leftover_temp_file_of_a_killed_process_is_not_reused(server: LoopbackSe
     stale = tmp_path / f"{name}.deadbeef{download.TEMP_SUFFIX}"
     stale.write_bytes(data[:1000] + b"garbage")
 
-    ensure_file(url, tmp_path / name, sha256(data)[:8], options=FAST)
+    ensure_file(url, tmp_path / name, sha256(data)[:8], transport=Transport(options=FAST))
 
     assert (tmp_path / name).read_bytes() == data
     assert server.hits[0].range is None  # no cross-process resume
@@ -335,7 +335,9 @@ def test_unwritable_cache_is_a_download_error(server: LoopbackServer, tmp_path: 
     blocker = tmp_path / "file"
     blocker.write_text("a file where the cache folder should be")
     with pytest.raises(DownloadError, match="STEMSPLIT_CACHE_DIR"):
-        ensure_file(server.url + "x.th", blocker / "sub" / "x.th", "12345678", options=FAST)
+        ensure_file(
+            server.url + "x.th", blocker / "sub" / "x.th", "12345678", transport=Transport(options=FAST)
+        )
 
 
 # --- what a failed download says ----------------------------------------------------------------
@@ -364,7 +366,13 @@ def test_http_404_error_names_the_file_url_cache_path_and_both_ways_out(
     dest = tmp_path / "checkpoints" / "missing-12345678.th"
 
     with pytest.raises(DownloadError) as info:
-        ensure_file(url, dest, "12345678", label="model 'tiny' (file missing-12345678.th)", options=FAST)
+        ensure_file(
+            url,
+            dest,
+            "12345678",
+            label="model 'tiny' (file missing-12345678.th)",
+            transport=Transport(options=FAST),
+        )
 
     first = assert_names_file_url_cache_and_ways_out(info.value, "model 'tiny'", url, dest)
     assert "HTTP 404" in first
@@ -378,7 +386,7 @@ def test_http_404_from_a_mirror_says_to_check_the_mirror(
     url = server.url + "mirror/hybrid_transformer/missing-12345678.th"
 
     with pytest.raises(DownloadError) as info:
-        ensure_file(url, tmp_path / "missing-12345678.th", "12345678", options=FAST)
+        ensure_file(url, tmp_path / "missing-12345678.th", "12345678", transport=Transport(options=FAST))
 
     assert "  hint:  STEMSPLIT_MODEL_URL is set: check that the mirror has this file" in str(info.value)
 
@@ -387,7 +395,7 @@ def test_a_password_in_a_mirror_url_is_not_printed(server: LoopbackServer, tmp_p
     url = server.url.replace("://", "://me:s3cret@") + "mirror/missing-12345678.th"
 
     with pytest.raises(DownloadError) as info:
-        ensure_file(url, tmp_path / "missing-12345678.th", "12345678", options=FAST)
+        ensure_file(url, tmp_path / "missing-12345678.th", "12345678", transport=Transport(options=FAST))
 
     assert "s3cret" not in str(info.value) and "me:***@" in str(info.value)
 
@@ -400,7 +408,13 @@ def test_exhausted_retries_error_names_the_file_url_cache_path_and_both_ways_out
     dest = tmp_path / name
 
     with pytest.raises(DownloadError) as info:
-        ensure_file(url, dest, sha256(data)[:8], label=f"model 'tiny' (file {name})", options=FAST)
+        ensure_file(
+            url,
+            dest,
+            sha256(data)[:8],
+            label=f"model 'tiny' (file {name})",
+            transport=Transport(options=FAST),
+        )
 
     first = assert_names_file_url_cache_and_ways_out(info.value, f"model 'tiny' (file {name})", url, dest)
     assert "HTTP 500" in first and f"{FAST.max_attempts} attempts" in first
@@ -416,7 +430,9 @@ def test_wrong_hash_error_names_the_file_url_cache_path_and_both_ways_out(
     dest = tmp_path / official_name(published)
 
     with pytest.raises(ChecksumError) as info:
-        download.download_file(url, dest, sha256(published)[:8], label="model 'tiny'", options=FAST)
+        download.download_file(
+            url, dest, sha256(published)[:8], label="model 'tiny'", transport=Transport(options=FAST)
+        )
 
     first = assert_names_file_url_cache_and_ways_out(info.value, "model 'tiny'", url, dest)
     assert sha256(published)[:8] in first and sha256(data) in first
@@ -425,7 +441,7 @@ def test_wrong_hash_error_names_the_file_url_cache_path_and_both_ways_out(
 def test_without_a_label_errors_name_the_file(server: LoopbackServer, tmp_path: Path) -> None:
     url = server.url + "hybrid_transformer/missing-12345678.th"
     with pytest.raises(DownloadError) as info:
-        ensure_file(url, tmp_path / "missing-12345678.th", "12345678", options=FAST)
+        ensure_file(url, tmp_path / "missing-12345678.th", "12345678", transport=Transport(options=FAST))
     assert "missing-12345678.th" in str(info.value).splitlines()[0]
 
 
@@ -453,7 +469,12 @@ def no_sockets(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def test_socket_patch_really_blocks_downloads(no_sockets: list[str], tmp_path: Path) -> None:
     """Control for the offline tests: with the patch, an online download cannot succeed."""
     with pytest.raises(DownloadError):
-        ensure_file("http://127.0.0.1:9/x.th", tmp_path / "x.th", "12345678", offline=False, options=FAST)
+        ensure_file(
+            "http://127.0.0.1:9/x.th",
+            tmp_path / "x.th",
+            "12345678",
+            transport=Transport(offline=False, options=FAST),
+        )
     assert no_sockets
 
 
@@ -465,7 +486,7 @@ def test_offline_env_never_opens_a_socket(
     dest = tmp_path / "checkpoints" / "x-12345678.th"
 
     with pytest.raises(OfflineModeError) as info:
-        ensure_file(url, dest, "12345678", label="model 'tiny'", options=FAST)
+        ensure_file(url, dest, "12345678", label="model 'tiny'", transport=Transport(options=FAST))
 
     assert no_sockets == []
     message = str(info.value)
@@ -479,14 +500,16 @@ def test_offline_argument_overrides_env(
 ) -> None:
     monkeypatch.setenv("STEMSPLIT_OFFLINE", "0")
     with pytest.raises(OfflineModeError):
-        ensure_file("http://127.0.0.1:9/x.th", tmp_path / "x.th", "12345678", offline=True)
+        ensure_file(
+            "http://127.0.0.1:9/x.th", tmp_path / "x.th", "12345678", transport=Transport(offline=True)
+        )
     assert no_sockets == []
 
 
 def test_offline_with_a_cached_file_just_returns_it(no_sockets: list[str], tmp_path: Path) -> None:
     dest = tmp_path / "x-12345678.th"
     dest.write_bytes(b"cached")
-    assert ensure_file("http://127.0.0.1:9/x.th", dest, "12345678", offline=True) == dest
+    assert ensure_file("http://127.0.0.1:9/x.th", dest, "12345678", transport=Transport(offline=True)) == dest
     assert no_sockets == []
 
 
@@ -500,7 +523,7 @@ def _race(url: str, dest: Path, digest: str, n: int = 2) -> list[object]:
     def worker(i: int) -> None:
         barrier.wait()
         try:
-            results[i] = ensure_file(url, dest, digest, options=FAST)
+            results[i] = ensure_file(url, dest, digest, transport=Transport(options=FAST))
         except BaseException as err:
             results[i] = err
 
@@ -545,9 +568,9 @@ def test_concurrent_downloaders_are_correct_without_the_lock(
 _DOWNLOAD_IN_A_PROCESS = """
 import sys
 from pathlib import Path
-from stemsplit.download import DownloadOptions, ensure_file
+from stemsplit.weights.download import DownloadOptions, Transport, ensure_file
 url, dest, digest = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
-print(ensure_file(url, dest, digest, offline=False, options=DownloadOptions(backoff_s=0.01, lock_timeout_s=60)))
+print(ensure_file(url, dest, digest, transport=Transport(offline=False, options=DownloadOptions(backoff_s=0.01, lock_timeout_s=60))))
 """
 
 
@@ -583,7 +606,7 @@ def test_proxy_from_the_environment_is_used(
     monkeypatch.setenv("HTTP_PROXY", server.url)  # the loopback server plays the proxy
     url = "http://models.example.invalid/demucs/hybrid_transformer/p-12345678.th"
 
-    ensure_file(url, tmp_path / "p.th", sha256(data)[:8], options=FAST)
+    ensure_file(url, tmp_path / "p.th", sha256(data)[:8], transport=Transport(options=FAST))
 
     assert (tmp_path / "p.th").read_bytes() == data
     assert [h.path for h in server.hits] == [url]  # absolute-form request target: it went via the proxy
@@ -598,13 +621,28 @@ def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     cert, key = folder / "cert.pem", folder / "key.pem"
     subprocess.run(
         [
-            openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-            "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1",
-            "-addext", "subjectAltName=IP:127.0.0.1",
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
         ],
         check=True,
         capture_output=True,
-    )  # fmt: skip
+    )
     return cert, key
 
 
@@ -621,7 +659,7 @@ def test_tls_verification_failure_says_how_to_fix_it(tls_server: LoopbackServer,
     url, name = serve_file(tls_server, data)
 
     with pytest.raises(DownloadError) as info:
-        ensure_file(url, tmp_path / name, sha256(data)[:8], options=FAST)
+        ensure_file(url, tmp_path / name, sha256(data)[:8], transport=Transport(options=FAST))
 
     message = str(info.value)
     assert "TLS" in message and "REQUESTS_CA_BUNDLE" in message and "SSL_CERT_FILE" in message
@@ -642,7 +680,7 @@ def test_ca_bundle_from_the_environment_is_trusted(
     data = payload(seed=20)
     url, name = serve_file(tls_server, data)
 
-    ensure_file(url, tmp_path / name, sha256(data)[:8], options=FAST)
+    ensure_file(url, tmp_path / name, sha256(data)[:8], transport=Transport(options=FAST))
 
     assert (tmp_path / name).read_bytes() == data
 
@@ -681,9 +719,13 @@ def test_verify_file_detects_a_changed_byte(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("actual", "expected", "matches"),
-    [("abcdef12" + "0" * 56, "abcdef12", True), ("abcdef12" + "0" * 56, "ABCDEF12", True),
-     ("abcdef12" + "0" * 56, "abcdef13", False), ("abcdef12" + "0" * 56, "", False)],
-)  # fmt: skip
+    [
+        ("abcdef12" + "0" * 56, "abcdef12", True),
+        ("abcdef12" + "0" * 56, "ABCDEF12", True),
+        ("abcdef12" + "0" * 56, "abcdef13", False),
+        ("abcdef12" + "0" * 56, "", False),
+    ],
+)
 def test_digest_matches(actual: str, expected: str, matches: bool) -> None:
     assert download.digest_matches(actual, expected) is matches
 
@@ -719,9 +761,7 @@ def test_a_host_name_that_does_not_resolve_fails_at_once_with_a_short_reason(
             "https://models.example.invalid/x-12345678.th",
             tmp_path / "x-12345678.th",
             "12345678",
-            offline=False,
-            options=FAST,
-            reporter=reporter,
+            transport=Transport(offline=False, options=FAST, reporter=reporter),
         )
     assert lookups == ["models.example.invalid"]
     first, *rest = str(info.value).splitlines()
@@ -739,7 +779,9 @@ def test_refused_connection_is_retried_with_a_short_reason(tmp_path: Path) -> No
     reporter = Recorder()
     with pytest.raises(DownloadError, match=r"could not connect to 127\.0\.0\.1") as info:
         download.ensure_file(
-            f"http://127.0.0.1:{port}/x-12345678.th", tmp_path / "x-12345678.th", "12345678",
-            offline=False, options=FAST, reporter=reporter,
-        )  # fmt: skip
+            f"http://127.0.0.1:{port}/x-12345678.th",
+            tmp_path / "x-12345678.th",
+            "12345678",
+            transport=Transport(offline=False, options=FAST, reporter=reporter),
+        )
     assert f"after {FAST.max_attempts} attempts" in str(info.value)

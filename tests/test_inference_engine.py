@@ -353,9 +353,9 @@ def test_cpu_spectral_wrapper_computes_exactly_the_model() -> None:
     """The MPS path splits the forward into CPU STFT / device networks / CPU iSTFT; on the CPU it must be
     the very same computation as the model's own forward."""
     from checkpoints import random_state, tiny_kwargs
-    from stemsplit.checkpoint import config_from_kwargs
     from stemsplit.inference.devices import CpuSpectralModel, for_device
     from stemsplit.model import HTDemucs
+    from stemsplit.weights.checkpoint import config_from_kwargs
 
     model = HTDemucs(config_from_kwargs(tiny_kwargs()))
     model.load_state_dict(random_state(model))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from stemsplit.inputs import discover_inputs, is_audio_name, missing_reason
+from stemsplit.pipeline.inputs import discover_inputs, is_audio_name, missing_reason
 
 
 def touch(root: Path, *names: str) -> list[Path]:

@@ -1,4 +1,10 @@
-"""Architecture rules that keep the package honest: imports follow the documented arrows."""
+"""Architecture rules that keep the package honest: imports follow the arrows of ARCHITECTURE.md.
+
+``cli → pipeline → {weights, inference, audio} → model``, with ``weights → inference`` only for the
+:class:`~stemsplit.inference.ModelBag` it returns; ``errors``, ``settings``, ``_paths`` and ``_version`` are
+leaves anyone may use. Static rules read every import of every file (function-level ones included); the
+runtime rules import a module in a fresh interpreter and look at ``sys.modules``.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,24 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SRC = Path(__file__).resolve().parents[1] / "src" / "stemsplit"
+
+LEAVES = {"errors", "settings", "_paths", "_version"}
+# Which parts of the package each part may import (besides itself and the leaves).
+ALLOWED: dict[str, set[str]] = {
+    "model": set(),
+    "audio": set(),
+    "inference": set(),
+    "weights": {"model", "inference"},
+    "pipeline": {"weights", "inference", "audio"},
+    "separator": {"pipeline", "weights", "inference", "audio"},
+    "cli": {"pipeline", "weights", "inference", "audio", "model"},
+    "__init__": {"model", "weights", "pipeline", "separator"},
+    "__main__": {"cli"},
+    **{leaf: set() for leaf in LEAVES},
+}
 
 
 def _imports(path: Path) -> set[str]:
@@ -18,6 +41,8 @@ def _imports(path: Path) -> set[str]:
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
             names.add(node.module)
+            if node.module == "stemsplit":  # ``from stemsplit import settings``
+                names.update(f"stemsplit.{alias.name}" for alias in node.names)
     return names
 
 
@@ -25,6 +50,51 @@ def _sources() -> list[Path]:
     files = sorted(SRC.rglob("*.py"))
     assert len(files) > 5, f"no sources found under {SRC}"
     return files
+
+
+def _part(module: str) -> str:
+    """``stemsplit.weights.cache`` → ``weights``; ``stemsplit.errors`` → ``errors``."""
+    return module.split(".")[1] if module.count(".") else "__init__"
+
+
+def _part_of_file(path: Path) -> str:
+    relative = path.relative_to(SRC)
+    return relative.parts[0].removesuffix(".py") if len(relative.parts) > 1 else relative.stem
+
+
+def test_every_part_of_the_package_is_in_the_table() -> None:
+    parts = {_part_of_file(path) for path in _sources()}
+    assert parts <= set(ALLOWED), f"add {sorted(parts - set(ALLOWED))} to ALLOWED and ARCHITECTURE.md"
+
+
+def test_imports_follow_the_arrows() -> None:
+    wrong = {}
+    for path in _sources():
+        part = _part_of_file(path)
+        used = {_part(n) for n in _imports(path) if n == "stemsplit" or n.startswith("stemsplit.")}
+        bad = used - ALLOWED[part] - LEAVES - {part, "__init__"}
+        if part in LEAVES:
+            bad = used - {part, "__init__"} - ({"_version"} if part != "_version" else set())
+        if bad:
+            wrong[str(path.relative_to(SRC))] = sorted(bad)
+    assert wrong == {}
+
+
+def test_model_package_imports_nothing_else_from_stemsplit() -> None:
+    for path in sorted((SRC / "model").rglob("*.py")):
+        inner = {
+            n for n in _imports(path) if n.startswith("stemsplit") and not n.startswith("stemsplit.model")
+        }
+        assert inner == set(), f"{path.name} imports {inner}"
+
+
+def test_only_the_cli_imports_typer_or_rich() -> None:
+    offenders = {
+        str(path.relative_to(SRC)): sorted(n for n in _imports(path) if n.split(".")[0] in ("typer", "rich"))
+        for path in _sources()
+        if _part_of_file(path) != "cli"
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
 
 
 def test_no_module_under_src_imports_demucs() -> None:
@@ -44,12 +114,29 @@ def test_no_source_file_mentions_an_importlib_route_to_demucs() -> None:
         assert 'import_module("demucs' not in text and '__import__("demucs' not in text, path
 
 
-def test_model_package_imports_nothing_else_from_stemsplit() -> None:
-    for path in sorted((SRC / "model").rglob("*.py")):
-        inner = {
-            n for n in _imports(path) if n.startswith("stemsplit") and not n.startswith("stemsplit.model")
-        }
-        assert inner == set(), f"{path.name} imports {inner}"
+def _modules_after_import(module: str) -> set[str]:
+    code = f"import sys, {module}\nprint(' '.join(sorted(sys.modules)))\n"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return set(done.stdout.split())
+
+
+@pytest.mark.parametrize(
+    ("module", "banned"),
+    [
+        ("stemsplit.cli", "torch"),
+        ("stemsplit", "torch"),
+        ("stemsplit.weights.download", "torch"),
+        ("stemsplit.weights.registry", "torch"),
+        ("stemsplit.pipeline", "typer"),
+        ("stemsplit.pipeline", "rich"),
+        ("stemsplit.separator", "rich"),
+    ],
+)
+def test_importing_a_module_does_not_import(module: str, banned: str) -> None:
+    loaded = _modules_after_import(module)
+    assert module in loaded
+    assert not {m for m in loaded if m == banned or m.startswith(banned + ".")}
 
 
 def test_importing_the_whole_package_does_not_import_demucs() -> None:

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from separation_helpers import make_ft_bag, make_tiny_th
-from stemsplit import loading
-from stemsplit.download import sha256_file
+from stemsplit.weights import loading
+from stemsplit.weights.download import sha256_file
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from checkpoints import FOUR, SIX, reference_kwargs, six_stem_kwargs, tiny_kwargs
-from stemsplit.checkpoint import config_from_kwargs
 from stemsplit.model import HTDemucs, HTDemucsConfig
 from stemsplit.model.layers import DConv, DecoderLayer, EncoderLayer
 from stemsplit.model.spectral import istft, pad1d_reflect, stft
 from stemsplit.model.transformer import CrossTransformer, sin_embedding_1d, sin_embedding_2d
+from stemsplit.weights.checkpoint import config_from_kwargs
 
 SPEC = Path(__file__).resolve().parents[2] / "shared" / "docs" / "htdemucs-spec.md"
 

@@ -18,8 +18,6 @@ from pathlib import Path
 import pytest
 
 from httpserver import LoopbackServer
-from stemsplit import download, models
-from stemsplit.download import DownloadOptions
 from stemsplit.errors import (
     CheckpointError,
     ChecksumError,
@@ -30,7 +28,11 @@ from stemsplit.errors import (
     UnknownModelError,
     UnknownModelFileError,
 )
-from stemsplit.models import MODELS, ModelSpec, WeightFile, make_registry
+from stemsplit.weights import download
+from stemsplit.weights import registry as models
+from stemsplit.weights.cache import ModelCache
+from stemsplit.weights.download import DownloadOptions, Transport
+from stemsplit.weights.registry import MODELS, ModelSpec, WeightFile, make_registry
 
 FAST = DownloadOptions(connect_timeout_s=2.0, read_timeout_s=2.0, max_attempts=2, backoff_s=0.001)
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
@@ -199,7 +201,7 @@ class World:
         return self.server.url
 
     def kw(self) -> dict[str, object]:
-        return {"registry": self.registry, "cache_dir": self.cache}
+        return {"registry": self.registry, "root": self.cache}
 
     def path(self, filename: str) -> Path:
         return self.cache / "checkpoints" / filename
@@ -245,7 +247,9 @@ def no_sockets(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def test_resolve_downloads_a_bag_and_returns_paths_and_weights(world: World) -> None:
-    resolved = models.resolve_model("tiny_bag", base_url=world.base, options=FAST, **world.kw())
+    resolved = ModelCache(base_url=world.base, **world.kw(), transport=Transport(options=FAST)).resolve(
+        "tiny_bag"
+    )
 
     spec = world.registry["tiny_bag"]
     assert resolved.spec is spec
@@ -257,8 +261,8 @@ def test_resolve_downloads_a_bag_and_returns_paths_and_weights(world: World) -> 
 
 
 def test_resolve_a_second_time_uses_the_cache(world: World) -> None:
-    models.resolve_model("tiny", base_url=world.base, options=FAST, **world.kw())
-    models.resolve_model("tiny", base_url=world.base, options=FAST, **world.kw())
+    ModelCache(base_url=world.base, **world.kw(), transport=Transport(options=FAST)).resolve("tiny")
+    ModelCache(base_url=world.base, **world.kw(), transport=Transport(options=FAST)).resolve("tiny")
     assert len(world.server.hits) == 1
 
 
@@ -267,7 +271,7 @@ def test_model_url_env_replaces_the_base_url(world: World, monkeypatch: pytest.M
     filename = world.registry["tiny"].files[0].filename
     world.server.serve(f"/mirror/hybrid_transformer/{filename}", world.data[filename])
 
-    models.resolve_model("tiny", options=FAST, **world.kw())
+    ModelCache(**world.kw(), transport=Transport(options=FAST)).resolve("tiny")
 
     assert [h.path for h in world.server.hits] == [f"/mirror/hybrid_transformer/{filename}"]
 
@@ -276,9 +280,11 @@ def test_cache_dir_env_is_used_by_default(
     world: World, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("STEMSPLIT_CACHE_DIR", str(tmp_path / "env-cache"))
-    resolved = models.resolve_model("tiny", registry=world.registry, base_url=world.base, options=FAST)
+    resolved = ModelCache(
+        registry=world.registry, base_url=world.base, transport=Transport(options=FAST)
+    ).resolve("tiny")
     assert resolved.paths[0].parent == tmp_path / "env-cache" / "checkpoints"
-    assert models.cache_folder() == tmp_path / "env-cache" / "checkpoints"
+    assert ModelCache().folder() == tmp_path / "env-cache" / "checkpoints"
 
 
 def test_resolve_offline_names_model_url_path_and_ways_out(
@@ -288,7 +294,7 @@ def test_resolve_offline_names_model_url_path_and_ways_out(
     wf = world.registry["tiny"].files[0]
 
     with pytest.raises(OfflineModeError) as info:
-        models.resolve_model("tiny", base_url=world.base, **world.kw())
+        ModelCache(base_url=world.base, **world.kw()).resolve("tiny")
 
     message = str(info.value)
     assert "'tiny'" in message
@@ -304,7 +310,9 @@ def test_resolve_offline_with_cached_files_works_without_sockets(world: World, n
         world.path(wf.filename).parent.mkdir(parents=True, exist_ok=True)
         world.path(wf.filename).write_bytes(world.data[wf.filename])
 
-    resolved = models.resolve_model("tiny_bag", base_url=world.base, offline=True, **world.kw())
+    resolved = ModelCache(base_url=world.base, **world.kw(), transport=Transport(offline=True)).resolve(
+        "tiny_bag"
+    )
 
     assert len(resolved.paths) == 2
     assert no_sockets == []
@@ -316,7 +324,7 @@ def test_resolve_wrong_hash_from_the_server_leaves_nothing(world: World) -> None
     world.server.serve(f"/hybrid_transformer/{wf.filename}", impostor)
 
     with pytest.raises(ChecksumError) as info:
-        models.resolve_model("tiny", base_url=world.base, options=FAST, **world.kw())
+        ModelCache(base_url=world.base, **world.kw(), transport=Transport(options=FAST)).resolve("tiny")
 
     assert isinstance(info.value, ModelUnavailableError)  # what the CLI maps to exit code 3
     assert info.value.expected == sha256(world.data[wf.filename])[:8]
@@ -331,7 +339,9 @@ def test_resolve_download_failure_names_model_url_path_and_ways_out(world: World
     base = world.base + "nowhere/"  # a server without the file: HTTP 404
 
     with pytest.raises(DownloadError) as info:
-        models.resolve_model("tiny", base_url=base, options=FAST, force=force, **world.kw())
+        ModelCache(base_url=base, **world.kw(), transport=Transport(options=FAST)).resolve(
+            "tiny", force=force
+        )
 
     first, *rest = str(info.value).splitlines()
     assert "model 'tiny'" in first and wf.filename in first and "HTTP 404" in first
@@ -345,14 +355,14 @@ def test_resolve_download_failure_names_model_url_path_and_ways_out(world: World
 
 
 def test_list_reports_cache_state_without_touching_anything(world: World) -> None:
-    before = models.list_models(base_url=world.base, **world.kw())
+    before = ModelCache(base_url=world.base, **world.kw()).status()
     assert [row.name for row in before] == ["tiny", "tiny_bag"]
     assert not any(row.cached for row in before)
     assert before[0].size_bytes is None
     assert not world.cache.exists()
 
-    models.resolve_model("tiny", base_url=world.base, options=FAST, **world.kw())
-    after = {row.name: row for row in models.list_models(base_url=world.base, **world.kw())}
+    ModelCache(base_url=world.base, **world.kw(), transport=Transport(options=FAST)).resolve("tiny")
+    after = {row.name: row for row in ModelCache(base_url=world.base, **world.kw()).status()}
 
     tiny_file = world.registry["tiny"].files[0]
     assert after["tiny"].cached and not after["tiny_bag"].cached
@@ -362,7 +372,7 @@ def test_list_reports_cache_state_without_touching_anything(world: World) -> Non
 
 
 def test_list_rows_are_json_serialisable() -> None:
-    rows = models.list_models()
+    rows = ModelCache().status()
     decoded = json.loads(json.dumps([row.to_dict() for row in rows]))
     by_name = {row["name"]: row for row in decoded}
     assert by_name["htdemucs"]["default"] is True
@@ -377,14 +387,16 @@ def test_list_rows_are_json_serialisable() -> None:
 
 
 def test_download_all(world: World) -> None:
-    resolved = models.download_models(None, base_url=world.base, options=FAST, **world.kw())
+    resolved = ModelCache(base_url=world.base, **world.kw(), transport=Transport(options=FAST)).download(None)
     assert [r.spec.name for r in resolved] == ["tiny", "tiny_bag"]
-    assert all(row.cached for row in models.list_models(base_url=world.base, **world.kw()))
+    assert all(row.cached for row in ModelCache(base_url=world.base, **world.kw()).status())
 
 
 def test_download_checks_every_name_before_downloading(world: World) -> None:
     with pytest.raises(UnknownModelError):
-        models.download_models(["tiny", "tinny_bag"], base_url=world.base, options=FAST, **world.kw())
+        ModelCache(base_url=world.base, **world.kw(), transport=Transport(options=FAST)).download(
+            ["tiny", "tinny_bag"]
+        )
     assert world.server.hits == []
 
 
@@ -394,7 +406,9 @@ def test_download_force_replaces_a_damaged_cached_file(world: World) -> None:
     path.parent.mkdir(parents=True)
     path.write_bytes(b"damaged")
 
-    models.download_models(["tiny"], base_url=world.base, options=FAST, force=True, **world.kw())
+    ModelCache(base_url=world.base, **world.kw(), transport=Transport(options=FAST)).download(
+        ["tiny"], force=True
+    )
 
     assert path.read_bytes() == world.data[wf.filename]
 
@@ -408,14 +422,16 @@ def test_import_a_right_file_installs_a_verified_copy(world: World, tmp_path: Pa
     src.parent.mkdir()
     src.write_bytes(world.data[wf.filename])
 
-    result = models.import_file(src, **world.kw())
+    result = ModelCache(**world.kw()).import_file(src)
 
     assert result.dest == world.path(wf.filename)
     assert result.models == ("tiny",)
     assert result.dest.read_bytes() == world.data[wf.filename]
     assert src.read_bytes() == world.data[wf.filename]  # the user's file is left alone
     assert (world.cache / "CACHEDIR.TAG").is_file()
-    resolved = models.resolve_model("tiny", offline=True, **world.kw())  # usable offline now
+    resolved = ModelCache(**world.kw(), transport=Transport(offline=True)).resolve(
+        "tiny"
+    )  # usable offline now
     assert resolved.paths == (result.dest,)
 
 
@@ -424,7 +440,7 @@ def test_import_recognises_a_renamed_file_by_its_hash(world: World, tmp_path: Pa
     src = tmp_path / f"{wf.filename.removesuffix('.th')} (1).th"  # as a browser saves a second copy
     src.write_bytes(world.data[wf.filename])
 
-    result = models.import_file(src, **world.kw())
+    result = ModelCache(**world.kw()).import_file(src)
 
     assert result.dest == world.path(wf.filename)
     assert result.models == ("tiny_bag",)
@@ -437,7 +453,7 @@ def test_import_a_wrong_file_is_refused_with_both_hashes(world: World, tmp_path:
     src.write_bytes(wrong)
 
     with pytest.raises(ChecksumError) as info:
-        models.import_file(src, **world.kw())
+        ModelCache(**world.kw()).import_file(src)
 
     expected = sha256(world.data[wf.filename])[:8]
     assert info.value.expected == expected and expected in str(info.value)
@@ -451,7 +467,7 @@ def test_import_an_unrelated_file_is_refused(world: World, tmp_path: Path) -> No
     src.write_bytes(b"ID3 not a model")
 
     with pytest.raises(UnknownModelFileError) as info:
-        models.import_file(src, **world.kw())
+        ModelCache(**world.kw()).import_file(src)
 
     assert info.value.actual == sha256(b"ID3 not a model")
     assert not world.cache.exists()
@@ -459,20 +475,20 @@ def test_import_an_unrelated_file_is_refused(world: World, tmp_path: Path) -> No
 
 def test_import_a_missing_file(world: World, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
-        models.import_file(tmp_path / "nope.th", **world.kw())
+        ModelCache(**world.kw()).import_file(tmp_path / "nope.th")
 
 
 # --- verify ------------------------------------------------------------------------------------
 
 
 def test_verify_finds_a_corrupt_cached_file(world: World) -> None:
-    models.download_models(None, base_url=world.base, options=FAST, **world.kw())
+    ModelCache(base_url=world.base, **world.kw(), transport=Transport(options=FAST)).download(None)
     bad = world.registry["tiny_bag"].files[0]
     damaged = bytearray(world.data[bad.filename])
     damaged[len(damaged) // 2] ^= 0x01  # same size: a normal load still trusts it
     world.path(bad.filename).write_bytes(bytes(damaged))
 
-    results = {r.filename: r for r in models.verify_models(**world.kw())}
+    results = {r.filename: r for r in ModelCache(**world.kw()).verify()}
 
     assert {f: r.state for f, r in results.items()} == {
         world.registry["tiny"].files[0].filename: "ok",
@@ -486,46 +502,48 @@ def test_verify_finds_a_corrupt_cached_file(world: World) -> None:
 
 
 def test_verify_reports_missing_files_and_checks_names(world: World) -> None:
-    results = models.verify_models(["tiny"], **world.kw())
+    results = ModelCache(**world.kw()).verify(["tiny"])
     assert [(r.model, r.state, r.actual) for r in results] == [("tiny", "missing", None)]
     with pytest.raises(UnknownModelError):
-        models.verify_models(["tiny", "huge"], **world.kw())
+        ModelCache(**world.kw()).verify(["tiny", "huge"])
 
 
 # --- remove and path ---------------------------------------------------------------------------
 
 
 def test_remove_deletes_files_and_leftover_temp_files(world: World) -> None:
-    models.download_models(None, base_url=world.base, options=FAST, **world.kw())
+    ModelCache(base_url=world.base, **world.kw(), transport=Transport(options=FAST)).download(None)
     bag_paths = [world.path(wf.filename) for wf in world.registry["tiny_bag"].files]
     stale = bag_paths[0].with_name(bag_paths[0].name + ".cafebabe" + download.TEMP_SUFFIX)
     stale.write_bytes(b"half")
 
-    removed = models.remove_models(["tiny_bag"], **world.kw())
+    removed = ModelCache(**world.kw()).remove(["tiny_bag"])
 
     assert removed == bag_paths
     assert not any(p.exists() for p in bag_paths) and not stale.exists()
     assert world.path(world.registry["tiny"].files[0].filename).exists()  # other models untouched
-    assert models.remove_models(["tiny_bag"], **world.kw()) == []
+    assert ModelCache(**world.kw()).remove(["tiny_bag"]) == []
 
 
 def test_remove_checks_every_name_before_deleting(world: World) -> None:
-    models.download_models(["tiny"], base_url=world.base, options=FAST, **world.kw())
+    ModelCache(base_url=world.base, **world.kw(), transport=Transport(options=FAST)).download(["tiny"])
     with pytest.raises(UnknownModelError):
-        models.remove_models(["tiny", "nope"], **world.kw())
+        ModelCache(**world.kw()).remove(["tiny", "nope"])
     assert world.path(world.registry["tiny"].files[0].filename).exists()
 
 
 def test_cache_folder_is_the_checkpoints_folder(tmp_path: Path) -> None:
-    assert models.cache_folder(tmp_path) == tmp_path / "checkpoints"
+    assert ModelCache(root=tmp_path).folder() == tmp_path / "checkpoints"
 
 
 # --- loading through the checkpoint loader -----------------------------------------------------
 
 
 def test_load_resolved_runs_the_loader_per_file_in_bag_order(world: World) -> None:
-    resolved = models.resolve_model("tiny_bag", base_url=world.base, options=FAST, **world.kw())
-    loaded = models.load_resolved(resolved, lambda path: path.read_bytes())
+    resolved = ModelCache(base_url=world.base, **world.kw(), transport=Transport(options=FAST)).resolve(
+        "tiny_bag"
+    )
+    loaded = ModelCache().load(resolved, lambda path: path.read_bytes())
     assert loaded == [world.data[wf.filename] for wf in world.registry["tiny_bag"].files]
 
 
@@ -534,11 +552,13 @@ def _failing_loader(path: Path) -> object:
 
 
 def test_a_damaged_cached_file_is_reported_with_the_fix(world: World) -> None:
-    resolved = models.resolve_model("tiny", base_url=world.base, options=FAST, **world.kw())
+    resolved = ModelCache(base_url=world.base, **world.kw(), transport=Transport(options=FAST)).resolve(
+        "tiny"
+    )
     resolved.paths[0].write_bytes(b"\0" * len(world.data[resolved.spec.files[0].filename]))
 
     with pytest.raises(CorruptCacheError) as info:
-        models.load_resolved(resolved, _failing_loader)
+        ModelCache().load(resolved, _failing_loader)
 
     err = info.value
     assert isinstance(err, ModelUnavailableError)
@@ -550,10 +570,12 @@ def test_a_damaged_cached_file_is_reported_with_the_fix(world: World) -> None:
 
 def test_a_verified_file_that_fails_to_load_keeps_the_loader_error(world: World) -> None:
     """Re-downloading cannot fix a file whose hash is right, so no cache advice is given."""
-    resolved = models.resolve_model("tiny", base_url=world.base, options=FAST, **world.kw())
+    resolved = ModelCache(base_url=world.base, **world.kw(), transport=Transport(options=FAST)).resolve(
+        "tiny"
+    )
 
     with pytest.raises(CheckpointError, match="not a zip archive") as info:
-        models.load_resolved(resolved, _failing_loader)
+        ModelCache().load(resolved, _failing_loader)
 
     assert not isinstance(info.value, CorruptCacheError)
     assert info.value.__cause__ is None
@@ -563,7 +585,7 @@ def test_unwritable_cache_root_is_a_typed_download_error(world: World, tmp_path:
     blocker = tmp_path / "blocker"
     blocker.write_text("a file where the cache root should be")
     with pytest.raises(ModelUnavailableError, match="STEMSPLIT_CACHE_DIR"):
-        models.resolve_model(
-            "tiny", registry=world.registry, cache_dir=blocker, base_url=world.base, options=FAST
-        )
+        ModelCache(
+            registry=world.registry, root=blocker, base_url=world.base, transport=Transport(options=FAST)
+        ).resolve("tiny")
     assert world.server.hits == []

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from stemsplit.errors import InvalidOptionError
-from stemsplit.outputs import DEFAULT_TEMPLATE, check_template, plan_outputs
+from stemsplit.pipeline.outputs import DEFAULT_TEMPLATE, check_template, plan_outputs
 
 STEMS = ("drums", "bass", "other", "vocals")
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from checkpoints import random_state, reference_kwargs, save_th, six_stem_kwargs
-from stemsplit.checkpoint import load_checkpoint
+from stemsplit.weights.checkpoint import load_checkpoint
 
 pytestmark = [pytest.mark.parity, pytest.mark.slow]
 

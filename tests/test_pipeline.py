@@ -32,8 +32,8 @@ from stemsplit.errors import (
 from stemsplit.inference import EngineOptions, separate_tensor
 from stemsplit.model import HTDemucs
 from stemsplit.pipeline import SeparationOptions, StemPlan, plan_batch, plan_stems, separate_batch
+from stemsplit.pipeline.sidecar import Provenance, is_complete, made_from_other_input, write_sidecar
 from stemsplit.separator import Separator
-from stemsplit.sidecar import Provenance, is_complete, made_from_other_input, write_sidecar
 
 FOUR = ("drums", "bass", "other", "vocals")
 EXACT = {"device": "cpu", "precision": "float32"}
@@ -448,14 +448,14 @@ def test_warnings_are_shown_as_they_happen_not_when_the_track_ends(
     model = make_tiny_th(tmp_path / "m")
     path = _surround(tmp_path / "surround.wav")
     options = SeparationOptions(model=str(model), out_dir=tmp_path / "o", stems=("bass",), **EXACT)
-    real = pipeline.separate_stream
+    real = pipeline.track.separate_stream
     shown_before_separating: list[int] = []
 
     def watched(*args, **kwargs):
         shown_before_separating.append(len(caught))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "separate_stream", watched)
+    monkeypatch.setattr(pipeline.track, "separate_stream", watched)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("default")
         (result,) = separate_batch(plan_batch([str(path)], options), options)
@@ -487,7 +487,7 @@ def test_a_failed_track_keeps_the_warnings_issued_before_the_failure(
     model = make_tiny_th(tmp_path / "m")
     path = _surround(tmp_path / "surround.wav")
     options = SeparationOptions(model=str(model), out_dir=tmp_path / "o", **EXACT)
-    monkeypatch.setattr(pipeline, "separate_stream", broken)
+    monkeypatch.setattr(pipeline.track, "separate_stream", broken)
     with pytest.warns(DownmixWarning):
         (result,) = separate_batch(plan_batch([str(path)], options), options)
     assert result.status == "failed" and result.error == "decoder gave up"
@@ -514,7 +514,7 @@ def test_only_quiet_stems_are_flagged(tmp_path: Path) -> None:
     # The levels as the writer measured them; -inf is an all-zero stem.
     levels = {"drums": -12.0, "bass": -60.0, "vocals": -72.4, "no_vocals": -math.inf}
     with pytest.warns(NearSilentStemWarning) as caught:
-        pipeline._check_levels(tmp_path / "t.wav", levels)
+        pipeline.track._check_levels(tmp_path / "t.wav", levels)
     assert [str(w.message) for w in caught] == [
         f"{tmp_path / 't.wav'}: vocals: near-silent (peak -72.4 dBFS): the track may have no vocals",
         f"{tmp_path / 't.wav'}: no_vocals: silent (every sample is zero): the track may contain nothing but vocals",
@@ -554,7 +554,7 @@ def test_a_track_too_big_for_the_disk_fails_before_it_is_read(
     options = SeparationOptions(model=str(model), out_dir=tmp_path / "o", **EXACT)
     batch = plan_batch([str(tmp_path / "song.wav")], options)
     monkeypatch.setattr(shutil, "disk_usage", lambda path: namedtuple("u", "total used free")(10**9, 0, 1000))
-    monkeypatch.setattr(pipeline, "stats_from_blocks", not_reached)
+    monkeypatch.setattr(pipeline.track, "stats_from_blocks", not_reached)
     (result,) = separate_batch(batch, options)
     assert result.status == "failed" and "not enough free disk space" in (result.error or "")
     assert not (tmp_path / "o").exists()

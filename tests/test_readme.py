@@ -39,8 +39,8 @@ def render_help() -> str:
     """``stemsplit --help`` and ``stemsplit models --help`` as the README shows them (fixed width, no colour)."""
     from typer.testing import CliRunner
 
-    from stemsplit import cli
-    from stemsplit.cli_separate import separate_app
+    from stemsplit.cli import app as cli
+    from stemsplit.cli.separate import separate_app
 
     env = {"COLUMNS": "100", "NO_COLOR": "1", "TERM": "dumb"}
     runner = CliRunner()

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any
 from stemsplit._version import __version__
 
 if TYPE_CHECKING:
-    from stemsplit.checkpoint import LoadedModel, load_checkpoint
     from stemsplit.model import HTDemucs, HTDemucsConfig
     from stemsplit.pipeline import SeparationOptions, TrackResult
     from stemsplit.separator import Separator
+    from stemsplit.weights.checkpoint import LoadedModel, load_checkpoint
 
 __all__ = [
     "HTDemucs",
@@ -29,8 +29,8 @@ __all__ = [
 _LAZY = {
     "HTDemucs": "stemsplit.model",
     "HTDemucsConfig": "stemsplit.model",
-    "LoadedModel": "stemsplit.checkpoint",
-    "load_checkpoint": "stemsplit.checkpoint",
+    "LoadedModel": "stemsplit.weights.checkpoint",
+    "load_checkpoint": "stemsplit.weights.checkpoint",
     "SeparationOptions": "stemsplit.pipeline",
     "Separator": "stemsplit.separator",
     "TrackResult": "stemsplit.pipeline",

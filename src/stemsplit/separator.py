@@ -32,21 +32,22 @@ import numpy as np
 import torch
 
 from stemsplit.audio import convert
-from stemsplit.download import DownloadReporter
 from stemsplit.errors import InvalidOptionError
 from stemsplit.inference import ModelBag, separate_tensor
-from stemsplit.loading import describe_model, load_model, weights_identity
-from stemsplit.outputs import plan_outputs
 from stemsplit.pipeline import (
     SeparationOptions,
     TrackResult,
     engine_options,
+    model_cache,
     plan_stems,
     resolve_compute,
     separate_track,
     warn_slow_precision,
 )
-from stemsplit.sidecar import Provenance, made_from_other_input
+from stemsplit.pipeline.outputs import plan_outputs
+from stemsplit.pipeline.sidecar import Provenance, made_from_other_input
+from stemsplit.weights.download import DownloadReporter
+from stemsplit.weights.loading import describe_model, load_model, weights_identity
 
 
 class Separator:
@@ -82,7 +83,7 @@ class Separator:
         self.options = SeparationOptions(model=model, device=device, **settings)
         warn_slow_precision(resolve_compute(self.options))  # once per separator, before any work
         self.model = describe_model(model)
-        self.bag: ModelBag = load_model(self.model, offline=self.options.offline, reporter=download_reporter)
+        self.bag: ModelBag = load_model(self.model, model_cache(self.options, download_reporter))
 
     @property
     def sources(self) -> tuple[str, ...]:

@@ -2,7 +2,7 @@
 
 ``HTDemucsConfig`` carries the constructor arguments of the reference ``HTDemucs`` that shape the network
 or its arithmetic (htdemucs-spec §1.1). Training-only arguments (dropout, weight decay, init scales …) are
-accepted by :mod:`stemsplit.checkpoint` and dropped there; arguments that would select a variant we do
+accepted by :mod:`stemsplit.weights.checkpoint` and dropped there; arguments that would select a variant we do
 not implement are rejected there with an error naming the field.
 """
 
@@ -81,7 +81,7 @@ class HTDemucsConfig:
     t_cross_first: bool = False
 
     def __post_init__(self) -> None:
-        # Internal invariants: checkpoint.py validates user files before building a config, so a failure
+        # Internal invariants: weights/checkpoint.py validates user files before building a config, so a failure
         # here means a programming error, not a bad file.
         if not self.sources:
             raise ValueError("HTDemucsConfig.sources must not be empty")

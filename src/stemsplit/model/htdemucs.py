@@ -46,7 +46,7 @@ class HTDemucs(nn.Module):
     """The HT Demucs network; its ``state_dict`` has exactly the official checkpoints' keys and shapes.
 
     Args:
-        config: the architecture, usually read from a checkpoint by :mod:`stemsplit.checkpoint`.
+        config: the architecture, usually read from a checkpoint by :mod:`stemsplit.weights.checkpoint`.
     """
 
     def __init__(self, config: HTDemucsConfig) -> None:

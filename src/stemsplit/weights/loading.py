@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
-from stemsplit.checkpoint import CheckpointHeader, LoadedModel
-from stemsplit.download import DownloadReporter, sha256_file
 from stemsplit.errors import UnknownModelError
 from stemsplit.inference import ModelBag
+from stemsplit.weights import registry
+from stemsplit.weights.cache import ModelCache
+from stemsplit.weights.checkpoint import CheckpointHeader, LoadedModel
+from stemsplit.weights.download import sha256_file
 
 _CHECKPOINT_SUFFIXES = (".th", ".safetensors", ".pt", ".pth")
 _BAG_SUFFIXES = (".yaml", ".yml")
@@ -69,20 +71,18 @@ def describe_model(spec: str, *, load: bool = True) -> ModelInfo:
         CheckpointError: the local file is not a usable checkpoint or bag (with ``load=False``: its
             header is not).
     """
-    from stemsplit import models
-
     path = Path(spec).expanduser()
     if path.is_file():
         if not load:
             return _describe_header(path)
         if path.suffix.lower() in _BAG_SUFFIXES:
-            from stemsplit.checkpoint import load_bag
+            from stemsplit.weights.checkpoint import load_bag
 
             bag = load_bag(path)
             ids = "+".join(sha256_file(m.path) for m in bag.models if m.path is not None)
             members = (bag.models, bag.weights)
             return ModelInfo(path.stem, bag.sources, ids, path, len(bag.models), _window(bag.models), members)
-        from stemsplit.checkpoint import load_checkpoint
+        from stemsplit.weights.checkpoint import load_checkpoint
 
         loaded = load_checkpoint(path)
         return ModelInfo(
@@ -90,19 +90,19 @@ def describe_model(spec: str, *, load: bool = True) -> ModelInfo:
         )
     if _looks_like_path(spec):
         raise UnknownModelError(
-            f"model file {spec} does not exist; pass a registry name ({', '.join(models.model_names())}) "
+            f"model file {spec} does not exist; pass a registry name ({', '.join(registry.model_names())}) "
             "or an existing file",
             name=spec,
-            known=models.model_names(),
+            known=registry.model_names(),
         )
-    entry = models.get_model_spec(spec)
+    entry = registry.get_model_spec(spec)
     ids = "+".join(f.sha256 for f in entry.files)
     return ModelInfo(entry.name, entry.sources, ids, None, len(entry.files), max_segment=entry.segment)
 
 
 def _describe_header(path: Path) -> ModelInfo:
     """A local checkpoint or bag described from its header(s) alone: no tensor data, no hash."""
-    from stemsplit.checkpoint import read_bag_header, read_header
+    from stemsplit.weights.checkpoint import read_bag_header, read_header
 
     headers = read_bag_header(path) if path.suffix.lower() in _BAG_SUFFIXES else (read_header(path),)
     return ModelInfo(path.stem, headers[0].config.sources, "", path, len(headers), _window(headers))
@@ -119,7 +119,7 @@ def weights_identity(info: ModelInfo) -> str:
     if info.weights_id or info.path is None:
         return info.weights_id
     if info.path.suffix.lower() in _BAG_SUFFIXES:
-        from stemsplit.checkpoint import read_bag_header
+        from stemsplit.weights.checkpoint import read_bag_header
 
         return "+".join(sha256_file(m.path) for m in read_bag_header(info.path))
     return sha256_file(info.path)
@@ -130,25 +130,20 @@ def _window(members: Sequence[LoadedModel | CheckpointHeader]) -> Fraction:
     return min(Fraction(m.config.segment_samples, m.config.samplerate) for m in members)
 
 
-def load_model(
-    info: ModelInfo,
-    *,
-    offline: bool | None = None,
-    reporter: DownloadReporter | None = None,
-) -> ModelBag:
+def load_model(info: ModelInfo, cache: ModelCache | None = None) -> ModelBag:
     """Obtain and build the networks of a described model.
 
     Args:
         info: from :func:`describe_model`.
-        offline: forbid downloads (None: ``STEMSPLIT_OFFLINE``).
-        reporter: download progress.
+        cache: where registry models are cached and how they are downloaded (default
+            :class:`~stemsplit.weights.cache.ModelCache`: the environment's cache, server and offline
+            setting, no progress).
 
     Raises:
         ModelUnavailableError: a registry model could not be downloaded or is not cached offline.
         CheckpointError: a file is not a usable checkpoint.
     """
-    from stemsplit import models
-    from stemsplit.checkpoint import load_checkpoint
+    from stemsplit.weights.checkpoint import load_checkpoint
 
     loaded: list[LoadedModel]
     weights: tuple[tuple[float, ...], ...] | None
@@ -157,8 +152,9 @@ def load_model(
     if info.members is not None:  # a local file, already read by describe_model
         loaded, weights = list(info.members[0]), info.members[1]
     else:
-        resolved = models.resolve_model(info.name, offline=offline, reporter=reporter)
-        loaded = models.load_resolved(resolved, load_checkpoint)
+        cache = cache or ModelCache()
+        resolved = cache.resolve(info.name)
+        loaded = cache.load(resolved, load_checkpoint)
         weights = resolved.weights
     networks = tuple(m.build() for m in loaded)
     first = networks[0]

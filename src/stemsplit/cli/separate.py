@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from stemsplit import ui
 from stemsplit._version import __version__
+from stemsplit.cli import ui
 
 if TYPE_CHECKING:
     from stemsplit.pipeline import Batch, SeparationOptions, TrackResult
@@ -353,8 +353,8 @@ def _print_summary(results: list[TrackResult]) -> None:
 def _print_dry_run(batch: Batch, options: SeparationOptions, *, as_json: bool, quiet: bool) -> None:
     from stemsplit.audio import AudioInfo
     from stemsplit.errors import AudioFileNotFoundError
-    from stemsplit.loading import weights_identity
-    from stemsplit.sidecar import Provenance, is_complete
+    from stemsplit.pipeline.sidecar import Provenance, is_complete
+    from stemsplit.weights.loading import weights_identity
 
     provenance: Provenance | None = None  # a local model's hash is computed only if a sidecar needs it
     rows = []

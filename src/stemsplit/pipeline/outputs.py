@@ -103,7 +103,7 @@ def plan_outputs(
         stems: the stem names to write, in order.
         ext: ``{ext}`` (``wav``, ``flac`` or ``mp3``).
         owned_by_other: ``(sidecar, input) -> bool``: whether existing stems belong to another input
-            (see :func:`stemsplit.sidecar.made_from_other_input`); such names are passed over like
+            (see :func:`stemsplit.pipeline.sidecar.made_from_other_input`); such names are passed over like
             names taken in this batch. Not asked when the template has no ``{track}`` (no other name
             exists). None: files on disk are not looked at.
 

@@ -1,55 +1,33 @@
-"""The ``stemsplit`` command line: a thin layer over the library.
-
-``stemsplit models …`` manages pretrained weights. Importing this module (and ``--help``/``--version``)
-does not import torch: heavy modules are imported inside the commands that need them.
-"""
+"""``stemsplit models list|download|import|verify|path|remove``: the weights cache from the command line."""
 
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from stemsplit import ui
+from stemsplit.cli import ui
 
-_HELP = """Split music into stems (drums, bass, other, vocals) with Hybrid Transformer Demucs.
-
-Commands:
-
-  stemsplit models list|download|import|verify|path|remove   manage pretrained models
-  stemsplit doctor                                          what is installed, which device and why
-"""
-
-app = ui.typer_app(name="stemsplit", help=_HELP, no_args_is_help=True)
-models_app = ui.typer_app(
+app = ui.typer_app(
     help="Manage pretrained models: list, download, import, verify, path, remove.", no_args_is_help=True
 )
-app.add_typer(models_app, name="models")
-
-
-@app.callback()
-def _root(version: ui.VersionOpt = False) -> None:
-    """Split music into stems with Hybrid Transformer Demucs."""
-
 
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or notices.")]
 
 
-@models_app.command("list")
+@app.command("list")
 def models_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """List the models: stems, size, published SDR (MUSDB18-HQ) and whether they are cached."""
     from rich.table import Table
 
-    from stemsplit import models
+    from stemsplit.weights.cache import ModelCache
 
     with ui.error_boundary():
-        rows = models.list_models()
+        rows = ModelCache().status()
         if as_json:
             ui.stdout.print_json(json.dumps([row.to_dict() for row in rows]))
             return
@@ -66,7 +44,7 @@ def models_list(
         ui.stdout.print(table)
 
 
-@models_app.command("download")
+@app.command("download")
 def models_download(
     names: Annotated[
         list[str] | None, typer.Argument(help="Model names (see `stemsplit models list`).")
@@ -76,20 +54,20 @@ def models_download(
     offline: ui.OfflineOpt = False,
 ) -> None:
     """Download models into the cache now (for Docker images and offline machines)."""
-    from stemsplit import models
+    from stemsplit.weights.cache import ModelCache
+    from stemsplit.weights.download import Transport
 
     if not names and not all_models:
         raise typer.BadParameter("name at least one model, or pass --all", param_hint="NAMES")
     with ui.error_boundary():
-        resolved = models.download_models(
-            None if all_models else names, offline=offline or None, reporter=ui.DownloadProgress(quiet=quiet)
-        )
+        transport = Transport(offline=offline or None, reporter=ui.DownloadProgress(quiet=quiet))
+        resolved = ModelCache(transport=transport).download(None if all_models else names)
         for item in resolved:
             for path in item.paths:
                 ui.stdout.print(str(path))
 
 
-@models_app.command("import")
+@app.command("import")
 def models_import(
     files: Annotated[
         list[Path],
@@ -102,16 +80,16 @@ def models_import(
     ],
 ) -> None:
     """Install model files downloaded by hand; each is checked against the registry's hash."""
-    from stemsplit import models
+    from stemsplit.weights.cache import ModelCache
 
     with ui.error_boundary():
         for file in files:
-            result = models.import_file(file)
+            result = ModelCache().import_file(file)
             ui.stdout.print(str(result.dest))
             ui.info(f"Imported {file} for {', '.join(result.models)}")
 
 
-@models_app.command("verify")
+@app.command("verify")
 def models_verify(
     names: Annotated[
         list[str] | None, typer.Argument(help="Models to check (default: every cached one).")
@@ -119,10 +97,10 @@ def models_verify(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Re-hash cached model files; exit code 1 if any is corrupt."""
-    from stemsplit import models
+    from stemsplit.weights.cache import ModelCache, fix_command
 
     with ui.error_boundary():
-        results = models.verify_models(names or None)
+        results = ModelCache().verify(names or None)
         if as_json:
             ui.stdout.print_json(json.dumps([r.to_dict() for r in results]))
         else:
@@ -132,69 +110,28 @@ def models_verify(
         for r in corrupt:
             ui.stderr.print(
                 f"[bold red]Error:[/bold red] {r.path} is corrupt (sha256 {r.actual}, expected {r.expected}…); "
-                f"fix: {models.fix_command(r.model)}",
+                f"fix: {fix_command(r.model)}",
                 markup=True,
             )
         if corrupt:
             raise typer.Exit(ui.EXIT_FAILED)
 
 
-@models_app.command("path")
+@app.command("path")
 def models_path() -> None:
     """Print the folder model files are cached in (put hand-downloaded files there, or use import)."""
-    from stemsplit import models
+    from stemsplit.weights.cache import ModelCache
 
-    ui.stdout.print(str(models.cache_folder()))
+    ui.stdout.print(str(ModelCache().folder()))
 
 
-@models_app.command("remove")
+@app.command("remove")
 def models_remove(
     names: Annotated[list[str], typer.Argument(help="Models whose cached files to delete.")],
 ) -> None:
     """Delete models' files from the cache."""
-    from stemsplit import models
+    from stemsplit.weights.cache import ModelCache
 
     with ui.error_boundary():
-        for path in models.remove_models(names):
+        for path in ModelCache().remove(names):
             ui.stdout.print(str(path))
-
-
-@app.command("doctor")
-def doctor_command(
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
-    verify: Annotated[
-        bool, typer.Option("--verify/--no-verify", help="Re-hash cached model files (--no-verify is faster).")
-    ] = True,
-) -> None:
-    """Versions, torch build, the device `auto` picks and why, decoders, cache and models; exit 1 on a problem."""
-    from stemsplit import doctor
-
-    with ui.error_boundary():
-        report = doctor.collect(verify=verify)
-        if as_json:
-            ui.stdout.print_json(json.dumps(report.to_dict()))
-        else:
-            for title, rows in report.summary():
-                ui.print_section(title, rows)
-            ui.print_section("Findings", ())
-            for finding in report.findings:
-                ui.print_finding(finding.severity, finding.message, finding.fix)
-        if report.status == "problem":
-            raise typer.Exit(ui.EXIT_FAILED)
-
-
-SUBCOMMANDS = frozenset({"models", "doctor"})
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Console-script entry point: ``models``/``doctor`` are subcommands, anything else separates.
-
-    A file literally named ``models`` or ``doctor`` is reached as ``./models``.
-    """
-    args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] in SUBCOMMANDS:
-        app(args=args, prog_name="stemsplit")
-    else:
-        from stemsplit.cli_separate import separate_app
-
-        separate_app(args=args, prog_name="stemsplit")

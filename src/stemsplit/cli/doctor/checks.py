@@ -1,7 +1,8 @@
 """``stemsplit doctor``: what is installed, which device ``auto`` would use and why, decoders, cache.
 
-:func:`collect` gathers everything into a frozen :class:`DoctorReport`; it prints nothing and imports
-no Rich or Typer (``cli.py`` renders it). Every probe degrades gracefully: a missing or broken library,
+:func:`collect` gathers everything into a frozen :class:`~stemsplit.cli.doctor.report.DoctorReport`; it
+prints nothing and imports no Rich or Typer (:mod:`~stemsplit.cli.doctor.render` turns it into rows, the
+command prints them). Every probe degrades gracefully: a missing or broken library,
 an unreadable cache or a failing ``nvidia-smi`` becomes a :class:`Finding`, never an exception. Each
 finding has a severity (``ok``, ``warning``, ``problem``) and, when there is one, the command that
 fixes it. Nothing is created, downloaded or changed; the only writes are a temporary probe file in the
@@ -21,34 +22,28 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from stemsplit import settings
 from stemsplit._paths import nearest_existing
 from stemsplit._version import __version__
-
-__all__ = [
-    "CacheInfo",
-    "DecoderInfo",
-    "DeviceChoice",
-    "DoctorReport",
-    "Finding",
-    "GpuInfo",
-    "ModelFileInfo",
-    "ModelInfo",
-    "NetworkInfo",
-    "NvidiaInfo",
-    "PackageInfo",
-    "Severity",
-    "TorchInfo",
-    "collect",
-    "cuda_install_command",
-]
-
-Severity = Literal["ok", "warning", "problem"]
-SCHEMA_VERSION = 1
+from stemsplit.cli.doctor.render import size_text
+from stemsplit.cli.doctor.report import (
+    CacheInfo,
+    DecoderInfo,
+    DeviceChoice,
+    DoctorReport,
+    FileCheck,
+    Finding,
+    GpuInfo,
+    ModelFileInfo,
+    ModelInfo,
+    NetworkInfo,
+    NvidiaInfo,
+    PackageInfo,
+    TorchInfo,
+)
 
 # Below this much free space in the cache a warning is given (htdemucs_ft alone is about 320 MB).
 LOW_DISK_BYTES = 1_000_000_000
@@ -79,231 +74,6 @@ NVIDIA_PROC = Path("/proc/driver/nvidia")
 CUDA_WHEELS = (("cu130", (13, 0)), ("cu128", (12, 8)), ("cu126", (12, 6)))
 TORCH_INSTALL_PAGE = "https://pytorch.org/get-started/locally/"
 _PROBE_SECONDS = 10.0
-
-
-# --- report types --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One diagnosis.
-
-    Attributes:
-        topic: what it is about (``python``, ``packages``, ``torch``, ``device``, ``decoders``,
-            ``cache``, ``models``, ``network``).
-        severity: ``ok`` (fine, worth saying), ``warning`` (works, but not as well as it could) or
-            ``problem`` (something will fail; ``stemsplit doctor`` exits 1).
-        message: one line saying what was found.
-        fix: the command or action that fixes it, when there is one.
-    """
-
-    topic: str
-    severity: Severity
-    message: str
-    fix: str | None = None
-
-
-@dataclass(frozen=True)
-class PackageInfo:
-    """An installed distribution: ``version`` is ``None`` when it is missing; ``error`` when it fails to import."""
-
-    name: str
-    version: str | None
-    detail: str | None = None
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class GpuInfo:
-    """A CUDA (or ROCm) device as torch sees it."""
-
-    index: int
-    name: str
-    memory_bytes: int
-    capability: str
-
-
-@dataclass(frozen=True)
-class NvidiaInfo:
-    """Signs of an NVIDIA driver, independent of torch.
-
-    Attributes:
-        detected: ``nvidia-smi`` is on PATH or the kernel driver is loaded.
-        evidence: what showed it (the ``nvidia-smi`` path or ``/proc/driver/nvidia``).
-        driver_version, cuda_version: from ``nvidia-smi``'s header (the newest CUDA the driver runs).
-    """
-
-    detected: bool
-    evidence: str | None = None
-    driver_version: str | None = None
-    cuda_version: str | None = None
-
-
-@dataclass(frozen=True)
-class TorchInfo:
-    """The torch build and what it can use here.
-
-    Attributes:
-        build: ``cpu`` (no GPU support compiled in), ``cuda`` or ``rocm``.
-        cuda_version: the CUDA version torch was built with (``None`` for CPU and ROCm builds).
-        hip_version: the ROCm/HIP version of a ROCm build.
-        threads: torch's intra-op thread count; cpu_count: cores this process may use.
-        cpu_flags: the CPU features that decide the CPU precision and speed, of those present
-            (:data:`~stemsplit.inference.devices.PRECISION_FLAGS`, e.g. ``("avx2", "avx512_bf16")``).
-    """
-
-    version: str
-    build: Literal["cpu", "cuda", "rocm"]
-    cuda_version: str | None
-    hip_version: str | None
-    cuda_available: bool
-    gpus: tuple[GpuInfo, ...]
-    mps_built: bool
-    mps_available: bool
-    threads: int
-    cpu_count: int
-    cpu_flags: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class DeviceChoice:
-    """What ``--device auto --precision auto`` resolves to, and why."""
-
-    device: str
-    precision: str
-    why: str
-
-
-@dataclass(frozen=True)
-class DecoderInfo:
-    """One decoding backend.
-
-    Attributes:
-        name: ``libsndfile`` (through soundfile) or ``ffmpeg`` (through PyAV).
-        capabilities: named checks, e.g. ``mp3_read``, ``aac_decode``.
-        formats: a short list of what it reads.
-    """
-
-    name: str
-    available: bool
-    version: str | None
-    formats: tuple[str, ...] = ()
-    capabilities: tuple[tuple[str, bool], ...] = ()
-    error: str | None = None
-
-    def can(self, capability: str) -> bool:
-        """Whether the named check passed."""
-        return dict(self.capabilities).get(capability, False)
-
-
-@dataclass(frozen=True)
-class CacheInfo:
-    """The model cache: where, whether it can be written, free space (of the nearest existing folder)."""
-
-    root: Path
-    checkpoints: Path
-    exists: bool
-    writable: bool
-    free_bytes: int | None
-    total_bytes: int | None
-    error: str | None = None
-
-
-FileCheck = Literal["ok", "corrupt", "missing", "unverified"]
-
-
-@dataclass(frozen=True)
-class ModelFileInfo:
-    """A weight file: ``state`` is ``unverified`` for a cached file that was not hashed (``--no-verify``)."""
-
-    filename: str
-    path: Path
-    cached: bool
-    state: FileCheck
-    size_bytes: int | None
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """A registry model and the cache state of its files."""
-
-    name: str
-    default: bool
-    files: tuple[ModelFileInfo, ...]
-
-    @property
-    def cached(self) -> bool:
-        """Whether every file is in the cache."""
-        return all(f.cached for f in self.files)
-
-    @property
-    def valid(self) -> bool:
-        """Whether it is cached and no file failed its hash."""
-        return self.cached and all(f.state in ("ok", "unverified") for f in self.files)
-
-
-@dataclass(frozen=True)
-class NetworkInfo:
-    """Download settings from the environment; proxy passwords are masked."""
-
-    offline: bool
-    mirror: str | None
-    proxies: tuple[tuple[str, str], ...]
-    ca_bundle: str | None
-    ca_bundle_var: str | None
-    ca_bundle_exists: bool | None
-
-
-@dataclass(frozen=True)
-class DoctorReport:
-    """Everything ``stemsplit doctor`` shows; :meth:`to_dict` is its ``--json`` form."""
-
-    stemsplit: str
-    python: str
-    python_implementation: str
-    executable: str
-    platform: str
-    machine: str
-    packages: tuple[PackageInfo, ...]
-    nvidia: NvidiaInfo
-    torch: TorchInfo | None
-    device: DeviceChoice | None
-    decoders: tuple[DecoderInfo, ...]
-    cache: CacheInfo
-    models: tuple[ModelInfo, ...]
-    verified: bool
-    network: NetworkInfo
-    findings: tuple[Finding, ...] = field(default=())
-
-    @property
-    def status(self) -> Severity:
-        """The worst severity among the findings."""
-        severities = {f.severity for f in self.findings}
-        return "problem" if "problem" in severities else "warning" if "warning" in severities else "ok"
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-able mapping (paths as strings, pairs as objects); see ``SCHEMA_VERSION``."""
-        data = _jsonable(asdict(self))
-        for decoder in data["decoders"]:
-            decoder["capabilities"] = dict(decoder["capabilities"])
-        data["network"]["proxies"] = dict(data["network"]["proxies"])
-        for model in data["models"]:
-            model["cached"] = all(f["cached"] for f in model["files"])
-        return {"schema": SCHEMA_VERSION, **data, "status": self.status}
-
-    def summary(self) -> tuple[tuple[str, tuple[tuple[str, str], ...]], ...]:
-        """The report as plain-text sections of ``(label, value)`` rows, for people."""
-        return _summary(self)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 # --- collection ----------------------------------------------------------------------------------
@@ -731,13 +501,14 @@ def _cache(cache_dir: Path | None) -> CacheInfo:
 
 def _models(root: Path, verify: bool, offline: bool, findings: list[Finding]) -> tuple[ModelInfo, ...]:
     try:
-        from stemsplit import models as registry
+        from stemsplit.weights.cache import ModelCache, fix_command
 
-        rows = registry.list_models(cache_dir=root)
+        cache = ModelCache(root=root)
+        rows = cache.status()
         cached = [row.name for row in rows if any(f.cached for f in row.files)]
         states = {}
         if verify and cached:
-            for result in registry.verify_models(cached, cache_dir=root):
+            for result in cache.verify(cached):
                 states[result.filename] = result.state
     except Exception as err:
         findings.append(Finding("models", "problem", f"cannot inspect the model cache ({_first_line(err)})"))
@@ -756,7 +527,7 @@ def _models(root: Path, verify: bool, offline: bool, findings: list[Finding]) ->
                         "models",
                         "problem",
                         f"model {row.name}: cached file {f.path} is corrupt (its SHA-256 does not match)",
-                        registry.fix_command(row.name),
+                        fix_command(row.name),
                     )
                 )
         infos.append(ModelInfo(row.name, row.default, tuple(files)))
@@ -796,7 +567,7 @@ def _cache_findings(cache: CacheInfo, models: Sequence[ModelInfo], findings: lis
             Finding(
                 "cache",
                 "warning",
-                f"only {_size(cache.free_bytes)} free where models are cached ({cache.checkpoints}); "
+                f"only {size_text(cache.free_bytes)} free where models are cached ({cache.checkpoints}); "
                 "one model is about 80 MB, htdemucs_ft about 320 MB",
                 f"free some disk space, or {fix}",
             )
@@ -809,7 +580,7 @@ def _cache_findings(cache: CacheInfo, models: Sequence[ModelInfo], findings: lis
 
 
 def _network(findings: list[Finding]) -> NetworkInfo:
-    from stemsplit.download import mask_url
+    from stemsplit.weights.download import mask_url
 
     offline = settings.offline()
     mirror = settings.model_base_url()
@@ -851,96 +622,3 @@ def _offline_findings(network: NetworkInfo, models: Sequence[ModelInfo], finding
         )
     else:
         findings.append(Finding("network", "ok", "offline mode is on: nothing will be downloaded"))
-
-
-# --- plain-text summary --------------------------------------------------------------------------
-
-
-def _size(n: int | None) -> str:
-    if n is None:
-        return "unknown"
-    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} B"
-
-
-def _yes(flag: bool) -> str:
-    return "yes" if flag else "no"
-
-
-def _summary(r: DoctorReport) -> tuple[tuple[str, tuple[tuple[str, str], ...]], ...]:
-    def package(p: PackageInfo) -> str:
-        text = (p.version or "not installed") + (f" ({p.detail})" if p.detail else "")
-        return text + (f", import fails: {p.error}" if p.error else "")
-
-    versions = [
-        ("stemsplit", r.stemsplit),
-        ("python", f"{r.python} ({r.python_implementation}) {r.executable}"),
-    ]
-    versions += [("platform", r.platform)]
-    versions += [(p.name, package(p)) for p in r.packages]
-
-    device: list[tuple[str, str]] = []
-    if r.device is not None:
-        device += [("auto", f"{r.device.device}, {r.device.precision}"), ("why", r.device.why)]
-    if r.torch is not None:
-        t = r.torch
-        build = {"cpu": "CPU only", "cuda": f"CUDA {t.cuda_version}", "rocm": f"ROCm {t.hip_version}"}[
-            t.build
-        ]
-        device += [("torch build", build), ("CUDA usable", _yes(t.cuda_available))]
-        device += [
-            (f"cuda:{g.index}", f"{g.name}, {g.memory_bytes / 2**30:.0f} GiB, sm {g.capability}")
-            for g in t.gpus
-        ]
-        device += [("MPS", f"built {_yes(t.mps_built)}, available {_yes(t.mps_available)}")]
-        device += [
-            (
-                "CPU",
-                f"{t.threads} threads of {t.cpu_count} cores, flags {', '.join(t.cpu_flags) or 'none of note'}",
-            )
-        ]
-    else:
-        device += [("torch", "unavailable")]
-    if r.nvidia.detected:
-        driver = f"driver {r.nvidia.driver_version or '?'}, CUDA {r.nvidia.cuda_version or '?'}"
-        device += [("NVIDIA", f"{driver} ({r.nvidia.evidence})")]
-
-    decoders = []
-    for d in r.decoders:
-        if not d.available:
-            decoders.append((d.name, f"unavailable ({d.error})"))
-            continue
-        can = [name.replace("_", " ") for name, ok in d.capabilities if ok]
-        cannot = [name.replace("_", " ") for name, ok in d.capabilities if not ok]
-        checks = f"; can: {', '.join(can)}" + (f"; CANNOT: {', '.join(cannot)}" if cannot else "")
-        decoders.append((d.name, f"{d.version}: reads {', '.join(d.formats)}{checks}"))
-
-    c = r.cache
-    cache = [("path", str(c.checkpoints)), ("writable", _yes(c.writable)), ("free", _size(c.free_bytes))]
-
-    models = []
-    for m in r.models:
-        if not m.cached:
-            state = "not cached" if not any(f.cached for f in m.files) else "partly cached"
-        elif not m.valid:
-            state = "CORRUPT"
-        else:
-            state = "cached, verified" if r.verified else "cached (not re-hashed)"
-        models.append((m.name + (" (default)" if m.default else ""), state))
-
-    n = r.network
-    network = [("offline", _yes(n.offline)), ("mirror", n.mirror or "-")]
-    network += [(name, value) for name, value in n.proxies]
-    if n.ca_bundle_var:
-        network += [(n.ca_bundle_var, f"{n.ca_bundle}{'' if n.ca_bundle_exists else ' (missing)'}")]
-
-    return (
-        ("Versions", tuple(versions)),
-        ("Device", tuple(device)),
-        ("Decoders", tuple(decoders)),
-        ("Cache", tuple(cache)),
-        ("Models", tuple(models)),
-        ("Network", tuple(network)),
-    )

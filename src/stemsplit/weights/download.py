@@ -29,7 +29,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol
 from urllib.parse import urlsplit, urlunsplit
@@ -129,6 +129,23 @@ class DownloadOptions:
     def retry_delay_s(self, failures: int) -> float:
         """The pause after the ``failures``-th consecutive failure (1-based)."""
         return float(min(self.backoff_s * 2.0 ** (failures - 1), self.max_backoff_s))
+
+
+@dataclass(frozen=True)
+class Transport:
+    """How files are fetched: what every download of a run shares.
+
+    Attributes:
+        offline: ``True`` forbids the network; ``None`` reads ``STEMSPLIT_OFFLINE`` at call time.
+        options: timeouts, retries and lock wait.
+        reporter: progress receiver (None: none).
+        session: a ``requests.Session`` to use (None: a new one per download, honouring the environment).
+    """
+
+    offline: bool | None = None
+    options: DownloadOptions = field(default_factory=DownloadOptions)
+    reporter: DownloadReporter | None = None
+    session: requests.Session | None = None
 
 
 # --- hashes and cache files --------------------------------------------------------------------
@@ -254,10 +271,7 @@ def ensure_file(
     *,
     size_bytes: int | None = None,
     label: str | None = None,
-    offline: bool | None = None,
-    options: DownloadOptions | None = None,
-    reporter: DownloadReporter | None = None,
-    session: requests.Session | None = None,
+    transport: Transport | None = None,
 ) -> Path:
     """Return ``dest``, downloading and verifying it first if it is not cached.
 
@@ -267,10 +281,8 @@ def ensure_file(
         sha256: the expected SHA-256, full or a prefix (at least 8 hex digits in the registry).
         size_bytes: the expected size, if known (see :func:`is_cached`).
         label: what to call the file in error messages (default: its name).
-        offline: ``True`` forbids the network; ``None`` reads ``STEMSPLIT_OFFLINE``.
-        options: timeouts, retries and lock wait (default :class:`DownloadOptions`).
-        reporter: progress receiver (default: none).
-        session: a ``requests.Session`` to use (default: a new one, honouring the environment).
+        transport: offline switch, timeouts and retries, progress and session (default
+            :class:`Transport`: ``STEMSPLIT_OFFLINE``, default options, no progress, a new session).
 
     Returns:
         ``dest``, which now holds a verified file.
@@ -282,8 +294,9 @@ def ensure_file(
     """
     if is_cached(dest, size_bytes):
         return dest
+    transport = transport or Transport()
     target = _Target(url, dest, label or dest.name)
-    if settings.offline(offline):
+    if settings.offline(transport.offline):
         raise OfflineModeError(
             target.message(
                 f"{target.label} is not in the cache and offline mode is on (STEMSPLIT_OFFLINE or --offline)",
@@ -296,24 +309,14 @@ def ensure_file(
             url=url,
             path=dest,
         )
-    opts = options or DownloadOptions()
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise target.unwritable(f"cannot create the cache folder {dest.parent}: {err}") from err
-    with _best_effort_lock(dest, opts.lock_timeout_s, lambda: is_cached(dest, size_bytes)):
+    with _best_effort_lock(dest, transport.options.lock_timeout_s, lambda: is_cached(dest, size_bytes)):
         if is_cached(dest, size_bytes):  # another process finished it while we waited
             return dest
-        return download_file(
-            url,
-            dest,
-            sha256,
-            size_bytes=size_bytes,
-            label=label,
-            options=opts,
-            reporter=reporter,
-            session=session,
-        )
+        return download_file(url, dest, sha256, size_bytes=size_bytes, label=label, transport=transport)
 
 
 def download_file(
@@ -323,18 +326,17 @@ def download_file(
     *,
     size_bytes: int | None = None,
     label: str | None = None,
-    options: DownloadOptions | None = None,
-    reporter: DownloadReporter | None = None,
-    session: requests.Session | None = None,
+    transport: Transport | None = None,
 ) -> Path:
     """Download ``url`` to ``dest`` unconditionally (verified, atomic); an existing ``dest`` is replaced
     only by verified bytes. Arguments and errors as :func:`ensure_file`, without the offline check
     and the lock."""
+    transport = transport or Transport()
     target = _Target(url, dest, label or dest.name)
-    opts = options or DownloadOptions()
-    report = reporter or NullReporter()
-    own_session = session is None
-    http = session or _new_session()
+    opts = transport.options
+    report = transport.reporter or NullReporter()
+    own_session = transport.session is None
+    http = transport.session or _new_session()
     tmp = temp_path_for(dest)
     ok = False
     report.download_started(url, dest, size_bytes)

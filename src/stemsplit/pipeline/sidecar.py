@@ -34,7 +34,7 @@ class Provenance:
 
     Attributes:
         model: the model name.
-        weights_id: the weights' identity (see :class:`stemsplit.loading.ModelInfo`).
+        weights_id: the weights' identity (see :class:`stemsplit.weights.loading.ModelInfo`).
         settings: every option that changes the output files (JSON-able).
     """
 
@@ -45,7 +45,7 @@ class Provenance:
 
 def source_identity(source: Path) -> dict[str, Any]:
     """What identifies an input's content: size, modification time and SHA-256."""
-    from stemsplit.download import sha256_file
+    from stemsplit.weights.download import sha256_file
 
     stat = source.stat()
     return {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha256_file(source)}
@@ -61,7 +61,7 @@ def _same_source(recorded: object, source: Path) -> bool:
             return False
         if stat.st_mtime_ns == recorded.get("mtime_ns"):
             return True
-        from stemsplit.download import sha256_file
+        from stemsplit.weights.download import sha256_file
 
         return sha256_file(source) == recorded.get("sha256")
     except OSError:

@@ -2,7 +2,7 @@
 
 Results go to stdout (:data:`stdout`); progress, warnings and errors go to stderr (:data:`stderr`), so
 ``stemsplit … | xargs`` only ever sees results. Rich renders progress live on a terminal and prints
-nothing of it elsewhere. This is the only module besides ``cli.py`` that imports Rich or Typer.
+nothing of it elsewhere. Only modules under ``stemsplit.cli`` import Rich or Typer.
 """
 
 from __future__ import annotations
@@ -171,7 +171,7 @@ def error_boundary() -> Iterator[None]:
 
 
 class DownloadProgress:
-    """A :class:`stemsplit.download.DownloadReporter` that draws a Rich bar (size, speed, ETA) on stderr.
+    """A :class:`stemsplit.weights.download.DownloadReporter` that draws a Rich bar (size, speed, ETA) on stderr.
 
     Rich draws nothing live when stderr is not a terminal; ``quiet`` turns the bar off entirely.
     """

@@ -1,0 +1,75 @@
+"""The ``stemsplit`` command line: routing between the default command and the subcommands.
+
+``stemsplit PATHS...`` separates (:mod:`~stemsplit.cli.separate`), ``stemsplit models …`` manages pretrained
+weights (:mod:`~stemsplit.cli.models`), ``stemsplit doctor`` inspects the installation
+(:mod:`~stemsplit.cli.doctor`). Importing this module (and ``--help``/``--version``) does not import torch:
+heavy modules are imported inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from typing import Annotated
+
+import typer
+
+from stemsplit.cli import models, ui
+
+_HELP = """Split music into stems (drums, bass, other, vocals) with Hybrid Transformer Demucs.
+
+Commands:
+
+  stemsplit models list|download|import|verify|path|remove   manage pretrained models
+  stemsplit doctor                                          what is installed, which device and why
+"""
+
+app = ui.typer_app(name="stemsplit", help=_HELP, no_args_is_help=True)
+app.add_typer(models.app, name="models")
+
+
+@app.callback()
+def _root(version: ui.VersionOpt = False) -> None:
+    """Split music into stems with Hybrid Transformer Demucs."""
+
+
+@app.command("doctor")
+def doctor_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+    verify: Annotated[
+        bool, typer.Option("--verify/--no-verify", help="Re-hash cached model files (--no-verify is faster).")
+    ] = True,
+) -> None:
+    """Versions, torch build, the device `auto` picks and why, decoders, cache and models; exit 1 on a problem."""
+    from stemsplit.cli import doctor
+
+    with ui.error_boundary():
+        report = doctor.collect(verify=verify)
+        if as_json:
+            ui.stdout.print_json(json.dumps(report.to_dict()))
+        else:
+            for title, rows in doctor.summary(report):
+                ui.print_section(title, rows)
+            ui.print_section("Findings", ())
+            for finding in report.findings:
+                ui.print_finding(finding.severity, finding.message, finding.fix)
+        if report.status == "problem":
+            raise typer.Exit(ui.EXIT_FAILED)
+
+
+SUBCOMMANDS = frozenset({"models", "doctor"})
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point: ``models``/``doctor`` are subcommands, anything else separates.
+
+    A file literally named ``models`` or ``doctor`` is reached as ``./models``.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in SUBCOMMANDS:
+        app(args=args, prog_name="stemsplit")
+    else:
+        from stemsplit.cli.separate import separate_app
+
+        separate_app(args=args, prog_name="stemsplit")

@@ -1,0 +1,235 @@
+"""What a separation run computes and writes: :class:`SeparationOptions` and the stems it asks for.
+
+Everything here is checked before any input is read or any model is loaded, so a bad option fails at once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from stemsplit.audio import (
+    BitDepth,
+    ClipMode,
+    Container,
+    WriteOptions,
+)
+from stemsplit.errors import (
+    InvalidOptionError,
+)
+from stemsplit.inference import EngineOptions, ModelBag, Precision
+from stemsplit.pipeline.outputs import DEFAULT_TEMPLATE, check_template
+from stemsplit.weights.cache import ModelCache
+from stemsplit.weights.download import DownloadReporter, Transport
+from stemsplit.weights.registry import DEFAULT_MODEL
+
+OtherMethod = Literal["add", "minus", "none"]
+# --- options -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SeparationOptions:
+    """Every setting of a separation run (the CLI's options; defaults are the CLI's).
+
+    Attributes:
+        model: registry name or path to a ``.th`` / ``.safetensors`` / bag ``.yaml``.
+        out_dir: output root (``--out``).
+        filename: output path template below ``out_dir`` (see :mod:`stemsplit.pipeline.outputs`).
+        stems: keep only these stems (``--stems``); None = all.
+        two_stems: write this stem and ``no_<stem>`` (``--two-stems``).
+        other_method: how ``no_<stem>`` is made: ``add`` (sum of the other stems), ``minus``
+            (mix − stem), ``none`` (not written).
+        format, bit_depth, mp3_bitrate, clip: encoding (see :class:`stemsplit.audio.WriteOptions`).
+        samplerate: output rate in Hz; None = the input's. mp3 has only the MPEG rates
+            (:data:`~stemsplit.audio.writer.MP3_SAMPLERATES`): another explicit rate is refused, and an
+            input at another rate gives 44100 Hz stems with a :class:`~stemsplit.errors.SampleRateWarning`.
+        device, precision, batch_size, jobs: compute (see :class:`stemsplit.inference.EngineOptions`).
+        segment: window in seconds, at most the model's (7.8 s for HT models); None = the model's.
+        overlap, shifts, seed: overlap-add and the random-shift trick.
+        overwrite: redo tracks whose stems are complete (default: skip them).
+        offline: never download (None: ``STEMSPLIT_OFFLINE``).
+    """
+
+    model: str = DEFAULT_MODEL
+    out_dir: Path = Path("separated")
+    filename: str = DEFAULT_TEMPLATE
+    stems: tuple[str, ...] | None = None
+    two_stems: str | None = None
+    other_method: OtherMethod = "add"
+    format: Container = "wav"
+    bit_depth: BitDepth = "16"
+    mp3_bitrate: int = 320
+    samplerate: int | None = None
+    clip: ClipMode = "rescale"
+    device: str = "auto"
+    precision: Precision = "auto"
+    batch_size: int | None = None
+    jobs: int | None = None
+    segment: float | None = None
+    overlap: float = 0.25
+    shifts: int = 0
+    seed: int = 0
+    overwrite: bool = False
+    offline: bool | None = None
+
+    def __post_init__(self) -> None:
+        check_template(self.filename)
+        write = self.write_options()  # validates format / bit depth / bitrate / clip
+        if self.samplerate is not None:
+            write.check_samplerate(self.samplerate)  # mp3 at 96 kHz: refused, not silently changed
+        if self.stems is not None and self.two_stems is not None:
+            raise InvalidOptionError("use either --stems or --two-stems, not both", option="--stems")
+        if self.other_method not in ("add", "minus", "none"):
+            raise InvalidOptionError(f"--other-method must be add, minus or none, got {self.other_method!r}")
+        checks = (
+            (
+                self.samplerate is None or 8000 <= self.samplerate <= 384000,
+                "--sample-rate",
+                "between 8000 and 384000 Hz",
+            ),
+            (0 <= self.overlap < 1, "--overlap", "at least 0 and below 1"),
+            (self.shifts >= 0, "--shifts", "0 or more"),
+            (self.segment is None or self.segment > 0, "--segment", "more than 0 seconds"),
+            (self.batch_size is None or self.batch_size >= 1, "--batch-size", "1 or more"),
+            (self.jobs is None or self.jobs >= 1, "--jobs", "1 or more"),
+        )
+        for ok, option, rule in checks:
+            if not ok:
+                raise InvalidOptionError(f"{option} must be {rule}", option=option)
+
+    def write_options(self) -> WriteOptions:
+        """The encoder settings."""
+        return WriteOptions(
+            format=self.format, bit_depth=self.bit_depth, mp3_bitrate=self.mp3_bitrate, clip=self.clip
+        )
+
+    def output_settings(self) -> dict[str, Any]:
+        """The settings that change the written files (recorded in ``stemsplit.json``)."""
+        keys = ("stems", "two_stems", "other_method", "format", "bit_depth", "samplerate", "clip", "segment",
+                "overlap", "shifts", "seed")  # fmt: skip
+        values = {k: getattr(self, k) for k in keys}
+        # Settings that cannot change the files in this combination are recorded as None, so that
+        # changing them does not make finished tracks look stale.
+        values["other_method"] = self.other_method if self.two_stems else None
+        values["seed"] = self.seed if self.shifts else None
+        values["bit_depth"] = None if self.format == "mp3" else self.bit_depth
+        values["mp3_bitrate"] = self.mp3_bitrate if self.format == "mp3" else None
+        values["precision"] = self.precision  # reduced precision changes the stems slightly
+        values["stems"] = list(self.stems) if self.stems else None
+        return values
+
+
+# --- which stems are computed and written --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StemPlan:
+    """Which stems the engine computes and which files are written from them.
+
+    Attributes:
+        computed: stems the engine returns, in order.
+        written: output names, in order (``no_<stem>`` included for ``--two-stems``).
+        needs_mix: ``no_<stem>`` is made as mix − stem, so the input must be kept until then.
+    """
+
+    computed: tuple[str, ...]
+    written: tuple[str, ...]
+    needs_mix: bool = False
+
+    def combine(self, block: np.ndarray, mix: np.ndarray | None) -> dict[str, np.ndarray]:
+        """Engine output (S, C, n) (+ the input (C, n) if needed) → {written stem: (C, n)}."""
+        if len(self.written) == len(self.computed) and self.written == self.computed:
+            return {stem: block[i] for i, stem in enumerate(self.computed)}
+        kept = self.written[0]
+        stem = block[self.computed.index(kept)]
+        out = {kept: stem}
+        if len(self.written) == 2:
+            if self.needs_mix:
+                assert mix is not None
+                out[self.written[1]] = mix - stem
+            else:
+                out[self.written[1]] = (
+                    block.sum(axis=0) - stem if len(self.computed) > 1 else np.zeros_like(stem)
+                )
+        return out
+
+
+def plan_stems(sources: Sequence[str], options: SeparationOptions) -> StemPlan:
+    """Resolve ``--stems`` / ``--two-stems`` / ``--other-method`` against the model's sources.
+
+    Raises:
+        InvalidOptionError: a stem the model does not produce (the error lists the ones it does).
+    """
+    sources = tuple(sources)
+
+    def check(names: Sequence[str], option: str) -> None:
+        for name in names:
+            if name not in sources:
+                raise InvalidOptionError(
+                    f"{option} {name!r}: this model's stems are {', '.join(sources)}", option=option
+                )
+
+    if options.two_stems is not None:
+        stem = options.two_stems
+        check([stem], "--two-stems")
+        if options.other_method == "add":
+            return StemPlan(sources, (stem, f"no_{stem}"))
+        if options.other_method == "minus":
+            return StemPlan((stem,), (stem, f"no_{stem}"), needs_mix=True)
+        return StemPlan((stem,), (stem,))
+    if options.stems is not None:
+        check(options.stems, "--stems")
+        chosen = tuple(dict.fromkeys(options.stems))
+        return StemPlan(chosen, chosen)
+    return StemPlan(sources, sources)
+
+
+def check_segment(segment: float | None, limit: Fraction) -> None:
+    """Refuse a ``--segment`` (seconds) longer than the model's window ``limit`` (seconds).
+
+    Raises:
+        InvalidOptionError: it is longer; the message names the limit.
+    """
+    # As typed (shortest repr): 7.8 must not fail for being 7.8000000000000001 in binary.
+    if segment is not None and Fraction(repr(float(segment))) > limit:
+        most = math.floor(limit * 100) / 100  # rounded down: the value suggested must be accepted
+        raise InvalidOptionError(
+            f"--segment {segment:g} is longer than the model's {float(limit):.3g} s window (transformer "
+            f"models cannot use more context than they were trained with); use {most:g} or less",
+            option="--segment",
+        )
+
+
+def engine_options(bag: ModelBag, options: SeparationOptions, stems: Sequence[str]) -> EngineOptions:
+    """Engine settings for a run.
+
+    Raises:
+        InvalidOptionError: ``--segment`` longer than the model's window (checked here, on the loaded
+            weights, whatever :func:`plan_batch` could check before).
+    """
+    segment = None
+    if options.segment is not None:
+        check_segment(options.segment, Fraction(bag.segment_samples, bag.samplerate))
+        segment = int(options.segment * bag.samplerate)
+    return EngineOptions(
+        segment_samples=segment,
+        overlap=options.overlap,
+        shifts=options.shifts,
+        seed=options.seed,
+        stems=tuple(stems),
+        batch_size=options.batch_size,
+        device=options.device,
+        precision=options.precision,
+        threads=options.jobs,
+    )
+
+
+def model_cache(options: SeparationOptions, reporter: DownloadReporter | None = None) -> ModelCache:
+    """The weights cache of a run: the environment's, with the run's ``--offline`` and download progress."""
+    return ModelCache(transport=Transport(offline=options.offline, reporter=reporter))

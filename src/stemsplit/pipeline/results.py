@@ -1,0 +1,189 @@
+"""What happened to each track (:class:`TrackResult`, its warnings) and how progress is reported.
+
+The pipeline never prints. It reports through :class:`BatchReporter` (the CLI draws Rich progress from
+it) and returns :class:`TrackResult` records (the CLI prints paths, a summary and ``--report`` JSON).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol, TextIO
+
+from stemsplit.errors import (
+    StemsplitWarning,
+)
+
+# --- results and progress -------------------------------------------------------------------------
+
+Status = Literal["done", "skipped", "failed"]
+
+NEAR_SILENT_DBFS = -60.0
+"""A written stem whose peak is below this level (dBFS) gets a :class:`NearSilentStemWarning`.
+
+-60 dBFS is about the noise floor of a quiet room recording and far below any audible part of a mixed
+source, so a stem under it is, for listening purposes, empty (an instrumental's vocals).
+"""
+
+
+@dataclass(frozen=True)
+class TrackWarning:
+    """A warning issued while one track was processed, as kept in its :class:`TrackResult`.
+
+    Attributes:
+        kind: a short name from the warning's class: ``truncated_audio``, ``downmix``, ``tag_copy``,
+            ``near_silent_stem``, ``sidecar``, ``device_fallback``, ``compile_fallback`` ...
+        message: the text shown to people (it names the file).
+    """
+
+    kind: str
+    message: str
+
+
+def warning_kind(category: type[Warning]) -> str:
+    """The :attr:`TrackWarning.kind` of a warning class: its name without ``Warning``, in snake case."""
+    if category is StemsplitWarning:
+        return "warning"
+    name = category.__name__.removesuffix("Warning") or category.__name__
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
+
+
+@contextmanager
+def collect_warnings() -> Iterator[list[TrackWarning]]:
+    """Record the :class:`StemsplitWarning` s issued inside, while still showing them as they happen.
+
+    Every stemsplit warning is recorded in the yielded list (once per distinct message), whatever the
+    filters say, and is passed on at once through the caller's own filters and ``warnings.showwarning``:
+    shown, raised (``error``) or dropped (``ignore``) exactly as without this block. Other warnings are
+    not touched.
+    """
+    records: list[TrackWarning] = []
+    seen: set[tuple[type[Warning], str]] = set()
+    outer_filters = list(warnings.filters)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", StemsplitWarning)  # so that every one reaches ``keep``
+        outer_show = warnings.showwarning
+
+        def keep(
+            message: Warning | str,
+            category: type[Warning],
+            filename: str,
+            lineno: int,
+            file: TextIO | None = None,
+            line: str | None = None,
+        ) -> None:
+            if not issubclass(category, StemsplitWarning):
+                outer_show(message, category, filename, lineno, file, line)
+                return
+            key = (category, str(message))
+            if key in seen:
+                return
+            seen.add(key)
+            records.append(TrackWarning(warning_kind(category), str(message)))
+            with warnings.catch_warnings():  # the caller's filters decide what happens to it
+                warnings.filters[:] = outer_filters  # type: ignore[index]
+                warnings.showwarning = outer_show
+                warnings.warn_explicit(
+                    message, category, filename, lineno, module=_module_name(filename), registry={}
+                )
+
+        warnings.showwarning = keep
+        yield records
+
+
+def _module_name(filename: str) -> str | None:
+    """The imported module defined in ``filename`` (for filters by module), if any."""
+    for name, module in list(sys.modules.items()):
+        if getattr(module, "__file__", None) == filename:
+            return name
+    return None
+
+
+@dataclass
+class TrackResult:
+    """What happened to one input (one row of the summary and of ``--report``).
+
+    Attributes:
+        input: the input path.
+        status: ``done``, ``skipped`` (already complete) or ``failed``.
+        error: one-line reason when failed.
+        outputs: written (or existing, when skipped) stem files.
+        duration_s, samplerate, channels, codec: the input, when it could be probed.
+        output_samplerate: the stems' rate.
+        timings: seconds spent per stage (``stats``, ``separate``, ``total``).
+        device, precision, batch_size: where and how the model ran.
+        gain: the shared clip-protection gain applied (1.0 = none).
+        stems: per stem ``{"peak": …, "rms": …, "peak_dbfs": …}``, before the gain (``peak_dbfs`` is
+            ``-inf`` for a silent stem; None in :meth:`to_dict`, as JSON has no infinity).
+        warnings: the stemsplit warnings issued while the track was processed (input truncated,
+            channels downmixed, tags not copied, a stem near-silent, a device fallback …), in order. A
+            ``done`` track with warnings is still done; these say what to check.
+    """
+
+    input: Path
+    status: Status
+    error: str | None = None
+    outputs: dict[str, Path] = field(default_factory=dict)
+    duration_s: float | None = None
+    samplerate: int | None = None
+    channels: int | None = None
+    codec: str | None = None
+    output_samplerate: int | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    device: str | None = None
+    precision: str | None = None
+    batch_size: int | None = None
+    gain: float | None = None
+    stems: dict[str, dict[str, float]] = field(default_factory=dict)
+    warnings: tuple[TrackWarning, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (paths as strings; non-finite numbers, such as a silent stem's dBFS, as None)."""
+        data = asdict(self)
+        data["input"] = str(self.input)
+        data["outputs"] = {k: str(v) for k, v in self.outputs.items()}
+        data["stems"] = {
+            stem: {k: v if math.isfinite(v) else None for k, v in values.items()}
+            for stem, values in self.stems.items()
+        }
+        data["warnings"] = [asdict(w) for w in self.warnings]
+        return data
+
+
+class BatchReporter(Protocol):
+    """Progress of a batch, for a user interface. Every method is optional in spirit: implement no-ops."""
+
+    def track_started(self, index: int, total: int, path: Path, duration_s: float | None) -> None: ...
+
+    def track_progress(self, done_s: float) -> None: ...
+
+    def track_finished(self, result: TrackResult) -> None: ...
+
+
+class NullBatchReporter:
+    """A reporter that shows nothing (the library default)."""
+
+    def track_started(self, index: int, total: int, path: Path, duration_s: float | None) -> None:
+        pass
+
+    def track_progress(self, done_s: float) -> None:
+        pass
+
+    def track_finished(self, result: TrackResult) -> None:
+        pass
+
+
+def summarise(results: Sequence[TrackResult]) -> Mapping[str, int]:
+    """Counts per status, and ``done_with_warnings``: the done tracks (counted in ``done``) with warnings."""
+    counts = {"done": 0, "skipped": 0, "failed": 0, "done_with_warnings": 0}
+    for r in results:
+        counts[r.status] += 1
+        if r.status == "done" and r.warnings:
+            counts["done_with_warnings"] += 1
+    return counts

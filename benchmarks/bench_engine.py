@@ -28,6 +28,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -261,6 +262,145 @@ def memory_runs(args: argparse.Namespace) -> None:
         print(f"{name:<44}{minutes:>10g}{r['seconds']:>12.1f}{r['peak_mb']:>13.0f}", flush=True)
 
 
+def gpu_matrix(args: argparse.Namespace) -> None:
+    """Every precision eager, the automatic one compiled (cold and warm on-disk cache), against the reference.
+
+    Prints one row per run (seconds, x real time, SNR against our float32, peak device memory, batch size)
+    and the machine-readable last line, where ``ours_s`` is the fastest run in the precision ``auto`` picks.
+    """
+    from contextlib import nullcontext
+
+    from engine_models import make_reference_htdemucs, stemsplit_twin
+    from stemsplit.inference import devices
+
+    device = resolve_device(args.device)
+    model = make_reference_htdemucs(seed=0)
+    bag = ModelBag.single(stemsplit_twin(model))
+    wav = torch.cat(list(synthetic_blocks(args.seconds)), dim=-1)
+    cuda = device.type == "cuda"
+
+    def measure(fn: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, float, float]:
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats(device)
+        t0 = time.perf_counter()
+        out = fn()
+        if cuda:
+            torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated(device) / 2**30 if cuda else float("nan")
+        return out, time.perf_counter() - t0, peak
+
+    def ours(precision: str, *, tf32: bool = False, compile_: bool = False) -> torch.Tensor:
+        opts = EngineOptions(device=device, precision=precision, batch_size=args.batch_size, compile=compile_)  # type: ignore[arg-type]
+        if not tf32:
+            return separate_tensor(bag, wav, options=opts)
+        saved = devices._ieee_float32, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        devices._ieee_float32 = nullcontext  # type: ignore[assignment]
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        try:
+            return separate_tensor(bag, wav, options=opts)
+        finally:
+            devices._ieee_float32, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = (
+                saved
+            )
+
+    auto = str(resolve_dtype("auto", device)).removeprefix("torch.")
+    batch = args.batch_size or devices.auto_batch_size(
+        device, resolve_dtype("auto", device), bag.segment_samples
+    )
+    print(
+        f"\ngpu matrix: {args.seconds:g} s track on {device}, auto precision {auto}, auto batch size {batch}"
+    )
+    ours("float32")  # warm-up (cuDNN autotuning, allocator), not timed
+    rows: list[tuple[str, float, float, float]] = []
+    exact, f32_s, f32_mem = measure(lambda: ours("float32"))
+    rows.append(("ours float32 (TF32 off) eager", f32_s, float("inf"), f32_mem))
+    runs: dict[str, float] = {"float32": f32_s}
+    variants = {"tf32": ("float32", True), "float16": ("float16", False), "bfloat16": ("bfloat16", False)}
+    for name in args.precisions.split(","):
+        if name == "float32":
+            continue
+        precision, tf32 = variants[name]
+        out, secs, mem = measure(lambda p=precision, t=tf32: ours(p, tf32=t))
+        rows.append((f"ours {name} eager", secs, snr_db(exact, out), mem))
+        runs[name] = secs
+    best = runs.get(auto, f32_s)
+    if cuda:
+        for label, result in compiled_runs(args, auto).items():
+            rows.append(
+                (f"ours {auto} compiled, {label}", result["steady_s"], result["snr_db"], result["peak_gib"])
+            )
+            print(
+                f"compile {label}: first run {result['first_s']:.1f} s (compiling), then {result['steady_s']:.2f} s"
+            )
+            best = min(best, result["steady_s"])
+    model = model.to(device)
+    ref, demucs_s, demucs_mem = measure(lambda: reference_separate(model, wav.to(device)).cpu())
+    rows.append(("demucs 4.1.0 apply_model", demucs_s, snr_db(exact, ref), demucs_mem))
+    print(f"{'run':<44}{'seconds':>9}{'x realtime':>12}{'SNR dB':>9}{'peak GiB':>10}")
+    for name, secs, snr, mem in rows:
+        print(f"{name:<44}{secs:>9.2f}{args.seconds / secs:>12.1f}{snr:>9.1f}{mem:>10.2f}")
+    print(f"max|ours float32 - reference| = {float((exact - ref).abs().max()):.3g}")
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+        with profile(activities=activities) as prof:
+            ours(auto)
+        key = "cuda_time_total" if cuda else "cpu_time_total"
+        print(prof.key_averages().table(sort_by=key, row_limit=20))
+    print(
+        f"device={device.type} seconds={args.seconds:g} ours_s={best:.2f} demucs_s={demucs_s:.2f} "
+        f"speedup={demucs_s / best:.3f} auto={auto} batch={batch} xrt={args.seconds / best:.1f}"
+    )
+
+
+def compiled_runs(args: argparse.Namespace, precision: str) -> dict[str, dict[str, float]]:
+    """The compiled engine in two fresh processes sharing one on-disk Inductor cache: cold, then warm."""
+    cache = tempfile.mkdtemp(prefix="bench_engine_inductor_")
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}
+    results = {}
+    for label in ("cold cache", "warm cache"):
+        command = [sys.executable, __file__, "--_compiled-worker", precision, "--device", args.device]
+        command += ["--seconds", str(args.seconds)] + (
+            ["--batch-size", str(args.batch_size)] if args.batch_size else []
+        )
+        done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+        results[label] = json.loads(done.stdout.strip().splitlines()[-1])
+    return results
+
+
+def compiled_worker(args: argparse.Namespace, precision: str) -> None:
+    """Subprocess body of :func:`compiled_runs`: the first compiled run (compiling) and a second one."""
+    from engine_models import make_reference_htdemucs, stemsplit_twin
+
+    device = resolve_device(args.device)
+    bag = ModelBag.single(stemsplit_twin(make_reference_htdemucs(seed=0)))
+    wav = torch.cat(list(synthetic_blocks(args.seconds)), dim=-1)
+    times = []
+    outs = []
+    for compile_ in (True, True, False):
+        opts = EngineOptions(
+            device=device,
+            precision=precision if compile_ else "float32",
+            batch_size=args.batch_size,
+            compile=compile_,
+        )  # type: ignore[arg-type]
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats(device)
+        t0 = time.perf_counter()
+        outs.append(separate_tensor(bag, wav, options=opts))
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+        if compile_:
+            peak = torch.cuda.max_memory_allocated(device) / 2**30
+    print(
+        json.dumps(
+            {"first_s": times[0], "steady_s": times[1], "snr_db": snr_db(outs[2], outs[1]), "peak_gib": peak}
+        )
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -275,11 +415,20 @@ def main() -> None:
     parser.add_argument("--memory-minutes", type=float, nargs="*", default=[], help="stand-in runs of ours")
     parser.add_argument("--reference-memory-minutes", type=float, nargs="*", default=[])
     parser.add_argument("--_memory-worker", nargs=2, metavar=("WHICH", "MINUTES"), help=argparse.SUPPRESS)
+    parser.add_argument("--gpu-matrix", action="store_true", help="every precision, eager and compiled (GPU)")
+    parser.add_argument("--profile", action="store_true", help="with --gpu-matrix: a torch profiler table")
+    parser.add_argument(
+        "--precisions", default="float32,tf32,float16,bfloat16", help="with --gpu-matrix: which to run eager"
+    )
+    parser.add_argument("--_compiled-worker", metavar="PRECISION", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args._memory_worker:
         memory_worker(args._memory_worker[0], float(args._memory_worker[1]))
+        return
+    if args._compiled_worker:
+        compiled_worker(args, args._compiled_worker)
         return
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, cpu capability {torch.backends.cpu.get_cpu_capability()}"
@@ -290,6 +439,9 @@ def main() -> None:
     print(
         f"precision {args.precision} on {args.device}: {choose_precision(args.precision, resolve_device(args.device)).why}"
     )
+    if args.gpu_matrix:
+        gpu_matrix(args)
+        return
     memory_runs(args)
     results = real_model_run(args)
     speedup = results.get("demucs_s", float("nan")) / float(results["ours_s"])  # type: ignore[operator]

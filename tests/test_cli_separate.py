@@ -554,7 +554,7 @@ def test_report_schema(model_file: Path, song: np.ndarray) -> None:
         for key, kind in types.items():
             assert isinstance(track[key], kind), (key, track[key])
     done, silent, failed = document["tracks"]
-    assert set(done["outputs"]) == set(FOUR) and set(done["timings"]) == {"stats", "separate", "total"}
+    assert set(done["outputs"]) == set(FOUR) and set(done["timings"]) == {"decode", "separate", "total"}
     assert set(done["stems"]["vocals"]) == {"peak", "rms", "peak_dbfs"}
     assert math.isclose(
         done["stems"]["vocals"]["peak_dbfs"], 20 * math.log10(done["stems"]["vocals"]["peak"])

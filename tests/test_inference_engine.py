@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stemsplit.errors import CompileFallbackWarning, DeviceFallbackWarning, InvalidOptionError
-from stemsplit.inference import BatchRunner, EngineOptions, ModelBag, separate_stream, separate_tensor
+from stemsplit.inference import DeviceRunner, EngineOptions, ModelBag, separate_stream, separate_tensor
 from stemsplit.inference.stats import stats_from_blocks
 
 
@@ -255,19 +255,19 @@ def test_out_of_memory_at_batch_one_falls_back_with_a_warning() -> None:
 
     model = MovesToCpu()
     state["fail"] = True
-    runner = BatchRunner([model], torch.device("cpu"), torch.float16, 4, fallback_device=torch.device("cpu"))
+    runner = DeviceRunner([model], torch.device("cpu"), torch.float16, 4, fallback_device=torch.device("cpu"))
     state["fail"] = True  # placing the model on its device must not have cured it
-    windows = torch.randn(3, 2, 100)
+    wav = torch.randn(2, 1000, generator=torch.Generator().manual_seed(3))
+    bag = bag_of(model, 1, 100)
     with pytest.warns(DeviceFallbackWarning, match="out of memory"):
-        out = runner.run(0, windows)
+        out = separate_tensor(bag, wav, options=cpu(batch_size=4), normalise=False, runner=runner)
     assert runner.fell_back and runner.batch_size == 1 and runner.dtype == torch.float32
-    torch.testing.assert_close(out, windows[:, None])
+    torch.testing.assert_close(out, wav[None])
 
 
 def test_out_of_memory_on_the_cpu_itself_is_raised() -> None:
-    runner = BatchRunner([OomAbove(limit=0)], torch.device("cpu"), torch.float32, 2, fallback_device=None)
     with pytest.raises(torch.OutOfMemoryError):
-        runner.run(0, torch.zeros(2, 2, 10))
+        separate_tensor(bag_of(OomAbove(limit=0), 2, 10), torch.zeros(2, 30), options=cpu(), normalise=False)
 
 
 def test_a_failing_torch_compile_falls_back_to_the_eager_model(monkeypatch) -> None:
@@ -287,16 +287,16 @@ def test_a_failing_torch_compile_falls_back_to_the_eager_model(monkeypatch) -> N
     monkeypatch.setattr(torch, "compile", broken_compile)
     cuda, hour = torch.device("cuda", 0), 3600.0
     assert devices.should_compile(None, cuda, hour)
-    runner = BatchRunner(
-        [identity_model(2)], torch.device("cpu"), torch.float32, 2, fallback_device=None, compile_models=True
-    )
-    windows = torch.randn(5, 2, 50)
+    runner = DeviceRunner([identity_model(2)], torch.device("cpu"), torch.float32, 2, compile_trunk=True)
+    windows = torch.randn(2, 2, 50)
     with pytest.warns(CompileFallbackWarning, match="no working C\\+\\+ compiler found\\); continuing"):
-        out = runner.run(0, windows)
+        out = runner.result(runner.launch(0, windows))
+    again = runner.result(runner.launch(0, windows))  # later batches stay eager
     assert calls == [2] and not runner.compiled
     assert not devices.should_compile(None, cuda, hour)  # the next long track does not try again
     assert devices.should_compile(True, cuda, hour)  # asked for explicitly: still tried
     torch.testing.assert_close(out, torch.stack([windows, 2 * windows], dim=1))
+    torch.testing.assert_close(again, out)
 
 
 def test_an_error_of_the_model_itself_is_not_hidden_by_the_compile_fallback(monkeypatch) -> None:
@@ -304,14 +304,12 @@ def test_an_error_of_the_model_itself_is_not_hidden_by_the_compile_fallback(monk
         raise ValueError("the model is broken")
 
     monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)
-    runner = BatchRunner(
-        [broken], torch.device("cpu"), torch.float32, 2, fallback_device=None, compile_models=True
-    )
+    runner = DeviceRunner([broken], torch.device("cpu"), torch.float32, 2, compile_trunk=True)
     with pytest.warns(CompileFallbackWarning), pytest.raises(ValueError, match="the model is broken"):
-        runner.run(0, torch.zeros(2, 2, 10))
-    eager = BatchRunner([broken], torch.device("cpu"), torch.float32, 2, fallback_device=None)
+        runner.launch(0, torch.zeros(2, 2, 10))
+    eager = DeviceRunner([broken], torch.device("cpu"), torch.float32, 2)
     with pytest.raises(ValueError, match="the model is broken"):
-        eager.run(0, torch.zeros(2, 2, 10))
+        eager.launch(0, torch.zeros(2, 2, 10))
 
 
 @pytest.mark.parametrize("caller", ["default", "high", "per-backend"])
@@ -319,7 +317,7 @@ def test_float32_on_cuda_switches_tf32_off_and_restores_the_callers_setting(call
     """float32 is the exact mode: TensorFloat-32 (cuDNN's default for convolutions) must be off inside,
     with both of PyTorch's views of the setting readable (torch.compile reads them). The flags are plain
     process settings, so this runs without a GPU."""
-    from stemsplit.inference.devices import autocast
+    from stemsplit.inference.devices import cuda_tuning
 
     cudnn = torch.backends.cudnn
     saved = (torch.get_float32_matmul_precision(), cudnn.allow_tf32)
@@ -331,15 +329,16 @@ def test_float32_on_cuda_switches_tf32_off_and_restores_the_callers_setting(call
         before_matmul = torch.get_float32_matmul_precision()
         before_conv = cudnn.conv.fp32_precision if hasattr(cudnn, "conv") else None
 
-        with autocast(torch.device("cuda", 0), torch.float32):
+        with cuda_tuning(torch.device("cuda", 0), exact=True):
             assert torch.get_float32_matmul_precision() == "highest"
             assert torch.backends.cuda.matmul.allow_tf32 is False
             assert cudnn.allow_tf32 is False
+            assert cudnn.benchmark is True  # fixed shapes per batch bucket: autotuning pays
 
         assert torch.get_float32_matmul_precision() == before_matmul
         if before_conv is not None:
             assert cudnn.conv.fp32_precision == before_conv
-        with autocast(torch.device("cpu"), torch.float32):  # nothing to switch on the CPU
+        with cuda_tuning(torch.device("cpu"), exact=True):  # nothing to switch on the CPU
             assert torch.get_float32_matmul_precision() == before_matmul
     finally:
         torch.set_float32_matmul_precision(saved[0])
@@ -349,11 +348,11 @@ def test_float32_on_cuda_switches_tf32_off_and_restores_the_callers_setting(call
 # --- MPS: complex-valued stages on the CPU ---------------------------------------------------------
 
 
-def test_cpu_spectral_wrapper_computes_exactly_the_model() -> None:
-    """The MPS path splits the forward into CPU STFT / device networks / CPU iSTFT; on the CPU it must be
-    the very same computation as the model's own forward."""
+def test_staged_runner_computes_exactly_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runner calls a staged model's analyse / trunk / synthesise itself (STFT and iSTFT in float32,
+    on the CPU for MPS); that must be the very same computation as the model's own forward."""
     from checkpoints import random_state, tiny_kwargs
-    from stemsplit.inference.devices import CpuSpectralModel, for_device
+    from stemsplit.inference import devices, runner
     from stemsplit.model import HTDemucs
     from stemsplit.weights.checkpoint import config_from_kwargs
 
@@ -363,16 +362,11 @@ def test_cpu_spectral_wrapper_computes_exactly_the_model() -> None:
     mix = torch.randn(2, 2, model.segment_samples - 123)
     with torch.no_grad():
         expected = model(mix)
-        staged = CpuSpectralModel(model, torch.device("cpu"))(mix)
-    assert torch.equal(staged, expected)
-    assert isinstance(for_device(model, torch.device("mps")), CpuSpectralModel)
-    assert for_device(model, torch.device("cpu")) is model
-    assert for_device(model, torch.device("cuda")) is model
-
-    def plain(x: torch.Tensor) -> torch.Tensor:  # a callable without stages is left alone
-        return x[:, None]
-
-    assert for_device(plain, torch.device("mps")) is plain
+    staged = DeviceRunner([model], torch.device("cpu"), torch.float32, 2)
+    assert torch.equal(staged.result(staged.launch(0, mix)), expected)
+    monkeypatch.setattr(runner, "COMPLEX_ON_CPU", frozenset({"cpu"}))  # the MPS route, with the CPU as device
+    assert devices.COMPLEX_ON_CPU == frozenset({"mps"})
+    assert torch.equal(staged.result(staged.launch(0, mix)), expected)
 
 
 def test_threads_none_keeps_the_callers_torch_threads_and_a_number_is_applied_then_restored() -> None:

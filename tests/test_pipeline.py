@@ -331,13 +331,13 @@ def test_ft_bag_with_minus_runs_only_the_specialist(tmp_path: Path, monkeypatch:
     yaml, members = make_ft_bag(tmp_path / "bag")
     mix = write_audio(tmp_path / "in" / "song.wav", seconds=0.6, subtype="FLOAT")
     calls: list[int] = []
-    forward = HTDemucs.forward
+    trunk = HTDemucs.trunk  # the runner calls a staged model's stages, not its forward
 
-    def counting(self, mix_in):
+    def counting(self, x, xt):
         calls.append(id(self))
-        return forward(self, mix_in)
+        return trunk(self, x, xt)
 
-    monkeypatch.setattr(HTDemucs, "forward", counting)
+    monkeypatch.setattr(HTDemucs, "trunk", counting)
     options = SeparationOptions(
         model=str(yaml),
         out_dir=tmp_path / "out",
@@ -435,7 +435,7 @@ def test_track_warnings_are_kept_in_the_result_and_issued_once(tmp_path: Path) -
     with pytest.warns(DownmixWarning, match="6 channels downmixed") as caught:
         (result,) = separate_batch(plan_batch([str(path)], options), options)
     assert result.status == "done"
-    assert [w.category for w in caught] == [DownmixWarning]  # two reading passes, one warning
+    assert [w.category for w in caught] == [DownmixWarning]  # issued once
     assert [(w.kind, w.message) for w in result.warnings] == [("downmix", str(caught[0].message))]
     assert result.to_dict()["warnings"] == [{"kind": "downmix", "message": str(caught[0].message)}]
     assert pipeline.summarise([result])["done_with_warnings"] == 1
@@ -448,14 +448,14 @@ def test_warnings_are_shown_as_they_happen_not_when_the_track_ends(
     model = make_tiny_th(tmp_path / "m")
     path = _surround(tmp_path / "surround.wav")
     options = SeparationOptions(model=str(model), out_dir=tmp_path / "o", stems=("bass",), **EXACT)
-    real = pipeline.track.separate_stream
+    real = pipeline.workers.TrackStream
     shown_before_separating: list[int] = []
 
-    def watched(*args, **kwargs):
+    def watched(*args, **kwargs):  # the engine starts on a track
         shown_before_separating.append(len(caught))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline.track, "separate_stream", watched)
+    monkeypatch.setattr(pipeline.workers, "TrackStream", watched)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("default")
         (result,) = separate_batch(plan_batch([str(path)], options), options)
@@ -481,13 +481,14 @@ def test_ignored_warnings_are_still_recorded_and_other_warnings_pass_through(tmp
 def test_a_failed_track_keeps_the_warnings_issued_before_the_failure(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(*args, **kwargs):
-        raise AudioDecodeError("decoder gave up", path=path)
+    class Broken(pipeline.workers.Scheduler):
+        def step(self, *, only_full: bool = False) -> bool:
+            raise AudioDecodeError("decoder gave up", path=path)
 
     model = make_tiny_th(tmp_path / "m")
     path = _surround(tmp_path / "surround.wav")
     options = SeparationOptions(model=str(model), out_dir=tmp_path / "o", **EXACT)
-    monkeypatch.setattr(pipeline.track, "separate_stream", broken)
+    monkeypatch.setattr(pipeline.workers, "Scheduler", Broken)
     with pytest.warns(DownmixWarning):
         (result,) = separate_batch(plan_batch([str(path)], options), options)
     assert result.status == "failed" and result.error == "decoder gave up"
@@ -554,7 +555,7 @@ def test_a_track_too_big_for_the_disk_fails_before_it_is_read(
     options = SeparationOptions(model=str(model), out_dir=tmp_path / "o", **EXACT)
     batch = plan_batch([str(tmp_path / "song.wav")], options)
     monkeypatch.setattr(shutil, "disk_usage", lambda path: namedtuple("u", "total used free")(10**9, 0, 1000))
-    monkeypatch.setattr(pipeline.track, "stats_from_blocks", not_reached)
+    monkeypatch.setattr(pipeline.track, "TrackBuffer", not_reached)
     (result,) = separate_batch(batch, options)
     assert result.status == "failed" and "not enough free disk space" in (result.error or "")
     assert not (tmp_path / "o").exists()

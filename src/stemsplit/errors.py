@@ -324,6 +324,10 @@ class DeviceFallbackWarning(StemsplitWarning):
     """The accelerator ran out of memory even with one window per batch; work continued on the CPU."""
 
 
+class NonFiniteWarning(StemsplitWarning):
+    """A batch computed in reduced precision had a non-finite value (an overflow); it was redone in float32."""
+
+
 class CompileFallbackWarning(StemsplitWarning):
     """``torch.compile`` failed (no compiler, no Triton, ...); the model ran uncompiled instead."""
 

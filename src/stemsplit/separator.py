@@ -33,7 +33,7 @@ import torch
 
 from stemsplit.audio import convert
 from stemsplit.errors import InvalidOptionError
-from stemsplit.inference import ModelBag, separate_tensor
+from stemsplit.inference import DeviceRunner, ModelBag, bag_plan, make_runner, separate_tensor
 from stemsplit.pipeline import (
     SeparationOptions,
     TrackResult,
@@ -84,6 +84,16 @@ class Separator:
         warn_slow_precision(resolve_compute(self.options))  # once per separator, before any work
         self.model = describe_model(model)
         self.bag: ModelBag = load_model(self.model, model_cache(self.options, download_reporter))
+        self._runners: dict[tuple[int, ...], DeviceRunner] = {}  # models placed once, per set of members
+
+    def _runner(self, options: SeparationOptions, stems: tuple[str, ...]) -> DeviceRunner:
+        """The long-lived runner for the bag members these stems need (made on first use)."""
+        engine = engine_options(self.bag, options, stems)
+        plan = bag_plan(self.bag, engine)
+        runner = self._runners.get(plan.members)
+        if runner is None:
+            runner = self._runners[plan.members] = make_runner(self.bag, plan, engine, seconds=None)
+        return runner
 
     @property
     def sources(self) -> tuple[str, ...]:
@@ -125,6 +135,7 @@ class Separator:
             self.bag,
             torch.from_numpy(np.ascontiguousarray(model_in)),
             options=engine_options(self.bag, self.options, plan.computed),
+            runner=self._runner(self.options, plan.computed),
         )
         out = plan.combine(stems.numpy(), model_in if plan.needs_mix else None)
         result = {}
@@ -186,4 +197,5 @@ class Separator:
             owned_by_other=made_from_other_input,
         )
         provenance = Provenance(self.model.name, weights_identity(self.model), options.output_settings())
-        return separate_track(self.bag, path, outputs, options, plan, provenance=provenance)
+        runner = self._runner(options, plan.computed)
+        return separate_track(self.bag, path, outputs, options, plan, provenance=provenance, runner=runner)

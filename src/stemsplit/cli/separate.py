@@ -63,6 +63,12 @@ class PrecisionChoice(str, Enum):
     float16 = "float16"
 
 
+class CompileChoice(str, Enum):
+    auto = "auto"
+    on = "on"
+    off = "off"
+
+
 separate_app = ui.typer_app(name="stemsplit")
 
 
@@ -145,7 +151,10 @@ def separate(
     device: Annotated[
         str,
         typer.Option(
-            "--device", "-d", metavar="DEVICE", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps."
+            "--device",
+            "-d",
+            metavar="DEVICE",
+            help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps, or several GPUs: cuda:0,cuda:1 or cuda:all.",
         ),
     ] = "auto",
     precision: Annotated[
@@ -159,6 +168,13 @@ def separate(
         int | None,
         typer.Option("--batch-size", metavar="N", help="Windows per forward pass [default: auto].", min=1),
     ] = None,
+    compile_mode: Annotated[
+        CompileChoice,
+        typer.Option(
+            "--compile",
+            help="torch.compile the network: auto compiles on CUDA when the batch has enough audio to repay it.",
+        ),
+    ] = CompileChoice.auto,
     jobs: Annotated[
         int | None,
         typer.Option(
@@ -230,6 +246,7 @@ def separate(
             device=device,
             precision=precision.value,
             batch_size=batch_size,
+            compile=compile_mode.value,
             jobs=jobs,
             segment=segment,
             overlap=overlap,
@@ -294,8 +311,8 @@ class _Reporter:
     def track_started(self, index: int, total: int, path: Path, duration_s: float | None) -> None:
         self.progress.track_started(index, total, path, duration_s)
 
-    def track_progress(self, done_s: float) -> None:
-        self.progress.track_progress(done_s)
+    def track_progress(self, index: int, done_s: float) -> None:
+        self.progress.track_progress(index, done_s)
 
     def track_finished(self, result: TrackResult) -> None:
         self.progress.track_finished(result)

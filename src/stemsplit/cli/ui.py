@@ -216,10 +216,11 @@ class DownloadProgress:
 
 
 class BatchProgress:
-    """A :class:`stemsplit.pipeline.BatchReporter` drawing two Rich bars on stderr, in audio seconds.
+    """A :class:`stemsplit.pipeline.BatchReporter` drawing Rich bars on stderr, in audio seconds.
 
-    One bar for the current track and one for the batch (tracks done / total, audio processed, ETA).
-    Nothing is drawn when ``quiet`` or when stderr is not a terminal (Rich's own rule).
+    One bar per track in flight (several are separated at once on a GPU) and one for the batch (tracks done
+    / total, audio processed, ETA). Nothing is drawn when ``quiet`` or when stderr is not a terminal (Rich's
+    own rule).
     """
 
     def __init__(self, total_tracks: int, total_seconds: float, *, quiet: bool = False) -> None:
@@ -237,7 +238,9 @@ class BatchProgress:
             disable=quiet,
         )
         self._batch = self._progress.add_task(self._batch_label(), total=max(total_seconds, 1e-9))
-        self._track: TaskID | None = None
+        self._tracks: dict[int, TaskID] = {}
+        self._index: dict[Path, int] = {}
+        self._done_s: dict[int, float] = {}
 
     def _batch_label(self) -> str:
         return f"[bold]batch[/bold] {self._tracks_done}/{self._total_tracks} tracks"
@@ -250,18 +253,26 @@ class BatchProgress:
         self._progress.stop()
 
     def track_started(self, index: int, total: int, path: Path, duration_s: float | None) -> None:
-        if self._track is not None:
-            self._progress.remove_task(self._track)
         # The column renders markup: a file name's brackets must stay text.
-        self._track = self._progress.add_task(escape(path.name[:40]), total=max(duration_s or 0.0, 1e-9))
+        self._tracks[index] = self._progress.add_task(
+            escape(path.name[:40]), total=max(duration_s or 0.0, 1e-9)
+        )
+        self._index[path] = index
+        self._done_s[index] = 0.0
 
-    def track_progress(self, done_s: float) -> None:
-        if self._track is not None:
-            self._progress.update(self._track, completed=done_s)
-            self._progress.update(self._batch, completed=self._done_before + done_s)
+    def track_progress(self, index: int, done_s: float) -> None:
+        task = self._tracks.get(index)
+        if task is not None:
+            self._done_s[index] = done_s
+            self._progress.update(task, completed=done_s)
+            self._progress.update(self._batch, completed=self._done_before + sum(self._done_s.values()))
 
     def track_finished(self, result: object) -> None:
-        duration = getattr(result, "duration_s", None) or 0.0
-        self._done_before += duration
+        index = self._index.pop(getattr(result, "input", Path()), None)
+        if index is not None and index in self._tracks:
+            self._progress.remove_task(self._tracks.pop(index))
+            self._done_s.pop(index, None)
+        self._done_before += getattr(result, "duration_s", None) or 0.0
         self._tracks_done += 1
-        self._progress.update(self._batch, completed=self._done_before, description=self._batch_label())
+        completed = self._done_before + sum(self._done_s.values())
+        self._progress.update(self._batch, completed=completed, description=self._batch_label())

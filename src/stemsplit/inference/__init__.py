@@ -5,7 +5,11 @@ Modules, one job each:
 * :mod:`~stemsplit.inference.planner`: pure window / weight / shift planners.
 * :mod:`~stemsplit.inference.stats`: track normalisation statistics (whole-track or streamed).
 * :mod:`~stemsplit.inference.devices`: device, precision, batch-size and compile policy.
-* :mod:`~stemsplit.inference.engine`: the one loop (:func:`separate_stream`, :func:`separate_tensor`).
+* :mod:`~stemsplit.inference.runner`: one device runner (models placed once, batches, precision, failures).
+* :mod:`~stemsplit.inference.stream`: one track's windows and overlap-add state, on the device.
+* :mod:`~stemsplit.inference.scheduler`: batches filled from the windows of several tracks in flight.
+* :mod:`~stemsplit.inference.engine`: one track, streamed or in memory (:func:`separate_stream`,
+  :func:`separate_tensor`), and the runner factory.
 """
 
 from __future__ import annotations
@@ -18,12 +22,13 @@ from stemsplit.inference.devices import (
     resolve_dtype,
 )
 from stemsplit.inference.engine import (
-    BatchRunner,
     EngineOptions,
     ModelBag,
     ModelFn,
     ProgressCallback,
     SeparationReport,
+    bag_plan,
+    make_runner,
     separate_stream,
     separate_tensor,
 )
@@ -34,21 +39,30 @@ from stemsplit.inference.planner import (
     stride_samples,
     triangle_weights,
 )
+from stemsplit.inference.runner import DeviceRunner
+from stemsplit.inference.scheduler import Scheduler
 from stemsplit.inference.stats import RunningStats, TrackStats, stats_from_blocks, track_stats
+from stemsplit.inference.stream import HostBlock, TrackAudio, TrackStream
 
 __all__ = [
-    "BatchRunner",
+    "DeviceRunner",
     "EngineOptions",
+    "HostBlock",
     "ModelBag",
     "ModelFn",
     "Precision",
     "PrecisionChoice",
     "ProgressCallback",
     "RunningStats",
+    "Scheduler",
     "SeparationReport",
+    "TrackAudio",
     "TrackStats",
+    "TrackStream",
     "WindowPlan",
+    "bag_plan",
     "choose_precision",
+    "make_runner",
     "plan_lane",
     "plan_window",
     "resolve_device",

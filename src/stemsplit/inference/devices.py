@@ -3,7 +3,8 @@
 Decisions and the numbers behind them:
 
 * ``auto`` device: CUDA, then MPS, then CPU. On MPS the model's complex-valued stages (STFT, iSTFT) run on
-  the CPU and its networks on the GPU (:class:`CpuSpectralModel`); this path is tested on the CPU only.
+  the CPU and its networks on the GPU (:class:`~stemsplit.inference.runner.DeviceRunner`); this path is
+  tested on the CPU only.
 * ``auto`` precision: float16 on CUDA (measured 65 dB SNR against float32 on full-size random weights, and
   the fastest there); float32 on MPS (reduced precision unmeasured there); on CPU see
   :func:`cpu_precision`: bfloat16 only with AMX, float32 everywhere else.
@@ -31,7 +32,6 @@ from stemsplit.errors import InvalidOptionError
 __all__ = [
     "COMPLEX_ON_CPU",
     "PRECISION_FLAGS",
-    "CpuSpectralModel",
     "Precision",
     "PrecisionChoice",
     "auto_batch_size",
@@ -39,14 +39,16 @@ __all__ = [
     "choose_precision",
     "cpu_flags",
     "cpu_precision",
-    "for_device",
+    "cuda_tuning",
     "note_compile_failure",
     "parse_cpu_flags",
     "resolve_device",
+    "resolve_devices",
     "resolve_dtype",
     "set_compile_cache_dir",
     "should_compile",
     "thread_count",
+    "thread_settings",
 ]
 
 Precision = Literal["auto", "float32", "bfloat16", "float16"]
@@ -97,6 +99,25 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
             raise InvalidOptionError("MPS was asked for but is not available", option="--device")
         return device
     raise InvalidOptionError(f"unsupported device {spec!r}", option="--device")
+
+
+def resolve_devices(spec: str) -> list[torch.device]:
+    """Turn ``--device`` into the devices to run on: one, a comma-separated list (``cuda:0,cuda:1``) or
+    ``cuda:all`` (every visible CUDA device). Each track runs on one of them.
+
+    Raises:
+        InvalidOptionError: an unknown or unavailable device, or the same device twice.
+    """
+    if spec == "cuda:all":
+        if not torch.cuda.is_available():
+            raise InvalidOptionError("CUDA was asked for (cuda:all) but is not available", option="--device")
+        return [torch.device("cuda", i) for i in range(torch.cuda.device_count())]
+    devices = (
+        [resolve_device(part.strip()) for part in spec.split(",")] if "," in spec else [resolve_device(spec)]
+    )
+    if len(set(devices)) != len(devices):
+        raise InvalidOptionError(f"--device {spec}: each device may be named once", option="--device")
+    return devices
 
 
 def _mps_available() -> bool:
@@ -229,18 +250,55 @@ def parse_cpu_flags(cpuinfo: str) -> frozenset[str]:
 
 @contextmanager
 def autocast(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
-    """Compute in ``dtype`` on ``device``: autocast for bfloat16/float16, IEEE float32 for float32.
+    """Compute in ``dtype`` on ``device``: autocast for bfloat16/float16, nothing to do for float32.
 
-    float32 is the exact mode, so on CUDA it also switches TensorFloat-32 off for matrix products and
-    cuDNN convolutions (PyTorch lets cuDNN use TF32 by default, about 10 bits of mantissa on Ampere and
-    later cards); the caller's settings are restored on exit.
+    Exact float32 on CUDA also needs TensorFloat-32 off; that is a process setting, switched once per
+    runner by :func:`cuda_tuning`, not per batch.
     """
     if dtype == torch.float32:
-        with _ieee_float32() if device.type == "cuda" else nullcontext():
-            yield
+        yield
         return
     with torch.autocast(device_type=device.type, dtype=dtype):
         yield
+
+
+@contextmanager
+def cuda_tuning(device: torch.device, *, exact: bool) -> Iterator[None]:
+    """The CUDA settings of a runner's lifetime, restored on exit (nothing on other devices).
+
+    ``exact`` (float32) switches TensorFloat-32 off for matmuls and cuDNN convolutions: PyTorch lets cuDNN
+    use TF32 by default, about 10 bits of mantissa on Ampere and later cards. ``cudnn.benchmark`` is on,
+    since the runner's shapes are fixed (one per batch bucket) and autotuning pays off on the first batch.
+    """
+    if device.type != "cuda":
+        yield
+        return
+    benchmark = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        with _ieee_float32() if exact else nullcontext():
+            yield
+    finally:
+        torch.backends.cudnn.benchmark = benchmark
+
+
+@contextmanager
+def thread_settings(threads: int | None) -> Iterator[None]:
+    """CPU intra-op threads set to ``threads`` inside (None: torch's own setting is left alone), restored on
+    exit.
+
+    Raises:
+        InvalidOptionError: ``threads < 1``.
+    """
+    if threads is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(thread_count(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 @contextmanager
@@ -342,39 +400,7 @@ def set_compile_cache_dir(path: Path | None) -> None:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(path)
 
 
-# Devices whose complex-number support is missing or partial: the STFT and iSTFT of a model that exposes
-# its stages (``analyse`` / ``trunk`` / ``synthesise``) run on the CPU there, the networks on the device.
+# Devices whose complex-number support is missing or partial: the STFT and iSTFT of a staged model
+# (``analyse`` / ``trunk`` / ``synthesise``) run on the CPU there, the networks on the device
+# (:class:`~stemsplit.inference.runner.DeviceRunner`).
 COMPLEX_ON_CPU = frozenset({"mps"})
-
-
-class CpuSpectralModel:
-    """Run a staged model with its complex-valued stages on the CPU and its networks on ``device``.
-
-    Calling it is equivalent to calling the model itself (exactly so when ``device`` is the CPU); only
-    where each stage runs differs. The model's parameters must already be on ``device``.
-
-    Args:
-        model: an object with ``analyse(mix)``, ``trunk(x, xt)`` and ``synthesise(x, xt, analysis)``,
-            such as :class:`stemsplit.model.HTDemucs`.
-        device: where ``trunk`` runs.
-    """
-
-    def __init__(self, model: torch.nn.Module, device: torch.device) -> None:
-        self.model = model
-        self.device = device
-
-    def __call__(self, mix: torch.Tensor) -> torch.Tensor:
-        """(B, C, L) on any device → (B, S, C, L) on ``device``."""
-        cpu = torch.device("cpu")
-        analysis = self.model.analyse(mix.to(cpu))  # type: ignore[operator]
-        x, xt = self.model.trunk(analysis.x.to(self.device), analysis.xt.to(self.device))  # type: ignore[operator]
-        stems: torch.Tensor = self.model.synthesise(x.to(cpu), xt.to(cpu), analysis)  # type: ignore[operator]
-        return stems.to(self.device)
-
-
-def for_device(model: object, device: torch.device) -> object:
-    """The callable to run ``model`` with on ``device``: itself, or a :class:`CpuSpectralModel` on MPS."""
-    staged = all(hasattr(model, stage) for stage in ("analyse", "trunk", "synthesise"))
-    if device.type in COMPLEX_ON_CPU and staged and isinstance(model, torch.nn.Module):
-        return CpuSpectralModel(model, device)
-    return model

@@ -7,7 +7,8 @@ Modules, one job each:
 * :mod:`~stemsplit.pipeline.outputs`: output paths from the ``--filename`` template, collisions.
 * :mod:`~stemsplit.pipeline.sidecar`: ``stemsplit.json`` beside the stems (what made them; resume).
 * :mod:`~stemsplit.pipeline.results`: :class:`TrackResult`, warnings kept per track, progress protocol.
-* :mod:`~stemsplit.pipeline.track`: one track, read → separate → write, atomically.
+* :mod:`~stemsplit.pipeline.track`: one track's steps: decode once, separate, write atomically.
+* :mod:`~stemsplit.pipeline.workers`: the threads that run a batch (decode ahead, device, write behind).
 * :mod:`~stemsplit.pipeline.batch`: plan a batch before any work, run it, go on after a bad track.
 
 The pipeline never prints: it reports through :class:`BatchReporter` and returns :class:`TrackResult` s.
@@ -34,6 +35,7 @@ from stemsplit.pipeline.options import (
 )
 from stemsplit.pipeline.results import (
     NEAR_SILENT_DBFS,
+    BatchInterrupted,
     BatchReporter,
     NullBatchReporter,
     Status,
@@ -48,6 +50,7 @@ from stemsplit.pipeline.track import separate_track
 __all__ = [
     "NEAR_SILENT_DBFS",
     "Batch",
+    "BatchInterrupted",
     "BatchReporter",
     "Compute",
     "NullBatchReporter",

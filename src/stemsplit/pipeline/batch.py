@@ -1,34 +1,40 @@
-"""A whole batch: plan it (inputs, probes, output names, device) before any work, then run it track by track.
+"""A whole batch: plan it (device, model, inputs, probes, output names) before any work, then run it.
 
 A failing track is recorded and the batch goes on; only a model that cannot be obtained stops it.
 """
 
 from __future__ import annotations
 
-import traceback
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from stemsplit import settings
+import torch
+
 from stemsplit.audio import (
     AudioInfo,
     probe,
 )
 from stemsplit.errors import (
-    InvalidOptionError,
     SlowPrecisionWarning,
     StemsplitError,
 )
 from stemsplit.inference import ModelBag
-from stemsplit.inference.devices import PrecisionChoice, choose_precision, resolve_device
+from stemsplit.inference.devices import PrecisionChoice, choose_precision, resolve_devices
 from stemsplit.pipeline.inputs import discover_inputs, missing_reason
-from stemsplit.pipeline.options import SeparationOptions, StemPlan, check_segment, model_cache, plan_stems
+from stemsplit.pipeline.options import (
+    SeparationOptions,
+    StemPlan,
+    check_segment,
+    engine_options,
+    model_cache,
+    plan_stems,
+)
 from stemsplit.pipeline.outputs import TrackOutputs, plan_outputs
-from stemsplit.pipeline.results import BatchReporter, NullBatchReporter, TrackResult, collect_warnings
+from stemsplit.pipeline.results import BatchInterrupted, BatchReporter, NullBatchReporter, TrackResult
 from stemsplit.pipeline.sidecar import Provenance, is_complete, made_from_other_input
-from stemsplit.pipeline.track import run_track
+from stemsplit.pipeline.workers import Job, run_jobs
 from stemsplit.weights.download import DownloadReporter
 from stemsplit.weights.loading import ModelInfo, describe_model, load_model, weights_identity
 
@@ -40,7 +46,7 @@ class Compute:
     """Where and in what precision a run computes (resolved before any input is read).
 
     Attributes:
-        device: the resolved device (``cpu``, ``cuda:0`` ...).
+        device: the resolved device(s) (``cpu``, ``cuda:0``, ``cuda:0,cuda:1`` ...).
         precision: the dtype ``--precision`` resolves to there, and why.
     """
 
@@ -59,8 +65,8 @@ def resolve_compute(options: SeparationOptions) -> Compute:
     Raises:
         InvalidOptionError: an unknown or unavailable device, or an unknown precision.
     """
-    device = resolve_device(options.device)
-    return Compute(str(device), choose_precision(options.precision, device))
+    devices = resolve_devices(options.device)
+    return Compute(",".join(map(str, devices)), choose_precision(options.precision, devices[0]))
 
 
 def warn_slow_precision(compute: Compute) -> None:
@@ -138,74 +144,74 @@ def separate_batch(
     reporter: BatchReporter | None = None,
     download_reporter: DownloadReporter | None = None,
     loader: Callable[[], ModelBag] | None = None,
+    devices: Sequence[torch.device] | None = None,
 ) -> list[TrackResult]:
     """Run a planned batch: skip complete tracks, separate the rest, record failures and go on.
+
+    Tracks are decoded ahead, separated several at a time (their windows share the device's batches) and
+    written behind (:mod:`~stemsplit.pipeline.workers`); the reporter hears of each as it starts, progresses
+    and ends, in the order that happens.
 
     Args:
         batch: from :func:`plan_batch`.
         options: the run's settings.
-        reporter: progress.
+        reporter: progress and results, as they happen.
         download_reporter: download progress (model obtained on first need).
         loader: builds the model (default: :func:`stemsplit.weights.loading.load_model`); called at most once,
             and not at all when every track is skipped or fails before separation.
+        devices: where to run (default: ``options.device``, which may name several).
+
+    Returns:
+        One result per input, in the batch's order.
 
     Raises:
         ModelUnavailableError: the model could not be obtained (the batch stops: nothing could be done).
+        BatchInterrupted: Ctrl-C; every worker stopped, nothing half-written is left under a final name, and
+            the exception holds the results so far (the others ``interrupted``).
     """
     reporter = reporter or NullBatchReporter()
     warn_slow_precision(batch.compute)  # once per run, not once per track
     provenance = Provenance(batch.model.name, weights_identity(batch.model), options.output_settings())
-    bag: ModelBag | None = None
-    results = []
+    results: dict[int, TrackResult] = {}
     total = len(batch.tracks)
+
+    def finished(index: int, result: TrackResult) -> None:
+        results[index] = result
+        reporter.track_finished(result)
+
+    jobs = []
     for index, (path, probed, outputs) in enumerate(batch.tracks):
         duration = probed.duration_s if isinstance(probed, AudioInfo) else None
-        reporter.track_started(index, total, path, duration)
         if isinstance(probed, StemsplitError) or outputs is None:
-            result = TrackResult(path, "failed", error=str(probed))
+            reporter.track_started(index, total, path, duration)
+            finished(index, TrackResult(path, "failed", error=str(probed)))
         elif not options.overwrite and is_complete(outputs.sidecar, provenance, outputs.stems, path):
-            result = TrackResult(
+            reporter.track_started(index, total, path, duration)
+            finished(index, TrackResult(
                 path, "skipped", outputs=dict(outputs.stems), duration_s=duration,
                 samplerate=probed.samplerate, channels=probed.channels, codec=probed.codec,
-            )  # fmt: skip
+            ))  # fmt: skip
         else:
-            if bag is None:
-                bag = loader() if loader else load_model(batch.model, model_cache(options, download_reporter))
-            result = _guarded_track(bag, path, outputs, options, batch.plan, provenance, reporter)
-        reporter.track_finished(result)
-        results.append(result)
-    return results
-
-
-def _guarded_track(
-    bag: ModelBag,
-    path: Path,
-    outputs: TrackOutputs,
-    options: SeparationOptions,
-    plan: StemPlan,
-    provenance: Provenance,
-    reporter: BatchReporter,
-) -> TrackResult:
-    """:func:`separate_track`, with any failure turned into a ``failed`` result (the batch goes on).
-
-    Warnings issued before a failure are kept in the failed result too.
-    """
-    with collect_warnings() as noted:
-        try:
-            result = run_track(
-                bag, path, outputs, options, plan, provenance=provenance, progress=reporter.track_progress
+            jobs.append(Job(index, path, outputs, duration))
+    try:
+        if jobs:
+            bag = loader() if loader else load_model(batch.model, model_cache(options, download_reporter))
+            seconds = sum(j.duration_s or 0.0 for j in jobs) * max(1, options.shifts)
+            run_jobs(
+                bag,
+                jobs,
+                options,
+                batch.plan,
+                engine_options(bag, options, batch.plan.computed),
+                provenance,
+                devices or resolve_devices(options.device),
+                reporter,
+                total_seconds=seconds,
+                total_tracks=total,
+                on_result=lambda job, result: finished(job.index, result),
             )
-        except InvalidOptionError:
-            raise  # the same for every track: stop and say so once
-        except StemsplitError as err:
-            result = TrackResult(path, "failed", error=str(err))
-        except Exception as err:  # an unexpected bug must not cost the rest of the batch
-            detail = "".join(traceback.format_exception(err)) if settings.debug() else ""
-            message = f"{path}: internal error {type(err).__name__}: {err}"
-            result = TrackResult(
-                path,
-                "failed",
-                error=message + (f"\n{detail}" if detail else " (set STEMSPLIT_DEBUG=1 for the traceback)"),
-            )
-    result.warnings = tuple(noted)
-    return result
+    except KeyboardInterrupt:
+        for index, (path, _, _) in enumerate(batch.tracks):
+            results.setdefault(index, TrackResult(path, "interrupted"))
+        raise BatchInterrupted([results[i] for i in range(total)]) from None
+    return [results[i] for i in range(total)]

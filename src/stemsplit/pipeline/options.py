@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from stemsplit import settings
 from stemsplit.audio import (
     BitDepth,
     ClipMode,
@@ -30,6 +31,7 @@ from stemsplit.weights.download import DownloadReporter, Transport
 from stemsplit.weights.registry import DEFAULT_MODEL
 
 OtherMethod = Literal["add", "minus", "none"]
+CompileMode = Literal["auto", "on", "off"]
 # --- options -----------------------------------------------------------------------------------
 
 
@@ -49,7 +51,10 @@ class SeparationOptions:
         samplerate: output rate in Hz; None = the input's. mp3 has only the MPEG rates
             (:data:`~stemsplit.audio.writer.MP3_SAMPLERATES`): another explicit rate is refused, and an
             input at another rate gives 44100 Hz stems with a :class:`~stemsplit.errors.SampleRateWarning`.
-        device, precision, batch_size, jobs: compute (see :class:`stemsplit.inference.EngineOptions`).
+        device, precision, batch_size, jobs: compute (see :class:`stemsplit.inference.EngineOptions`);
+            ``device`` may name several (``cuda:0,cuda:1``, ``cuda:all``).
+        compile: ``torch.compile`` the network trunk: ``on``, ``off``, or ``auto`` (on CUDA, for a batch long
+            enough to repay the compilation; see :func:`stemsplit.inference.devices.should_compile`).
         segment: window in seconds, at most the model's (7.8 s for HT models); None = the model's.
         overlap, shifts, seed: overlap-add and the random-shift trick.
         overwrite: redo tracks whose stems are complete (default: skip them).
@@ -70,6 +75,7 @@ class SeparationOptions:
     device: str = "auto"
     precision: Precision = "auto"
     batch_size: int | None = None
+    compile: CompileMode = "auto"
     jobs: int | None = None
     segment: float | None = None
     overlap: float = 0.25
@@ -85,6 +91,10 @@ class SeparationOptions:
             write.check_samplerate(self.samplerate)  # mp3 at 96 kHz: refused, not silently changed
         if self.stems is not None and self.two_stems is not None:
             raise InvalidOptionError("use either --stems or --two-stems, not both", option="--stems")
+        if self.compile not in ("auto", "on", "off"):
+            raise InvalidOptionError(
+                f"--compile must be auto, on or off, got {self.compile!r}", option="--compile"
+            )
         if self.other_method not in ("add", "minus", "none"):
             raise InvalidOptionError(f"--other-method must be add, minus or none, got {self.other_method!r}")
         checks = (
@@ -224,6 +234,8 @@ def engine_options(bag: ModelBag, options: SeparationOptions, stems: Sequence[st
         seed=options.seed,
         stems=tuple(stems),
         batch_size=options.batch_size,
+        compile={"auto": None, "on": True, "off": False}[options.compile],
+        compile_cache_dir=settings.cache_dir() / "compiled",  # warm starts for the next process
         device=options.device,
         precision=options.precision,
         threads=options.jobs,

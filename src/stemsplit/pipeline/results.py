@@ -9,9 +9,11 @@ from __future__ import annotations
 import math
 import re
 import sys
+import threading
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, TextIO
@@ -22,7 +24,7 @@ from stemsplit.errors import (
 
 # --- results and progress -------------------------------------------------------------------------
 
-Status = Literal["done", "skipped", "failed"]
+Status = Literal["done", "skipped", "failed", "interrupted"]
 
 NEAR_SILENT_DBFS = -60.0
 """A written stem whose peak is below this level (dBFS) gets a :class:`NearSilentStemWarning`.
@@ -54,23 +56,58 @@ def warning_kind(category: type[Warning]) -> str:
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
 
 
-@contextmanager
-def collect_warnings() -> Iterator[list[TrackWarning]]:
-    """Record the :class:`StemsplitWarning` s issued inside, while still showing them as they happen.
+class TrackNotes:
+    """The stemsplit warnings issued for one track, in order, each distinct message once (thread-safe)."""
 
-    Every stemsplit warning is recorded in the yielded list (once per distinct message), whatever the
-    filters say, and is passed on at once through the caller's own filters and ``warnings.showwarning``:
-    shown, raised (``error``) or dropped (``ignore``) exactly as without this block. Other warnings are
-    not touched.
+    def __init__(self) -> None:
+        self.records: list[TrackWarning] = []
+        self._seen: set[tuple[type[Warning], str]] = set()
+        self._lock = threading.Lock()
+
+    def add(self, category: type[Warning], message: str) -> bool:
+        """Note a warning; False when this track already has the same one."""
+        with self._lock:
+            key = (category, message)
+            if key in self._seen:
+                return False
+            self._seen.add(key)
+            self.records.append(TrackWarning(warning_kind(category), message))
+            return True
+
+
+_CURRENT: ContextVar[tuple[TrackNotes, ...]] = ContextVar("stemsplit_track_notes", default=())
+
+
+@contextmanager
+def noting(*notes: TrackNotes) -> Iterator[None]:
+    """File the stemsplit warnings that this thread issues inside under these tracks (a device step that
+    serves several tracks notes its warnings in each). Needs :func:`route_warnings` to be active."""
+    token = _CURRENT.set(notes)
+    try:
+        yield
+    finally:
+        _CURRENT.reset(token)
+
+
+@contextmanager
+def route_warnings() -> Iterator[None]:
+    """While inside, every :class:`StemsplitWarning` is filed under the track(s) its thread is working on
+    (:func:`noting`), whatever the filters say, and is passed on at once through the caller's own filters
+    and ``warnings.showwarning``: shown, raised (``error``) or dropped (``ignore``) as it would be without
+    this block (once per track rather than once per code location). Other warnings are not touched.
+
+    The hook is process-wide (Python's ``warnings`` state is), so it is installed once for a whole batch,
+    by the thread that runs it, and works for every worker thread; nesting it is harmless.
     """
-    records: list[TrackWarning] = []
-    seen: set[tuple[type[Warning], str]] = set()
+    if getattr(warnings.showwarning, "_stemsplit_router", False):
+        yield
+        return
     outer_filters = list(warnings.filters)
     with warnings.catch_warnings():
-        warnings.simplefilter("always", StemsplitWarning)  # so that every one reaches ``keep``
         outer_show = warnings.showwarning
+        warnings.simplefilter("always", StemsplitWarning)  # so that every one reaches the router
 
-        def keep(
+        def route(
             message: Warning | str,
             category: type[Warning],
             filename: str,
@@ -81,20 +118,43 @@ def collect_warnings() -> Iterator[list[TrackWarning]]:
             if not issubclass(category, StemsplitWarning):
                 outer_show(message, category, filename, lineno, file, line)
                 return
-            key = (category, str(message))
-            if key in seen:
-                return
-            seen.add(key)
-            records.append(TrackWarning(warning_kind(category), str(message)))
-            with warnings.catch_warnings():  # the caller's filters decide what happens to it
-                warnings.filters[:] = outer_filters  # type: ignore[index]
-                warnings.showwarning = outer_show
-                warnings.warn_explicit(
-                    message, category, filename, lineno, module=_module_name(filename), registry={}
-                )
+            notes = _CURRENT.get()
+            new = [n.add(category, str(message)) for n in notes]
+            if notes and not any(new):
+                return  # already filed (and passed on) for these tracks
+            action = _filter_action(outer_filters, category, str(message), _module_name(filename), lineno)
+            if action == "error":
+                raise message if isinstance(message, Warning) else category(message)
+            if action != "ignore":
+                outer_show(message, category, filename, lineno, file, line)
 
-        warnings.showwarning = keep
-        yield records
+        route._stemsplit_router = True  # type: ignore[attr-defined]
+        warnings.showwarning = route
+        yield
+
+
+@contextmanager
+def collect_warnings() -> Iterator[list[TrackWarning]]:
+    """Record the :class:`StemsplitWarning` s issued inside (in this thread), while still showing them
+    as they happen (see :func:`route_warnings`); for one track worked on by the calling thread."""
+    notes = TrackNotes()
+    with route_warnings(), noting(notes):
+        yield notes.records
+
+
+def _filter_action(
+    filters: Sequence[Any], category: type[Warning], message: str, module: str | None, lineno: int
+) -> str:
+    """The action of the first of ``warnings.filters`` that matches (``default`` when none does)."""
+    for action, msg, cat, mod, ln in filters:
+        if (
+            (msg is None or msg.match(message))
+            and issubclass(category, cat)
+            and (mod is None or mod.match(module or ""))
+            and (ln == 0 or lineno == ln)
+        ):
+            return str(action)
+    return "default"
 
 
 def _module_name(filename: str) -> str | None:
@@ -111,7 +171,7 @@ class TrackResult:
 
     Attributes:
         input: the input path.
-        status: ``done``, ``skipped`` (already complete) or ``failed``.
+        status: ``done``, ``skipped`` (already complete), ``failed``, or ``interrupted`` (Ctrl-C came first).
         error: one-line reason when failed.
         outputs: written (or existing, when skipped) stem files.
         duration_s, samplerate, channels, codec: the input, when it could be probed.
@@ -156,12 +216,29 @@ class TrackResult:
         return data
 
 
+class BatchInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a batch: the workers stopped, nothing half-written was left under a final name.
+
+    Attributes:
+        results: one per input, in the batch's order: those that ended, and ``interrupted`` for the rest.
+    """
+
+    def __init__(self, results: list[TrackResult]) -> None:
+        super().__init__()
+        self.results = results
+
+
 class BatchReporter(Protocol):
-    """Progress of a batch, for a user interface. Every method is optional in spirit: implement no-ops."""
+    """Progress of a batch, for a user interface. Every method is optional in spirit: implement no-ops.
+
+    Several tracks may be in flight at once: each call names its track by its index in the batch (or, for
+    :meth:`track_finished`, by the result's ``input``), and tracks may end in another order than they
+    started. All calls come from the thread that runs the batch.
+    """
 
     def track_started(self, index: int, total: int, path: Path, duration_s: float | None) -> None: ...
 
-    def track_progress(self, done_s: float) -> None: ...
+    def track_progress(self, index: int, done_s: float) -> None: ...
 
     def track_finished(self, result: TrackResult) -> None: ...
 
@@ -172,7 +249,7 @@ class NullBatchReporter:
     def track_started(self, index: int, total: int, path: Path, duration_s: float | None) -> None:
         pass
 
-    def track_progress(self, done_s: float) -> None:
+    def track_progress(self, index: int, done_s: float) -> None:
         pass
 
     def track_finished(self, result: TrackResult) -> None:

@@ -1,18 +1,28 @@
-"""One track: read → normalise → separate → select stems → write, block by block, atomically."""
+"""One track, in the three steps the batch runs on different threads: decode, separate, write.
+
+* :func:`decode_track` reads the input once (decode → downmix → resample to the model's rate) into a
+  :class:`~stemsplit.audio.buffer.TrackBuffer` while computing the normalisation statistics, after checking
+  that the stems will fit on the disk.
+* The separation itself is the engine's (:class:`~stemsplit.inference.TrackStream` on a shared runner);
+  it hands finished blocks to the track's :class:`StemSink`.
+* :class:`StemSink` turns those blocks into the requested stems (``no_<stem>`` by ``add`` or ``minus``),
+  writes them atomically, records the sidecar and builds the :class:`~stemsplit.pipeline.results.TrackResult`.
+
+:func:`separate_track` runs the three in the calling thread, for one file (the library's
+``Separator.separate_file``).
+"""
 
 from __future__ import annotations
 
 import math
 import time
 import warnings
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 from stemsplit.audio import (
+    AudioInfo,
     AudioReader,
     TrackWriter,
     check_track_space,
@@ -21,19 +31,281 @@ from stemsplit.audio import (
     remove_stale_temporaries,
     stem_channels,
 )
-from stemsplit.errors import (
-    AudioDecodeError,
-    NearSilentStemWarning,
-    SampleRateWarning,
-    SidecarWarning,
+from stemsplit.audio.buffer import TrackBuffer
+from stemsplit.errors import AudioDecodeError, NearSilentStemWarning, SampleRateWarning, SidecarWarning
+from stemsplit.inference import (
+    DeviceRunner,
+    HostBlock,
+    ModelBag,
+    RunningStats,
+    Scheduler,
+    TrackStats,
+    TrackStream,
+    bag_plan,
+    make_runner,
 )
-from stemsplit.inference import ModelBag, separate_stream, stats_from_blocks
 from stemsplit.pipeline.options import SeparationOptions, StemPlan, engine_options
 from stemsplit.pipeline.outputs import TrackOutputs
 from stemsplit.pipeline.results import NEAR_SILENT_DBFS, TrackResult, collect_warnings
 from stemsplit.pipeline.sidecar import Provenance, write_sidecar
 
 _BLOCK_FRAMES = 1 << 16
+
+MEMORY_SECONDS = 600.0
+"""Decoded audio kept in memory per track (10 minutes, 212 MB in stereo float32); longer tracks are held in
+a temporary file instead, so memory does not grow with the track's length."""
+
+
+@dataclass
+class DecodedTrack:
+    """An input decoded once, ready for the engine.
+
+    Attributes:
+        path, outputs: the input and where its stems go.
+        info: its probe.
+        audio: the decoded audio at the model's rate and channels.
+        stats: its normalisation statistics.
+        frames_in: source frames decoded (at the input's rate).
+        out_rate: the stems' rate (Hz).
+        timings: ``decode`` seconds so far (``separate`` and ``total`` are added by the sink).
+        started: when work on the track began (``time.perf_counter``).
+    """
+
+    path: Path
+    outputs: TrackOutputs
+    info: AudioInfo
+    audio: TrackBuffer
+    stats: TrackStats
+    frames_in: int
+    out_rate: int
+    started: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def decode_track(
+    bag: ModelBag,
+    path: Path,
+    outputs: TrackOutputs,
+    options: SeparationOptions,
+    *,
+    memory_frames: int | None = None,
+    stop: Callable[[], bool] = lambda: False,
+) -> DecodedTrack:
+    """Decode ``path`` once into memory (or a temporary file past ``memory_frames``) with its statistics.
+
+    Args:
+        bag: the model (its rate and channels).
+        path, outputs: the input and its planned outputs (checked for disk space first).
+        options: the run's settings (output format and rate).
+        memory_frames: frames kept in memory (default :data:`MEMORY_SECONDS` at the model's rate).
+        stop: polled between blocks; True abandons the decode (``KeyboardInterrupt``).
+
+    Raises:
+        StemsplitError: unreadable input, or not enough disk space for the stems.
+        KeyboardInterrupt: ``stop`` said so.
+    """
+    started = time.perf_counter()
+    reader = AudioReader(
+        path, samplerate=bag.samplerate, channels=bag.audio_channels, block_frames=_BLOCK_FRAMES
+    )
+    info = reader.info
+    write_options = options.write_options()
+    out_rate = write_options.samplerate_for(options.samplerate or info.samplerate)
+    remove_stale_temporaries(outputs.stems.values())  # left by a run that was killed outright
+    if info.frames is not None:  # before decoding, which takes a while on a long track
+        check_track_space(
+            outputs.stems.values(),
+            write_options,
+            samplerate=out_rate,
+            channels=stem_channels(info),
+            frames=output_frames(info.frames, info.samplerate, out_rate),
+        )
+    limit = memory_frames if memory_frames is not None else int(MEMORY_SECONDS * bag.samplerate)
+    audio = TrackBuffer(bag.audio_channels, memory_frames=limit)
+    running = RunningStats()
+    try:
+        for block in reader:
+            if stop():
+                raise KeyboardInterrupt
+            audio.append(block)
+            running.update(block)
+    except BaseException:
+        audio.close()
+        raise
+    audio.finish()
+    if out_rate != info.samplerate and options.samplerate is None:  # only mp3 changes the input's rate
+        warnings.warn(
+            SampleRateWarning(
+                f"{path}: {write_options.format.upper()} cannot store the input's {info.samplerate} Hz; the stems "
+                f"are written at {out_rate} Hz (use --format flac or wav to keep {info.samplerate} Hz)",
+                requested=info.samplerate,
+                written=out_rate,
+            ),
+            stacklevel=2,
+        )
+    frames_in = reader.frames_in or 0
+    track = DecodedTrack(path, outputs, info, audio, running.result(), frames_in, out_rate, started)
+    track.timings["decode"] = time.perf_counter() - started
+    return track
+
+
+class StemSink:
+    """Writes one track's stems from the engine's blocks, then its sidecar; builds its result.
+
+    Args:
+        track: the decoded track.
+        options: the run's settings; plan: which stems are computed and written.
+        provenance: recorded in the sidecar (None: no sidecar).
+        progress: told the seconds of audio written so far.
+
+    :meth:`write` takes the blocks in track order, :meth:`finish` publishes the stems and returns the
+    result; :meth:`abort` (or an exception in either) leaves nothing under a final name.
+    """
+
+    def __init__(
+        self,
+        track: DecodedTrack,
+        options: SeparationOptions,
+        plan: StemPlan,
+        *,
+        samplerate: int,
+        provenance: Provenance | None = None,
+        progress: Callable[[float], None] | None = None,
+    ) -> None:
+        self.track, self.plan, self.provenance, self.progress = track, plan, provenance, progress
+        self.samplerate = samplerate  # the model's
+        self.emitted = 0
+        info = track.info
+        self.writer = TrackWriter(
+            dict(track.outputs.stems),
+            options.write_options(),
+            samplerate=track.out_rate,
+            channels=stem_channels(info),
+            frames=output_frames(track.frames_in, info.samplerate, track.out_rate),
+            tags=read_tags(track.path),
+            title_fallback=track.path.stem,
+        )
+
+    def write(self, block: HostBlock) -> None:
+        """Write one finished block, (S, C, n) stems in the engine's order."""
+        array = block.get().numpy()
+        n = array.shape[-1]
+        mix = self.track.audio.read(self.emitted, self.emitted + n) if self.plan.needs_mix else None
+        self.writer.write_all(self.plan.combine(array, mix))
+        self.emitted += n
+        if self.progress is not None:
+            self.progress(self.emitted / self.samplerate)
+
+    def finish(self, runner: DeviceRunner) -> TrackResult:
+        """Publish the stems and the sidecar; the result (``runner``: where the model ran)."""
+        track = self.track
+        if self.emitted != track.audio.frames:  # checked before anything is published (the writer aborts)
+            self.abort()
+            raise AudioDecodeError(
+                f"{track.path}: the engine gave {self.emitted} samples for a track of {track.audio.frames}; run again",
+                path=track.path,
+            )
+        # The stems are renamed into place one by one: an old sidecar must not vouch for a set that an
+        # interrupt leaves half replaced. A new one is written once every stem is in place.
+        track.outputs.sidecar.unlink(missing_ok=True)
+        written = self.writer.close()
+        track.audio.close()
+        if self.provenance is not None:
+            _record(track.outputs, self.provenance, track.path, written.gain)
+        _check_levels(track.path, {st.name: st.peak_dbfs for st in written.stems})
+        finished = time.perf_counter()
+        info = track.info
+        timings = {**track.timings, "total": finished - track.started}
+        timings["separate"] = timings["total"] - timings.get("decode", 0.0)
+        return TrackResult(
+            input=track.path,
+            status="done",
+            outputs={st.name: st.path for st in written.stems},
+            duration_s=track.frames_in / info.samplerate,
+            samplerate=info.samplerate,
+            channels=info.channels,
+            codec=info.codec,
+            output_samplerate=track.out_rate,
+            timings=timings,
+            device=str(runner.device),
+            precision=str(runner.dtype).removeprefix("torch."),
+            batch_size=runner.batch_size,
+            gain=written.gain,
+            stems={
+                st.name: {"peak": st.peak, "rms": st.rms, "peak_dbfs": st.peak_dbfs} for st in written.stems
+            },
+        )
+
+    def abort(self) -> None:
+        """Delete everything written so far (no final name was ever used) and free the decoded audio."""
+        self.writer.abort()
+        self.track.audio.close()
+
+
+def separate_track(
+    bag: ModelBag,
+    path: Path,
+    outputs: TrackOutputs,
+    options: SeparationOptions,
+    plan: StemPlan,
+    *,
+    provenance: Provenance | None = None,
+    progress: Callable[[float], None] | None = None,
+    runner: DeviceRunner | None = None,
+) -> TrackResult:
+    """Separate one file and write its stems (atomically) and, with ``provenance``, its sidecar, in the
+    calling thread.
+
+    The :class:`~stemsplit.errors.StemsplitWarning` s issued on the way (including a
+    :class:`~stemsplit.errors.NearSilentStemWarning` per stem whose peak is below :data:`NEAR_SILENT_DBFS`)
+    go through :mod:`warnings` as they happen and are also kept in the result's ``warnings``.
+
+    Args:
+        runner: a runner to reuse (made for ``bag`` and these options); None makes one.
+
+    Raises:
+        StemsplitError: unreadable input, invalid options, or a write failure; nothing is left under a
+            final stem name.
+    """
+    with collect_warnings() as noted:
+        engine = engine_options(bag, options, plan.computed)
+        bag_run = bag_plan(bag, engine)
+        track = decode_track(bag, path, outputs, options)
+        seconds = track.frames_in / track.info.samplerate
+        runner = runner or make_runner(bag, bag_run, engine, seconds=seconds)
+        try:
+            sink = StemSink(
+                track, options, plan, samplerate=bag.samplerate, provenance=provenance, progress=progress
+            )
+        except BaseException:
+            track.audio.close()
+            raise
+        try:
+            with runner:
+                scheduler = Scheduler(runner, bag_run.members)
+                scheduler.add(TrackStream(bag_run, track.audio, track.stats, sink.write, runner.device))
+                while scheduler.step():
+                    pass
+                scheduler.drain()
+            result = sink.finish(runner)
+        except BaseException:
+            sink.abort()
+            raise
+    result.warnings = tuple(noted)
+    return result
+
+
+def _record(outputs: TrackOutputs, provenance: Provenance, path: Path, gain: float) -> None:
+    """Write the sidecar; a failure only costs the skip on a re-run, so it is a warning."""
+    try:
+        write_sidecar(outputs.sidecar, provenance, outputs.stems, path, {"gain": gain})
+    except OSError as err:
+        warnings.warn(
+            f"{outputs.sidecar}: could not record how the stems were made ({err.strerror or err}); "
+            "a re-run will separate this track again",
+            SidecarWarning,
+            stacklevel=3,
+        )
 
 
 def _check_levels(path: Path, stems: Mapping[str, float]) -> None:
@@ -51,173 +323,4 @@ def _check_levels(path: Path, stems: Mapping[str, float]) -> None:
         warnings.warn(
             NearSilentStemWarning(f"{path}: {stem}: {level}: {hint}", stem=stem, peak_dbfs=dbfs),
             stacklevel=2,
-        )
-
-
-class _MixQueue:
-    """The input blocks between the reader and the engine's output, for ``no_<stem> = mix - stem``.
-
-    Holds only what the engine has read but not yet emitted (about a window), not the track.
-    """
-
-    def __init__(self) -> None:
-        self._blocks: deque[np.ndarray] = deque()
-
-    def tee(self, blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-        """Pass the blocks through, keeping each until :meth:`take` consumes it."""
-        for block in blocks:
-            self._blocks.append(block)
-            yield block
-
-    def take(self, n: int) -> np.ndarray:
-        """The next ``n`` input samples, (C, n)."""
-        parts, need = [], n
-        while need:
-            head = self._blocks[0]
-            parts.append(head[:, :need])
-            if head.shape[1] <= need:
-                self._blocks.popleft()
-            else:
-                self._blocks[0] = head[:, need:]
-            need -= parts[-1].shape[1]
-        return np.concatenate(parts, axis=1)
-
-
-def separate_track(
-    bag: ModelBag,
-    path: Path,
-    outputs: TrackOutputs,
-    options: SeparationOptions,
-    plan: StemPlan,
-    *,
-    provenance: Provenance | None = None,
-    progress: Callable[[float], None] | None = None,
-) -> TrackResult:
-    """Separate one file and write its stems (atomically) and, with ``provenance``, its sidecar.
-
-    The :class:`~stemsplit.errors.StemsplitWarning` s issued on the way (including a
-    :class:`~stemsplit.errors.NearSilentStemWarning` per stem whose peak is below :data:`NEAR_SILENT_DBFS`)
-    go through :mod:`warnings` as they happen and are also kept in the result's ``warnings``.
-
-    Raises:
-        StemsplitError: unreadable input, invalid options, or a write failure; nothing is left under a
-            final stem name.
-    """
-    with collect_warnings() as noted:
-        result = run_track(bag, path, outputs, options, plan, provenance=provenance, progress=progress)
-    result.warnings = tuple(noted)
-    return result
-
-
-def run_track(
-    bag: ModelBag,
-    path: Path,
-    outputs: TrackOutputs,
-    options: SeparationOptions,
-    plan: StemPlan,
-    *,
-    provenance: Provenance | None,
-    progress: Callable[[float], None] | None,
-) -> TrackResult:
-    """:func:`separate_track` without the collection of warnings (the caller collects them)."""
-    started = time.perf_counter()
-    reader = AudioReader(
-        path, samplerate=bag.samplerate, channels=bag.audio_channels, block_frames=_BLOCK_FRAMES
-    )
-    info = reader.info
-    write_options = options.write_options()
-    out_rate = write_options.samplerate_for(options.samplerate or info.samplerate)
-    remove_stale_temporaries(outputs.stems.values())  # left by a run that was killed outright
-    if info.frames is not None:  # before the first pass, which takes a while on a long track
-        check_track_space(
-            outputs.stems.values(),
-            write_options,
-            samplerate=out_rate,
-            channels=stem_channels(info),
-            frames=output_frames(info.frames, info.samplerate, out_rate),
-        )
-    stats = stats_from_blocks(reader)  # first pass: exact mean/std without holding the track
-    frames_in = reader.frames_in or 0
-    after_stats = time.perf_counter()
-    if out_rate != info.samplerate and options.samplerate is None:  # only mp3 changes the input's rate
-        warnings.warn(
-            SampleRateWarning(
-                f"{path}: {write_options.format.upper()} cannot store the input's {info.samplerate} Hz; the stems "
-                f"are written at {out_rate} Hz (use --format flac or wav to keep {info.samplerate} Hz)",
-                requested=info.samplerate,
-                written=out_rate,
-            ),
-            stacklevel=2,
-        )
-    model_frames = output_frames(frames_in, info.samplerate, bag.samplerate)
-    mix = _MixQueue()
-    emitted = 0
-    with TrackWriter(
-        dict(outputs.stems),
-        write_options,
-        samplerate=out_rate,
-        channels=stem_channels(info),
-        frames=output_frames(frames_in, info.samplerate, out_rate),
-        tags=read_tags(path),
-        title_fallback=path.stem,
-    ) as writer:
-
-        def sink(block: Any) -> None:  # (S, C, n) finished stems, in track order
-            nonlocal emitted
-            array = block.numpy()
-            writer.write_all(plan.combine(array, mix.take(array.shape[-1]) if plan.needs_mix else None))
-            emitted += array.shape[-1]
-            if progress is not None:
-                progress(emitted / bag.samplerate)
-
-        blocks = mix.tee(reader) if plan.needs_mix else iter(reader)
-        engine = separate_stream(
-            bag, blocks, sink, stats=stats, options=engine_options(bag, options, plan.computed)
-        )
-        if emitted != model_frames:  # checked before anything is published (the writer aborts)
-            raise AudioDecodeError(
-                f"{path}: decoded to {emitted} samples on the second read but {model_frames} on the first "
-                "(was the file changing?); run again",
-                path=path,
-            )
-        # The stems are renamed into place one by one: an old sidecar must not vouch for a set that an
-        # interrupt leaves half replaced. A new one is written once every stem is in place.
-        outputs.sidecar.unlink(missing_ok=True)
-        written = writer.close()
-    finished = time.perf_counter()
-    if provenance is not None:
-        _record(outputs, provenance, path, written.gain)
-    _check_levels(path, {st.name: st.peak_dbfs for st in written.stems})
-    return TrackResult(
-        input=path,
-        status="done",
-        outputs={st.name: st.path for st in written.stems},
-        duration_s=frames_in / info.samplerate,
-        samplerate=info.samplerate,
-        channels=info.channels,
-        codec=info.codec,
-        output_samplerate=out_rate,
-        timings={
-            "stats": after_stats - started,
-            "separate": finished - after_stats,
-            "total": finished - started,
-        },
-        device=str(engine.device),
-        precision=str(engine.dtype).removeprefix("torch."),
-        batch_size=engine.batch_size,
-        gain=written.gain,
-        stems={st.name: {"peak": st.peak, "rms": st.rms, "peak_dbfs": st.peak_dbfs} for st in written.stems},
-    )
-
-
-def _record(outputs: TrackOutputs, provenance: Provenance, path: Path, gain: float) -> None:
-    """Write the sidecar; a failure only costs the skip on a re-run, so it is a warning."""
-    try:
-        write_sidecar(outputs.sidecar, provenance, outputs.stems, path, {"gain": gain})
-    except OSError as err:
-        warnings.warn(
-            f"{outputs.sidecar}: could not record how the stems were made ({err.strerror or err}); "
-            "a re-run will separate this track again",
-            SidecarWarning,
-            stacklevel=3,
         )

@@ -1,0 +1,289 @@
+"""One device runner: the bag's networks placed once on one device, run on batches of windows.
+
+A :class:`DeviceRunner` is made once per device per run (per process, for the pipeline) and used for every
+track. It owns what must not change per batch or per track:
+
+* the models, moved to the device and set to eval once;
+* the compute dtype and, for staged models (``analyse`` / ``trunk`` / ``synthesise``), the split: the
+  STFT and iSTFT run eager in float32 outside autocast, only the trunk runs in the reduced precision and,
+  where asked, compiled (``torch.compile`` of the trunk alone, no complex numbers in the graph);
+* batch sizes from a few fixed buckets (1, or 2, 4, 8 … up to the batch size), so a short last batch
+  neither pays for a full one nor recompiles; a batch of one window is padded to two when the batch size
+  is two or more, because one window alone takes another kernel path (its float32 rounding differs), and a
+  track's output must not depend on what shares its batches;
+* process settings (CPU threads, TF32 off for exact float32 on CUDA, cuDNN autotuning for fixed shapes) set
+  when the runner is entered and restored when it is left, never per batch;
+* what happens when something fails: a failed compile falls back to eager once, with a
+  :class:`~stemsplit.errors.CompileFallbackWarning`; a batch with a non-finite value in reduced precision is
+  redone in float32 with a :class:`~stemsplit.errors.NonFiniteWarning`; out of memory first drops the compiled
+  trunk, then halves the batch, and at one window falls back to the CPU with a
+  :class:`~stemsplit.errors.DeviceFallbackWarning` (the scheduler retries the whole device step).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any, cast
+
+import torch
+
+from stemsplit.errors import (
+    CompileFallbackWarning,
+    DeviceFallbackWarning,
+    InvalidOptionError,
+    NonFiniteWarning,
+)
+from stemsplit.inference.devices import (
+    COMPLEX_ON_CPU,
+    autocast,
+    cuda_tuning,
+    note_compile_failure,
+    thread_settings,
+)
+
+__all__ = ["OOM", "DeviceRunner", "Launched", "ModelFn", "batch_buckets"]
+
+ModelFn = Callable[[torch.Tensor], torch.Tensor]
+"""A separation network: ``(B, C, T) float -> (B, S, C, T)``, T <= the model's training length."""
+
+OOM: type[BaseException] = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
+_STAGES = ("analyse", "trunk", "synthesise")
+
+
+@dataclass(frozen=True)
+class Launched:
+    """A batch whose forward has been queued (see :meth:`DeviceRunner.launch`)."""
+
+    member: int
+    batch: torch.Tensor  # (bucket, C, T) the windows as run, padded
+    out: torch.Tensor  # (bucket, S, C, T)
+    finite: torch.Tensor | None  # a device bool, in reduced precision only
+    count: int  # the real windows, first in the batch
+
+
+def batch_buckets(batch_size: int) -> tuple[int, ...]:
+    """The batch sizes a runner uses: ``(1,)`` for 1, else 2, 4, 8 … below ``batch_size``, and itself.
+
+    >>> batch_buckets(1), batch_buckets(6), batch_buckets(32)
+    ((1,), (2, 4, 6), (2, 4, 8, 16, 32))
+    """
+    if batch_size < 1:
+        raise InvalidOptionError(f"batch size must be >= 1, got {batch_size}", option="--batch-size")
+    if batch_size == 1:
+        return (1,)
+    sizes = []
+    size = 2
+    while size < batch_size:
+        sizes.append(size)
+        size *= 2
+    return (*sizes, batch_size)
+
+
+class DeviceRunner:
+    """The bag's networks on one device, run on batches of windows.
+
+    Args:
+        models: the bag's networks (callables; an :class:`torch.nn.Module` is moved to ``device`` and set to
+            eval, once).
+        device: where they run.
+        dtype: the compute dtype of the trunk (float32: exact).
+        batch_size: the most windows per forward.
+        fallback_device: where to go when even one window does not fit (None: nowhere, the error is raised).
+        fallback_dtype: the dtype there.
+        compile_trunk: ``torch.compile`` the trunk of staged models (their whole forward otherwise).
+        threads: CPU intra-op threads while the runner is entered (None: leave torch's setting).
+
+    Use it as a context manager: entering applies the process settings, leaving restores them.
+    """
+
+    def __init__(
+        self,
+        models: Sequence[ModelFn],
+        device: torch.device,
+        dtype: torch.dtype,
+        batch_size: int,
+        *,
+        fallback_device: torch.device | None = None,
+        fallback_dtype: torch.dtype = torch.float32,
+        compile_trunk: bool = False,
+        threads: int | None = None,
+    ) -> None:
+        self.buckets = batch_buckets(batch_size)
+        self.device = device
+        self.dtype = dtype
+        self.fallback_device = fallback_device
+        self.fallback_dtype = fallback_dtype
+        self.fell_back = False
+        self.compiled = compile_trunk
+        self.threads = threads
+        self._models = list(models)
+        self._compiled: list[Callable[..., Any] | None] = []
+        self._settings: ExitStack | None = None
+        self._depth = 0
+        self._place()
+
+    # -- settings ----------------------------------------------------------------------------------
+
+    def __enter__(self) -> DeviceRunner:
+        """Apply the runner's process settings (re-entrant: only the outermost ``with`` applies them)."""
+        self._depth += 1
+        if self._depth == 1:
+            stack = ExitStack()
+            stack.enter_context(thread_settings(self.threads))
+            stack.enter_context(cuda_tuning(self.device, exact=self.dtype == torch.float32))
+            self._settings = stack
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._depth -= 1
+        if self._depth == 0 and self._settings is not None:
+            self._settings.close()
+            self._settings = None
+
+    @property
+    def batch_size(self) -> int:
+        """The most windows per forward now (halved after out-of-memory errors)."""
+        return self.buckets[-1]
+
+    def bucket(self, windows: int) -> int:
+        """The batch size that ``windows`` ready windows run at (the smallest bucket that holds them)."""
+        return next((b for b in self.buckets if b >= windows), self.buckets[-1])
+
+    # -- running -----------------------------------------------------------------------------------
+
+    def launch(self, member: int, windows: torch.Tensor) -> Launched:
+        """Start separating a batch of windows with bag member ``member`` (asynchronous on CUDA).
+
+        Args:
+            member: index of the network in ``models``.
+            windows: (n, C, T) float32 on :attr:`device`, ``n <= batch_size``.
+
+        Returns:
+            A handle for :meth:`result`. Nothing waits for the device here, so the next batch can be
+            queued while this one runs.
+
+        Raises:
+            OOM: out of memory; call :meth:`shrink` and retry.
+        """
+        n = windows.shape[0]
+        size = self.bucket(n)
+        batch = windows
+        if size > n:  # pad with silent windows to the bucket: fixed shapes, one kernel path per size
+            batch = torch.cat([windows, windows.new_zeros((size - n, *windows.shape[1:]))])
+        out = self._run(member, batch, self.dtype)
+        finite = None if self.dtype == torch.float32 else torch.isfinite(out).all()
+        return Launched(member, batch, out, finite, n)
+
+    def result(self, launched: Launched) -> torch.Tensor:
+        """The (n, S, C, T) float32 output of a launched batch, on :attr:`device`.
+
+        In reduced precision this waits for that batch (not for later ones) to check it is finite; a
+        batch with a non-finite value is redone in float32 with a :class:`NonFiniteWarning`.
+
+        Raises:
+            OOM: out of memory while redoing; call :meth:`shrink` and retry.
+        """
+        out = launched.out
+        if launched.finite is not None and not bool(launched.finite):
+            warnings.warn(
+                NonFiniteWarning(
+                    f"{str(self.dtype).removeprefix('torch.')} produced a non-finite value on {self.device}; "
+                    "that batch was redone in float32"
+                ),
+                stacklevel=2,
+            )
+            out = self._run(launched.member, launched.batch, torch.float32, eager=True)
+        return out[: launched.count]
+
+    def _run(
+        self, member: int, batch: torch.Tensor, dtype: torch.dtype, *, eager: bool = False
+    ) -> torch.Tensor:
+        model = self._models[member]
+        with torch.no_grad():
+            if not _is_staged(model):
+                with autocast(self.device, dtype):
+                    return cast(torch.Tensor, self._compiled_or_eager(member, model, eager, batch)).float()
+            staged = cast(Any, model)
+            spectral = torch.device("cpu") if self.device.type in COMPLEX_ON_CPU else self.device
+            analysis = staged.analyse(batch.to(spectral))  # float32, outside autocast
+            with autocast(self.device, dtype):
+                x, xt = self._compiled_or_eager(
+                    member, staged.trunk, eager, analysis.x.to(self.device), analysis.xt.to(self.device)
+                )
+            stems = staged.synthesise(x.float().to(spectral), xt.float().to(spectral), analysis)
+            return cast(torch.Tensor, stems).to(self.device)
+
+    def _compiled_or_eager(
+        self, member: int, eager_fn: Callable[..., Any], eager: bool, *args: torch.Tensor
+    ) -> Any:
+        """``eager_fn(*args)`` through its compiled form when there is one; a failing compile (it compiles
+        on the first call) falls back to ``eager_fn`` once, with a warning. Out of memory is not a compile
+        failure: it is raised for the scheduler to shrink."""
+        compiled = None if eager else self._compiled[member]
+        if compiled is None:
+            return eager_fn(*args)
+        try:
+            return compiled(*args)
+        except OOM:
+            raise
+        except Exception as err:
+            self._uncompile(err)
+            return eager_fn(*args)
+
+    # -- reacting to failures ------------------------------------------------------------------------
+
+    def shrink(self) -> bool:
+        """React to an out-of-memory error: drop the compiled trunk, else halve the batch, else go to the
+        fallback device. Returns False when nothing is left to try (the caller re-raises)."""
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        if self.compiled:
+            self.compiled = False
+            self._compiled = [None] * len(self._models)
+            return True
+        if self.batch_size > 1:
+            self.buckets = batch_buckets(max(1, self.batch_size // 2))
+            return True
+        if self.fallback_device is None or self.fell_back:
+            return False
+        warnings.warn(
+            DeviceFallbackWarning(
+                f"out of memory on {self.device} even with one window per batch; "
+                f"continuing on {self.fallback_device} (slower)"
+            ),
+            stacklevel=2,
+        )
+        self.device, self.dtype, self.fell_back = self.fallback_device, self.fallback_dtype, True
+        self._place()
+        return True
+
+    def _uncompile(self, err: Exception) -> None:
+        """Drop ``torch.compile`` after it failed (it compiles lazily, on the first batch) and go eager."""
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        warnings.warn(
+            CompileFallbackWarning(
+                f"torch.compile failed ({reason[:200]}); continuing without compiling (slower)"
+            ),
+            stacklevel=3,
+        )
+        note_compile_failure(err)
+        self.compiled = False
+        self._compiled = [None] * len(self._models)
+
+    def _place(self) -> None:
+        for model in self._models:
+            if isinstance(model, torch.nn.Module):
+                model.to(self.device).eval()
+        self._compiled = [self._compile(m) if self.compiled else None for m in self._models]
+
+    def _compile(self, model: ModelFn) -> Callable[..., Any]:
+        target = cast(Any, model).trunk if _is_staged(model) else model
+        return torch.compile(target, dynamic=False)
+
+
+def _is_staged(model: object) -> bool:
+    return all(hasattr(model, stage) for stage in _STAGES) and isinstance(model, torch.nn.Module)

@@ -47,6 +47,7 @@ import os
 import uuid
 import warnings
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
@@ -158,6 +159,7 @@ class _Muxer:
 
     def __init__(self, path: Path, options: WriteOptions, samplerate: int, tracks: int) -> None:
         self.samplerate = samplerate
+        self._pool: ThreadPoolExecutor | None = None
         self._bits = 0 if options.stem_codec == "aac" else int(options.bit_depth)
         self._format = {0: "fltp", 16: "s16p", 24: "s32p"}[self._bits]
         self._container: Any = av.open(
@@ -176,26 +178,23 @@ class _Muxer:
             self.abort()
             raise
         self._pts = [0] * tracks
+        threads = min(tracks, os.cpu_count() or 1)
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="stem-mp4") if threads > 1 else None
 
-    def encode(self, track: int, y: FloatArray, gain: float = 1.0) -> None:
-        """Encode ``(frames, 2)`` float32 audio, times ``gain``, clamped to ±1, onto ``track``."""
-        if y.shape[0] == 0:
-            return
-        x = y.T * np.float32(gain) if gain != 1.0 else y.T
-        x = np.clip(x, -1.0, 1.0)
-        if self._bits:
-            scale = float(1 << (self._bits - 1))
-            q = np.clip(np.rint(x * np.float32(scale)), -scale, scale - 1)
-            data = q.astype(np.int16) if self._bits == 16 else q.astype(np.int32) << 8
+    def encode(self, chunks: Sequence[tuple[int, FloatArray]], gain: float = 1.0) -> None:
+        """Encode ``(track, (frames, 2) float32)`` chunks, times ``gain``, clamped to ±1.
+
+        The tracks' encoders run in parallel threads (FFmpeg releases the GIL); their packets are
+        muxed here, in track order.
+        """
+        frames = [(k, self._frame(k, y, gain)) for k, y in chunks if y.shape[0]]
+        if self._pool is not None and len(frames) > 1:
+            encoded = list(self._pool.map(lambda item: self._streams[item[0]].encode(item[1]), frames))
         else:
-            data = x
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(data), format=self._format, layout="stereo")
-        frame.sample_rate = self.samplerate
-        frame.time_base = Fraction(1, self.samplerate)
-        frame.pts = self._pts[track]
-        self._pts[track] += y.shape[0]
-        for packet in self._streams[track].encode(frame):
-            self._container.mux(packet)
+            encoded = [self._streams[k].encode(frame) for k, frame in frames]
+        for packets in encoded:
+            for packet in packets:
+                self._container.mux(packet)
 
     def close(self) -> None:
         """Flush every encoder and finish the file."""
@@ -204,6 +203,7 @@ class _Muxer:
                 self._container.mux(packet)
         self._container.close()
         self._container = None
+        self._shutdown()
 
     def abort(self) -> None:
         """Close the file without flushing. Never raises."""
@@ -211,6 +211,25 @@ class _Muxer:
         if container is not None:
             with contextlib.suppress(Exception):
                 container.close()
+        self._shutdown()
+
+    def _frame(self, track: int, y: FloatArray, gain: float) -> Any:
+        x = np.clip(y.T * np.float32(gain) if gain != 1.0 else y.T, -1.0, 1.0)
+        if self._bits:
+            scale = float(1 << (self._bits - 1))
+            q = np.clip(np.rint(x * np.float32(scale)), -scale, scale - 1)
+            x = q.astype(np.int16) if self._bits == 16 else q.astype(np.int32) << 8
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(x), format=self._format, layout="stereo")
+        frame.sample_rate = self.samplerate
+        frame.time_base = Fraction(1, self.samplerate)
+        frame.pts = self._pts[track]
+        self._pts[track] += y.shape[0]
+        return frame
+
+    def _shutdown(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
 
 
 class StemMp4Writer:
@@ -313,7 +332,7 @@ class StemMp4Writer:
             ValueError: the block has the wrong shape or holds NaN/infinity.
             AudioWriteError: the disk or the encoder refused the data.
         """
-        self._encode(0, block)
+        self._encode([(0, block)])
 
     def write_all(self, blocks: Mapping[str, FloatArray]) -> None:
         """Append one float32 ``(2, n)`` block of every source at ``samplerate_in`` (same ``n`` each).
@@ -325,6 +344,7 @@ class StemMp4Writer:
         missing = [s for stem in NI_STEMS for s in self.fold[stem] if s not in blocks]
         if missing:
             raise ValueError(f"no block for source {missing[0]!r}")
+        summed = []
         for k, stem in enumerate(NI_STEMS, start=1):
             parts = [blocks[s] for s in self.fold[stem]]
             block = parts[0]
@@ -332,7 +352,8 @@ class StemMp4Writer:
                 block = parts[0].astype(np.float32, copy=True)
                 for part in parts[1:]:
                     block += part
-            self._encode(k, block)
+            summed.append((k, block))
+        self._encode(summed)
 
     def close(self) -> TrackWriteReport:
         """Finish every track (shared gain), tag, move ``moov`` in front, then rename into place.
@@ -346,8 +367,7 @@ class StemMp4Writer:
         if self.report is not None:
             return self.report
         try:
-            for k in range(STEM_TRACKS):
-                self._encode(k, None)
+            self._encode([(k, None) for k in range(STEM_TRACKS)])
             peak = max(track.peak for track in self._tracks)
             rescale = self.options.clip == "rescale"
             gain = RESCALE_PEAK / peak if rescale and peak > 1.0 else 1.0
@@ -404,14 +424,13 @@ class StemMp4Writer:
 
     # --- internals ---------------------------------------------------------------------------
 
-    def _encode(self, k: int, block: FloatArray | None) -> None:
-        """Account for one block of track ``k`` (``None``: its end) and encode what it gives."""
+    def _encode(self, blocks: Sequence[tuple[int, FloatArray | None]]) -> None:
+        """Account for a block of each track ``k`` given (``None``: its end) and encode what they give."""
         if self.report is not None or self._muxer is None:
             raise RuntimeError("the stem file is already closed")
-        track = self._tracks[k]
         try:
-            y = track.end() if block is None else track.push(block)
-            self._muxer.encode(k, y)
+            chunks = [(k, self._tracks[k].end() if b is None else self._tracks[k].push(b)) for k, b in blocks]
+            self._muxer.encode(chunks)
         except (OSError, av.FFmpegError) as err:
             raise self._error(err) from err
 
@@ -420,14 +439,11 @@ class StemMp4Writer:
         muxer = self._muxer = _Muxer(self._mux_path, self.options, self.samplerate, STEM_TRACKS)
         with contextlib.ExitStack() as stack:
             stages = [stack.enter_context(t.stage_path.open("rb")) for t in self._tracks if t.stage_path]
-            left = True
-            while left:
-                left = False
-                for k, stage in enumerate(stages):
-                    flat = np.fromfile(stage, dtype=np.float32, count=_CHUNK * MODEL_CHANNELS)
-                    if flat.size:
-                        muxer.encode(k, flat.reshape(-1, MODEL_CHANNELS), gain)
-                        left = True
+            while True:
+                flats = [np.fromfile(f, dtype=np.float32, count=_CHUNK * MODEL_CHANNELS) for f in stages]
+                if not any(flat.size for flat in flats):
+                    break
+                muxer.encode([(k, flat.reshape(-1, MODEL_CHANNELS)) for k, flat in enumerate(flats)], gain)
         muxer.close()
         self._muxer = None
 

@@ -414,6 +414,11 @@ def test_stem_files_are_not_written_by_the_per_stem_writer(tmp_path: Path) -> No
         TrackWriter({"drums": tmp_path / "a"}, WriteOptions(format="stem.mp4"), samplerate=RATE, channels=2)
     with pytest.raises(ValueError, match=r"stem\.mp4"):
         StemMp4Writer(tmp_path / "a", WriteOptions(), sources=SOURCES, samplerate=RATE, frames=1)
+    with pytest.raises(ValueError, match="at least one frame"):
+        StemMp4Writer(
+            tmp_path / "a", WriteOptions(format="stem.mp4"), sources=SOURCES, samplerate=RATE, frames=0
+        )
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_min_bytes_covers_the_five_stages(tmp_path: Path) -> None:

@@ -253,8 +253,8 @@ class StemMp4Writer:
             :func:`~stemsplit.audio.ni_stems.fold_sources` (``htdemucs_6s``: guitar and piano into other).
         samplerate: the output rate asked for (Hz), normally the input's; AAC falls back to 44100 for a
             rate it lacks (:meth:`WriteOptions.samplerate_for`). :attr:`samplerate` is the one written.
-        frames: exact length of every track in frames at ``samplerate`` (normally the input's decoded
-            frame count).
+        frames: exact length of every track in frames at ``samplerate``, at least 1 (normally the
+            input's decoded frame count).
         tags: tags to write (the title as is, no stem suffix); ``None``: none.
         title_fallback: the title used when ``tags`` has none (normally the input's file name stem).
         manifest: stem names and colours; ``None``: NI's defaults.
@@ -283,6 +283,8 @@ class StemMp4Writer:
     ) -> None:
         if not options.is_stem_file:
             raise ValueError(f"StemMp4Writer writes stem.mp4, not {options.format}")
+        if frames < 1:
+            raise ValueError(f"a stem file needs at least one frame, got {frames}")
         self.path = Path(path)
         self.options = options
         self.fold = fold_sources(sources)

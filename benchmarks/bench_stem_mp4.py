@@ -95,9 +95,9 @@ def model_seconds(mix: np.ndarray, seconds: float) -> float:
     import torch
 
     from checkpoints import random_state, reference_kwargs
-    from stemsplit.checkpoint import config_from_kwargs
     from stemsplit.inference import EngineOptions, ModelBag, separate_tensor
     from stemsplit.model import HTDemucs
+    from stemsplit.weights.checkpoint import config_from_kwargs
 
     model = HTDemucs(config_from_kwargs(reference_kwargs()))
     model.load_state_dict(random_state(model))

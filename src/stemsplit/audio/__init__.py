@@ -61,7 +61,7 @@ from stemsplit.audio.convert import convert, downmix_matrix, output_frames
 from stemsplit.audio.info import AudioInfo, check_supported, probe
 from stemsplit.audio.ni_stems import NI_STEMS, StemManifest, fold_sources, parse_assignments
 from stemsplit.audio.reader import AudioReader, read_audio
-from stemsplit.audio.stem_mp4 import StemMp4Writer
+from stemsplit.audio.stem_mp4 import MASTER, StemMp4Writer
 from stemsplit.audio.tags import Picture, TrackTags, read_tags, write_tags
 from stemsplit.audio.writer import (
     BitDepth,
@@ -79,6 +79,7 @@ from stemsplit.audio.writer import (
 
 __all__ = [
     "DEFAULT_BLOCK_FRAMES",
+    "MASTER",
     "MIN_SAMPLERATE",
     "MODEL_CHANNELS",
     "MODEL_SAMPLERATE",

@@ -148,8 +148,8 @@ class WriteOptions:
 
     def samplerate_for(self, requested: int) -> int:
         """The rate the file is written at: ``requested``, except a rate mp3 or AAC lacks → 44100."""
-        rates = self._rates()
-        if rates is not None and requested not in rates:
+        limit = self.rate_limit()
+        if limit is not None and requested not in limit[1]:
             return MODEL_SAMPLERATE
         return requested
 
@@ -184,23 +184,26 @@ class WriteOptions:
         Raises:
             InvalidOptionError: mp3 or AAC at a rate it lacks; the message lists the rates it has.
         """
-        rates = self._rates()
-        if rates is not None and requested not in rates:
-            codec = "MP3" if self.format == "mp3" else "AAC"
+        limit = self.rate_limit()
+        if limit is not None and requested not in limit[1]:
+            codec, rates, remedy = limit
             listed = ", ".join(str(rate) for rate in rates)
-            other = "--stem-codec alac" if self.is_stem_file else "--format flac/wav"
             raise InvalidOptionError(
                 f"--sample-rate {requested}: {codec} cannot store it; use one of {listed} Hz, "
-                f"'input', or {other}",
+                f"'input', or {remedy}",
                 option="--sample-rate",
             )
 
-    def _rates(self) -> tuple[int, ...] | None:
-        """The only rates this format can store, or ``None`` for any."""
+    def rate_limit(self) -> tuple[str, tuple[int, ...], str] | None:
+        """``(codec, the only rates it stores, the option that lifts the limit)``; ``None``: any rate.
+
+        ``("MP3", MP3_SAMPLERATES, "--format flac/wav")`` for mp3, ``("AAC", AAC_SAMPLERATES,
+        "--stem-codec alac")`` for an AAC stem file.
+        """
         if self.format == "mp3":
-            return MP3_SAMPLERATES
+            return "MP3", MP3_SAMPLERATES, "--format flac/wav"
         if self.is_stem_file and self.stem_codec == "aac":
-            return AAC_SAMPLERATES
+            return "AAC", AAC_SAMPLERATES, "--stem-codec alac"
         return None
 
     def _soundfile_args(self, samplerate: int) -> dict[str, Any]:

@@ -1,4 +1,9 @@
-"""One track: read → normalise → separate → select stems → write, block by block, atomically."""
+"""One track: read → normalise → separate → select stems → write, block by block, atomically.
+
+With ``--format stem.mp4`` the stems go into one :class:`~stemsplit.audio.StemMp4Writer` instead of a
+:class:`~stemsplit.audio.TrackWriter`, and the input mix is read a third time, at the stem file's rate, as
+its master track.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,9 @@ from typing import Any
 import numpy as np
 
 from stemsplit.audio import (
+    MASTER,
     AudioReader,
+    StemMp4Writer,
     TrackWriter,
     check_track_space,
     output_frames,
@@ -28,7 +35,7 @@ from stemsplit.errors import (
     SidecarWarning,
 )
 from stemsplit.inference import ModelBag, separate_stream, stats_from_blocks
-from stemsplit.pipeline.options import SeparationOptions, StemPlan, engine_options
+from stemsplit.pipeline.options import STEM_FILE, SeparationOptions, StemPlan, engine_options
 from stemsplit.pipeline.outputs import TrackOutputs
 from stemsplit.pipeline.results import NEAR_SILENT_DBFS, TrackResult, collect_warnings
 from stemsplit.pipeline.sidecar import Provenance, write_sidecar
@@ -81,6 +88,31 @@ class _MixQueue:
                 self._blocks[0] = head[:, need:]
             need -= parts[-1].shape[1]
         return np.concatenate(parts, axis=1)
+
+
+class _MasterFeed:
+    """A stem file's master: the input mix at the file's rate, written in step with the stems."""
+
+    def __init__(self, path: Path, writer: StemMp4Writer, model_rate: int) -> None:
+        reader = AudioReader(path, samplerate=writer.samplerate, channels=2, block_frames=_BLOCK_FRAMES)
+        self._blocks = iter(reader)
+        self._writer = writer
+        self._model_rate = model_rate
+        self._fed = 0
+
+    def follow(self, emitted: int) -> None:
+        """Write the master until it is as far along as ``emitted`` stem frames at the model's rate."""
+        while self._fed * self._model_rate < emitted * self._writer.samplerate:
+            block = next(self._blocks, None)
+            if block is None:
+                return
+            self._writer.write_master(block)
+            self._fed += block.shape[1]
+
+    def finish(self) -> None:
+        """Write the rest of the master."""
+        for block in self._blocks:
+            self._writer.write_master(block)
 
 
 def separate_track(
@@ -139,11 +171,12 @@ def run_track(
     stats = stats_from_blocks(reader)  # first pass: exact mean/std without holding the track
     frames_in = reader.frames_in or 0
     after_stats = time.perf_counter()
-    if out_rate != info.samplerate and options.samplerate is None:  # only mp3 changes the input's rate
+    limit = write_options.rate_limit()
+    if limit is not None and out_rate != info.samplerate and options.samplerate is None:  # mp3, AAC
         warnings.warn(
             SampleRateWarning(
-                f"{path}: {write_options.format.upper()} cannot store the input's {info.samplerate} Hz; the stems "
-                f"are written at {out_rate} Hz (use --format flac or wav to keep {info.samplerate} Hz)",
+                f"{path}: {limit[0]} cannot store the input's {info.samplerate} Hz; the stems are written "
+                f"at {out_rate} Hz (use {limit[2]} to keep {info.samplerate} Hz)",
                 requested=info.samplerate,
                 written=out_rate,
             ),
@@ -152,21 +185,39 @@ def run_track(
     model_frames = output_frames(frames_in, info.samplerate, bag.samplerate)
     mix = _MixQueue()
     emitted = 0
-    with TrackWriter(
-        dict(outputs.stems),
-        write_options,
-        samplerate=out_rate,
-        channels=stem_channels(info),
-        frames=output_frames(frames_in, info.samplerate, out_rate),
-        tags=read_tags(path),
-        title_fallback=path.stem,
-    ) as writer:
+    frames_out = output_frames(frames_in, info.samplerate, out_rate)
+    writer: TrackWriter | StemMp4Writer
+    if plan.stem_file:
+        writer = StemMp4Writer(
+            outputs.stems[STEM_FILE],
+            write_options,
+            sources=plan.written,
+            samplerate=out_rate,
+            frames=frames_out,
+            tags=read_tags(path),
+            title_fallback=path.stem,
+            manifest=options.stem_manifest(),
+        )
+    else:
+        writer = TrackWriter(
+            dict(outputs.stems),
+            write_options,
+            samplerate=out_rate,
+            channels=stem_channels(info),
+            frames=frames_out,
+            tags=read_tags(path),
+            title_fallback=path.stem,
+        )
+    with writer:
+        master = _MasterFeed(path, writer, bag.samplerate) if isinstance(writer, StemMp4Writer) else None
 
         def sink(block: Any) -> None:  # (S, C, n) finished stems, in track order
             nonlocal emitted
             array = block.numpy()
             writer.write_all(plan.combine(array, mix.take(array.shape[-1]) if plan.needs_mix else None))
             emitted += array.shape[-1]
+            if master is not None:
+                master.follow(emitted)
             if progress is not None:
                 progress(emitted / bag.samplerate)
 
@@ -180,6 +231,8 @@ def run_track(
                 "(was the file changing?); run again",
                 path=path,
             )
+        if master is not None:
+            master.finish()
         # The stems are renamed into place one by one: an old sidecar must not vouch for a set that an
         # interrupt leaves half replaced. A new one is written once every stem is in place.
         outputs.sidecar.unlink(missing_ok=True)
@@ -187,11 +240,11 @@ def run_track(
     finished = time.perf_counter()
     if provenance is not None:
         _record(outputs, provenance, path, written.gain)
-    _check_levels(path, {st.name: st.peak_dbfs for st in written.stems})
+    _check_levels(path, {st.name: st.peak_dbfs for st in written.stems if st.name != MASTER})
     return TrackResult(
         input=path,
         status="done",
-        outputs={st.name: st.path for st in written.stems},
+        outputs=dict(outputs.stems),
         duration_s=frames_in / info.samplerate,
         samplerate=info.samplerate,
         channels=info.channels,

@@ -164,7 +164,7 @@ class Separator:
                 ``bit_depth``, ``samplerate``, ``clip``, ``two_stems``, ``stems`` …).
 
         Returns:
-            ``{stem: path}`` of the written files.
+            ``{stem: path}`` of the written files (``{"stem.mp4": path}`` with ``format="stem.mp4"``).
 
         Warns:
             StemsplitWarning: e.g. :class:`~stemsplit.errors.TruncatedAudioWarning`,
@@ -190,9 +190,9 @@ class Separator:
         (outputs,) = plan_outputs(
             [path],
             out_dir=options.out_dir,
-            template=options.filename,
+            template=options.template,
             model=self.model.name,
-            stems=plan.written,
+            stems=plan.files,
             ext=options.write_options().extension,
             owned_by_other=made_from_other_input,
         )

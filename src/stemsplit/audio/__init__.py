@@ -30,6 +30,15 @@ Write
     gain shared by every stem of the track, only when a stem would clip. The
     :class:`TrackWriteReport` gives the gain and each stem's peak and RMS.
 
+Write a Native Instruments stem file
+    :class:`StemMp4Writer` ``(path, WriteOptions(format="stem.mp4", ...), sources=, samplerate=,
+    frames=, tags=, manifest=)`` takes the input mix (:meth:`StemMp4Writer.write_master`, ``(2, n)`` at
+    the output rate) and every source's blocks (:meth:`StemMp4Writer.write_all`, as above) and
+    publishes one ``.stem.mp4`` (master and drums, bass, other, vocals; AAC or ALAC; the
+    :class:`StemManifest` names and colours) atomically on close, with the same clip rule (the master
+    counts as a fifth track). Other sources than those four are summed into ``other``
+    (:func:`fold_sources`).
+
 Tags
     :func:`read_tags` ``(input) -> TrackTags`` and ``TrackWriter(tags=...)``, which writes them onto
     every stem with the stem name appended to the title.
@@ -50,12 +59,15 @@ from stemsplit.audio._common import (
 )
 from stemsplit.audio.convert import convert, downmix_matrix, output_frames
 from stemsplit.audio.info import AudioInfo, check_supported, probe
+from stemsplit.audio.ni_stems import NI_STEMS, StemManifest, fold_sources, parse_assignments
 from stemsplit.audio.reader import AudioReader, read_audio
+from stemsplit.audio.stem_mp4 import MASTER, StemMp4Writer
 from stemsplit.audio.tags import Picture, TrackTags, read_tags, write_tags
 from stemsplit.audio.writer import (
     BitDepth,
     ClipMode,
     Container,
+    StemCodec,
     StemStats,
     StemWriter,
     TrackWriter,
@@ -67,9 +79,11 @@ from stemsplit.audio.writer import (
 
 __all__ = [
     "DEFAULT_BLOCK_FRAMES",
+    "MASTER",
     "MIN_SAMPLERATE",
     "MODEL_CHANNELS",
     "MODEL_SAMPLERATE",
+    "NI_STEMS",
     "AudioInfo",
     "AudioReader",
     "BitDepth",
@@ -78,6 +92,9 @@ __all__ = [
     "FloatArray",
     "Picture",
     "ResampleQuality",
+    "StemCodec",
+    "StemManifest",
+    "StemMp4Writer",
     "StemStats",
     "StemWriter",
     "TrackTags",
@@ -88,7 +105,9 @@ __all__ = [
     "check_track_space",
     "convert",
     "downmix_matrix",
+    "fold_sources",
     "output_frames",
+    "parse_assignments",
     "probe",
     "read_audio",
     "read_tags",

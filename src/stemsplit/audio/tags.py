@@ -3,7 +3,8 @@
 Read from anything mutagen reads: ID3 (mp3, wav, aiff), Vorbis comments (flac, ogg, opus, with FLAC
 ``PICTURE`` blocks or ``METADATA_BLOCK_PICTURE``), MP4 atoms (m4a). Written in each output's own tag
 format: wav gets an ID3v2.4 ``id3`` chunk, flac Vorbis comments plus ``PICTURE`` blocks, mp3 an ID3v2.4
-tag. The stem's name is appended to the title: ``Song`` becomes ``Song (vocals)``; an input without a
+tag, a ``stem.mp4`` iTunes atoms in ``moov/udta/meta/ilst`` (MP4 covers are JPEG or PNG; other images
+are left out). The stem's name is appended to the title: ``Song`` becomes ``Song (vocals)``; an input without a
 title uses its file name (``song.mp3`` gives ``song (vocals)``).
 
 Tags are a courtesy: a file whose tags cannot be read or written gives a
@@ -29,7 +30,7 @@ import mutagen.wave
 
 from stemsplit.errors import TagCopyWarning
 
-TagFormat = Literal["wav", "flac", "mp3"]
+TagFormat = Literal["wav", "flac", "mp3", "stem.mp4"]
 
 FRONT_COVER = 3
 """The ID3/FLAC picture type of a front cover."""
@@ -121,6 +122,15 @@ def write_tags(path: Path | str, fmt: TagFormat, tags: TrackTags) -> None:
             block.data, block.mime, block.type, block.desc = pic.data, pic.mime, pic.kind, pic.description
             flac.add_picture(block)
         flac.save()
+        return
+    if fmt == "stem.mp4":
+        mp4 = mutagen.mp4.MP4(path)
+        if mp4.tags is None:
+            mp4.add_tags()
+        assert mp4.tags is not None
+        mp4.tags.clear()
+        mp4.tags.update(_mp4_atoms(tags))
+        mp4.save()
         return
     id3 = mutagen.id3.ID3()
     _fill_id3(id3, tags)
@@ -221,6 +231,22 @@ def _vorbis_fields(tags: TrackTags) -> dict[str, str]:
         fields["tracknumber"] = number
         fields["tracktotal"] = total or None
     return {key: value for key, value in fields.items() if value}
+
+
+def _mp4_atoms(tags: TrackTags) -> dict[str, Any]:
+    texts = {"\xa9nam": tags.title, "\xa9ART": tags.artist, "\xa9alb": tags.album, "\xa9day": tags.date}
+    atoms: dict[str, Any] = {key: [value] for key, value in texts.items() if value}
+    number, _, total = (tags.track or "").partition("/")
+    if number.strip().isdigit():
+        atoms["trkn"] = [(int(number), int(total) if total.strip().isdigit() else 0)]
+    jpeg, png = mutagen.mp4.MP4Cover.FORMAT_JPEG, mutagen.mp4.MP4Cover.FORMAT_PNG
+    formats = {"image/jpeg": jpeg, "image/jpg": jpeg, "image/png": png}
+    covers = [
+        mutagen.mp4.MP4Cover(p.data, imageformat=formats[p.mime]) for p in tags.pictures if p.mime in formats
+    ]
+    if covers:
+        atoms["covr"] = covers
+    return atoms
 
 
 def _fill_id3(id3: mutagen.id3.ID3, tags: TrackTags) -> None:

@@ -48,15 +48,22 @@ from stemsplit.audio.convert import StreamResampler, output_frames, remix_frames
 from stemsplit.audio.tags import TrackTags, write_tags
 from stemsplit.errors import AudioWriteError, InvalidOptionError, TagCopyWarning
 
-Container = Literal["wav", "flac", "mp3"]
+Container = Literal["wav", "flac", "mp3", "stem.mp4"]
 BitDepth = Literal["16", "24", "32f"]
 ClipMode = Literal["rescale", "clamp", "none"]
+StemCodec = Literal["aac", "alac"]
 
 RESCALE_PEAK = 0.99
 """The peak (linear) the loudest stem is brought to when ``rescale`` applies a gain (≈ −0.09 dBFS)."""
 
 MP3_SAMPLERATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 """Rates MPEG audio can carry; other output rates fall back to 44100 for mp3."""
+
+AAC_SAMPLERATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000)
+"""Rates AAC can carry (at or above stemsplit's 8 kHz floor); other rates fall back to 44100."""
+
+STEM_TRACKS = 5
+"""Tracks in a ``stem.mp4``: the master and four stems."""
 
 _SUBTYPES: dict[BitDepth, str] = {"16": "PCM_16", "24": "PCM_24", "32f": "FLOAT"}
 _STAGE_CHUNK = 1 << 16  # frames per read when re-encoding from a stage file
@@ -67,24 +74,30 @@ class WriteOptions:
     """How stems are encoded.
 
     Attributes:
-        format: ``wav``, ``flac`` or ``mp3``.
-        bit_depth: ``16``, ``24`` or ``32f`` (float); flac has no float, mp3 ignores it.
+        format: ``wav``, ``flac``, ``mp3``, or ``stem.mp4`` (one Native Instruments stem file per
+            track, written by :class:`~stemsplit.audio.stem_mp4.StemMp4Writer`).
+        bit_depth: ``16``, ``24`` or ``32f`` (float); flac and ALAC have no float; mp3 and AAC ignore it.
         mp3_bitrate: constant bitrate in kbit/s (8 to 320; MPEG-2 rates below 32 kHz cap at 160).
         clip: ``rescale``, ``clamp`` or ``none`` (see the module docstring).
+        stem_codec: the codec of a ``stem.mp4``: ``aac`` (lossy, what Traktor everywhere opens) or
+            ``alac`` (lossless).
+        aac_bitrate: AAC bitrate of each stereo track of a ``stem.mp4`` in kbit/s (32 to 512).
 
     Raises:
-        InvalidOptionError: an impossible combination (flac with ``32f``) or a value out of range.
+        InvalidOptionError: an impossible combination (flac or ALAC with ``32f``) or a value out of range.
     """
 
     format: Container = "wav"
     bit_depth: BitDepth = "16"
     mp3_bitrate: int = 320
     clip: ClipMode = "rescale"
+    stem_codec: StemCodec = "aac"
+    aac_bitrate: int = 256
 
     def __post_init__(self) -> None:
-        if self.format not in ("wav", "flac", "mp3"):
+        if self.format not in ("wav", "flac", "mp3", "stem.mp4"):
             raise InvalidOptionError(
-                f"unknown output format {self.format!r}; use wav, flac or mp3", option="--format"
+                f"unknown output format {self.format!r}; use wav, flac, mp3 or stem.mp4", option="--format"
             )
         if self.bit_depth not in _SUBTYPES:
             raise InvalidOptionError(
@@ -104,10 +117,23 @@ class WriteOptions:
             raise InvalidOptionError(
                 f"unknown clip mode {self.clip!r}; use rescale, clamp or none", option="--clip"
             )
+        if self.stem_codec not in ("aac", "alac"):
+            raise InvalidOptionError(
+                f"unknown stem codec {self.stem_codec!r}; use aac or alac", option="--stem-codec"
+            )
+        if self.format == "stem.mp4" and self.stem_codec == "alac" and self.bit_depth == "32f":
+            raise InvalidOptionError(
+                "ALAC cannot store 32-bit float; use --bit-depth 16 or 24", option="--bit-depth"
+            )
+        if not 32 <= self.aac_bitrate <= 512:
+            raise InvalidOptionError(
+                f"AAC bitrate {self.aac_bitrate} kbit/s is out of range; use 32 to 512",
+                option="--aac-bitrate",
+            )
 
     @property
     def extension(self) -> str:
-        """The file extension, without a dot."""
+        """The file extension, without a dot (``stem.mp4`` for stem files)."""
         return self.format
 
     @property
@@ -115,24 +141,34 @@ class WriteOptions:
         """Whether the encoded file stores float samples (the only kind that keeps values beyond ±1)."""
         return self.format == "wav" and self.bit_depth == "32f"
 
+    @property
+    def is_stem_file(self) -> bool:
+        """Whether each track becomes one ``stem.mp4`` (master and four stems) instead of a file per stem."""
+        return self.format == "stem.mp4"
+
     def samplerate_for(self, requested: int) -> int:
-        """The rate the file is written at: ``requested``, except mp3 at a rate MPEG lacks → 44100."""
-        if self.format == "mp3" and requested not in MP3_SAMPLERATES:
+        """The rate the file is written at: ``requested``, except a rate mp3 or AAC lacks → 44100."""
+        limit = self.rate_limit()
+        if limit is not None and requested not in limit[1]:
             return MODEL_SAMPLERATE
         return requested
 
     def min_bytes(self, frames: int, channels: int, samplerate: int) -> int:
-        """A lower bound of the disk space one stem takes while it is written, in bytes.
+        """A lower bound of the disk space one output file takes while it is written, in bytes.
 
-        The encoded file (wav: exact; mp3: its constant bitrate; flac: 0, as a silent stem compresses to
-        almost nothing) plus, with ``clip="rescale"``, the raw float32 copy staged until the shared gain
-        is known. Used to refuse a track that cannot fit before any work is done.
+        The encoded file (wav: exact; mp3: its constant bitrate; flac and ``stem.mp4``: 0, as a silent
+        stem compresses to almost nothing and AAC's bitrate is only an average) plus, with
+        ``clip="rescale"``, the raw float32 copy staged until the shared gain is known (for a
+        ``stem.mp4``, of its five stereo tracks). Used to refuse a track that cannot fit before any
+        work is done.
 
         Args:
             frames: stem length in frames at ``samplerate``.
-            channels: stem channels.
+            channels: stem channels (a ``stem.mp4`` is always stereo).
             samplerate: the rate the stem is written at (Hz).
         """
+        if self.is_stem_file:
+            return STEM_TRACKS * frames * MODEL_CHANNELS * 4 if self.clip == "rescale" else 0
         stage = frames * channels * 4 if self.clip == "rescale" else 0
         if self.format == "wav":
             encoded = frames * channels * {"16": 2, "24": 3, "32f": 4}[self.bit_depth]
@@ -146,15 +182,29 @@ class WriteOptions:
         """Refuse an explicitly requested output rate this format cannot store (instead of changing it).
 
         Raises:
-            InvalidOptionError: mp3 at a rate MPEG audio lacks; the message lists the rates it has.
+            InvalidOptionError: mp3 or AAC at a rate it lacks; the message lists the rates it has.
         """
-        if self.samplerate_for(requested) != requested:
-            rates = ", ".join(str(rate) for rate in MP3_SAMPLERATES)
+        limit = self.rate_limit()
+        if limit is not None and requested not in limit[1]:
+            codec, rates, remedy = limit
+            listed = ", ".join(str(rate) for rate in rates)
             raise InvalidOptionError(
-                f"--sample-rate {requested}: MP3 cannot store it; use one of {rates} Hz, "
-                "'input', or --format flac/wav",
+                f"--sample-rate {requested}: {codec} cannot store it; use one of {listed} Hz, "
+                f"'input', or {remedy}",
                 option="--sample-rate",
             )
+
+    def rate_limit(self) -> tuple[str, tuple[int, ...], str] | None:
+        """``(codec, the only rates it stores, the option that lifts the limit)``; ``None``: any rate.
+
+        ``("MP3", MP3_SAMPLERATES, "--format flac/wav")`` for mp3, ``("AAC", AAC_SAMPLERATES,
+        "--stem-codec alac")`` for an AAC stem file.
+        """
+        if self.format == "mp3":
+            return "MP3", MP3_SAMPLERATES, "--format flac/wav"
+        if self.is_stem_file and self.stem_codec == "aac":
+            return "AAC", AAC_SAMPLERATES, "--stem-codec alac"
+        return None
 
     def _soundfile_args(self, samplerate: int) -> dict[str, Any]:
         if self.format == "mp3":
@@ -547,6 +597,8 @@ class TrackWriter:
         quality: ResampleQuality = "HQ",
     ) -> None:
         self.options = options or WriteOptions()
+        if self.options.is_stem_file:
+            raise ValueError("a stem.mp4 is written by StemMp4Writer, not TrackWriter")
         self.tags = tags
         self.title_fallback = title_fallback
         self.report: TrackWriteReport | None = None

@@ -26,6 +26,7 @@ _HELP = """Split music into stems (drums, bass, other, vocals) with Hybrid Trans
 
 PATHS are audio files, folders (searched recursively) and globs ("music/**/*.flac").
 Stems go to OUT/{model}/{track}/{stem}.{ext}; finished tracks are skipped on a re-run.
+--format stem.mp4 writes one OUT/{model}/{track}.stem.mp4 per track for Traktor and Mixxx.
 
 Other commands: `stemsplit models list|download|import|verify|path|remove` (pretrained models) and
 `stemsplit doctor` (what is installed, which device would be used and why).
@@ -36,6 +37,12 @@ class Format(str, Enum):
     wav = "wav"
     flac = "flac"
     mp3 = "mp3"
+    stem_mp4 = "stem.mp4"
+
+
+class StemCodec(str, Enum):
+    aac = "aac"
+    alac = "alac"
 
 
 class BitDepth(str, Enum):
@@ -82,6 +89,12 @@ def _parse_samplerate(value: str) -> int | None:
     return rate
 
 
+def _parse_labels(value: str | None, option: str) -> dict[str, str] | None:
+    from stemsplit.audio import parse_assignments
+
+    return None if value is None else parse_assignments(value, option)
+
+
 def _parse_stems(value: str | None) -> tuple[str, ...] | None:
     if value is None:
         return None
@@ -110,13 +123,15 @@ def separate(
         "separated"
     ),
     filename: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--filename",
             metavar="TEMPLATE",
-            help="Output path template: {model} {track} {trackext} {stem} {ext}.",
+            help="Output path template: {model} {track} {trackext} {stem} {ext} "
+            "[default: {model}/{track}/{stem}.{ext}; stem.mp4: {model}/{track}.{ext}].",
+            show_default=False,
         ),
-    ] = "{model}/{track}/{stem}.{ext}",
+    ] = None,
     two_stems: Annotated[
         str | None,
         typer.Option("--two-stems", metavar="STEM", help="Write STEM and no_STEM (karaoke: vocals)."),
@@ -131,13 +146,44 @@ def separate(
     stems: Annotated[
         str | None, typer.Option("--stems", metavar="A,B", help="Keep only these stems.")
     ] = None,
-    fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.wav,
+    fmt: Annotated[
+        Format,
+        typer.Option(
+            "--format", help="Output format; stem.mp4: one NI stem file per track (Traktor, Mixxx)."
+        ),
+    ] = Format.wav,
     bit_depth: Annotated[
-        BitDepth, typer.Option("--bit-depth", help="16, 24 or 32f (float); mp3 ignores it.")
+        BitDepth, typer.Option("--bit-depth", help="16, 24 or 32f (float); mp3 and AAC ignore it.")
     ] = BitDepth.b16,
     mp3_bitrate: Annotated[
         int, typer.Option("--mp3-bitrate", metavar="KBPS", help="MP3 bitrate in kbit/s.", min=8, max=320)
     ] = 320,
+    stem_codec: Annotated[
+        StemCodec,
+        typer.Option("--stem-codec", help="stem.mp4 codec: aac (opens everywhere) or alac (lossless)."),
+    ] = StemCodec.aac,
+    aac_bitrate: Annotated[
+        int,
+        typer.Option(
+            "--aac-bitrate", metavar="KBPS", help="stem.mp4 AAC bitrate per track in kbit/s.", min=32, max=512
+        ),
+    ] = 256,
+    stem_names: Annotated[
+        str | None,
+        typer.Option(
+            "--stem-names",
+            metavar="STEM=NAME,...",
+            help="stem.mp4 stem names shown in Traktor/Mixxx, e.g. vocals=Acapella [default: Drums, Bass, Other, Vocals].",
+        ),
+    ] = None,
+    stem_colors: Annotated[
+        str | None,
+        typer.Option(
+            "--stem-colors",
+            metavar="STEM=#RRGGBB,...",
+            help="stem.mp4 stem colours, e.g. vocals=#FF00FF [default: NI's].",
+        ),
+    ] = None,
     sample_rate: Annotated[
         str,
         typer.Option(
@@ -243,6 +289,10 @@ def separate(
             mp3_bitrate=mp3_bitrate,
             samplerate=_parse_samplerate(sample_rate),
             clip=clip.value,
+            stem_codec=stem_codec.value,
+            aac_bitrate=aac_bitrate,
+            stem_names=_parse_labels(stem_names, "--stem-names"),
+            stem_colors=_parse_labels(stem_colors, "--stem-colors"),
             device=device,
             precision=precision.value,
             batch_size=batch_size,
@@ -272,7 +322,7 @@ def separate(
         if report is not None:
             _write_report(report, batch, options, results)
         if not quiet:
-            _print_summary(results)
+            _print_summary(results, _fold_note(batch, options))
         if any(r.status == "failed" for r in results):
             raise typer.Exit(ui.EXIT_FAILED)
 
@@ -340,7 +390,22 @@ def _print_results(results: list[TrackResult], *, as_json: bool) -> None:
                 ui.stdout.print(str(path), markup=False, emoji=False)
 
 
-def _print_summary(results: list[TrackResult]) -> None:
+def _fold_note(batch: Batch, options: SeparationOptions) -> str | None:
+    """The summary's note when a stem file sums some of the model's sources into other."""
+    from stemsplit.audio import fold_sources
+
+    if not batch.plan.stem_file:
+        return None
+    folded = [s for s in fold_sources(batch.plan.computed)["other"] if s != "other"]
+    if not folded:
+        return None
+    return (
+        f"note: {' and '.join(folded)} are mixed into 'other' (a stem.mp4 holds exactly drums, bass, other "
+        "and vocals)"
+    )
+
+
+def _print_summary(results: list[TrackResult], note: str | None) -> None:
     from rich.table import Table
     from rich.text import Text
 
@@ -365,6 +430,8 @@ def _print_summary(results: list[TrackResult]) -> None:
     ui.stderr.print(
         f"{counts['done']} done{warned}, {counts['skipped']} skipped (already complete), {counts['failed']} failed"
     )
+    if note is not None:
+        ui.stderr.print(note, markup=False, emoji=False)
 
 
 def _print_dry_run(batch: Batch, options: SeparationOptions, *, as_json: bool, quiet: bool) -> None:
@@ -419,6 +486,9 @@ def _print_dry_run(batch: Batch, options: SeparationOptions, *, as_json: bool, q
             markup=False,
             emoji=False,
         )
+        note = _fold_note(batch, options)
+        if note is not None:
+            ui.stderr.print(note, markup=False, emoji=False)
 
 
 def _write_report(path: Path, batch: Batch, options: SeparationOptions, results: list[TrackResult]) -> None:

@@ -127,9 +127,9 @@ def plan_batch(arguments: Sequence[str], options: SeparationOptions, *, dry_run:
     paths = plan_outputs(
         readable,
         out_dir=options.out_dir,
-        template=options.filename,
+        template=options.template,
         model=model.name,
-        stems=plan.written,
+        stems=plan.files,
         ext=options.write_options().extension,
         owned_by_other=made_from_other_input,
     )

@@ -6,7 +6,7 @@ Everything here is checked before any input is read or any model is loaded, so a
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -19,19 +19,26 @@ from stemsplit.audio import (
     BitDepth,
     ClipMode,
     Container,
+    StemCodec,
+    StemManifest,
     WriteOptions,
+    fold_sources,
 )
 from stemsplit.errors import (
     InvalidOptionError,
 )
 from stemsplit.inference import EngineOptions, ModelBag, Precision
-from stemsplit.pipeline.outputs import DEFAULT_TEMPLATE, check_template
+from stemsplit.pipeline.outputs import DEFAULT_TEMPLATE, STEM_FILE_TEMPLATE, check_template
 from stemsplit.weights.cache import ModelCache
 from stemsplit.weights.download import DownloadReporter, Transport
 from stemsplit.weights.registry import DEFAULT_MODEL
 
 OtherMethod = Literal["add", "minus", "none"]
 CompileMode = Literal["auto", "on", "off"]
+
+STEM_FILE = "stem.mp4"
+"""The name of a track's one output with ``--format stem.mp4`` (in ``TrackOutputs.stems`` and results)."""
+
 # --- options -----------------------------------------------------------------------------------
 
 
@@ -42,12 +49,18 @@ class SeparationOptions:
     Attributes:
         model: registry name or path to a ``.th`` / ``.safetensors`` / bag ``.yaml``.
         out_dir: output root (``--out``).
-        filename: output path template below ``out_dir`` (see :mod:`stemsplit.pipeline.outputs`).
+        filename: output path template below ``out_dir`` (see :mod:`stemsplit.pipeline.outputs`); None =
+            the format's default (:attr:`template`).
         stems: keep only these stems (``--stems``); None = all.
         two_stems: write this stem and ``no_<stem>`` (``--two-stems``).
         other_method: how ``no_<stem>`` is made: ``add`` (sum of the other stems), ``minus``
             (mix − stem), ``none`` (not written).
-        format, bit_depth, mp3_bitrate, clip: encoding (see :class:`stemsplit.audio.WriteOptions`).
+        format, bit_depth, mp3_bitrate, clip, stem_codec, aac_bitrate: encoding (see
+            :class:`stemsplit.audio.WriteOptions`). ``format="stem.mp4"`` writes one Native Instruments stem
+            file per track (master, drums, bass, other, vocals; other sources summed into other) and
+            cannot be combined with ``stems`` or ``two_stems``.
+        stem_names, stem_colors: a stem file's names and ``#RRGGBB`` colours, by stem (``{"vocals":
+            "Acapella"}``); the others keep NI's defaults (see :class:`stemsplit.audio.StemManifest`).
         samplerate: output rate in Hz; None = the input's. mp3 has only the MPEG rates
             (:data:`~stemsplit.audio.writer.MP3_SAMPLERATES`): another explicit rate is refused, and an
             input at another rate gives 44100 Hz stems with a :class:`~stemsplit.errors.SampleRateWarning`.
@@ -63,7 +76,7 @@ class SeparationOptions:
 
     model: str = DEFAULT_MODEL
     out_dir: Path = Path("separated")
-    filename: str = DEFAULT_TEMPLATE
+    filename: str | None = None
     stems: tuple[str, ...] | None = None
     two_stems: str | None = None
     other_method: OtherMethod = "add"
@@ -72,6 +85,10 @@ class SeparationOptions:
     mp3_bitrate: int = 320
     samplerate: int | None = None
     clip: ClipMode = "rescale"
+    stem_codec: StemCodec = "aac"
+    aac_bitrate: int = 256
+    stem_names: Mapping[str, str] | None = None
+    stem_colors: Mapping[str, str] | None = None
     device: str = "auto"
     precision: Precision = "auto"
     batch_size: int | None = None
@@ -85,8 +102,8 @@ class SeparationOptions:
     offline: bool | None = None
 
     def __post_init__(self) -> None:
-        check_template(self.filename)
-        write = self.write_options()  # validates format / bit depth / bitrate / clip
+        write = self.write_options()  # validates format / bit depth / bitrate / clip / stem codec
+        check_template(self.template, stem_file=write.is_stem_file)
         if self.samplerate is not None:
             write.check_samplerate(self.samplerate)  # mp3 at 96 kHz: refused, not silently changed
         if self.stems is not None and self.two_stems is not None:
@@ -95,6 +112,7 @@ class SeparationOptions:
             raise InvalidOptionError(
                 f"--compile must be auto, on or off, got {self.compile!r}", option="--compile"
             )
+        self._check_stem_file(write.is_stem_file)
         if self.other_method not in ("add", "minus", "none"):
             raise InvalidOptionError(f"--other-method must be add, minus or none, got {self.other_method!r}")
         checks = (
@@ -113,11 +131,50 @@ class SeparationOptions:
             if not ok:
                 raise InvalidOptionError(f"{option} must be {rule}", option=option)
 
+    def _check_stem_file(self, stem_file: bool) -> None:
+        """Refuse what a stem file cannot do, and names or colours without one; check those."""
+        if stem_file:
+            for option, value in (("--two-stems", self.two_stems), ("--stems", self.stems)):
+                if value is not None:
+                    raise InvalidOptionError(
+                        f"{option} cannot be used with --format stem.mp4: a stem file always holds drums, "
+                        "bass, other and vocals (Traktor and Mixxx need all four); use --format wav, flac "
+                        f"or mp3 for {option}",
+                        option=option,
+                    )
+            self.stem_manifest()  # validates names and colours
+            return
+        for option, given in (("--stem-names", self.stem_names), ("--stem-colors", self.stem_colors)):
+            if given:
+                raise InvalidOptionError(
+                    f"{option} names the stems of a stem file; add --format stem.mp4", option=option
+                )
+
+    @property
+    def template(self) -> str:
+        """The output path template: :attr:`filename`, or the format's default."""
+        if self.filename is not None:
+            return self.filename
+        return STEM_FILE_TEMPLATE if self.format == "stem.mp4" else DEFAULT_TEMPLATE
+
     def write_options(self) -> WriteOptions:
         """The encoder settings."""
         return WriteOptions(
-            format=self.format, bit_depth=self.bit_depth, mp3_bitrate=self.mp3_bitrate, clip=self.clip
+            format=self.format,
+            bit_depth=self.bit_depth,
+            mp3_bitrate=self.mp3_bitrate,
+            clip=self.clip,
+            stem_codec=self.stem_codec,
+            aac_bitrate=self.aac_bitrate,
         )
+
+    def stem_manifest(self) -> StemManifest:
+        """A stem file's names and colours: NI's defaults with :attr:`stem_names` and :attr:`stem_colors`.
+
+        Raises:
+            InvalidOptionError: a name or colour of a stem a stem file does not have, or an invalid one.
+        """
+        return StemManifest().relabel(names=self.stem_names, colors=self.stem_colors)
 
     def output_settings(self) -> dict[str, Any]:
         """The settings that change the written files (recorded in ``stemsplit.json``)."""
@@ -128,8 +185,15 @@ class SeparationOptions:
         # changing them does not make finished tracks look stale.
         values["other_method"] = self.other_method if self.two_stems else None
         values["seed"] = self.seed if self.shifts else None
-        values["bit_depth"] = None if self.format == "mp3" else self.bit_depth
+        stem_file = self.format == "stem.mp4"
+        alac = stem_file and self.stem_codec == "alac"
+        values["bit_depth"] = self.bit_depth if self.format in ("wav", "flac") or alac else None
         values["mp3_bitrate"] = self.mp3_bitrate if self.format == "mp3" else None
+        if stem_file:  # only then: sidecars of the other formats stay valid across versions
+            manifest = self.stem_manifest()
+            values["stem_codec"] = self.stem_codec
+            values["aac_bitrate"] = None if alac else self.aac_bitrate
+            values["stem_names"], values["stem_colors"] = list(manifest.names), list(manifest.colors)
         values["precision"] = self.precision  # reduced precision changes the stems slightly
         values["stems"] = list(self.stems) if self.stems else None
         return values
@@ -146,11 +210,18 @@ class StemPlan:
         computed: stems the engine returns, in order.
         written: output names, in order (``no_<stem>`` included for ``--two-stems``).
         needs_mix: ``no_<stem>`` is made as mix − stem, so the input must be kept until then.
+        stem_file: every stem goes into one ``stem.mp4`` (``--format stem.mp4``).
     """
 
     computed: tuple[str, ...]
     written: tuple[str, ...]
     needs_mix: bool = False
+    stem_file: bool = False
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """The names of a track's output files: the written stems, or :data:`STEM_FILE`."""
+        return (STEM_FILE,) if self.stem_file else self.written
 
     def combine(self, block: np.ndarray, mix: np.ndarray | None) -> dict[str, np.ndarray]:
         """Engine output (S, C, n) (+ the input (C, n) if needed) → {written stem: (C, n)}."""
@@ -174,9 +245,13 @@ def plan_stems(sources: Sequence[str], options: SeparationOptions) -> StemPlan:
     """Resolve ``--stems`` / ``--two-stems`` / ``--other-method`` against the model's sources.
 
     Raises:
-        InvalidOptionError: a stem the model does not produce (the error lists the ones it does).
+        InvalidOptionError: a stem the model does not produce (the error lists the ones it does), or
+            ``--format stem.mp4`` with a model lacking drums, bass or vocals.
     """
     sources = tuple(sources)
+    if options.format == "stem.mp4":
+        fold_sources(sources)  # every source is computed; the writer folds them into the four stems
+        return StemPlan(sources, sources, stem_file=True)
 
     def check(names: Sequence[str], option: str) -> None:
         for name in names:

@@ -2,7 +2,9 @@
 
 The default layout is demucs-compatible: ``<out>/{model}/{track}/{stem}.{ext}``. Placeholders:
 ``{model}`` model name, ``{track}`` input file name without its extension, ``{trackext}`` that extension
-(without the dot), ``{stem}`` stem name, ``{ext}`` output format. Two inputs that would write the same
+(without the dot), ``{stem}`` stem name, ``{ext}`` output format. A ``stem.mp4`` holds every stem of a
+track in one file, so its template has no ``{stem}``; its default is ``<out>/{model}/{track}.{ext}``
+(``separated/htdemucs/song.stem.mp4``), with the sidecar beside it as ``{track}.stemsplit.json``. Two inputs that would write the same
 files (``a/song.mp3`` and ``b/song.flac``) are both kept: the later one's ``{track}`` gets a suffix
 (its extension first, then a number). The same goes across runs: stems whose ``stemsplit.json`` says
 they were made from another input file are left alone, and the new input takes the next suffix.
@@ -18,16 +20,19 @@ from pathlib import Path
 from stemsplit.errors import InvalidOptionError
 
 DEFAULT_TEMPLATE = "{model}/{track}/{stem}.{ext}"
+STEM_FILE_TEMPLATE = "{model}/{track}.{ext}"
+"""The default template of ``--format stem.mp4`` (one file per track)."""
 PLACEHOLDERS = frozenset({"model", "track", "trackext", "stem", "ext"})
 SIDECAR_NAME = "stemsplit.json"
 
 
-def check_template(template: str) -> str:
-    """Validate a ``--filename`` template.
+def check_template(template: str, *, stem_file: bool = False) -> str:
+    """Validate a ``--filename`` template (``stem_file``: for ``--format stem.mp4``).
 
     Raises:
         InvalidOptionError: unknown or malformed placeholders, no ``{stem}`` (stems would overwrite each
-            other), or an absolute path / ``..`` (outputs must stay inside ``--out``).
+            other), a ``{stem}`` in a stem file's template (one file holds every stem), or an absolute
+            path / ``..`` (outputs must stay inside ``--out``).
     """
     try:
         fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
@@ -42,7 +47,13 @@ def check_template(template: str) -> str:
             f"use {', '.join('{' + p + '}' for p in sorted(PLACEHOLDERS))}",
             option="--filename",
         )
-    if "stem" not in fields:
+    if stem_file and "stem" in fields:
+        raise InvalidOptionError(
+            f"--filename {template!r}: a stem.mp4 holds every stem of a track, so its template has no "
+            f"{{stem}}; use for example {STEM_FILE_TEMPLATE!r}",
+            option="--filename",
+        )
+    if not stem_file and "stem" not in fields:
         raise InvalidOptionError(
             f"--filename {template!r} has no {{stem}}, so every stem would get the same name",
             option="--filename",
@@ -100,8 +111,8 @@ def plan_outputs(
         out_dir: ``--out``.
         template: a template accepted by :func:`check_template`.
         model: ``{model}``.
-        stems: the stem names to write, in order.
-        ext: ``{ext}`` (``wav``, ``flac`` or ``mp3``).
+        stems: the names of the files to write, in order: the stems, or one name for a stem file.
+        ext: ``{ext}`` (``wav``, ``flac``, ``mp3`` or ``stem.mp4``).
         owned_by_other: ``(sidecar, input) -> bool``: whether existing stems belong to another input
             (see :func:`stemsplit.pipeline.sidecar.made_from_other_input`); such names are passed over like
             names taken in this batch. Not asked when the template has no ``{track}`` (no other name

@@ -7,6 +7,9 @@
   it hands finished blocks to the track's :class:`StemSink`.
 * :class:`StemSink` turns those blocks into the requested stems (``no_<stem>`` by ``add`` or ``minus``),
   writes them atomically, records the sidecar and builds the :class:`~stemsplit.pipeline.results.TrackResult`.
+  With ``--format stem.mp4`` the stems go into one :class:`~stemsplit.audio.StemMp4Writer` instead of a
+  :class:`~stemsplit.audio.TrackWriter`, and the input is read a second time, at the stem file's rate, for
+  its master track (the decoded copy is at the model's rate).
 
 :func:`separate_track` runs the three in the calling thread, for one file (the library's
 ``Separator.separate_file``).
@@ -22,8 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stemsplit.audio import (
+    MASTER,
     AudioInfo,
     AudioReader,
+    StemMp4Writer,
     TrackWriter,
     check_track_space,
     output_frames,
@@ -44,7 +49,7 @@ from stemsplit.inference import (
     bag_plan,
     make_runner,
 )
-from stemsplit.pipeline.options import SeparationOptions, StemPlan, engine_options
+from stemsplit.pipeline.options import STEM_FILE, SeparationOptions, StemPlan, engine_options
 from stemsplit.pipeline.outputs import TrackOutputs
 from stemsplit.pipeline.results import NEAR_SILENT_DBFS, TrackResult, collect_warnings
 from stemsplit.pipeline.sidecar import Provenance, write_sidecar
@@ -120,8 +125,8 @@ def decode_track(
             channels=stem_channels(info),
             frames=output_frames(info.frames, info.samplerate, out_rate),
         )
-    limit = memory_frames if memory_frames is not None else int(MEMORY_SECONDS * bag.samplerate)
-    audio = TrackBuffer(bag.audio_channels, memory_frames=limit)
+    in_memory = memory_frames if memory_frames is not None else int(MEMORY_SECONDS * bag.samplerate)
+    audio = TrackBuffer(bag.audio_channels, memory_frames=in_memory)
     running = RunningStats()
     try:
         for block in reader:
@@ -133,11 +138,12 @@ def decode_track(
         audio.close()
         raise
     audio.finish()
-    if out_rate != info.samplerate and options.samplerate is None:  # only mp3 changes the input's rate
+    limit = write_options.rate_limit()
+    if limit is not None and out_rate != info.samplerate and options.samplerate is None:  # mp3, AAC
         warnings.warn(
             SampleRateWarning(
-                f"{path}: {write_options.format.upper()} cannot store the input's {info.samplerate} Hz; the stems "
-                f"are written at {out_rate} Hz (use --format flac or wav to keep {info.samplerate} Hz)",
+                f"{path}: {limit[0]} cannot store the input's {info.samplerate} Hz; the stems are written "
+                f"at {out_rate} Hz (use {limit[2]} to keep {info.samplerate} Hz)",
                 requested=info.samplerate,
                 written=out_rate,
             ),
@@ -176,15 +182,31 @@ class StemSink:
         self.samplerate = samplerate  # the model's
         self.emitted = 0
         info = track.info
-        self.writer = TrackWriter(
-            dict(track.outputs.stems),
-            options.write_options(),
-            samplerate=track.out_rate,
-            channels=stem_channels(info),
-            frames=output_frames(track.frames_in, info.samplerate, track.out_rate),
-            tags=read_tags(track.path),
-            title_fallback=track.path.stem,
-        )
+        frames_out = output_frames(track.frames_in, info.samplerate, track.out_rate)
+        self.writer: TrackWriter | StemMp4Writer
+        self.master: _MasterFeed | None = None
+        if plan.stem_file:
+            self.writer = StemMp4Writer(
+                track.outputs.stems[STEM_FILE],
+                options.write_options(),
+                sources=plan.written,
+                samplerate=track.out_rate,
+                frames=frames_out,
+                tags=read_tags(track.path),
+                title_fallback=track.path.stem,
+                manifest=options.stem_manifest(),
+            )
+            self.master = _MasterFeed(track.path, self.writer, samplerate)
+        else:
+            self.writer = TrackWriter(
+                dict(track.outputs.stems),
+                options.write_options(),
+                samplerate=track.out_rate,
+                channels=stem_channels(info),
+                frames=frames_out,
+                tags=read_tags(track.path),
+                title_fallback=track.path.stem,
+            )
 
     def write(self, block: HostBlock) -> None:
         """Write one finished block, (S, C, n) stems in the engine's order."""
@@ -193,6 +215,8 @@ class StemSink:
         mix = self.track.audio.read(self.emitted, self.emitted + n) if self.plan.needs_mix else None
         self.writer.write_all(self.plan.combine(array, mix))
         self.emitted += n
+        if self.master is not None:
+            self.master.follow(self.emitted)
         if self.progress is not None:
             self.progress(self.emitted / self.samplerate)
 
@@ -205,6 +229,8 @@ class StemSink:
                 f"{track.path}: the engine gave {self.emitted} samples for a track of {track.audio.frames}; run again",
                 path=track.path,
             )
+        if self.master is not None:
+            self.master.finish()
         # The stems are renamed into place one by one: an old sidecar must not vouch for a set that an
         # interrupt leaves half replaced. A new one is written once every stem is in place.
         track.outputs.sidecar.unlink(missing_ok=True)
@@ -212,7 +238,7 @@ class StemSink:
         track.audio.close()
         if self.provenance is not None:
             _record(track.outputs, self.provenance, track.path, written.gain)
-        _check_levels(track.path, {st.name: st.peak_dbfs for st in written.stems})
+        _check_levels(track.path, {st.name: st.peak_dbfs for st in written.stems if st.name != MASTER})
         finished = time.perf_counter()
         info = track.info
         timings = {**track.timings, "total": finished - track.started}
@@ -220,7 +246,7 @@ class StemSink:
         return TrackResult(
             input=track.path,
             status="done",
-            outputs={st.name: st.path for st in written.stems},
+            outputs=dict(track.outputs.stems),
             duration_s=track.frames_in / info.samplerate,
             samplerate=info.samplerate,
             channels=info.channels,
@@ -240,6 +266,31 @@ class StemSink:
         """Delete everything written so far (no final name was ever used) and free the decoded audio."""
         self.writer.abort()
         self.track.audio.close()
+
+
+class _MasterFeed:
+    """A stem file's master: the input mix at the file's rate, written in step with the stems."""
+
+    def __init__(self, path: Path, writer: StemMp4Writer, model_rate: int) -> None:
+        reader = AudioReader(path, samplerate=writer.samplerate, channels=2, block_frames=_BLOCK_FRAMES)
+        self._blocks = iter(reader)
+        self._writer = writer
+        self._model_rate = model_rate
+        self._fed = 0
+
+    def follow(self, emitted: int) -> None:
+        """Write the master until it is as far along as ``emitted`` stem frames at the model's rate."""
+        while self._fed * self._model_rate < emitted * self._writer.samplerate:
+            block = next(self._blocks, None)
+            if block is None:
+                return
+            self._writer.write_master(block)
+            self._fed += block.shape[1]
+
+    def finish(self) -> None:
+        """Write the rest of the master."""
+        for block in self._blocks:
+            self._writer.write_master(block)
 
 
 def separate_track(

@@ -34,6 +34,7 @@ from stemsplit.pipeline.options import (
 )
 from stemsplit.pipeline.results import (
     NEAR_SILENT_DBFS,
+    BatchInterrupted,
     BatchReporter,
     NullBatchReporter,
     Status,
@@ -48,6 +49,7 @@ from stemsplit.pipeline.track import separate_track
 __all__ = [
     "NEAR_SILENT_DBFS",
     "Batch",
+    "BatchInterrupted",
     "BatchReporter",
     "Compute",
     "NullBatchReporter",

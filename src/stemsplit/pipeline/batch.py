@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import traceback
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,8 +25,19 @@ from stemsplit.inference import ModelBag
 from stemsplit.inference.devices import PrecisionChoice, choose_precision, resolve_device
 from stemsplit.pipeline.inputs import discover_inputs, missing_reason
 from stemsplit.pipeline.options import SeparationOptions, StemPlan, check_segment, model_cache, plan_stems
-from stemsplit.pipeline.outputs import TrackOutputs, plan_outputs
-from stemsplit.pipeline.results import BatchReporter, NullBatchReporter, TrackResult, collect_warnings
+from stemsplit.pipeline.outputs import (
+    TrackOutputs,
+    check_writable_folder,
+    folders_removed_unless_finished,
+    plan_outputs,
+)
+from stemsplit.pipeline.results import (
+    BatchInterrupted,
+    BatchReporter,
+    NullBatchReporter,
+    TrackResult,
+    collect_warnings,
+)
 from stemsplit.pipeline.sidecar import Provenance, is_complete, made_from_other_input
 from stemsplit.pipeline.track import run_track
 from stemsplit.weights.download import DownloadReporter
@@ -94,13 +105,17 @@ def plan_batch(arguments: Sequence[str], options: SeparationOptions, *, dry_run:
 
     Output folders holding another input's stems (per their ``stemsplit.json``) are not reused.
 
+    Everything that can be checked without the inputs is checked first, cheapest first: the device, the
+    output folder, then the model.
+
     Raises:
         UnknownModelError, CheckpointError: the model cannot be identified.
-        InvalidOptionError: an unavailable device, a stem the model does not have, or a ``--segment``
-            longer than the model's window when that is known before loading (registry entries, local
-            files).
+        InvalidOptionError: an unavailable device (with the reason), an output folder that cannot be
+            written, a stem the model does not have, or a ``--segment`` longer than the model's window
+            when that is known before loading (registry entries, local files).
     """
     compute = resolve_compute(options)
+    check_writable_folder(options.out_dir, option="--out")
     model = describe_model(options.model, load=not dry_run)
     plan = plan_stems(model.sources, options)
     if model.max_segment is not None:
@@ -149,32 +164,57 @@ def separate_batch(
         loader: builds the model (default: :func:`stemsplit.weights.loading.load_model`); called at most once,
             and not at all when every track is skipped or fails before separation.
 
+    Returns:
+        One result per input, in input order.
+
     Raises:
         ModelUnavailableError: the model could not be obtained (the batch stops: nothing could be done).
+        BatchInterrupted: Ctrl-C; it carries every input's result, the unfinished ones ``interrupted``
+            (each also passed to ``reporter.track_finished``). A track stopped half-way leaves no file
+            under a final name, and no folder it created.
     """
     reporter = reporter or NullBatchReporter()
     warn_slow_precision(batch.compute)  # once per run, not once per track
-    provenance = Provenance(batch.model.name, weights_identity(batch.model), options.output_settings())
     bag: ModelBag | None = None
-    results = []
+    finished: dict[int, TrackResult] = {}  # by input index: tracks may finish in any order
     total = len(batch.tracks)
-    for index, (path, probed, outputs) in enumerate(batch.tracks):
-        duration = probed.duration_s if isinstance(probed, AudioInfo) else None
-        reporter.track_started(index, total, path, duration)
-        if isinstance(probed, StemsplitError) or outputs is None:
-            result = TrackResult(path, "failed", error=str(probed))
-        elif not options.overwrite and is_complete(outputs.sidecar, provenance, outputs.stems, path):
-            result = TrackResult(
-                path, "skipped", outputs=dict(outputs.stems), duration_s=duration,
-                samplerate=probed.samplerate, channels=probed.channels, codec=probed.codec,
-            )  # fmt: skip
-        else:
-            if bag is None:
-                bag = loader() if loader else load_model(batch.model, model_cache(options, download_reporter))
-            result = _guarded_track(bag, path, outputs, options, batch.plan, provenance, reporter)
-        reporter.track_finished(result)
+    cache = model_cache(options, download_reporter)
+    try:
+        provenance = Provenance(batch.model.name, weights_identity(batch.model), options.output_settings())
+        for index, (path, probed, outputs) in enumerate(batch.tracks):
+            duration = probed.duration_s if isinstance(probed, AudioInfo) else None
+            reporter.track_started(index, total, path, duration)
+            if isinstance(probed, StemsplitError) or outputs is None:
+                result = TrackResult(path, "failed", error=str(probed))
+            elif not options.overwrite and is_complete(outputs.sidecar, provenance, outputs.stems, path):
+                result = TrackResult(
+                    path, "skipped", outputs=dict(outputs.stems), duration_s=duration,
+                    samplerate=probed.samplerate, channels=probed.channels, codec=probed.codec,
+                )  # fmt: skip
+            else:
+                if bag is None:
+                    bag = loader() if loader else load_model(batch.model, cache)
+                result = _guarded_track(bag, path, outputs, options, batch.plan, provenance, reporter)
+            finished[index] = result
+            reporter.track_finished(result)
+    except KeyboardInterrupt:
+        raise _interrupted(batch, finished, reporter) from None
+    return [finished[index] for index in range(total)]
+
+
+def _interrupted(
+    batch: Batch, finished: Mapping[int, TrackResult], reporter: BatchReporter
+) -> BatchInterrupted:
+    """Ctrl-C: every track not finished is reported ``interrupted``; the finished ones keep their results."""
+    results = []
+    for index, (path, probed, _) in enumerate(batch.tracks):
+        result = finished.get(index)
+        if result is None:
+            duration = probed.duration_s if isinstance(probed, AudioInfo) else None
+            result = TrackResult(path, "interrupted", duration_s=duration)
+            reporter.track_finished(result)
         results.append(result)
-    return results
+    return BatchInterrupted(results)
 
 
 def _guarded_track(
@@ -188,13 +228,15 @@ def _guarded_track(
 ) -> TrackResult:
     """:func:`separate_track`, with any failure turned into a ``failed`` result (the batch goes on).
 
-    Warnings issued before a failure are kept in the failed result too.
+    Warnings issued before a failure are kept in the failed result too. A track that does not finish
+    (it fails, or Ctrl-C stops it) leaves none of the folders it created.
     """
     with collect_warnings() as noted:
         try:
-            result = run_track(
-                bag, path, outputs, options, plan, provenance=provenance, progress=reporter.track_progress
-            )
+            with folders_removed_unless_finished(outputs):
+                result = run_track(
+                    bag, path, outputs, options, plan, provenance=provenance, progress=reporter.track_progress
+                )
         except InvalidOptionError:
             raise  # the same for every track: stop and say so once
         except StemsplitError as err:

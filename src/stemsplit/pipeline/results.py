@@ -22,10 +22,11 @@ from stemsplit.errors import (
 
 # --- results and progress -------------------------------------------------------------------------
 
-Status = Literal["done", "skipped", "failed"]
+Status = Literal["done", "skipped", "failed", "interrupted"]
 
 NEAR_SILENT_DBFS = -60.0
-"""A written stem whose peak is below this level (dBFS) gets a :class:`NearSilentStemWarning`.
+"""An input whose peak is below this level (dBFS) gets a :class:`SilentInputWarning`; in any other
+input, a written stem whose peak is below it gets a :class:`NearSilentStemWarning`.
 
 -60 dBFS is about the noise floor of a quiet room recording and far below any audible part of a mixed
 source, so a stem under it is, for listening purposes, empty (an instrumental's vocals).
@@ -38,7 +39,7 @@ class TrackWarning:
 
     Attributes:
         kind: a short name from the warning's class: ``truncated_audio``, ``downmix``, ``tag_copy``,
-            ``near_silent_stem``, ``sidecar``, ``device_fallback``, ``compile_fallback`` ...
+            ``silent_input``, ``near_silent_stem``, ``sidecar``, ``device_fallback``, ``compile_fallback`` ...
         message: the text shown to people (it names the file).
     """
 
@@ -111,9 +112,10 @@ class TrackResult:
 
     Attributes:
         input: the input path.
-        status: ``done``, ``skipped`` (already complete) or ``failed``.
+        status: ``done``, ``skipped`` (already complete), ``failed``, or ``interrupted`` (the run was
+            stopped, by Ctrl-C, before this track finished; nothing of it was left under a final name).
         error: one-line reason when failed.
-        outputs: written (or existing, when skipped) stem files.
+        outputs: written (or existing, when skipped) stem files; empty when failed or interrupted.
         duration_s, samplerate, channels, codec: the input, when it could be probed.
         output_samplerate: the stems' rate.
         timings: seconds spent per stage (``stats``, ``separate``, ``total``).
@@ -156,8 +158,27 @@ class TrackResult:
         return data
 
 
+class BatchInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a batch: what became of every input, the unfinished ones ``interrupted``.
+
+    A ``KeyboardInterrupt``, so a caller that does not look for it stops as on any Ctrl-C.
+
+    Attributes:
+        results: one :class:`TrackResult` per input, in input order: the finished tracks' results as
+            they were, every other track ``interrupted``.
+    """
+
+    def __init__(self, results: Sequence[TrackResult]) -> None:
+        super().__init__()
+        self.results = list(results)
+
+
 class BatchReporter(Protocol):
-    """Progress of a batch, for a user interface. Every method is optional in spirit: implement no-ops."""
+    """Progress of a batch, for a user interface. Every method is optional in spirit: implement no-ops.
+
+    :meth:`track_finished` is called once per input with its final result, as soon as it is known
+    (including ``interrupted`` results when Ctrl-C stops the batch); tracks may finish in any order.
+    """
 
     def track_started(self, index: int, total: int, path: Path, duration_s: float | None) -> None: ...
 
@@ -181,7 +202,7 @@ class NullBatchReporter:
 
 def summarise(results: Sequence[TrackResult]) -> Mapping[str, int]:
     """Counts per status, and ``done_with_warnings``: the done tracks (counted in ``done``) with warnings."""
-    counts = {"done": 0, "skipped": 0, "failed": 0, "done_with_warnings": 0}
+    counts = {"done": 0, "skipped": 0, "failed": 0, "interrupted": 0, "done_with_warnings": 0}
     for r in results:
         counts[r.status] += 1
         if r.status == "done" and r.warnings:

@@ -6,7 +6,7 @@ import math
 import time
 import warnings
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,32 +26,76 @@ from stemsplit.errors import (
     NearSilentStemWarning,
     SampleRateWarning,
     SidecarWarning,
+    SilentInputWarning,
 )
 from stemsplit.inference import ModelBag, separate_stream, stats_from_blocks
 from stemsplit.pipeline.options import SeparationOptions, StemPlan, engine_options
-from stemsplit.pipeline.outputs import TrackOutputs
+from stemsplit.pipeline.outputs import TrackOutputs, folders_removed_unless_finished
 from stemsplit.pipeline.results import NEAR_SILENT_DBFS, TrackResult, collect_warnings
 from stemsplit.pipeline.sidecar import Provenance, write_sidecar
 
 _BLOCK_FRAMES = 1 << 16
 
 
-def _check_levels(path: Path, stems: Mapping[str, float]) -> None:
-    """Warn about near-silent stems (``{stem: peak_dbfs}``) with a :class:`NearSilentStemWarning`."""
+def _level(dbfs: float) -> str:
+    return "silent (every sample is zero)" if dbfs == -math.inf else f"near-silent (peak {dbfs:.1f} dBFS)"
+
+
+def _what(source: str, sources: Sequence[str]) -> str:
+    """A source in words: its name, or for ``other`` what it holds (everything the named sources do not)."""
+    if source != "other":
+        return source
+    *named, last = [s for s in sources if s != "other"] or ["the other stems"]
+    return f"instruments other than {', '.join(named) + ' and ' if named else ''}{last}"
+
+
+def _check_levels(path: Path, input_dbfs: float, stems: Mapping[str, float], sources: Sequence[str]) -> None:
+    """Warn about silence: one :class:`SilentInputWarning` for a silent input (whose stems are all silent,
+    which says nothing about them), else a :class:`NearSilentStemWarning` per near-silent stem.
+
+    Args:
+        path: the input.
+        input_dbfs: the input's peak (dBFS).
+        stems: ``{stem: peak_dbfs}`` of the written stems.
+        sources: the model's sources (to say what ``other`` holds).
+    """
+    if input_dbfs < NEAR_SILENT_DBFS:
+        warnings.warn(
+            SilentInputWarning(
+                f"{path}: the input is {_level(input_dbfs)}, so are its stems", peak_dbfs=input_dbfs
+            ),
+            stacklevel=2,
+        )
+        return
     for stem, dbfs in stems.items():
         if dbfs >= NEAR_SILENT_DBFS:
             continue
-        level = (
-            "silent (every sample is zero)" if dbfs == -math.inf else f"near-silent (peak {dbfs:.1f} dBFS)"
-        )
         if stem.startswith("no_"):
-            hint = f"the track may contain nothing but {stem.removeprefix('no_')}"
+            hint = f"the track may contain nothing but {_what(stem.removeprefix('no_'), sources)}"
         else:
-            hint = f"the track may have no {stem}"
+            hint = f"the track may have no {_what(stem, sources)}"
         warnings.warn(
-            NearSilentStemWarning(f"{path}: {stem}: {level}: {hint}", stem=stem, peak_dbfs=dbfs),
+            NearSilentStemWarning(f"{path}: {stem}: {_level(dbfs)}: {hint}", stem=stem, peak_dbfs=dbfs),
             stacklevel=2,
         )
+
+
+class _PeakMeter:
+    """The peak of the blocks passed through :meth:`measure`, in dBFS (``-inf`` while all are zero)."""
+
+    def __init__(self) -> None:
+        self._peak = 0.0
+
+    def measure(self, blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """Pass the blocks through, noting their peak."""
+        for block in blocks:
+            if block.size:
+                self._peak = max(self._peak, float(np.abs(block).max()))
+            yield block
+
+    @property
+    def dbfs(self) -> float:
+        return 20 * math.log10(self._peak) if self._peak > 0 else -math.inf
 
 
 class _MixQueue:
@@ -96,14 +140,15 @@ def separate_track(
     """Separate one file and write its stems (atomically) and, with ``provenance``, its sidecar.
 
     The :class:`~stemsplit.errors.StemsplitWarning` s issued on the way (including a
-    :class:`~stemsplit.errors.NearSilentStemWarning` per stem whose peak is below :data:`NEAR_SILENT_DBFS`)
+    :class:`~stemsplit.errors.SilentInputWarning` for an input whose peak is below :data:`NEAR_SILENT_DBFS`,
+    or else a :class:`~stemsplit.errors.NearSilentStemWarning` per stem whose peak is below it)
     go through :mod:`warnings` as they happen and are also kept in the result's ``warnings``.
 
     Raises:
         StemsplitError: unreadable input, invalid options, or a write failure; nothing is left under a
-            final stem name.
+            final stem name, and no folder that the track's files created.
     """
-    with collect_warnings() as noted:
+    with collect_warnings() as noted, folders_removed_unless_finished(outputs):
         result = run_track(bag, path, outputs, options, plan, provenance=provenance, progress=progress)
     result.warnings = tuple(noted)
     return result
@@ -136,7 +181,8 @@ def run_track(
             channels=stem_channels(info),
             frames=output_frames(info.frames, info.samplerate, out_rate),
         )
-    stats = stats_from_blocks(reader)  # first pass: exact mean/std without holding the track
+    meter = _PeakMeter()
+    stats = stats_from_blocks(meter.measure(reader))  # first pass: exact mean/std without holding the track
     frames_in = reader.frames_in or 0
     after_stats = time.perf_counter()
     if out_rate != info.samplerate and options.samplerate is None:  # only mp3 changes the input's rate
@@ -187,7 +233,7 @@ def run_track(
     finished = time.perf_counter()
     if provenance is not None:
         _record(outputs, provenance, path, written.gain)
-    _check_levels(path, {st.name: st.peak_dbfs for st in written.stems})
+    _check_levels(path, meter.dbfs, {st.name: st.peak_dbfs for st in written.stems}, bag.sources)
     return TrackResult(
         input=path,
         status="done",

@@ -52,6 +52,11 @@ def song(tmp_path: Path) -> np.ndarray:
     return write_audio(tmp_path / "song.wav", seconds=0.5)
 
 
+def json_lines(text: str) -> list[dict]:
+    """``--json`` output: one JSON object per line (JSON Lines)."""
+    return [json.loads(line) for line in text.splitlines()]
+
+
 def invoke(*args: str | Path):
     return runner.invoke(cli_separate.separate_app, [str(a) for a in args], catch_exceptions=False)
 
@@ -174,7 +179,7 @@ def test_mp3_of_an_input_at_a_rate_mp3_lacks_is_written_at_44100_with_a_warning(
 ) -> None:
     write_audio(tmp_path / "hi.wav", seconds=0.3, rate=96000)
     result = run_ok(model_file, "hi.wav", "--format", "mp3", "--stems", "bass", "--json")
-    (track,) = json.loads(result.stdout)
+    (track,) = json_lines(result.stdout)
     assert sf.info(track["outputs"]["bass"]).samplerate == 44100
     warned = [line for line in result.stderr.splitlines() if line.startswith("Warning:")]
     assert len(warned) == 1, result.stderr
@@ -312,7 +317,8 @@ def test_rerun_skips_complete_tracks_and_overwrite_redoes_them(model_file: Path,
     paths = [Path(p) for p in first.stdout.split()]
     stamps = [p.stat().st_mtime_ns for p in paths]
     skipped = run_ok(model_file, "song.wav", "--skip-existing")
-    assert skipped.stdout == "" and "0 done, 1 skipped" in skipped.stderr
+    assert skipped.stdout.split() == [str(p) for p in paths]  # the stems asked for exist: printed
+    assert "0 done, 1 skipped" in skipped.stderr
     assert [p.stat().st_mtime_ns for p in paths] == stamps
     changed = run_ok(model_file, "song.wav", "--clip", "clamp")  # other settings: not complete
     assert changed.stdout.split() == [str(p) for p in paths]
@@ -369,7 +375,7 @@ def test_resume_after_a_kill_mid_write(
 
     resumed = run_ok(model_file, "in")
     assert "1 done, 1 skipped" in resumed.stderr
-    assert resumed.stdout.split() == [str(p) for p in stem_paths(b_dir)]
+    assert resumed.stdout.split() == [str(p) for p in (*stem_paths(a_dir), *stem_paths(b_dir))]
     assert {p: p.stat().st_mtime_ns for p in a_dir.iterdir()} == stamps
     assert sorted(p.name for p in b_dir.iterdir()) == sorted([f"{s}.wav" for s in FOUR] + ["stemsplit.json"])
 
@@ -478,9 +484,7 @@ def test_dry_run_loads_no_model_and_writes_nothing(
     lines = text.stdout.splitlines()
     assert lines[0].startswith("separate") and "song.wav" in lines[0] and "44100 Hz, 2 ch" in lines[0]
     assert lines[1].startswith("cannot decode   bad.wav: ") and lines[1].count("bad.wav") == 1
-    document = json.loads(as_json.stdout)
-    assert document["model"] == model_file.stem and document["stems"] == list(FOUR)
-    good, bad = document["tracks"]
+    good, bad = json_lines(as_json.stdout)
     assert (
         good["action"] == "separate"
         and good["outputs"]["vocals"] == f"separated/{model_file.stem}/song/vocals.wav"
@@ -489,7 +493,7 @@ def test_dry_run_loads_no_model_and_writes_nothing(
     assert bad["action"] == "cannot decode" and "bad.wav" in bad["error"]
     assert "nothing was separated (--dry-run)" in text.stderr
     run_ok(model_file, "song.wav")
-    (track,) = json.loads(invoke("song.wav", "-n", model_file, "--dry-run", "--json").stdout)["tracks"]
+    (track,) = json_lines(invoke("song.wav", "-n", model_file, "--dry-run", "--json").stdout)
     assert track["action"] == "skip (complete)"
     quiet = invoke("song.wav", "-n", model_file, "--dry-run", "-q")
     assert quiet.stdout.startswith("skip (complete) song.wav") and quiet.stderr == ""
@@ -540,7 +544,13 @@ def test_report_schema(model_file: Path, song: np.ndarray) -> None:
         "weights": hashlib.sha256(model_file.read_bytes()).hexdigest(),
         "path": str(model_file),
     }
-    assert document["summary"] == {"done": 2, "skipped": 0, "failed": 1, "done_with_warnings": 1}
+    assert document["summary"] == {
+        "done": 2,
+        "skipped": 0,
+        "failed": 1,
+        "interrupted": 0,
+        "done_with_warnings": 1,
+    }
     assert document["settings"]["model"] == str(model_file) and document["settings"]["out_dir"] == "separated"
     types = {
         "input": str, "status": str, "error": (str, type(None)), "outputs": dict, "duration_s": (float, type(None)),
@@ -561,16 +571,17 @@ def test_report_schema(model_file: Path, song: np.ndarray) -> None:
     )
     assert silent["stems"]["vocals"]["peak"] == 0.0 and silent["stems"]["vocals"]["peak_dbfs"] is None
     assert done["warnings"] == [] and failed["warnings"] == []
-    assert [w["kind"] for w in silent["warnings"]] == ["near_silent_stem"] * 4
-    assert silent["warnings"][3]["message"] == (
-        "silent.wav: vocals: silent (every sample is zero): the track may have no vocals"
+    assert [w["kind"] for w in silent["warnings"]] == ["silent_input"]
+    assert (
+        silent["warnings"][0]["message"]
+        == "silent.wav: the input is silent (every sample is zero), so are its stems"
     )
     assert failed["status"] == "failed" and failed["outputs"] == {} and "nope.wav" in failed["error"]
 
 
 def test_json_output(model_file: Path, song: np.ndarray) -> None:
     result = run_ok(model_file, "song.wav", "--json", "--two-stems", "vocals")
-    (track,) = json.loads(result.stdout)
+    (track,) = json_lines(result.stdout)
     assert track["status"] == "done" and list(track["outputs"]) == ["vocals", "no_vocals"]
     assert track["outputs"]["vocals"] == f"separated/{model_file.stem}/song/vocals.wav"
 
@@ -636,7 +647,13 @@ def test_truncated_input_is_done_with_a_warning_in_the_summary_the_report_and_wi
     assert "done, 1 warning" in stderr  # the summary table's row for cut.wav
     assert "2 done (1 with warnings), 0 skipped (already complete), 0 failed" in stderr
     document = json.loads(Path("r.json").read_text())
-    assert document["summary"] == {"done": 2, "skipped": 0, "failed": 0, "done_with_warnings": 1}
+    assert document["summary"] == {
+        "done": 2,
+        "skipped": 0,
+        "failed": 0,
+        "interrupted": 0,
+        "done_with_warnings": 1,
+    }
     cut, fine = document["tracks"]
     assert cut["status"] == "done" and fine["warnings"] == []
     (warning,) = cut["warnings"]
@@ -647,18 +664,18 @@ def test_truncated_input_is_done_with_a_warning_in_the_summary_the_report_and_wi
     assert _flat(quiet.stderr) == f"Warning: {warning['message']}"  # no progress, no summary, the warning
 
 
-def test_silent_input_gets_near_silent_notes(model_file: Path, tmp_path: Path) -> None:
+def test_silent_input_gets_one_warning(model_file: Path, tmp_path: Path) -> None:
+    """Regression (#12): four "near-silent" warnings for one silent input, one of them "no other"."""
     sf.write(str(tmp_path / "silence.wav"), np.zeros((8000, 2), np.float32), 44100)
     result = run_ok(model_file, "silence.wav", "--two-stems", "vocals", "--json")
-    (track,) = json.loads(result.stdout)
+    (track,) = json_lines(result.stdout)
     assert track["status"] == "done" and list(track["outputs"]) == ["vocals", "no_vocals"]
     assert [w["message"] for w in track["warnings"]] == [
-        "silence.wav: vocals: silent (every sample is zero): the track may have no vocals",
-        "silence.wav: no_vocals: silent (every sample is zero): the track may contain nothing but vocals",
+        "silence.wav: the input is silent (every sample is zero), so are its stems"
     ]
-    stderr = _flat(result.stderr)
-    assert all(f"Warning: {w['message']}" in stderr for w in track["warnings"])
-    assert "1 done (1 with warnings)" in stderr
+    warned = [line for line in result.stderr.splitlines() if line.startswith("Warning:")]
+    assert warned == [f"Warning: {track['warnings'][0]['message']}"]
+    assert "1 done (1 with warnings)" in _flat(result.stderr) and "no other" not in result.stderr
 
 
 def test_paths_with_markup_and_emoji_codes_are_printed_verbatim(model_file: Path, tmp_path: Path) -> None:
@@ -827,7 +844,7 @@ def test_subprocess_batch_with_a_bad_file(model_file: Path, tmp_path: Path) -> N
     ]
     assert "Failed: broken.wav" in done.stderr and "Traceback" not in done.stderr
     again = _stemsplit("one.wav", "-n", model_file, "--two-stems", "vocals", "-j", "1", "-q", cwd=tmp_path)
-    assert (again.returncode, again.stdout, again.stderr) == (0, "", "")
+    assert (again.returncode, again.stdout, again.stderr) == (0, done.stdout, "")  # skipped: same paths
 
 
 def test_subprocess_usage_error(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from stemsplit.errors import (
     InvalidOptionError,
     NearSilentStemWarning,
     SidecarWarning,
+    SilentInputWarning,
     StemsplitWarning,
     TagCopyWarning,
     TruncatedAudioWarning,
@@ -190,7 +191,8 @@ def test_another_input_or_an_edited_input_is_not_complete(finished) -> None:
 
 
 def test_the_sidecar_says_whose_stems_they_are(finished, monkeypatch: pytest.MonkeyPatch) -> None:
-    """By location: the same file (by any path, even edited) owns them; another file, even a copy, does not."""
+    """The same file (by any path, even edited) or the same content owns them; another file with other
+    content does not."""
     _, _, sidecar = finished
     source = source_of(sidecar)
     assert json.loads(sidecar.read_text())["input"]["path"] == str(source.resolve())
@@ -203,7 +205,7 @@ def test_the_sidecar_says_whose_stems_they_are(finished, monkeypatch: pytest.Mon
     assert not made_from_other_input(sidecar, source)
     copy = sidecar.parent / "sub" / "x.wav"
     copy.parent.mkdir()
-    copy.write_bytes(source.read_bytes())
+    copy.write_bytes(source.read_bytes())  # the edited bytes, not those recorded: another track
     assert made_from_other_input(sidecar, copy)
     source.unlink()  # the owner is gone; the copy holds other bytes than those recorded: not its stems
     assert made_from_other_input(sidecar, copy)
@@ -212,6 +214,17 @@ def test_the_sidecar_says_whose_stems_they_are(finished, monkeypatch: pytest.Mon
         assert not made_from_other_input(sidecar, copy)
     sidecar.unlink()
     assert not made_from_other_input(sidecar, copy)
+
+
+def test_a_copy_of_the_recorded_content_is_the_same_track(finished) -> None:
+    """Regression (#12): an identical file in another folder went to ``x (wav)``, although completion is
+    checked against the input's content."""
+    _, _, sidecar = finished
+    source = source_of(sidecar)
+    copy = sidecar.parent / "elsewhere" / "x.wav"
+    copy.parent.mkdir()
+    copy.write_bytes(source.read_bytes())  # a new file (new mtime), the same bytes: hashed and accepted
+    assert source.exists() and not made_from_other_input(sidecar, copy)
 
 
 def test_a_moved_input_still_owns_its_stems(finished) -> None:
@@ -382,7 +395,13 @@ def test_pipeline_report_fields(tmp_path: Path) -> None:
     assert result.device == "cpu" and result.precision == "float32" and result.gain == 1.0
     assert set(result.stems) == set(FOUR)
     assert result.warnings == ()
-    assert pipeline.summarise([result]) == {"done": 1, "skipped": 0, "failed": 0, "done_with_warnings": 0}
+    assert pipeline.summarise([result]) == {
+        "done": 1,
+        "skipped": 0,
+        "failed": 0,
+        "interrupted": 0,
+        "done_with_warnings": 0,
+    }
 
 
 def test_settings_that_cannot_change_the_files_do_not_make_tracks_stale() -> None:
@@ -496,30 +515,67 @@ def test_a_failed_track_keeps_the_warnings_issued_before_the_failure(
     assert pipeline.summarise([result])["done_with_warnings"] == 0
 
 
-def test_silent_input_flags_every_stem_as_near_silent(separator: Separator, tmp_path: Path) -> None:
+def test_a_silent_input_gets_one_warning_not_one_per_stem(separator: Separator, tmp_path: Path) -> None:
+    """Regression (#12): a silent input gave four "near-silent" warnings, one saying "the track may have
+    no other"."""
     sf.write(str(tmp_path / "silence.wav"), np.zeros((8000, 2), np.float32), 44100)
-    with pytest.warns(NearSilentStemWarning) as caught:
+    with pytest.warns(SilentInputWarning) as caught:
         result = separator.separate_file_result(tmp_path / "silence.wav", out_dir=tmp_path / "o")
     assert result.status == "done" and set(result.outputs) == set(FOUR)  # still written, in full
-    assert [w.kind for w in result.warnings] == ["near_silent_stem"] * 4
-    issued = [w.message for w in caught]
-    assert all(isinstance(w, NearSilentStemWarning) for w in issued)
-    assert [(w.stem, w.peak_dbfs < pipeline.NEAR_SILENT_DBFS) for w in issued] == [(s, True) for s in FOUR]
-    assert [str(w) for w in issued] == [w.message for w in result.warnings]
-    vocals = result.warnings[FOUR.index("vocals")].message
-    assert vocals.startswith(f"{tmp_path / 'silence.wav'}: vocals: ")
-    assert "the track may have no vocals" in vocals
+    assert [w.kind for w in result.warnings] == ["silent_input"]
+    (issued,) = [w.message for w in caught]
+    assert isinstance(issued, SilentInputWarning) and issued.peak_dbfs == -math.inf
+    assert str(issued) == result.warnings[0].message
+    assert (
+        str(issued)
+        == f"{tmp_path / 'silence.wav'}: the input is silent (every sample is zero), so are its stems"
+    )
+    assert not any(isinstance(w.message, NearSilentStemWarning) for w in caught)
 
 
-def test_only_quiet_stems_are_flagged(tmp_path: Path) -> None:
+def test_only_quiet_stems_of_a_track_that_is_not_silent_are_flagged(tmp_path: Path) -> None:
     # The levels as the writer measured them; -inf is an all-zero stem.
-    levels = {"drums": -12.0, "bass": -60.0, "vocals": -72.4, "no_vocals": -math.inf}
+    levels = {"drums": -12.0, "bass": -60.0, "vocals": -72.4, "other": -80.0, "no_vocals": -math.inf}
     with pytest.warns(NearSilentStemWarning) as caught:
-        pipeline.track._check_levels(tmp_path / "t.wav", levels)
+        pipeline.track._check_levels(tmp_path / "t.wav", -3.0, levels, FOUR)
     assert [str(w.message) for w in caught] == [
         f"{tmp_path / 't.wav'}: vocals: near-silent (peak -72.4 dBFS): the track may have no vocals",
+        f"{tmp_path / 't.wav'}: other: near-silent (peak -80.0 dBFS): the track may have no instruments "
+        "other than drums, bass and vocals",
         f"{tmp_path / 't.wav'}: no_vocals: silent (every sample is zero): the track may contain nothing but vocals",
     ]
+    with pytest.warns(NearSilentStemWarning) as caught:
+        pipeline.track._check_levels(tmp_path / "t.wav", -3.0, {"no_other": -70.0}, FOUR)
+    assert "the track may contain nothing but instruments other than drums, bass and vocals" in str(
+        caught[0].message
+    )
+    with pytest.warns(
+        SilentInputWarning
+    ) as caught:  # the input is near-silent: one warning, whatever the stems
+        pipeline.track._check_levels(tmp_path / "t.wav", -65.0, levels, FOUR)
+    assert [str(w.message) for w in caught] == [
+        f"{tmp_path / 't.wav'}: the input is near-silent (peak -65.0 dBFS), so are its stems"
+    ]
+
+
+def test_a_track_that_does_not_finish_leaves_no_folder_it_created(
+    separator: Separator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """#12: the library's one-track path removes the empty folders of a failed or interrupted track too."""
+    from stemsplit.audio import StemWriter
+    from stemsplit.errors import AudioWriteError
+
+    write_audio(tmp_path / "in.wav", seconds=0.3)
+    (tmp_path / "kept").mkdir()
+    for stop in (KeyboardInterrupt(), AudioWriteError("disk full", path=tmp_path)):
+
+        def fail(stem_writer: StemWriter, block: np.ndarray, stop: BaseException = stop) -> None:
+            raise stop
+
+        monkeypatch.setattr(StemWriter, "write", fail)
+        with pytest.raises(type(stop)):
+            separator.separate_file_result(tmp_path / "in.wav", out_dir=tmp_path / "kept" / "new")
+        assert list((tmp_path / "kept").iterdir()) == []  # new/<model>/in is gone; kept was there before
 
 
 def test_loud_input_has_no_warnings(separator: Separator, tmp_path: Path) -> None:

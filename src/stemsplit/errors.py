@@ -257,6 +257,14 @@ class InvalidOptionError(StemsplitError, ValueError):
         super().__init__(message)
         self.option = option
 
+    @classmethod
+    def bad_value(cls, option: str, value: object, accepted: str) -> InvalidOptionError:
+        """The error for a value that ``option`` does not accept, in the wording every option shares:
+        the option, the value as given, and what it accepts (``--bit-depth 8 is not valid; use 16, 24
+        or 32f``)."""
+        shown = f"{value:g}" if isinstance(value, float) else str(value) if value != "" else "''"
+        return cls(f"{option} {shown} is not valid; use {accepted}", option=option)
+
 
 # --- warnings ----------------------------------------------------------------------------------
 
@@ -301,7 +309,8 @@ class SampleRateWarning(AudioWarning):
 
 
 class NearSilentStemWarning(StemsplitWarning):
-    """A stem came out near-silent: the track probably lacks that source (an instrumental's vocals).
+    """A stem of a track that is not itself silent came out near-silent: the track probably lacks that
+    source (an instrumental's vocals).
 
     The stem is still written in full; this is a hint about the music, not a fault.
 
@@ -313,6 +322,18 @@ class NearSilentStemWarning(StemsplitWarning):
     def __init__(self, message: str, *, stem: str, peak_dbfs: float) -> None:
         super().__init__(message)
         self.stem = stem
+        self.peak_dbfs = peak_dbfs
+
+
+class SilentInputWarning(StemsplitWarning):
+    """The input itself is silent or near-silent, so every stem is too (one warning in place of one per stem).
+
+    Attributes:
+        peak_dbfs: the input's peak level in dBFS (``-inf`` when every sample is zero).
+    """
+
+    def __init__(self, message: str, *, peak_dbfs: float) -> None:
+        super().__init__(message)
         self.peak_dbfs = peak_dbfs
 
 

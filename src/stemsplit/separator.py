@@ -169,8 +169,9 @@ class Separator:
         Warns:
             StemsplitWarning: e.g. :class:`~stemsplit.errors.TruncatedAudioWarning`,
                 :class:`~stemsplit.errors.DownmixWarning`, :class:`~stemsplit.errors.TagCopyWarning`,
-                :class:`~stemsplit.errors.NearSilentStemWarning` (a stem's peak below
-                :data:`~stemsplit.pipeline.NEAR_SILENT_DBFS`, -60 dBFS), issued as they happen. Use
+                :class:`~stemsplit.errors.SilentInputWarning` (the input's peak below
+                :data:`~stemsplit.pipeline.NEAR_SILENT_DBFS`, -60 dBFS), else
+                :class:`~stemsplit.errors.NearSilentStemWarning` (a stem's), issued as they happen. Use
                 :meth:`separate_file_result` to get them as data as well.
         """
         result = self.separate_file_result(path, out_dir, **output)

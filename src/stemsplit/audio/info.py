@@ -1,7 +1,9 @@
 """Probe an audio file: what it holds, read from its header, without decoding it.
 
 libsndfile (through ``soundfile``) is asked first: it covers wav/aiff/flac/ogg/opus/mp3 and sniffs the
-content, not the extension. Anything it refuses goes to FFmpeg's demuxers (through PyAV): m4a/aac,
+content, not the extension, except that it takes a ``.mp3`` for MPEG audio by its name: such a file that
+does not start like MPEG audio (:mod:`~stemsplit.audio.mpeg`) goes straight to FFmpeg, so that libmpg123
+never prints on stderr. Anything libsndfile refuses goes to FFmpeg's demuxers (through PyAV): m4a/aac,
 alac, wma, webm, and the audio track of video files. The backend that probed a file is the one that
 decodes it (``AudioInfo.backend``).
 """
@@ -17,6 +19,7 @@ import av
 import soundfile as sf
 
 from stemsplit.audio._common import MIN_SAMPLERATE
+from stemsplit.audio.mpeg import starts_like_mpeg_audio
 from stemsplit.errors import AudioDecodeError, AudioFileNotFoundError, UnsupportedAudioError
 
 Backend = Literal["soundfile", "pyav"]
@@ -98,11 +101,21 @@ def probe(path: Path | str) -> AudioInfo:
         raise AudioFileNotFoundError(f"{path}: is a folder, not an audio file; pass a file", path=path)
     if path.stat().st_size == 0:
         raise AudioDecodeError(f"{path}: the file is empty (0 bytes); re-export or re-download it", path=path)
+    if _named_mpeg(path) and not starts_like_mpeg_audio(path):
+        # libsndfile would take it for MP3 by its name alone, and libmpg123 would print its complaints
+        # (``Note: Illegal Audio-MPEG-Header``) on the process's stderr: FFmpeg says what it is instead.
+        return _probe_pyav(path)
     try:
         return _probe_soundfile(path)
     except (sf.SoundFileError, RuntimeError):
         pass  # not a format libsndfile knows: FFmpeg gets its turn
     return _probe_pyav(path)
+
+
+def _named_mpeg(path: Path) -> bool:
+    """Whether libsndfile picks its MPEG decoder for this file by the name alone (measured: ``.mp3``, any
+    letter case; ``.mp2`` and ``.mpga`` are not)."""
+    return path.suffix.lower() == ".mp3"
 
 
 def check_supported(info: AudioInfo) -> None:

@@ -96,39 +96,29 @@ class WriteOptions:
 
     def __post_init__(self) -> None:
         if self.format not in ("wav", "flac", "mp3", "stem.mp4"):
-            raise InvalidOptionError(
-                f"unknown output format {self.format!r}; use wav, flac, mp3 or stem.mp4", option="--format"
-            )
+            raise InvalidOptionError.bad_value("--format", self.format, "wav, flac, mp3 or stem.mp4")
         if self.bit_depth not in _SUBTYPES:
-            raise InvalidOptionError(
-                f"unknown bit depth {self.bit_depth!r}; use 16, 24 or 32f", option="--bit-depth"
-            )
+            raise InvalidOptionError.bad_value("--bit-depth", self.bit_depth, "16, 24 or 32f")
         if self.format == "flac" and self.bit_depth == "32f":
             raise InvalidOptionError(
                 "flac cannot store 32-bit float; use --bit-depth 24, or --format wav for float",
                 option="--bit-depth",
             )
         if not 8 <= self.mp3_bitrate <= 320:
-            raise InvalidOptionError(
-                f"mp3 bitrate {self.mp3_bitrate} kbit/s is out of range; use 8 to 320",
-                option="--mp3-bitrate",
+            raise InvalidOptionError.bad_value(
+                "--mp3-bitrate", self.mp3_bitrate, "a bitrate from 8 to 320 (kbit/s)"
             )
         if self.clip not in ("rescale", "clamp", "none"):
-            raise InvalidOptionError(
-                f"unknown clip mode {self.clip!r}; use rescale, clamp or none", option="--clip"
-            )
+            raise InvalidOptionError.bad_value("--clip", self.clip, "rescale, clamp or none")
         if self.stem_codec not in ("aac", "alac"):
-            raise InvalidOptionError(
-                f"unknown stem codec {self.stem_codec!r}; use aac or alac", option="--stem-codec"
-            )
+            raise InvalidOptionError.bad_value("--stem-codec", self.stem_codec, "aac or alac")
         if self.format == "stem.mp4" and self.stem_codec == "alac" and self.bit_depth == "32f":
             raise InvalidOptionError(
                 "ALAC cannot store 32-bit float; use --bit-depth 16 or 24", option="--bit-depth"
             )
         if not 32 <= self.aac_bitrate <= 512:
-            raise InvalidOptionError(
-                f"AAC bitrate {self.aac_bitrate} kbit/s is out of range; use 32 to 512",
-                option="--aac-bitrate",
+            raise InvalidOptionError.bad_value(
+                "--aac-bitrate", self.aac_bitrate, "a bitrate from 32 to 512 (kbit/s)"
             )
 
     @property
@@ -550,7 +540,9 @@ def check_track_space(
 
 
 def _size(n: int) -> str:
-    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
+    if n >= 1e9:
+        return f"{n / 1e9:.1f} GB"
+    return f"{n / 1e6:.0f} MB" if n >= 1e6 else f"{-(-n // 1000)} kB"  # rounded up: 1 byte is 1 kB
 
 
 class TrackWriter:

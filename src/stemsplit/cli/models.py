@@ -22,8 +22,6 @@ def models_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """List the models: stems, size, published SDR (MUSDB18-HQ) and whether they are cached."""
-    from rich.table import Table
-
     from stemsplit.weights.cache import ModelCache
 
     with ui.error_boundary():
@@ -31,17 +29,15 @@ def models_list(
         if as_json:
             ui.stdout.print_json(json.dumps([row.to_dict() for row in rows]))
             return
-        table = Table(box=None, header_style="bold")
-        for column in ("name", "stems", "files", "size", "SDR", "cached"):
-            table.add_column(column, no_wrap=column != "stems", overflow="fold")
+        table = []
         for row in rows:
-            size = f"{row.size_bytes / 2**20:.0f} MiB" if row.size_bytes else "-"
+            mib = row.approx_size_mib
+            size = "unknown" if mib is None else f"{'' if row.cached else '~'}{mib:.0f} MiB"
             sdr = f"{row.sdr.overall:.2f} dB" if row.sdr else "unpublished"
             name = row.name + (" (default)" if row.default else "")
-            table.add_row(
-                name, ", ".join(row.sources), str(len(row.files)), size, sdr, "yes" if row.cached else "no"
-            )
-        ui.stdout.print(table)
+            cached = "yes" if row.cached else "no"
+            table.append((name, ", ".join(row.sources), str(len(row.files)), size, sdr, cached))
+        ui.print_table(("name", "stems", "files", "size", "SDR", "cached"), table, console=ui.stdout)
 
 
 @app.command("download")
@@ -54,12 +50,15 @@ def models_download(
     offline: ui.OfflineOpt = False,
 ) -> None:
     """Download models into the cache now (for Docker images and offline machines)."""
+    from stemsplit.errors import InvalidOptionError
     from stemsplit.weights.cache import ModelCache
     from stemsplit.weights.download import Transport
 
-    if not names and not all_models:
-        raise typer.BadParameter("name at least one model, or pass --all", param_hint="NAMES")
     with ui.error_boundary():
+        if not names and not all_models:
+            raise InvalidOptionError(
+                "name at least one model (`stemsplit models list` shows them), or pass --all", option="NAMES"
+            )
         transport = Transport(offline=offline or None, reporter=ui.DownloadProgress(quiet=quiet))
         resolved = ModelCache(transport=transport).download(None if all_models else names)
         for item in resolved:
@@ -100,12 +99,24 @@ def models_verify(
     from stemsplit.weights.cache import ModelCache, fix_command
 
     with ui.error_boundary():
-        results = ModelCache().verify(names or None)
+        cache = ModelCache()
+        if names:
+            chosen: list[str] = [spec.name for spec in cache.specs(names)]  # every name checked first
+        else:  # the cached ones: a model with no file here has nothing to verify
+            chosen = [row.name for row in cache.status() if any(f.cached for f in row.files)]
+        results = cache.verify(chosen) if chosen else []
         if as_json:
             ui.stdout.print_json(json.dumps([r.to_dict() for r in results]))
+        elif not chosen:
+            ui.info(f"no model is cached in {cache.folder()}; nothing to verify")
         else:
-            for r in results:
-                ui.stdout.print(f"{r.state:8} {r.path}")
+            for model in chosen:
+                mine = [r for r in results if r.model == model]
+                if all(r.state == "missing" for r in mine):
+                    ui.info(f"{model}: not cached; nothing to verify")
+                    continue
+                for r in mine:
+                    ui.stdout.print(f"{r.state:8} {r.path}", markup=False, emoji=False)
         corrupt = [r for r in results if r.state == "corrupt"]
         for r in corrupt:
             ui.stderr.print(
@@ -133,5 +144,10 @@ def models_remove(
     from stemsplit.weights.cache import ModelCache
 
     with ui.error_boundary():
-        for path in ModelCache().remove(names):
-            ui.stdout.print(str(path))
+        cache = ModelCache()
+        for spec in cache.specs(names):  # every name is checked before anything is deleted
+            removed = cache.remove([spec.name])
+            if not removed:
+                ui.info(f"{spec.name}: not cached; nothing to remove")
+            for path in removed:
+                ui.stdout.print(str(path), markup=False, emoji=False)

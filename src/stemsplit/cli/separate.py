@@ -1,17 +1,18 @@
 """``stemsplit [OPTIONS] PATHS...``: the separation command (the tool's default command).
 
-Option names and defaults are the design's CLI contract. stdout carries only results (the paths
-written, or JSON with ``--json``); progress, warnings and errors go to stderr. Exit codes: 0 everything
-done, 1 some input failed (the rest were done), 2 usage error, 3 the model could not be obtained.
+Option names and defaults are the design's CLI contract. stdout carries only results, each track's as
+soon as it ends (its stem paths, or one JSON line with ``--json``); progress, warnings and errors go to
+stderr. Exit codes: 0 everything done, 1 some input failed (the rest were done), 2 usage error, 3 the
+model could not be obtained, 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import warnings
-from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.markup import escape
@@ -20,7 +21,7 @@ from stemsplit._version import __version__
 from stemsplit.cli import ui
 
 if TYPE_CHECKING:
-    from stemsplit.pipeline import Batch, SeparationOptions, TrackResult
+    from stemsplit.pipeline import Batch, BatchInterrupted, SeparationOptions, TrackResult
 
 _HELP = """Split music into stems (drums, bass, other, vocals) with Hybrid Transformer Demucs.
 
@@ -33,74 +34,62 @@ Other commands: `stemsplit models list|download|import|verify|path|remove` (pret
 """
 
 
-class Format(str, Enum):
-    wav = "wav"
-    flac = "flac"
-    mp3 = "mp3"
-    stem_mp4 = "stem.mp4"
-
-
-class StemCodec(str, Enum):
-    aac = "aac"
-    alac = "alac"
-
-
-class BitDepth(str, Enum):
-    b16 = "16"
-    b24 = "24"
-    b32f = "32f"
-
-
-class Clip(str, Enum):
-    rescale = "rescale"
-    clamp = "clamp"
-    none = "none"
-
-
-class OtherMethod(str, Enum):
-    add = "add"
-    minus = "minus"
-    none = "none"
-
-
-class PrecisionChoice(str, Enum):
-    auto = "auto"
-    float32 = "float32"
-    bfloat16 = "bfloat16"
-    float16 = "float16"
-
-
-class CompileChoice(str, Enum):
-    auto = "auto"
-    on = "on"
-    off = "off"
-
-
 separate_app = ui.typer_app(name="stemsplit")
 
+# Every value is taken as text and checked by stemsplit itself (SeparationOptions), so that a bad value
+# gets one wording whatever the option: ``--bit-depth 8 is not valid; use 16, 24 or 32f``.
+_INTEGERS = ("--mp3-bitrate", "--aac-bitrate", "--batch-size", "--jobs", "--shifts", "--seed")
 
-def _parse_samplerate(value: str) -> int | None:
-    if value == "input":
+Output = Literal["paths", "print0", "json"]
+
+
+def _number(option: str, text: str | None) -> Any:
+    """``text`` as the int or (finite) float ``option`` takes; None stays None.
+
+    Raises:
+        InvalidOptionError: not such a number (the message says what the option accepts).
+    """
+    from stemsplit.errors import InvalidOptionError
+    from stemsplit.pipeline.options import accepted
+
+    if text is None:
         return None
     try:
-        rate = int(value)
+        value = int(text) if option in _INTEGERS else float(text)
     except ValueError:
-        raise typer.BadParameter(f"expected a rate in Hz or 'input', got {value!r}") from None
-    return rate
+        value = math.nan
+    if not math.isfinite(value):
+        raise InvalidOptionError.bad_value(option, text, accepted(option))
+    return value
 
 
-def _parse_labels(value: str | None, option: str) -> dict[str, str] | None:
+def _labels(value: str | None, option: str) -> dict[str, str] | None:
     from stemsplit.audio import parse_assignments
 
     return None if value is None else parse_assignments(value, option)
 
 
-def _parse_stems(value: str | None) -> tuple[str, ...] | None:
-    if value is None:
+def _samplerate(text: str) -> int | None:
+    from stemsplit.errors import InvalidOptionError
+    from stemsplit.pipeline.options import accepted
+
+    if text == "input":
         return None
-    names = tuple(s.strip() for s in value.split(",") if s.strip())
+    try:
+        return int(text)
+    except ValueError:
+        raise InvalidOptionError.bad_value("--sample-rate", text, accepted("--sample-rate")) from None
+
+
+def _stems(text: str | None) -> tuple[str, ...] | None:
+    from stemsplit.errors import InvalidOptionError
+    from stemsplit.pipeline.options import accepted
+
+    if text is None:
+        return None
+    names = tuple(s.strip() for s in text.split(",") if s.strip())
     if not names:
-        raise typer.BadParameter("name at least one stem, e.g. --stems vocals,drums")
+        raise InvalidOptionError.bad_value("--stems", text, accepted("--stems"))
     return names
 
 
@@ -137,37 +126,47 @@ def separate(
         typer.Option("--two-stems", metavar="STEM", help="Write STEM and no_STEM (karaoke: vocals)."),
     ] = None,
     other_method: Annotated[
-        OtherMethod,
+        str,
         typer.Option(
             "--other-method",
+            metavar="<add|minus|none>",
             help="no_STEM as the sum of the other stems (add), mix minus STEM (minus) or not at all (none).",
         ),
-    ] = OtherMethod.add,
+    ] = "add",
     stems: Annotated[
         str | None, typer.Option("--stems", metavar="A,B", help="Keep only these stems.")
     ] = None,
     fmt: Annotated[
-        Format,
+        str,
         typer.Option(
-            "--format", help="Output format; stem.mp4: one NI stem file per track (Traktor, Mixxx)."
+            "--format",
+            metavar="<wav|flac|mp3|stem.mp4>",
+            help="Output format; stem.mp4: one NI stem file per track (Traktor, Mixxx).",
         ),
-    ] = Format.wav,
+    ] = "wav",
     bit_depth: Annotated[
-        BitDepth, typer.Option("--bit-depth", help="16, 24 or 32f (float); mp3 and AAC ignore it.")
-    ] = BitDepth.b16,
-    mp3_bitrate: Annotated[
-        int, typer.Option("--mp3-bitrate", metavar="KBPS", help="MP3 bitrate in kbit/s.", min=8, max=320)
-    ] = 320,
-    stem_codec: Annotated[
-        StemCodec,
-        typer.Option("--stem-codec", help="stem.mp4 codec: aac (opens everywhere) or alac (lossless)."),
-    ] = StemCodec.aac,
-    aac_bitrate: Annotated[
-        int,
+        str,
         typer.Option(
-            "--aac-bitrate", metavar="KBPS", help="stem.mp4 AAC bitrate per track in kbit/s.", min=32, max=512
+            "--bit-depth", metavar="<16|24|32f>", help="16, 24 or 32f (float); mp3 and AAC ignore it."
         ),
-    ] = 256,
+    ] = "16",
+    mp3_bitrate: Annotated[
+        str, typer.Option("--mp3-bitrate", metavar="KBPS", help="MP3 bitrate in kbit/s, 8 to 320.")
+    ] = "320",
+    stem_codec: Annotated[
+        str,
+        typer.Option(
+            "--stem-codec",
+            metavar="<aac|alac>",
+            help="stem.mp4 codec: aac (opens everywhere) or alac (lossless).",
+        ),
+    ] = "aac",
+    aac_bitrate: Annotated[
+        str,
+        typer.Option(
+            "--aac-bitrate", metavar="KBPS", help="stem.mp4 AAC bitrate per track in kbit/s, 32 to 512."
+        ),
+    ] = "256",
     stem_names: Annotated[
         str | None,
         typer.Option(
@@ -191,9 +190,13 @@ def separate(
         ),
     ] = "input",
     clip: Annotated[
-        Clip,
-        typer.Option("--clip", help="rescale: one gain for all stems of a track, only when one would clip."),
-    ] = Clip.rescale,
+        str,
+        typer.Option(
+            "--clip",
+            metavar="<rescale|clamp|none>",
+            help="rescale: one gain for all stems of a track, only when one would clip.",
+        ),
+    ] = "rescale",
     device: Annotated[
         str,
         typer.Option(
@@ -204,51 +207,51 @@ def separate(
         ),
     ] = "auto",
     precision: Annotated[
-        PrecisionChoice,
+        str,
         typer.Option(
             "--precision",
+            metavar="<auto|float32|bfloat16|float16>",
             help="auto: reduced precision only where measured accurate and faster (CUDA; CPUs with AMX); float32 is exact.",
         ),
-    ] = PrecisionChoice.auto,
+    ] = "auto",
     batch_size: Annotated[
-        int | None,
-        typer.Option("--batch-size", metavar="N", help="Windows per forward pass [default: auto].", min=1),
+        str | None,
+        typer.Option(
+            "--batch-size", metavar="N", help="Windows per forward pass, 1 or more [default: auto]."
+        ),
     ] = None,
     compile_mode: Annotated[
-        CompileChoice,
+        str,
         typer.Option(
             "--compile",
+            metavar="<auto|on|off>",
             help="torch.compile the network: auto compiles on CUDA when the batch has enough audio to repay it.",
         ),
-    ] = CompileChoice.auto,
+    ] = "auto",
     jobs: Annotated[
-        int | None,
+        str | None,
         typer.Option(
             "--jobs",
             "-j",
             metavar="N",
             help="CPU threads [default: one per physical core; OMP_NUM_THREADS overrides].",
-            min=1,
         ),
     ] = None,
     segment: Annotated[
-        float | None,
+        str | None,
         typer.Option("--segment", metavar="SECONDS", help="Window length, at most the model's 7.8 s."),
     ] = None,
     overlap: Annotated[
-        float,
-        typer.Option("--overlap", metavar="FRACTION", help="Overlap between windows.", min=0.0, max=0.99),
-    ] = 0.25,
+        str,
+        typer.Option("--overlap", metavar="FRACTION", help="Overlap between windows, 0 to 0.99."),
+    ] = "0.25",
     shifts: Annotated[
-        int,
+        str,
         typer.Option(
-            "--shifts",
-            metavar="N",
-            help="Average N passes with random delays (slower, slightly better).",
-            min=0,
+            "--shifts", metavar="N", help="Average N passes with random delays (slower, slightly better)."
         ),
-    ] = 0,
-    seed: Annotated[int, typer.Option("--seed", metavar="N", help="Seed of the --shifts delays.")] = 0,
+    ] = "0",
+    seed: Annotated[str, typer.Option("--seed", metavar="N", help="Seed of the --shifts delays.")] = "0",
     skip_existing: Annotated[
         bool,
         typer.Option(
@@ -263,7 +266,13 @@ def separate(
         Path | None, typer.Option("--report", metavar="FILE.json", help="Write a JSON report of the run.")
     ] = None,
     offline: ui.OfflineOpt = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON on stdout.")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Print one JSON object per track and line on stdout, as each ends."),
+    ] = False,
+    print0: Annotated[
+        bool, typer.Option("--print0", help="End each printed path with a NUL, not a newline (xargs -0).")
+    ] = False,
     quiet: Annotated[
         bool,
         typer.Option(
@@ -277,38 +286,41 @@ def separate(
     from stemsplit.errors import InvalidOptionError
 
     with ui.error_boundary():
+        if print0 and (as_json or dry_run):
+            other = "--json" if as_json else "--dry-run"
+            raise InvalidOptionError(
+                f"--print0 ends printed paths; {other} prints no bare paths", option="--print0"
+            )
         options = pipeline.SeparationOptions(
             model=model,
             out_dir=out,
             filename=filename,
-            stems=_parse_stems(stems),
+            stems=_stems(stems),
             two_stems=two_stems,
-            other_method=other_method.value,
-            format=fmt.value,
-            bit_depth=bit_depth.value,
-            mp3_bitrate=mp3_bitrate,
-            samplerate=_parse_samplerate(sample_rate),
-            clip=clip.value,
-            stem_codec=stem_codec.value,
-            aac_bitrate=aac_bitrate,
-            stem_names=_parse_labels(stem_names, "--stem-names"),
-            stem_colors=_parse_labels(stem_colors, "--stem-colors"),
+            other_method=other_method,  # type: ignore[arg-type]  # checked by SeparationOptions
+            format=fmt,  # type: ignore[arg-type]
+            bit_depth=bit_depth,  # type: ignore[arg-type]
+            mp3_bitrate=_number("--mp3-bitrate", mp3_bitrate),
+            samplerate=_samplerate(sample_rate),
+            clip=clip,  # type: ignore[arg-type]
+            stem_codec=stem_codec,  # type: ignore[arg-type]
+            aac_bitrate=_number("--aac-bitrate", aac_bitrate),
+            stem_names=_labels(stem_names, "--stem-names"),
+            stem_colors=_labels(stem_colors, "--stem-colors"),
             device=device,
-            precision=precision.value,
-            batch_size=batch_size,
-            compile=compile_mode.value,
-            jobs=jobs,
-            segment=segment,
-            overlap=overlap,
-            shifts=shifts,
-            seed=seed,
+            precision=precision,  # type: ignore[arg-type]
+            batch_size=_number("--batch-size", batch_size),
+            compile=compile_mode,  # type: ignore[arg-type]
+            jobs=_number("--jobs", jobs),
+            segment=_number("--segment", segment),
+            overlap=_number("--overlap", overlap),
+            shifts=_number("--shifts", shifts),
+            seed=_number("--seed", seed),
             overwrite=not skip_existing,
             offline=True if offline else None,
         )
-        if report is not None and report.is_dir():
-            raise InvalidOptionError(
-                f"--report {report} is a folder; give a file name such as run.json", option="--report"
-            )
+        if report is not None:
+            _check_report(report)
         batch = pipeline.plan_batch(paths, options, dry_run=dry_run)
         if dry_run:
             _print_dry_run(batch, options, as_json=as_json, quiet=quiet)
@@ -317,17 +329,34 @@ def separate(
             return
         if verbose and not quiet:
             ui.stderr.print(f"compute: {batch.compute.describe()}", markup=False, emoji=False)
-        results = _run(batch, options, quiet=quiet, verbose=verbose)
-        _print_results(results, as_json=as_json)  # before the report: a failing report loses no result
-        if report is not None:
-            _write_report(report, batch, options, results)
+        output: Output = "json" if as_json else "print0" if print0 else "paths"
+        results, interrupted = _run(batch, options, quiet=quiet, verbose=verbose, output=output)
         if not quiet:
             _print_summary(results, _fold_note(batch, options))
+        if report is not None:
+            _write_report(report, batch, options, results)
+        if interrupted is not None:
+            raise interrupted  # the error boundary says how to resume and exits 130
         if any(r.status == "failed" for r in results):
             raise typer.Exit(ui.EXIT_FAILED)
 
 
-def _run(batch: Batch, options: SeparationOptions, *, quiet: bool, verbose: bool) -> list[TrackResult]:
+def _check_report(report: Path) -> None:
+    """Refuse a ``--report`` path that cannot be written, before any work (it is written at the end)."""
+    from stemsplit.errors import InvalidOptionError
+    from stemsplit.pipeline.outputs import check_writable_folder
+
+    if report.is_dir():
+        raise InvalidOptionError(
+            f"--report {report} is a folder; give a file name such as run.json", option="--report"
+        )
+    check_writable_folder(report.parent, option="--report", value=report)
+
+
+def _run(
+    batch: Batch, options: SeparationOptions, *, quiet: bool, verbose: bool, output: Output
+) -> tuple[list[TrackResult], BatchInterrupted | None]:
+    """Run the batch, printing each track's results as it ends; on Ctrl-C, what became of every track."""
     from stemsplit import pipeline
     from stemsplit.audio import AudioInfo
     from stemsplit.errors import StemsplitWarning
@@ -344,19 +373,30 @@ def _run(batch: Batch, options: SeparationOptions, *, quiet: bool, verbose: bool
     with ui.BatchProgress(len(batch.tracks), total_s, quiet=quiet) as progress, warnings.catch_warnings():
         warnings.simplefilter("default")
         warnings.showwarning = show
-        reporter = _Reporter(progress, quiet=quiet, verbose=verbose)
-        return pipeline.separate_batch(
-            batch, options, reporter=reporter, download_reporter=ui.DownloadProgress(quiet=quiet)
-        )
+        reporter = _Reporter(progress, quiet=quiet, verbose=verbose, output=output)
+        try:
+            results = pipeline.separate_batch(
+                batch, options, reporter=reporter, download_reporter=ui.DownloadProgress(quiet=quiet)
+            )
+        except pipeline.BatchInterrupted as stop:
+            return stop.results, stop
+    return results, None
 
 
 class _Reporter:
-    """Forwards progress to the bars and prints per-track outcomes on stderr."""
+    """Forwards progress to the bars, prints each track's results on stdout as soon as the track ends
+    (in whatever order tracks end), and its outcome on stderr.
 
-    def __init__(self, progress: ui.BatchProgress, *, quiet: bool, verbose: bool) -> None:
+    Results: the stem paths of a done or skipped track, one per line (or ending in NUL with
+    ``--print0``); with ``--json``, one JSON object per track and line, whatever its status (JSON Lines:
+    ``jq`` reads them one by one as they come).
+    """
+
+    def __init__(self, progress: ui.BatchProgress, *, quiet: bool, verbose: bool, output: Output) -> None:
         self.progress = progress
         self.quiet = quiet
         self.verbose = verbose
+        self.output = output
 
     def track_started(self, index: int, total: int, path: Path, duration_s: float | None) -> None:
         self.progress.track_started(index, total, path, duration_s)
@@ -366,6 +406,11 @@ class _Reporter:
 
     def track_finished(self, result: TrackResult) -> None:
         self.progress.track_finished(result)
+        if self.output == "json":
+            self.progress.print_result(json.dumps(result.to_dict(), ensure_ascii=False))
+        elif result.status in ("done", "skipped"):  # a skipped track's stems exist: they are its results
+            for path in result.outputs.values():
+                self.progress.print_result(str(path), end="\0" if self.output == "print0" else "\n")
         if result.status == "failed":
             ui.stderr.print(
                 f"[bold red]Failed:[/bold red] {escape(result.error or '')}", markup=True, emoji=False
@@ -374,20 +419,19 @@ class _Reporter:
             detail = f"{result.input}: {result.status}"
             if result.status == "done":
                 detail += (
-                    f" in {result.timings.get('total', 0):.1f} s on {result.device} ({result.precision}, "
+                    f" in {_seconds(result.timings.get('total', 0))} on {result.device} ({result.precision}, "
                     f"batch {result.batch_size}), gain {result.gain:.3f}"
                 )
             ui.stderr.print(detail, markup=False, emoji=False)
 
 
-def _print_results(results: list[TrackResult], *, as_json: bool) -> None:
-    if as_json:
-        ui.stdout.print_json(json.dumps([r.to_dict() for r in results]))
-        return
-    for result in results:
-        if result.status == "done":
-            for path in result.outputs.values():
-                ui.stdout.print(str(path), markup=False, emoji=False)
+def _seconds(seconds: float) -> str:
+    """A duration for people: ``50 ms`` under a second, ``3.2 s`` from one."""
+    ms = round(seconds * 1000)
+    return f"{ms} ms" if ms < 1000 else f"{seconds:.1f} s"
+
+
+_STATUS_STYLES = {"done": "green", "skipped": "", "failed": "red", "interrupted": "yellow"}
 
 
 def _fold_note(batch: Batch, options: SeparationOptions) -> str | None:
@@ -406,29 +450,34 @@ def _fold_note(batch: Batch, options: SeparationOptions) -> str | None:
 
 
 def _print_summary(results: list[TrackResult], note: str | None) -> None:
-    from rich.table import Table
     from rich.text import Text
 
     from stemsplit import pipeline
 
-    table = Table(box=None, header_style="bold", title=None)
-    for column in ("track", "status", "duration", "time", "output folder"):
-        table.add_column(column, overflow="fold")
+    rows = []
     for r in results:
         folder = str(next(iter(r.outputs.values())).parent) if r.outputs else ""
-        duration = f"{r.duration_s:.1f} s" if r.duration_s is not None else ""
-        spent = f"{r.timings['total']:.1f} s" if "total" in r.timings else ""
-        status = {"done": "[green]done[/green]", "skipped": "skipped", "failed": "[red]failed[/red]"}[
-            r.status
-        ]
+        duration = _seconds(r.duration_s) if r.duration_s is not None else ""
+        spent = _seconds(r.timings["total"]) if "total" in r.timings else ""
+        status = Text(r.status, style=_STATUS_STYLES[r.status])
         if r.status == "done" and r.warnings:
-            status = f"[yellow]done, {len(r.warnings)} warning{'s' if len(r.warnings) > 1 else ''}[/yellow]"
-        table.add_row(Text(r.input.name), status, duration, spent, Text(folder))  # names are not markup
-    ui.stderr.print(table)
+            count = len(r.warnings)
+            status = Text(f"done, {count} warning{'s' if count > 1 else ''}", style="yellow")
+        rows.append((r.input.name, status, duration, spent, folder))
+    ui.print_table(
+        ("track", "status", "duration", "time", "output folder"),
+        rows,
+        console=ui.stderr,
+        fold=("track", "output folder"),
+    )
     counts = pipeline.summarise(results)
     warned = f" ({counts['done_with_warnings']} with warnings)" if counts["done_with_warnings"] else ""
+    stopped = f", {counts['interrupted']} interrupted" if counts["interrupted"] else ""
     ui.stderr.print(
-        f"{counts['done']} done{warned}, {counts['skipped']} skipped (already complete), {counts['failed']} failed"
+        f"{counts['done']} done{warned}, {counts['skipped']} skipped (already complete), "
+        f"{counts['failed']} failed{stopped}",
+        markup=False,
+        emoji=False,
     )
     if note is not None:
         ui.stderr.print(note, markup=False, emoji=False)
@@ -463,23 +512,18 @@ def _print_dry_run(batch: Batch, options: SeparationOptions, *, as_json: bool, q
             action = "not found" if isinstance(probed, AudioFileNotFoundError) else "cannot decode"
             row.update(action=action, error=str(probed))
         rows.append(row)
-    if as_json:
-        ui.stdout.print_json(
-            json.dumps({"model": batch.model.name, "stems": list(batch.plan.written), "tracks": rows})
-        )
-        return
     for row in rows:
-        if "error" in row:
-            ui.stdout.print(f"{row['action']:15} {row['error']}", markup=False, emoji=False)
-            continue
-        duration = f"{row['duration_s']:.1f} s" if row["duration_s"] is not None else "? s"
-        first = next(iter(row["outputs"].values()), "")
-        ui.stdout.print(
-            f"{row['action']:15} {row['input']}  ({duration}, {row['samplerate']} Hz, {row['channels']} ch, {row['codec']})"
-            f" → {Path(first).parent if first else ''}",
-            markup=False,
-            emoji=False,
-        )
+        if as_json:  # JSON Lines, as a real run prints them
+            ui.emit(json.dumps(row, ensure_ascii=False))
+        elif "error" in row:
+            ui.emit(f"{row['action']:15} {row['error']}")
+        else:
+            duration = _seconds(row["duration_s"]) if row["duration_s"] is not None else "? s"
+            first = next(iter(row["outputs"].values()), "")
+            ui.emit(
+                f"{row['action']:15} {row['input']}  ({duration}, {row['samplerate']} Hz, {row['channels']} ch, "
+                f"{row['codec']}) → {Path(first).parent if first else ''}"
+            )
     if not quiet:
         ui.stderr.print(
             f"model {batch.model.name}: stems {', '.join(batch.plan.written)}; nothing was separated (--dry-run)",

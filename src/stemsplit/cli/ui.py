@@ -8,12 +8,13 @@ nothing of it elsewhere. Only modules under ``stemsplit.cli`` import Rich or Typ
 from __future__ import annotations
 
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
@@ -25,6 +26,7 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from rich.table import Table
 from rich.text import Text
 
 from stemsplit import errors, settings
@@ -41,6 +43,54 @@ def warn(message: str) -> None:
 def info(message: str) -> None:
     """Print a notice on stderr (suppressed by the caller in quiet mode)."""
     stderr.print(message, markup=False, emoji=False)
+
+
+def emit(text: str, *, end: str = "\n") -> None:
+    """Write one result (a path, a JSON line) to stdout, verbatim, and flush it, so that a pipe gets it
+    at once rather than when the run ends."""
+    stdout.file.write(text + end)
+    stdout.file.flush()
+
+
+def print_table(
+    columns: Sequence[str],
+    rows: Sequence[Sequence[str | Text]],
+    *,
+    console: Console,
+    fold: Collection[str] = (),
+) -> None:
+    """Print a table with a header row.
+
+    On a terminal, Rich lays it out in the terminal's full width; only the ``fold`` columns (paths and
+    other long values) fold when a row is wider than that, the others never wrap. Elsewhere (a file, a
+    pipe, a CI log, where there is no width to fit) each row is one line, columns aligned with spaces,
+    nothing wrapped or cut, no colours.
+
+    Args:
+        columns: the header of each column.
+        rows: the cells; a :class:`~rich.text.Text` keeps its style on a terminal. Plain strings are
+            shown as they are (never read as markup).
+        console: where to print.
+        fold: the columns that may fold on a terminal.
+    """
+    if console.is_terminal:
+        table = Table(box=None, header_style="bold")
+        for column in columns:
+            table.add_column(column, no_wrap=column not in fold, overflow="fold")
+        for row in rows:
+            table.add_row(*(Text(cell) if isinstance(cell, str) else cell for cell in row))
+        console.print(table)
+        return
+    lines = [
+        list(columns),
+        *([cell if isinstance(cell, str) else cell.plain for cell in row] for row in rows),
+    ]
+    widths = [max(cell_len(line[k]) for line in lines) for k in range(len(columns))]
+    for line in lines:
+        padded = "  ".join(
+            cell + " " * (width - cell_len(cell)) for cell, width in zip(line, widths, strict=True)
+        )
+        console.print(Text(padded.rstrip()), soft_wrap=True, emoji=False)
 
 
 def print_section(title: str, rows: Sequence[tuple[str, str]], *, console: Console | None = None) -> None:
@@ -113,15 +163,25 @@ EXIT_USAGE = 2
 EXIT_MODEL_UNAVAILABLE = 3
 
 
-# Ordered: the first matching type wins, so subclasses come before their parents.
-ERROR_TABLE: tuple[tuple[type[BaseException], Callable[[BaseException], str], int], ...] = (
-    (errors.ModelUnavailableError, lambda e: str(e), EXIT_MODEL_UNAVAILABLE),
-    (errors.UnknownModelError, lambda e: str(e), EXIT_USAGE),
-    (errors.InvalidOptionError, lambda e: str(e), EXIT_USAGE),
-    (errors.CheckpointError, lambda e: str(e), EXIT_MODEL_UNAVAILABLE),  # the model could not be had
-    (errors.StemsplitError, lambda e: str(e), EXIT_FAILED),
-    (OSError, lambda e: _os_error(e), EXIT_FAILED),  # disk full, permissions … (a traceback helps nobody)
-    (KeyboardInterrupt, lambda e: "interrupted; nothing half-written was left under a final name", 130),
+# Ordered: the first matching type wins, so subclasses come before their parents. The last field says
+# whether the message points at STEMSPLIT_DEBUG: only for failures that a traceback may explain. Our own
+# errors (usage, models, files) say everything in their message.
+ERROR_TABLE: tuple[tuple[type[BaseException], Callable[[BaseException], str], int, bool], ...] = (
+    (errors.ModelUnavailableError, lambda e: str(e), EXIT_MODEL_UNAVAILABLE, False),
+    (errors.UnknownModelError, lambda e: str(e), EXIT_USAGE, False),
+    (errors.InvalidOptionError, lambda e: str(e), EXIT_USAGE, False),
+    (errors.CheckpointError, lambda e: str(e), EXIT_MODEL_UNAVAILABLE, False),  # the model could not be had
+    (errors.StemsplitError, lambda e: str(e), EXIT_FAILED, False),
+    (OSError, lambda e: _os_error(e), EXIT_FAILED, True),  # disk full, permissions … raised from anywhere
+    (
+        KeyboardInterrupt,
+        lambda e: (
+            "interrupted; nothing half-written was left under a final name; "
+            "run the same command again to resume (finished tracks are skipped)"
+        ),
+        130,
+        False,
+    ),
 )
 
 
@@ -137,18 +197,22 @@ def describe_error(err: BaseException) -> tuple[str, int] | None:
     Messages are one line, except the model-download ones, whose first line is the summary and whose
     indented lines give the URL, the cache path and the ways out.
     """
-    for kind, render, code in ERROR_TABLE:
+    for kind, render, code, _ in ERROR_TABLE:
         if isinstance(err, kind):
             return render(err), code
     return None
+
+
+def _debug_helps(err: BaseException) -> bool:
+    return next((hint for kind, _, _, hint in ERROR_TABLE if isinstance(err, kind)), False)
 
 
 @contextmanager
 def error_boundary() -> Iterator[None]:
     """Turn known errors into ``Error: …`` on stderr and an exit code; let unknown ones through.
 
-    With ``STEMSPLIT_DEBUG=1`` the traceback of a known error is printed too; without it, errors of
-    exit code 1 (file system and other runtime failures) point at that variable.
+    With ``STEMSPLIT_DEBUG=1`` the traceback of a known error is printed too; without it, the errors
+    whose cause a traceback may show (file system and other ``OSError`` s) point at that variable.
     """
     try:
         yield
@@ -162,7 +226,7 @@ def error_boundary() -> Iterator[None]:
         if settings.debug():
             stderr.print("".join(traceback.format_exception(err)), markup=False, end="")
         stderr.print(Text.assemble(("Error:", "bold red"), " ", message), emoji=False)
-        if not settings.debug() and code == 1:  # usage (2), model (3) and Ctrl-C messages say it all
+        if not settings.debug() and _debug_helps(err):
             stderr.print("[dim](set STEMSPLIT_DEBUG=1 for the full traceback)[/dim]", markup=True)
         raise typer.Exit(code) from None
 
@@ -182,7 +246,7 @@ class DownloadProgress:
         self._task: TaskID | None = None
 
     def download_started(self, url: str, dest: Path, total_bytes: int | None) -> None:
-        if self.quiet:
+        if self.quiet or not stderr.is_terminal:  # no bar to draw (and Rich would end with a blank line)
             return
         self._progress = Progress(
             TextColumn("[bold]Downloading[/bold] {task.description}"),
@@ -192,6 +256,7 @@ class DownloadProgress:
             TimeRemainingColumn(),
             console=stderr,
             transient=True,
+            redirect_stdout=False,  # stdout is for results, whatever stderr shows
         )
         self._progress.start()
         self._task = self._progress.add_task(dest.name, total=total_bytes)
@@ -220,11 +285,13 @@ class BatchProgress:
 
     One bar per track in flight (several are separated at once on a GPU) and one for the batch (tracks done
     / total, audio processed, ETA). Nothing is drawn when ``quiet`` or when stderr is not a terminal (Rich's
-    own rule).
+    own rule). Results are printed with :meth:`print_result` while the bars are shown.
     """
 
     def __init__(self, total_tracks: int, total_seconds: float, *, quiet: bool = False) -> None:
         self.quiet = quiet
+        # Bars drawn on the same terminal as stdout: a result must go above them, through their console.
+        self._shares_terminal = not quiet and stderr.is_terminal and stdout.is_terminal
         self._done_before = 0.0
         self._tracks_done = 0
         self._total_tracks = total_tracks
@@ -235,7 +302,8 @@ class BatchProgress:
             TimeRemainingColumn(),
             console=stderr,
             transient=True,
-            disable=quiet,
+            disable=quiet or not stderr.is_terminal,  # else Rich ends with a blank line in logs
+            redirect_stdout=False,  # Rich would send stdout to its own console (stderr) on a terminal
         )
         self._batch = self._progress.add_task(self._batch_label(), total=max(total_seconds, 1e-9))
         self._tracks: dict[int, TaskID] = {}
@@ -251,6 +319,14 @@ class BatchProgress:
 
     def __exit__(self, *exc: object) -> None:
         self._progress.stop()
+
+    def print_result(self, text: str, *, end: str = "\n") -> None:
+        """Print one result on stdout now (see :func:`emit`). When stdout is the very terminal the bars
+        are drawn on, it is printed above them instead, so that the bars are not torn."""
+        if self._shares_terminal:
+            self._progress.console.print(Text(text), end=end, soft_wrap=True, emoji=False)
+        else:
+            emit(text, end=end)
 
     def track_started(self, index: int, total: int, path: Path, duration_s: float | None) -> None:
         # The column renders markup: a file name's brackets must stay text.

@@ -1,4 +1,5 @@
-"""Device, precision, batch-size and compilation policy for the engine (no model code, no I/O but /proc).
+"""Device, precision, batch-size and compilation policy for the engine (no model code; no I/O but /proc
+and a look along PATH).
 
 Decisions and the numbers behind them:
 
@@ -10,6 +11,8 @@ Decisions and the numbers behind them:
   :func:`cpu_precision`: bfloat16 only with AMX, float32 everywhere else.
 * ``auto`` batch size: 1 on CPU (batching windows made each window about 30 % slower on a 2-core EPYC);
   on CUDA, from free memory (an estimate; an out-of-memory error halves the batch anyway).
+* A device that is asked for but not available is refused with the reason (a CPU-only torch, no driver,
+  no such GPU): :func:`cuda_unavailable_reason`, which ``stemsplit doctor`` words its findings with too.
 * ``torch.compile``: only on CUDA and only for enough audio to repay the compilation; its artefacts are
   cached on disk by Inductor (directory configurable), so only the first run pays the full cost.
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -31,16 +35,21 @@ from stemsplit.errors import InvalidOptionError
 
 __all__ = [
     "COMPLEX_ON_CPU",
+    "NVIDIA_PROC",
     "PRECISION_FLAGS",
     "Precision",
     "PrecisionChoice",
+    "TorchBuild",
     "auto_batch_size",
     "autocast",
     "choose_precision",
     "cpu_flags",
     "cpu_precision",
     "cuda_tuning",
+    "cuda_unavailable_reason",
+    "mps_unavailable_reason",
     "note_compile_failure",
+    "nvidia_driver_evidence",
     "parse_cpu_flags",
     "resolve_device",
     "resolve_devices",
@@ -49,6 +58,7 @@ __all__ = [
     "should_compile",
     "thread_count",
     "thread_settings",
+    "torch_build",
 ]
 
 Precision = Literal["auto", "float32", "bfloat16", "float16"]
@@ -68,7 +78,8 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
     """Turn ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` into an available :class:`torch.device`.
 
     Raises:
-        InvalidOptionError: for an unknown name or a device that is not available here.
+        InvalidOptionError: for an unknown name, or a device that is not available here; the message
+            says why (a CPU-only torch, no driver, no such GPU) and what to do instead.
     """
     if isinstance(spec, torch.device):
         device = spec
@@ -82,23 +93,36 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
         try:
             device = torch.device(spec)
         except RuntimeError as err:
-            raise InvalidOptionError(f"unknown device {spec!r}", option="--device") from err
+            raise InvalidOptionError.bad_value("--device", spec, "auto, cpu, cuda, cuda:N or mps") from err
     if device.type == "cpu":
         return torch.device("cpu")
+    way_out = "use --device cpu (or auto); `stemsplit doctor` shows the details"
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise InvalidOptionError("CUDA was asked for but is not available", option="--device")
-        index = torch.cuda.current_device() if device.index is None else device.index
-        if not 0 <= index < torch.cuda.device_count():
+            why = cuda_unavailable_reason(
+                torch_build(), str(torch.__version__), torch.version.cuda, nvidia_driver_evidence()
+            )
             raise InvalidOptionError(
-                f"cuda:{index} does not exist ({torch.cuda.device_count()} CUDA devices)", option="--device"
+                f"--device {spec}: CUDA is not available: {why}; {way_out}", option="--device"
+            )
+        count = torch.cuda.device_count()
+        index = torch.cuda.current_device() if device.index is None else device.index
+        if not 0 <= index < count:
+            have = "cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"
+            raise InvalidOptionError(
+                f"--device {spec}: there is no such GPU; this machine has {count} ({have}); "
+                "`stemsplit doctor` lists them",
+                option="--device",
             )
         return torch.device("cuda", index)
     if device.type == "mps":
         if not _mps_available():
-            raise InvalidOptionError("MPS was asked for but is not available", option="--device")
+            raise InvalidOptionError(
+                f"--device {spec}: MPS is not available: {mps_unavailable_reason()}; {way_out}",
+                option="--device",
+            )
         return device
-    raise InvalidOptionError(f"unsupported device {spec!r}", option="--device")
+    raise InvalidOptionError.bad_value("--device", spec, "auto, cpu, cuda, cuda:N or mps")
 
 
 def resolve_devices(spec: str) -> list[torch.device]:
@@ -123,6 +147,62 @@ def resolve_devices(spec: str) -> list[torch.device]:
 def _mps_available() -> bool:
     backend = getattr(torch.backends, "mps", None)
     return bool(backend is not None and backend.is_available())
+
+
+# --- why a GPU cannot be used (shared with ``stemsplit doctor``) -----------------------------------
+
+NVIDIA_PROC = Path("/proc/driver/nvidia")
+"""Where a loaded NVIDIA kernel driver shows itself on Linux."""
+
+TorchBuild = Literal["cpu", "cuda", "rocm"]
+
+
+def torch_build() -> TorchBuild:
+    """Which kind of torch is installed: ``cuda``, ``rocm`` (AMD, through the same ``torch.cuda`` API) or
+    ``cpu`` (no GPU support compiled in)."""
+    if getattr(torch.version, "hip", None):
+        return "rocm"
+    return "cuda" if getattr(torch.version, "cuda", None) else "cpu"
+
+
+def nvidia_driver_evidence() -> str | None:
+    """A sign of an NVIDIA driver found without running anything: :data:`NVIDIA_PROC`, else an
+    ``nvidia-smi`` on ``PATH`` (Windows, or a driver not loaded yet); None when there is neither."""
+    if NVIDIA_PROC.exists():
+        return str(NVIDIA_PROC)
+    return shutil.which("nvidia-smi")
+
+
+def cuda_unavailable_reason(
+    build: TorchBuild, torch_version: str, cuda_version: str | None, nvidia: str | None
+) -> str:
+    """Why torch cannot use CUDA here, in one clause (pure: the caller gathers the facts).
+
+    Args:
+        build: from :func:`torch_build`.
+        torch_version: ``torch.__version__``.
+        cuda_version: the CUDA version torch was built for (``torch.version.cuda``), if any.
+        nvidia: where an NVIDIA driver was seen (:func:`nvidia_driver_evidence`), or None.
+    """
+    if build == "cpu":
+        if nvidia is not None:
+            return f"torch {torch_version} is a CPU-only build, although an NVIDIA GPU is present ({nvidia})"
+        return f"torch {torch_version} is a CPU-only build and no NVIDIA driver was found"
+    if build == "rocm":
+        return f"torch {torch_version} is built for AMD GPUs (ROCm) but finds none it can use"
+    if nvidia is None:
+        return f"torch is built for CUDA {cuda_version} but no NVIDIA driver was found"
+    return f"torch is built for CUDA {cuda_version} but cannot use the NVIDIA GPU ({nvidia}); is the driver too old?"
+
+
+def mps_unavailable_reason() -> str:
+    """Why torch cannot use Apple's GPU (MPS) here, in one clause."""
+    if platform.system() != "Darwin":
+        return "MPS is the Apple GPU backend, on macOS only"
+    backend = getattr(torch.backends, "mps", None)
+    if backend is None or not backend.is_built():
+        return f"torch {torch.__version__} was built without MPS"
+    return "torch cannot use the GPU of this Mac (MPS needs macOS 12.3 or later)"
 
 
 @dataclass(frozen=True)
@@ -214,8 +294,8 @@ def _named_dtype(precision: str) -> torch.dtype:
     try:
         return _DTYPES[precision]
     except KeyError:
-        raise InvalidOptionError(
-            f"unknown precision {precision!r} (auto, float32, bfloat16, float16)", option="--precision"
+        raise InvalidOptionError.bad_value(
+            "--precision", precision, "auto, float32, bfloat16 or float16"
         ) from None
 
 

@@ -6,7 +6,7 @@ A failing track is recorded and the batch goes on; only a model that cannot be o
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +31,7 @@ from stemsplit.pipeline.options import (
     model_cache,
     plan_stems,
 )
-from stemsplit.pipeline.outputs import TrackOutputs, plan_outputs
+from stemsplit.pipeline.outputs import TrackOutputs, check_writable_folder, plan_outputs
 from stemsplit.pipeline.results import BatchInterrupted, BatchReporter, NullBatchReporter, TrackResult
 from stemsplit.pipeline.sidecar import Provenance, is_complete, made_from_other_input
 from stemsplit.pipeline.workers import Job, run_jobs
@@ -100,13 +100,17 @@ def plan_batch(arguments: Sequence[str], options: SeparationOptions, *, dry_run:
 
     Output folders holding another input's stems (per their ``stemsplit.json``) are not reused.
 
+    Everything that can be checked without the inputs is checked first, cheapest first: the device, the
+    output folder, then the model.
+
     Raises:
         UnknownModelError, CheckpointError: the model cannot be identified.
-        InvalidOptionError: an unavailable device, a stem the model does not have, or a ``--segment``
-            longer than the model's window when that is known before loading (registry entries, local
-            files).
+        InvalidOptionError: an unavailable device (with the reason), an output folder that cannot be
+            written, a stem the model does not have, or a ``--segment`` longer than the model's window
+            when that is known before loading (registry entries, local files).
     """
     compute = resolve_compute(options)
+    check_writable_folder(options.out_dir, option="--out")
     model = describe_model(options.model, load=not dry_run)
     plan = plan_stems(model.sources, options)
     if model.max_segment is not None:
@@ -164,36 +168,40 @@ def separate_batch(
     Returns:
         One result per input, in the batch's order.
 
+    Returns:
+        One result per input, in input order.
+
     Raises:
         ModelUnavailableError: the model could not be obtained (the batch stops: nothing could be done).
-        BatchInterrupted: Ctrl-C; every worker stopped, nothing half-written is left under a final name, and
-            the exception holds the results so far (the others ``interrupted``).
+        BatchInterrupted: Ctrl-C; every worker stopped, and the exception carries every input's result, the
+            unfinished ones ``interrupted`` (each also passed to ``reporter.track_finished``). A track stopped
+            half-way leaves no file under a final name, and no folder it created.
     """
     reporter = reporter or NullBatchReporter()
     warn_slow_precision(batch.compute)  # once per run, not once per track
-    provenance = Provenance(batch.model.name, weights_identity(batch.model), options.output_settings())
-    results: dict[int, TrackResult] = {}
+    results: dict[int, TrackResult] = {}  # by input index: tracks may finish in any order
     total = len(batch.tracks)
 
     def finished(index: int, result: TrackResult) -> None:
         results[index] = result
         reporter.track_finished(result)
 
-    jobs = []
-    for index, (path, probed, outputs) in enumerate(batch.tracks):
-        duration = probed.duration_s if isinstance(probed, AudioInfo) else None
-        if isinstance(probed, StemsplitError) or outputs is None:
-            reporter.track_started(index, total, path, duration)
-            finished(index, TrackResult(path, "failed", error=str(probed)))
-        elif not options.overwrite and is_complete(outputs.sidecar, provenance, outputs.stems, path):
-            reporter.track_started(index, total, path, duration)
-            finished(index, TrackResult(
-                path, "skipped", outputs=dict(outputs.stems), duration_s=duration,
-                samplerate=probed.samplerate, channels=probed.channels, codec=probed.codec,
-            ))  # fmt: skip
-        else:
-            jobs.append(Job(index, path, outputs, duration))
     try:
+        provenance = Provenance(batch.model.name, weights_identity(batch.model), options.output_settings())
+        jobs = []
+        for index, (path, probed, outputs) in enumerate(batch.tracks):
+            duration = probed.duration_s if isinstance(probed, AudioInfo) else None
+            if isinstance(probed, StemsplitError) or outputs is None:
+                reporter.track_started(index, total, path, duration)
+                finished(index, TrackResult(path, "failed", error=str(probed)))
+            elif not options.overwrite and is_complete(outputs.sidecar, provenance, outputs.stems, path):
+                reporter.track_started(index, total, path, duration)
+                finished(index, TrackResult(
+                    path, "skipped", outputs=dict(outputs.stems), duration_s=duration,
+                    samplerate=probed.samplerate, channels=probed.channels, codec=probed.codec,
+                ))  # fmt: skip
+            else:
+                jobs.append(Job(index, path, outputs, duration))
         if jobs:
             bag = loader() if loader else load_model(batch.model, model_cache(options, download_reporter))
             seconds = sum(j.duration_s or 0.0 for j in jobs) * max(1, options.shifts)
@@ -211,7 +219,20 @@ def separate_batch(
                 on_result=lambda job, result: finished(job.index, result),
             )
     except KeyboardInterrupt:
-        for index, (path, _, _) in enumerate(batch.tracks):
-            results.setdefault(index, TrackResult(path, "interrupted"))
-        raise BatchInterrupted([results[i] for i in range(total)]) from None
+        raise _interrupted(batch, results, reporter) from None
     return [results[i] for i in range(total)]
+
+
+def _interrupted(
+    batch: Batch, finished: Mapping[int, TrackResult], reporter: BatchReporter
+) -> BatchInterrupted:
+    """Ctrl-C: every track not finished is reported ``interrupted``; the finished ones keep their results."""
+    results = []
+    for index, (path, probed, _) in enumerate(batch.tracks):
+        result = finished.get(index)
+        if result is None:
+            duration = probed.duration_s if isinstance(probed, AudioInfo) else None
+            result = TrackResult(path, "interrupted", duration_s=duration)
+            reporter.track_finished(result)
+        results.append(result)
+    return BatchInterrupted(results)

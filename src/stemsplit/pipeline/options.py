@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal
 
 import numpy as np
@@ -38,6 +39,39 @@ CompileMode = Literal["auto", "on", "off"]
 
 STEM_FILE = "stem.mp4"
 """The name of a track's one output with ``--format stem.mp4`` (in ``TrackOutputs.stems`` and results)."""
+
+CHOICES: Mapping[str, tuple[str, ...]] = MappingProxyType({
+    "--format": ("wav", "flac", "mp3", "stem.mp4"),
+    "--bit-depth": ("16", "24", "32f"),
+    "--clip": ("rescale", "clamp", "none"),
+    "--other-method": ("add", "minus", "none"),
+    "--precision": ("auto", "float32", "bfloat16", "float16"),
+    "--compile": ("auto", "on", "off"),
+    "--stem-codec": ("aac", "alac"),
+})  # fmt: skip
+"""The options that take one of a few words, and those words."""
+
+_RANGES: Mapping[str, str] = MappingProxyType({
+    "--mp3-bitrate": "a bitrate from 8 to 320 (kbit/s)",
+    "--aac-bitrate": "a bitrate from 32 to 512 (kbit/s)",
+    "--sample-rate": "a rate from 8000 to 384000 (Hz), or input",
+    "--segment": "a window in seconds, more than 0",
+    "--overlap": "a fraction from 0 to 0.99",
+    "--shifts": "a whole number, 0 or more",
+    "--seed": "a whole number",
+    "--batch-size": "a whole number, 1 or more",
+    "--jobs": "a whole number, 1 or more",
+    "--stems": "stem names separated by commas, such as vocals,drums",
+})  # fmt: skip
+
+
+def accepted(option: str) -> str:
+    """What ``option`` accepts, in words (``16, 24 or 32f``), for the messages of bad values."""
+    if option in CHOICES:
+        *rest, last = CHOICES[option]
+        return f"{', '.join(rest)} or {last}"
+    return _RANGES[option]
+
 
 # --- options -----------------------------------------------------------------------------------
 
@@ -102,34 +136,36 @@ class SeparationOptions:
     offline: bool | None = None
 
     def __post_init__(self) -> None:
-        write = self.write_options()  # validates format / bit depth / bitrate / clip / stem codec
+        for option, value in (
+            ("--format", self.format),
+            ("--bit-depth", self.bit_depth),
+            ("--clip", self.clip),
+            ("--other-method", self.other_method),
+            ("--precision", self.precision),
+            ("--compile", self.compile),
+            ("--stem-codec", self.stem_codec),
+        ):
+            if value not in CHOICES[option]:
+                raise InvalidOptionError.bad_value(option, value, accepted(option))
+        for ok, option, number in (
+            (8 <= self.mp3_bitrate <= 320, "--mp3-bitrate", self.mp3_bitrate),
+            (32 <= self.aac_bitrate <= 512, "--aac-bitrate", self.aac_bitrate),
+            (self.samplerate is None or 8000 <= self.samplerate <= 384000, "--sample-rate", self.samplerate),
+            (self.segment is None or self.segment > 0, "--segment", self.segment),
+            (0 <= self.overlap <= 0.99, "--overlap", self.overlap),  # a stride of 1 % of a window at least
+            (self.shifts >= 0, "--shifts", self.shifts),
+            (self.batch_size is None or self.batch_size >= 1, "--batch-size", self.batch_size),
+            (self.jobs is None or self.jobs >= 1, "--jobs", self.jobs),
+        ):
+            if not ok:
+                raise InvalidOptionError.bad_value(option, number, accepted(option))
+        write = self.write_options()  # flac with 32f, ALAC with 32f
         check_template(self.template, stem_file=write.is_stem_file)
         if self.samplerate is not None:
             write.check_samplerate(self.samplerate)  # mp3 at 96 kHz: refused, not silently changed
         if self.stems is not None and self.two_stems is not None:
             raise InvalidOptionError("use either --stems or --two-stems, not both", option="--stems")
-        if self.compile not in ("auto", "on", "off"):
-            raise InvalidOptionError(
-                f"--compile must be auto, on or off, got {self.compile!r}", option="--compile"
-            )
         self._check_stem_file(write.is_stem_file)
-        if self.other_method not in ("add", "minus", "none"):
-            raise InvalidOptionError(f"--other-method must be add, minus or none, got {self.other_method!r}")
-        checks = (
-            (
-                self.samplerate is None or 8000 <= self.samplerate <= 384000,
-                "--sample-rate",
-                "between 8000 and 384000 Hz",
-            ),
-            (0 <= self.overlap < 1, "--overlap", "at least 0 and below 1"),
-            (self.shifts >= 0, "--shifts", "0 or more"),
-            (self.segment is None or self.segment > 0, "--segment", "more than 0 seconds"),
-            (self.batch_size is None or self.batch_size >= 1, "--batch-size", "1 or more"),
-            (self.jobs is None or self.jobs >= 1, "--jobs", "1 or more"),
-        )
-        for ok, option, rule in checks:
-            if not ok:
-                raise InvalidOptionError(f"{option} must be {rule}", option=option)
 
     def _check_stem_file(self, stem_file: bool) -> None:
         """Refuse what a stem file cannot do, and names or colours without one; check those."""

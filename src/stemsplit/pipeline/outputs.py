@@ -4,19 +4,27 @@ The default layout is demucs-compatible: ``<out>/{model}/{track}/{stem}.{ext}``.
 ``{model}`` model name, ``{track}`` input file name without its extension, ``{trackext}`` that extension
 (without the dot), ``{stem}`` stem name, ``{ext}`` output format. A ``stem.mp4`` holds every stem of a
 track in one file, so its template has no ``{stem}``; its default is ``<out>/{model}/{track}.{ext}``
-(``separated/htdemucs/song.stem.mp4``), with the sidecar beside it as ``{track}.stemsplit.json``. Two inputs that would write the same
-files (``a/song.mp3`` and ``b/song.flac``) are both kept: the later one's ``{track}`` gets a suffix
-(its extension first, then a number). The same goes across runs: stems whose ``stemsplit.json`` says
-they were made from another input file are left alone, and the new input takes the next suffix.
+(``separated/htdemucs/song.stem.mp4``), with the sidecar beside it as ``{track}.stemsplit.json``.
+
+One rule decides ``{track}``: it is the first of ``name``, ``name (ext)``, ``name (2)``, ``name (3)`` …
+(``name`` the file's name without its extension, ``ext`` that extension) that no other track holds. A
+name is held by another input of the same run (earlier in the list), or by stems on disk whose
+``stemsplit.json`` records another track: another file with other content (see
+:func:`stemsplit.pipeline.sidecar.made_from_other_input`). So the same file, a copy of it, or the file
+moved or renamed finds its stems again, and a different song with the same name never replaces them.
 """
 
 from __future__ import annotations
 
+import os
 import string
-from collections.abc import Callable, Mapping, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from stemsplit._paths import nearest_existing
 from stemsplit.errors import InvalidOptionError
 
 DEFAULT_TEMPLATE = "{model}/{track}/{stem}.{ext}"
@@ -151,3 +159,63 @@ def plan_outputs(
             planned.append(TrackOutputs(name, files, sidecar))
             break
     return planned
+
+
+# --- folders ---------------------------------------------------------------------------------------
+
+
+def check_writable_folder(folder: Path, *, option: str, value: Path | None = None) -> None:
+    """Refuse a folder that files cannot be written in, saying why; nothing is left behind.
+
+    The folder need not exist: then its nearest existing ancestor must be a folder in which it can be
+    created. Writing is tried for real (a temporary file, deleted at once), since permission bits say
+    nothing of read-only mounts, ``/proc`` or root.
+
+    Args:
+        folder: the folder (``--out``, or the folder of ``--report``).
+        option: the option that named it, for the message.
+        value: the option's value, when it is not the folder itself (the ``--report`` file).
+
+    Raises:
+        InvalidOptionError: a file is in the way, or the folder cannot be created or written.
+    """
+    given = f"{option} {value if value is not None else folder}"
+    base = nearest_existing(folder) or Path(folder.anchor or ".")
+    if not base.is_dir():
+        what = "is a file" if base == folder and value is None else f"{base} is a file"
+        raise InvalidOptionError(f"{given}: {what}, not a folder; choose another path", option=option)
+    try:
+        handle, name = tempfile.mkstemp(prefix=".stemsplit-probe-", dir=base)
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        what = f"cannot write in {folder}" if base == folder else f"cannot create {folder} in {base}"
+        raise InvalidOptionError(
+            f"{given}: {what} ({reason}); choose a folder you can write to", option=option
+        ) from err
+    os.close(handle)
+    Path(name).unlink(missing_ok=True)
+
+
+@contextmanager
+def folders_removed_unless_finished(outputs: TrackOutputs) -> Iterator[None]:
+    """Remove the folders that a track's files create when the track does not finish.
+
+    The folders of ``outputs`` that do not exist on entry are noted; when the block is left by an
+    exception (a failure, Ctrl-C), those of them left empty are removed, deepest first, and the exception
+    goes on. Folders that existed before, or that hold anything, are never touched.
+    """
+    missing: set[Path] = set()
+    for path in (*outputs.stems.values(), outputs.sidecar):
+        for folder in path.parents:
+            if folder.exists():
+                break
+            missing.add(folder)
+    try:
+        yield
+    except BaseException:
+        for folder in sorted(missing, key=lambda p: len(p.parts), reverse=True):
+            try:
+                folder.rmdir()
+            except OSError:
+                pass  # not empty (another track's files, or the user's), or already gone
+        raise

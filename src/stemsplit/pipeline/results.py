@@ -27,7 +27,8 @@ from stemsplit.errors import (
 Status = Literal["done", "skipped", "failed", "interrupted"]
 
 NEAR_SILENT_DBFS = -60.0
-"""A written stem whose peak is below this level (dBFS) gets a :class:`NearSilentStemWarning`.
+"""An input whose peak is below this level (dBFS) gets a :class:`SilentInputWarning`; in any other
+input, a written stem whose peak is below it gets a :class:`NearSilentStemWarning`.
 
 -60 dBFS is about the noise floor of a quiet room recording and far below any audible part of a mixed
 source, so a stem under it is, for listening purposes, empty (an instrumental's vocals).
@@ -40,7 +41,7 @@ class TrackWarning:
 
     Attributes:
         kind: a short name from the warning's class: ``truncated_audio``, ``downmix``, ``tag_copy``,
-            ``near_silent_stem``, ``sidecar``, ``device_fallback``, ``compile_fallback`` ...
+            ``silent_input``, ``near_silent_stem``, ``sidecar``, ``device_fallback``, ``compile_fallback`` ...
         message: the text shown to people (it names the file).
     """
 
@@ -171,9 +172,10 @@ class TrackResult:
 
     Attributes:
         input: the input path.
-        status: ``done``, ``skipped`` (already complete), ``failed``, or ``interrupted`` (Ctrl-C came first).
+        status: ``done``, ``skipped`` (already complete), ``failed``, or ``interrupted`` (the run was
+            stopped, by Ctrl-C, before this track finished; nothing of it was left under a final name).
         error: one-line reason when failed.
-        outputs: written (or existing, when skipped) stem files.
+        outputs: written (or existing, when skipped) stem files; empty when failed or interrupted.
         duration_s, samplerate, channels, codec: the input, when it could be probed.
         output_samplerate: the stems' rate.
         timings: seconds spent per stage (``stats``, ``separate``, ``total``).
@@ -217,15 +219,18 @@ class TrackResult:
 
 
 class BatchInterrupted(KeyboardInterrupt):
-    """Ctrl-C during a batch: the workers stopped, nothing half-written was left under a final name.
+    """Ctrl-C stopped a batch: what became of every input, the unfinished ones ``interrupted``.
+
+    A ``KeyboardInterrupt``, so a caller that does not look for it stops as on any Ctrl-C.
 
     Attributes:
-        results: one per input, in the batch's order: those that ended, and ``interrupted`` for the rest.
+        results: one :class:`TrackResult` per input, in input order: the finished tracks' results as
+            they were, every other track ``interrupted``.
     """
 
-    def __init__(self, results: list[TrackResult]) -> None:
+    def __init__(self, results: Sequence[TrackResult]) -> None:
         super().__init__()
-        self.results = results
+        self.results = list(results)
 
 
 class BatchReporter(Protocol):
@@ -233,7 +238,9 @@ class BatchReporter(Protocol):
 
     Several tracks may be in flight at once: each call names its track by its index in the batch (or, for
     :meth:`track_finished`, by the result's ``input``), and tracks may end in another order than they
-    started. All calls come from the thread that runs the batch.
+    started. :meth:`track_finished` is called once per input with its final result, as soon as it is known
+    (including ``interrupted`` results when Ctrl-C stops the batch). All calls come from the thread that runs
+    the batch.
     """
 
     def track_started(self, index: int, total: int, path: Path, duration_s: float | None) -> None: ...
@@ -258,7 +265,7 @@ class NullBatchReporter:
 
 def summarise(results: Sequence[TrackResult]) -> Mapping[str, int]:
     """Counts per status, and ``done_with_warnings``: the done tracks (counted in ``done``) with warnings."""
-    counts = {"done": 0, "skipped": 0, "failed": 0, "done_with_warnings": 0}
+    counts = {"done": 0, "skipped": 0, "failed": 0, "interrupted": 0, "done_with_warnings": 0}
     for r in results:
         counts[r.status] += 1
         if r.status == "done" and r.warnings:

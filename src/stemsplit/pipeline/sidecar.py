@@ -7,10 +7,11 @@ recorded when it was written. The sidecar is written (atomically) only after eve
 renamed into place, so a run killed at any moment leaves a track that is redone, never one that is
 wrongly skipped.
 
-The sidecar also says whose stems they are: the input's resolved absolute path and content. A later run
-for a different file with the same name (``A/01.flac`` then ``B/01.flac``) sees that and writes elsewhere
-(see :func:`made_from_other_input`) instead of replacing them; a moved or renamed input is still the same
-track.
+The sidecar also says whose stems they are: the input's resolved absolute path and content. A track is
+its file or its content: the same file (by any path, even edited since) or the same bytes (a copy, a
+moved or renamed file) is the same track and finds its stems again; anything else is another track. A
+later run for another track with the same name (``A/01.flac`` then ``B/01.flac``) sees that and writes
+elsewhere (see :func:`made_from_other_input`) instead of replacing them.
 """
 
 from __future__ import annotations
@@ -77,13 +78,13 @@ def _same_file(recorded: Path, source: Path) -> bool:
 
 
 def made_from_other_input(path: Path, source: Path) -> bool:
-    """Whether the sidecar at ``path`` records stems made from a file other than ``source``.
+    """Whether the sidecar at ``path`` records the stems of another track than ``source``.
 
-    Decided by location first: the same file, edited since, is the same track (its stems are redone in
-    place), while another existing file, even an identical copy, is another track. When the recorded file
-    no longer exists, the content decides: the same bytes mean the input was moved or renamed (still the
-    same track, so a moved library is not separated again); other bytes mean another track. False when
-    there is no readable sidecar or it records no input path (nothing says the stems are someone else's).
+    The same track is the same file (by any path, even edited since: its stems are redone in place) or
+    the same content (a copy elsewhere, or the file moved or renamed: its stems are found again, and
+    skipped when complete, which is checked against the content too). Only another file with other
+    content is another track. False when there is no readable sidecar or it records no input path
+    (nothing says the stems are someone else's).
     """
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
@@ -93,11 +94,7 @@ def made_from_other_input(path: Path, source: Path) -> bool:
     recorded = entry.get("path") if isinstance(entry, dict) else None
     if not isinstance(recorded, str) or not recorded:
         return False
-    if _same_file(Path(recorded), source):
-        return False
-    if Path(recorded).exists():
-        return True
-    return not _same_source(entry, source)
+    return not (_same_file(Path(recorded), source) or _same_source(entry, source))
 
 
 def write_sidecar(

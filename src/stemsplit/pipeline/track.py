@@ -20,9 +20,11 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from stemsplit.audio import (
     MASTER,
@@ -37,7 +39,13 @@ from stemsplit.audio import (
     stem_channels,
 )
 from stemsplit.audio.buffer import TrackBuffer
-from stemsplit.errors import AudioDecodeError, NearSilentStemWarning, SampleRateWarning, SidecarWarning
+from stemsplit.errors import (
+    AudioDecodeError,
+    NearSilentStemWarning,
+    SampleRateWarning,
+    SidecarWarning,
+    SilentInputWarning,
+)
 from stemsplit.inference import (
     DeviceRunner,
     HostBlock,
@@ -50,7 +58,7 @@ from stemsplit.inference import (
     make_runner,
 )
 from stemsplit.pipeline.options import STEM_FILE, SeparationOptions, StemPlan, engine_options
-from stemsplit.pipeline.outputs import TrackOutputs
+from stemsplit.pipeline.outputs import TrackOutputs, folders_removed_unless_finished
 from stemsplit.pipeline.results import NEAR_SILENT_DBFS, TrackResult, collect_warnings
 from stemsplit.pipeline.sidecar import Provenance, write_sidecar
 
@@ -72,6 +80,7 @@ class DecodedTrack:
         stats: its normalisation statistics.
         frames_in: source frames decoded (at the input's rate).
         out_rate: the stems' rate (Hz).
+        peak_dbfs: the decoded input's peak (dBFS; ``-inf`` for silence).
         timings: ``decode`` seconds so far (``separate`` and ``total`` are added by the sink).
         started: when work on the track began (``time.perf_counter``).
     """
@@ -84,6 +93,7 @@ class DecodedTrack:
     frames_in: int
     out_rate: int
     started: float
+    peak_dbfs: float = -math.inf
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -128,12 +138,15 @@ def decode_track(
     in_memory = memory_frames if memory_frames is not None else int(MEMORY_SECONDS * bag.samplerate)
     audio = TrackBuffer(bag.audio_channels, memory_frames=in_memory)
     running = RunningStats()
+    peak = 0.0
     try:
         for block in reader:
             if stop():
                 raise KeyboardInterrupt
             audio.append(block)
             running.update(block)
+            if block.size:
+                peak = max(peak, float(np.abs(block).max()))
     except BaseException:
         audio.close()
         raise
@@ -150,7 +163,10 @@ def decode_track(
             stacklevel=2,
         )
     frames_in = reader.frames_in or 0
-    track = DecodedTrack(path, outputs, info, audio, running.result(), frames_in, out_rate, started)
+    peak_dbfs = 20 * math.log10(peak) if peak > 0 else -math.inf
+    track = DecodedTrack(
+        path, outputs, info, audio, running.result(), frames_in, out_rate, started, peak_dbfs
+    )
     track.timings["decode"] = time.perf_counter() - started
     return track
 
@@ -161,6 +177,7 @@ class StemSink:
     Args:
         track: the decoded track.
         options: the run's settings; plan: which stems are computed and written.
+        samplerate, sources: the model's rate (Hz) and sources.
         provenance: recorded in the sidecar (None: no sidecar).
         progress: told the seconds of audio written so far.
 
@@ -175,11 +192,13 @@ class StemSink:
         plan: StemPlan,
         *,
         samplerate: int,
+        sources: Sequence[str],
         provenance: Provenance | None = None,
         progress: Callable[[float], None] | None = None,
     ) -> None:
         self.track, self.plan, self.provenance, self.progress = track, plan, provenance, progress
         self.samplerate = samplerate  # the model's
+        self.sources = tuple(sources)  # the model's (to say what "other" holds)
         self.emitted = 0
         info = track.info
         frames_out = output_frames(track.frames_in, info.samplerate, track.out_rate)
@@ -238,7 +257,8 @@ class StemSink:
         track.audio.close()
         if self.provenance is not None:
             _record(track.outputs, self.provenance, track.path, written.gain)
-        _check_levels(track.path, {st.name: st.peak_dbfs for st in written.stems if st.name != MASTER})
+        stems = {st.name: st.peak_dbfs for st in written.stems if st.name != MASTER}
+        _check_levels(track.path, track.peak_dbfs, stems, self.sources)
         finished = time.perf_counter()
         info = track.info
         timings = {**track.timings, "total": finished - track.started}
@@ -308,17 +328,18 @@ def separate_track(
     calling thread.
 
     The :class:`~stemsplit.errors.StemsplitWarning` s issued on the way (including a
-    :class:`~stemsplit.errors.NearSilentStemWarning` per stem whose peak is below :data:`NEAR_SILENT_DBFS`)
-    go through :mod:`warnings` as they happen and are also kept in the result's ``warnings``.
+    :class:`~stemsplit.errors.SilentInputWarning` for an input whose peak is below :data:`NEAR_SILENT_DBFS`,
+    or else a :class:`~stemsplit.errors.NearSilentStemWarning` per stem whose peak is below it) go through
+    :mod:`warnings` as they happen and are also kept in the result's ``warnings``.
 
     Args:
         runner: a runner to reuse (made for ``bag`` and these options); None makes one.
 
     Raises:
         StemsplitError: unreadable input, invalid options, or a write failure; nothing is left under a
-            final stem name.
+            final stem name, and no folder that the track's files created.
     """
-    with collect_warnings() as noted:
+    with collect_warnings() as noted, folders_removed_unless_finished(outputs):
         engine = engine_options(bag, options, plan.computed)
         bag_run = bag_plan(bag, engine)
         track = decode_track(bag, path, outputs, options)
@@ -326,7 +347,13 @@ def separate_track(
         runner = runner or make_runner(bag, bag_run, engine, seconds=seconds)
         try:
             sink = StemSink(
-                track, options, plan, samplerate=bag.samplerate, provenance=provenance, progress=progress
+                track,
+                options,
+                plan,
+                samplerate=bag.samplerate,
+                sources=bag.sources,
+                provenance=provenance,
+                progress=progress,
             )
         except BaseException:
             track.audio.close()
@@ -359,19 +386,44 @@ def _record(outputs: TrackOutputs, provenance: Provenance, path: Path, gain: flo
         )
 
 
-def _check_levels(path: Path, stems: Mapping[str, float]) -> None:
-    """Warn about near-silent stems (``{stem: peak_dbfs}``) with a :class:`NearSilentStemWarning`."""
+def _level(dbfs: float) -> str:
+    return "silent (every sample is zero)" if dbfs == -math.inf else f"near-silent (peak {dbfs:.1f} dBFS)"
+
+
+def _what(source: str, sources: Sequence[str]) -> str:
+    """A source in words: its name, or for ``other`` what it holds (everything the named sources do not)."""
+    if source != "other":
+        return source
+    *named, last = [s for s in sources if s != "other"] or ["the other stems"]
+    return f"instruments other than {', '.join(named) + ' and ' if named else ''}{last}"
+
+
+def _check_levels(path: Path, input_dbfs: float, stems: Mapping[str, float], sources: Sequence[str]) -> None:
+    """Warn about silence: one :class:`SilentInputWarning` for a silent input (whose stems are all silent,
+    which says nothing about them), else a :class:`NearSilentStemWarning` per near-silent stem.
+
+    Args:
+        path: the input.
+        input_dbfs: the input's peak (dBFS).
+        stems: ``{stem: peak_dbfs}`` of the written stems.
+        sources: the model's sources (to say what ``other`` holds).
+    """
+    if input_dbfs < NEAR_SILENT_DBFS:
+        warnings.warn(
+            SilentInputWarning(
+                f"{path}: the input is {_level(input_dbfs)}, so are its stems", peak_dbfs=input_dbfs
+            ),
+            stacklevel=2,
+        )
+        return
     for stem, dbfs in stems.items():
         if dbfs >= NEAR_SILENT_DBFS:
             continue
-        level = (
-            "silent (every sample is zero)" if dbfs == -math.inf else f"near-silent (peak {dbfs:.1f} dBFS)"
-        )
         if stem.startswith("no_"):
-            hint = f"the track may contain nothing but {stem.removeprefix('no_')}"
+            hint = f"the track may contain nothing but {_what(stem.removeprefix('no_'), sources)}"
         else:
-            hint = f"the track may have no {stem}"
+            hint = f"the track may have no {_what(stem, sources)}"
         warnings.warn(
-            NearSilentStemWarning(f"{path}: {stem}: {level}: {hint}", stem=stem, peak_dbfs=dbfs),
+            NearSilentStemWarning(f"{path}: {stem}: {_level(dbfs)}: {hint}", stem=stem, peak_dbfs=dbfs),
             stacklevel=2,
         )

@@ -47,7 +47,7 @@ from stemsplit.inference import (
 )
 from stemsplit.inference.stream import BagPlan
 from stemsplit.pipeline.options import SeparationOptions, StemPlan
-from stemsplit.pipeline.outputs import TrackOutputs
+from stemsplit.pipeline.outputs import TrackOutputs, folders_removed_unless_finished
 from stemsplit.pipeline.results import BatchReporter, TrackNotes, TrackResult, noting, route_warnings
 from stemsplit.pipeline.sidecar import Provenance
 from stemsplit.pipeline.track import MEMORY_SECONDS, DecodedTrack, StemSink, decode_track
@@ -246,46 +246,49 @@ class _Run:
 
     def _write_loop(self, live: _Live) -> None:
         job = live.job
-        sink: StemSink | None = None
         try:
-            with noting(job.notes):
-                sink = StemSink(
-                    live.track, self.options, self.plan, samplerate=self.bag.samplerate,
-                    provenance=self.provenance,
-                    progress=lambda seconds: self.events.put(("progress", (job.index, seconds))),
-                )  # fmt: skip
-                while True:
-                    try:
-                        item = live.blocks.get(timeout=0.1)
-                    except queue.Empty:
-                        self._check_stop()
-                        continue
-                    self._check_stop()
-                    if isinstance(item, BaseException):
-                        raise item
-                    if isinstance(item, _End):
-                        result = sink.finish(item.runner)
-                        break
-                    sink.write(item)
+            with noting(job.notes), folders_removed_unless_finished(job.outputs):
+                result = self._write(live)
             result.warnings = tuple(job.notes.records)
             self.events.put(("finished", (job, result)))
         except (_Stop, KeyboardInterrupt):
-            if sink is not None:
-                sink.abort()
-            else:
-                live.track.audio.close()
             raise
         except BaseException as err:
-            if sink is not None:
-                sink.abort()
-            else:
-                live.track.audio.close()
             self._fail(job, err)
         finally:
             self.budget.release(live.track.audio)
             with self._assign_lock:
                 self.assigned[live.device] -= 1
             self.in_flight.release()
+
+    def _write(self, live: _Live) -> TrackResult:
+        """Write one track's stems as its blocks arrive; on any exception, nothing of it stays on disk."""
+        job = live.job
+        try:
+            sink = StemSink(
+                live.track, self.options, self.plan, samplerate=self.bag.samplerate,
+                sources=self.bag.sources, provenance=self.provenance,
+                progress=lambda seconds: self.events.put(("progress", (job.index, seconds))),
+            )  # fmt: skip
+        except BaseException:
+            live.track.audio.close()
+            raise
+        try:
+            while True:
+                try:
+                    item = live.blocks.get(timeout=0.1)
+                except queue.Empty:
+                    self._check_stop()
+                    continue
+                self._check_stop()
+                if isinstance(item, BaseException):
+                    raise item
+                if isinstance(item, _End):
+                    return sink.finish(item.runner)
+                sink.write(item)
+        except BaseException:
+            sink.abort()  # before the folders it created are removed
+            raise
 
     # -- results -------------------------------------------------------------------------------------------
 

@@ -62,7 +62,8 @@ class FileStatus:
     Attributes:
         filename, url, path, sha256: the file's name, its address, its cache path and expected hash.
         cached: whether the cache holds it (trusted by size, not re-hashed; see ``verify``).
-        size_bytes: its size on disk when cached, else the registry's size (``None`` if unknown).
+        size_bytes: its size on disk when cached, else the registry's exact size (``None`` if unknown).
+        approx_size_mib: its size in MiB for people: exact when known, else the registry's estimate.
     """
 
     filename: str
@@ -71,6 +72,7 @@ class FileStatus:
     sha256: str
     cached: bool
     size_bytes: int | None
+    approx_size_mib: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able mapping of the fields (``path`` as a string)."""
@@ -99,6 +101,12 @@ class ModelStatus:
         sizes = [f.size_bytes for f in self.files]
         return None if any(s is None for s in sizes) else sum(s for s in sizes if s is not None)
 
+    @property
+    def approx_size_mib(self) -> float | None:
+        """The total size in MiB for people (see :attr:`FileStatus.approx_size_mib`), or ``None``."""
+        sizes = [f.approx_size_mib for f in self.files]
+        return None if any(s is None for s in sizes) else sum(s for s in sizes if s is not None)
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able mapping for ``models list --json``."""
         return {
@@ -108,6 +116,7 @@ class ModelStatus:
             "stems": list(self.sources),
             "cached": self.cached,
             "size_bytes": self.size_bytes,
+            "approx_size_mib": self.approx_size_mib,
             "sdr": self.sdr.to_dict() if self.sdr is not None else None,
             "files": [f.to_dict() for f in self.files],
         }
@@ -290,7 +299,8 @@ class ModelCache:
                 path = self.file_path(wf)
                 cached = download.is_cached(path, wf.size_bytes)
                 size = path.stat().st_size if cached else wf.size_bytes
-                files.append(FileStatus(wf.filename, wf.url(base), path, wf.sha256, cached, size))
+                approx = size / 2**20 if size is not None else wf.approx_size_mib
+                files.append(FileStatus(wf.filename, wf.url(base), path, wf.sha256, cached, size, approx))
             rows.append(
                 ModelStatus(
                     name=spec.name,

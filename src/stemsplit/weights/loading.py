@@ -21,6 +21,10 @@ from stemsplit.weights.checkpoint import CheckpointHeader, LoadedModel
 from stemsplit.weights.download import sha256_file
 
 _CHECKPOINT_SUFFIXES = (".th", ".safetensors", ".pt", ".pth")
+_MODEL_FORMS = (
+    "pass a registry name ({}) or a model file: a .th or .safetensors checkpoint, or a bag .yaml "
+    "with its member files beside it"
+)
 _BAG_SUFFIXES = (".yaml", ".yml")
 
 
@@ -67,7 +71,8 @@ def describe_model(spec: str, *, load: bool = True) -> ModelInfo:
             no tensor data and no hash, so ``members`` is None and ``weights_id`` empty.
 
     Raises:
-        UnknownModelError: not a registry name and not an existing file.
+        UnknownModelError: not a registry name and not an existing file (or a folder); the message says
+            what a model can be.
         CheckpointError: the local file is not a usable checkpoint or bag (with ``load=False``: its
             header is not).
     """
@@ -88,14 +93,28 @@ def describe_model(spec: str, *, load: bool = True) -> ModelInfo:
         return ModelInfo(
             path.stem, loaded.config.sources, sha256_file(path), path, 1, _window([loaded]), ((loaded,), None)
         )
+    known = registry.model_names()
+    if path.is_dir():
+        raise UnknownModelError(
+            f"--model {spec}: is a folder, not a model; {_MODEL_FORMS.format(', '.join(known))}",
+            name=spec,
+            known=known,
+        )
     if _looks_like_path(spec):
         raise UnknownModelError(
-            f"model file {spec} does not exist; pass a registry name ({', '.join(registry.model_names())}) "
-            "or an existing file",
+            f"model file {spec} does not exist; {_MODEL_FORMS.format(', '.join(known))}",
             name=spec,
-            known=registry.model_names(),
+            known=known,
         )
-    entry = registry.get_model_spec(spec)
+    try:
+        entry = registry.get_model_spec(spec)
+    except UnknownModelError as err:
+        raise UnknownModelError(
+            f"{err} --model also takes a model file: a .th or .safetensors checkpoint, or a bag .yaml.",
+            name=err.name,
+            known=err.known,
+            suggestion=err.suggestion,
+        ) from None
     ids = "+".join(f.sha256 for f in entry.files)
     return ModelInfo(entry.name, entry.sources, ids, None, len(entry.files), max_segment=entry.segment)
 

@@ -48,6 +48,8 @@ class WeightFile:
             (official names carry the first 8).
         size_bytes: the exact size, when known; ``None`` means unknown (a cached file is then trusted
             when it is non-empty, see :func:`stemsplit.weights.download.is_cached`).
+        approx_size_mib: about how big the file is, in MiB, for people (``models list``, what a download
+            costs); never used to judge a file. ``None`` when not even that is known.
     """
 
     signature: str
@@ -55,6 +57,7 @@ class WeightFile:
     folder: str
     sha256: str
     size_bytes: int | None = None
+    approx_size_mib: float | None = None
 
     def __post_init__(self) -> None:
         if not (_MIN_HASH_HEX <= len(self.sha256) <= 64 and _HEX.fullmatch(self.sha256)):
@@ -186,15 +189,27 @@ _HT_SEGMENT = Fraction(39, 5)
 _ORIGIN = "facebookresearch/demucs remote/files.txt and remote/{name}.yaml; paper arXiv 2211.08553"
 
 
-def _official(filename: str, folder: str = _HT) -> WeightFile:
+def _official(filename: str, approx_size_mib: float, folder: str = _HT) -> WeightFile:
     """A file named ``<signature>-<sha256[:8]>.th``; the hash prefix is taken from the name.
 
-    Sizes are left unknown: the spec records none except an observed "80.2M" for 955717e8, which is
-    not exact. The full SHA-256 can replace the prefix once computed from a trusted download.
+    Exact sizes are left unknown (the spec records none), so a cached file is trusted by being there and
+    verified by its hash; ``approx_size_mib`` is for display only. The full SHA-256 can replace the prefix
+    once computed from a trusted download.
     """
     stem = filename.rsplit(".", 1)[0]
     signature, prefix = stem.split("-")
-    return WeightFile(signature=signature, filename=filename, folder=folder, sha256=prefix)
+    return WeightFile(
+        signature=signature, filename=filename, folder=folder, sha256=prefix, approx_size_mib=approx_size_mib
+    )
+
+
+# Approximate file sizes (MiB), from the spec: 955717e8 was observed to download as "80.2M" (§3.3, demucs
+# issue #482), and its 41,984,456 float16 parameters are 80.08 MiB of tensors (§2). The htdemucs_ft files
+# are the same network (§1.2), so about as big (not observed). htdemucs_6s has 27,414,996 float16
+# parameters (§2): 52.3 MiB of tensors, in line with the 53-55 MB file sizes the spec cites (§1.2).
+_HT_MIB = 80.2
+_FT_MIB = 80.1
+_6S_MIB = 52.3
 
 
 def _identity(n: int) -> tuple[tuple[float, ...], ...]:
@@ -206,7 +221,7 @@ MODELS: Registry = make_registry(
         name="htdemucs",
         description="Hybrid Transformer Demucs v4, 4 stems: the default, good and fast.",
         sources=FOUR_STEMS,
-        files=(_official("955717e8-8726e21a.th"),),
+        files=(_official("955717e8-8726e21a.th", _HT_MIB),),
         sdr=PublishedSDR(8.80, (("drums", 10.05), ("bass", 9.78), ("other", 6.42), ("vocals", 8.93))),
         origin=_ORIGIN.format(name="htdemucs"),
         segment=_HT_SEGMENT,
@@ -217,10 +232,10 @@ MODELS: Registry = make_registry(
         sources=FOUR_STEMS,
         # Bag order = stem order: f7e0c4bc is the drums specialist, … 04573f0d the vocals one.
         files=(
-            _official("f7e0c4bc-ba3fe64a.th"),
-            _official("d12395a8-e57c48e6.th"),
-            _official("92cfc3b6-ef3bcb9c.th"),
-            _official("04573f0d-f3cf25b2.th"),
+            _official("f7e0c4bc-ba3fe64a.th", _FT_MIB),
+            _official("d12395a8-e57c48e6.th", _FT_MIB),
+            _official("92cfc3b6-ef3bcb9c.th", _FT_MIB),
+            _official("04573f0d-f3cf25b2.th", _FT_MIB),
         ),
         weights=_identity(4),
         sdr=PublishedSDR(9.00, (("drums", 10.08), ("bass", 10.39), ("other", 6.32), ("vocals", 9.20))),
@@ -231,7 +246,7 @@ MODELS: Registry = make_registry(
         name="htdemucs_6s",
         description="6 stems (adds guitar and piano); piano is experimental, with bleeding.",
         sources=SIX_STEMS,
-        files=(_official("5c90dfd2-34c22ccb.th"),),
+        files=(_official("5c90dfd2-34c22ccb.th", _6S_MIB),),
         sdr=None,  # no official figure (spec §6)
         origin=_ORIGIN.format(name="htdemucs_6s"),
         segment=_HT_SEGMENT,
@@ -263,8 +278,7 @@ def get_model_spec(name: str, registry: Registry | None = None) -> ModelSpec:
     suggestion = close[0] if close else None
     hint = f" Did you mean {suggestion!r}?" if suggestion else ""
     raise UnknownModelError(
-        f"unknown model {name!r}.{hint} Known models: {', '.join(known)}. "
-        "(A path to a checkpoint file also works.)",
+        f"unknown model {name!r}.{hint} Known models: {', '.join(known)}.",
         name=name,
         known=known,
         suggestion=suggestion,

@@ -314,27 +314,19 @@ def _build_findings(info: TorchInfo, nvidia: NvidiaInfo, findings: list[Finding]
     """Why a GPU that is there is not used, and how to fix it."""
     if info.cuda_available:
         return
-    if nvidia.detected and info.build == "cpu":
-        findings.append(
-            Finding(
-                "torch",
-                "problem",
-                f"an NVIDIA GPU is present ({nvidia.evidence}) but torch {info.version} is a CPU-only build, "
-                "so separation runs on the CPU (many times slower)",
-                cuda_install_command(nvidia.cuda_version),
+    from stemsplit.inference.devices import cuda_unavailable_reason
+
+    if nvidia.detected and info.build in ("cpu", "cuda"):
+        why = cuda_unavailable_reason(info.build, info.version, info.cuda_version, nvidia.evidence)
+        if info.build == "cpu":
+            message, fix = f"{why}, so separation runs on the CPU (many times slower)", ""
+        else:
+            driver = f" (the driver supports CUDA {nvidia.cuda_version})" if nvidia.cuda_version else ""
+            message, fix = (
+                why + driver,
+                "update the NVIDIA driver, or install a torch built for an older CUDA: ",
             )
-        )
-    elif nvidia.detected and info.build == "cuda":
-        driver = f"; the driver supports CUDA {nvidia.cuda_version}" if nvidia.cuda_version else ""
-        findings.append(
-            Finding(
-                "torch",
-                "problem",
-                f"torch is built for CUDA {info.cuda_version} but cannot use the NVIDIA GPU{driver}",
-                f"update the NVIDIA driver, or install a torch built for an older CUDA: "
-                f"{cuda_install_command(nvidia.cuda_version)}",
-            )
-        )
+        findings.append(Finding("torch", "problem", message, fix + cuda_install_command(nvidia.cuda_version)))
     elif sys.platform == "darwin" and platform.machine() == "arm64" and not info.mps_available:
         reason = (
             "was built without MPS"

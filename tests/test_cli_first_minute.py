@@ -156,7 +156,8 @@ def test_ctrl_c_keeps_what_finished_writes_the_report_prints_the_summary_and_exi
     args = ("a.wav", "b.wav", "c.wav", "-n", model_file, "--stems", "vocals", "--report", "run/r.json")
     proc = _start_held(*args)
     try:
-        _wait_for(tmp_path / "waiting", proc)
+        _wait_for(tmp_path / "waiting", proc)  # b is being decoded (ahead, while a may still run)
+        first = _read_now(proc, 1, seconds=90)  # a is done
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=120)
     finally:
@@ -164,7 +165,7 @@ def test_ctrl_c_keeps_what_finished_writes_the_report_prints_the_summary_and_exi
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, err
-    assert out.splitlines() == [f"separated/{model_file.stem}/a/vocals.wav"]
+    assert first + out.splitlines() == [f"separated/{model_file.stem}/a/vocals.wav"]
     assert "1 done, 0 skipped (already complete), 0 failed, 2 interrupted" in err
     assert flat(err).endswith(
         "Error: interrupted; nothing half-written was left under a final name; run the same command again "
@@ -209,10 +210,11 @@ def test_json_prints_one_object_per_track_and_line_as_each_ends_even_when_interr
     assert result.exit_code == 130
     lines = result.stdout.splitlines()
     records = [json.loads(line) for line in lines]  # JSON Lines: each line a whole object
+    # in the order each became known: bad.wav before any work, then a.wav, then b.wav on Ctrl-C
     assert [(r["input"], r["status"]) for r in records] == [
-        ("a.wav", "done"), ("bad.wav", "failed"), ("b.wav", "interrupted"),
+        ("bad.wav", "failed"), ("a.wav", "done"), ("b.wav", "interrupted"),
     ]  # fmt: skip
-    assert records[0]["outputs"] == {"vocals": f"separated/{model_file.stem}/a/vocals.wav"}
+    assert records[1]["outputs"] == {"vocals": f"separated/{model_file.stem}/a/vocals.wav"}
     assert records[2]["outputs"] == {}
 
 
@@ -375,7 +377,7 @@ def test_a_report_path_that_cannot_be_written_is_refused_before_any_work(
     ("args", "message"),
     [
         (("--bit-depth", "8"), "--bit-depth 8 is not valid; use 16, 24 or 32f"),
-        (("--format", "ogg"), "--format ogg is not valid; use wav, flac or mp3"),
+        (("--format", "ogg"), "--format ogg is not valid; use wav, flac, mp3 or stem.mp4"),
         (
             ("--sample-rate", "abc"),
             "--sample-rate abc is not valid; use a rate from 8000 to 384000 (Hz), or input",
@@ -608,3 +610,23 @@ def test_durations_under_a_second_are_shown_in_ms(model_file: Path, tmp_path: Pa
     run = invoke("blip.wav", "-n", model_file)
     (row,) = [line for line in run.stderr.splitlines() if line.startswith("blip.wav")]
     assert row.split()[:4] == ["blip.wav", "done", "50", "ms"]
+
+
+@posix_only
+def test_a_reader_that_goes_away_stops_the_run_quietly(model_file: Path, tmp_path: Path) -> None:
+    """``stemsplit … | head -1``: once the pipe's reader is gone the run stops, with no misleading error."""
+    for name in ("a", "b", "c"):
+        write_audio(tmp_path / f"{name}.wav", seconds=0.3, seed=ord(name))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stemsplit", "a.wav", "b.wav", "c.wav", "-n", str(model_file), "-q"],
+        env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline()
+    proc.stdout.close()  # what `head -1` does after its line
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    proc.wait(timeout=120)
+    assert first.endswith(b".wav\n")
+    assert proc.returncode == 141, err
+    assert "Error" not in err and "Broken pipe" not in err and "Traceback" not in err

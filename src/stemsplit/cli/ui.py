@@ -7,6 +7,8 @@ nothing of it elsewhere. Only modules under ``stemsplit.cli`` import Rich or Typ
 
 from __future__ import annotations
 
+import os
+import sys
 import traceback
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
@@ -218,6 +220,9 @@ def error_boundary() -> Iterator[None]:
         yield
     except typer.Exit:
         raise
+    except BrokenPipeError:  # the reader of stdout is gone (``| head -1``): stop quietly, as Unix tools do
+        _silence_stdout()
+        raise typer.Exit(EXIT_BROKEN_PIPE) from None
     except BaseException as err:
         described = describe_error(err)
         if described is None:
@@ -229,6 +234,19 @@ def error_boundary() -> Iterator[None]:
         if not settings.debug() and _debug_helps(err):
             stderr.print("[dim](set STEMSPLIT_DEBUG=1 for the full traceback)[/dim]", markup=True)
         raise typer.Exit(code) from None
+
+
+EXIT_BROKEN_PIPE = 141
+"""The exit code when stdout's reader went away (128 + SIGPIPE, what a shell reports for such a tool)."""
+
+
+def _silence_stdout() -> None:
+    """Point stdout at the null device, so that flushing it at exit raises nothing more."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real file descriptor (a test runner's capture)
+        pass
 
 
 # --- download progress ---------------------------------------------------------------------------

@@ -1,0 +1,161 @@
+"""``--ray`` options and errors that need no cluster: refused before any work, with one line that says
+what to do (Ray missing included), and the number of workers a cluster's resources give."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from separation_helpers import write_audio
+from stemsplit import distributed
+from stemsplit.cli.separate import separate_app
+from stemsplit.distributed.cluster import ClusterOptions, WorkerShape, connected, worker_shape
+from stemsplit.errors import ClusterError, InvalidOptionError
+from stemsplit.pipeline import SeparationOptions
+
+
+@pytest.fixture
+def song(tmp_path: Path) -> Path:
+    path = tmp_path / "song.wav"
+    write_audio(path, seconds=0.2)
+    return path
+
+
+def _run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(separate_app, list(args))
+    return result.exit_code, result.stderr
+
+
+def test_ray_without_ray_installed_says_how_to_install_it(
+    song: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # ``import ray`` now raises ImportError
+    out = tmp_path / "out"
+    code, stderr = _run(str(song), "--ray", "local", "-o", str(out))
+    assert code == 2
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert lines == [
+        'Error: --ray needs Ray, which is not installed; install it with: pip install "stemsplit-cli[ray]"'
+    ]
+    assert not out.exists()  # nothing was done
+    with pytest.raises(InvalidOptionError, match="stemsplit-cli"):
+        distributed.separate([str(song)], out, SeparationOptions())
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--ray", "nowhere"], "--ray nowhere is not valid; use local, auto or a cluster address"),
+        (["--ray", "local", "--ray-in-flight", "0"], "--ray-in-flight 0 is not valid; use a whole number"),
+        (["--ray", "local", "--ray-cpus-per-worker", "two"], "--ray-cpus-per-worker two is not valid"),
+        (["--ray-workers-per-gpu", "2"], "--ray-workers-per-gpu only applies to a Ray run; add --ray"),
+        (["--ray", "local", "-d", "cuda:1"], "--device cuda:1 cannot be used with --ray"),
+    ],
+)
+def test_bad_ray_options_are_usage_errors_before_any_work(
+    song: Path, tmp_path: Path, args: list[str], message: str
+) -> None:
+    out = tmp_path / "out"
+    code, stderr = _run(str(song), "-o", str(out), *args)
+    assert code == 2, stderr
+    assert message in stderr
+    assert not out.exists()
+
+
+def test_an_address_where_nothing_listens_fails_at_once() -> None:
+    import ray
+
+    assert not ray.is_initialized()  # else the connection is reused, whatever the address
+    with socket.socket() as probe:  # a port on this machine that nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with (
+        pytest.raises(ClusterError, match=f"no Ray cluster answers at 127.0.0.1:{port}"),
+        connected(f"127.0.0.1:{port}"),
+    ):
+        pass
+
+
+@pytest.mark.parametrize(
+    ("resources", "cluster", "device", "shape"),
+    [
+        ({"CPU": 16.0}, ClusterOptions(), "auto", WorkerShape(16, "cpu", {"num_cpus": 1.0}, 1)),
+        (
+            {"CPU": 16.0},
+            ClusterOptions(cpus_per_worker=4),
+            "cpu",
+            WorkerShape(4, "cpu", {"num_cpus": 4.0}, 4),
+        ),
+        (
+            {"CPU": 64.0, "GPU": 8.0},
+            ClusterOptions(),
+            "auto",
+            WorkerShape(8, "cuda", {"num_gpus": 1.0}, None),
+        ),
+        (
+            {"CPU": 64.0, "GPU": 8.0},
+            ClusterOptions(workers_per_gpu=2),
+            "cuda",
+            WorkerShape(16, "cuda", {"num_gpus": 0.5}, None),
+        ),
+        (
+            {"CPU": 64.0, "GPU": 8.0},
+            ClusterOptions(cpus_per_worker=8),
+            "cpu",
+            WorkerShape(8, "cpu", {"num_cpus": 8.0}, 8),
+        ),
+    ],
+)
+def test_workers_follow_the_clusters_resources(
+    resources: dict[str, float], cluster: ClusterOptions, device: str, shape: WorkerShape
+) -> None:
+    assert worker_shape(resources, cluster, device) == shape
+
+
+def test_a_cluster_without_room_for_a_worker_is_refused() -> None:
+    with pytest.raises(ClusterError, match="has no GPU"):
+        worker_shape({"CPU": 8.0}, ClusterOptions(), "cuda")
+    with pytest.raises(ClusterError, match="2 CPU slot"):
+        worker_shape({"CPU": 2.0}, ClusterOptions(cpus_per_worker=4), "cpu")
+
+
+def _ray_daemons() -> set[int]:
+    """Processes of Ray clusters on this machine (their raylet and GCS server)."""
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                name = (entry / "comm").read_text().strip()
+            except OSError:
+                continue
+            if name in ("raylet", "gcs_server"):
+                pids.add(int(entry.name))
+    return pids
+
+
+@pytest.mark.slow
+def test_ray_local_starts_a_private_cluster_and_stops_it(song: Path, tmp_path: Path) -> None:
+    import subprocess
+    import time
+
+    from separation_helpers import make_tiny_th
+
+    model = make_tiny_th(tmp_path / "model")
+    before = _ray_daemons()
+    done = subprocess.run(
+        [sys.executable, "-m", "stemsplit", str(song), "--ray", "local", "-n", str(model), "-o", str(tmp_path / "out"),
+         "-d", "cpu", "--precision", "float32", "-q"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert [Path(line).name for line in done.stdout.splitlines()] == [
+        "drums.wav", "bass.wav", "other.wav", "vocals.wav"
+    ]  # fmt: skip
+    deadline = time.monotonic() + 10
+    while _ray_daemons() - before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _ray_daemons() - before == set(), "the private cluster outlived the run"

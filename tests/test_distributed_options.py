@@ -159,3 +159,19 @@ def test_ray_local_starts_a_private_cluster_and_stops_it(song: Path, tmp_path: P
     while _ray_daemons() - before and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _ray_daemons() - before == set(), "the private cluster outlived the run"
+
+
+def test_a_worker_that_cannot_start_names_its_node_and_the_cause() -> None:
+    from stemsplit.distributed.driver import _start_failure
+
+    # The text of the ActorDiedError Ray 2.60 raises when an actor's constructor fails (as seen on a
+    # real cluster, for a module the worker's node lacks).
+    died = RuntimeError(
+        "The actor died because of an error raised in its creation task, ray::TrackWorker.__init__() "
+        "(pid=24037, ip=10.1.2.3, actor_id=f3d6d1b38b95, repr=<TrackWorker>)\n"
+        '  File "worker.py", line 7, in __init__\n'
+        "ModuleNotFoundError: No module named 'stemsplit'"
+    )
+    message = str(_start_failure(died))
+    assert message.startswith("a Ray worker could not start on node 10.1.2.3 (ModuleNotFoundError: No module")
+    assert 'pip install "stemsplit-cli[ray]"' in message

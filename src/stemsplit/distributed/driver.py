@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import warnings
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -32,6 +33,7 @@ from types import ModuleType
 from typing import Any
 
 from stemsplit.distributed.cluster import (
+    INSTALL_HINT,
     ClusterOptions,
     WorkerShape,
     check_device,
@@ -40,7 +42,13 @@ from stemsplit.distributed.cluster import (
     worker_shape,
 )
 from stemsplit.distributed.worker import LoadFailed, Outcome, Ready, TrackWorker, WorkerSpec
-from stemsplit.errors import InvalidOptionError, StemsplitWarning, WorkerLostWarning, WorkerModelError
+from stemsplit.errors import (
+    ClusterError,
+    InvalidOptionError,
+    StemsplitWarning,
+    WorkerLostWarning,
+    WorkerModelError,
+)
 from stemsplit.inference import ModelBag
 from stemsplit.pipeline import (
     Batch,
@@ -237,7 +245,9 @@ class _Dispatch:
         worker.loading = None
         try:
             answer: Ready | LoadFailed = self.ray.get(ref)
-        except self.ray.exceptions.RayActorError:
+        except self.ray.exceptions.RayActorError as err:
+            if getattr(err, "actor_init_failed", False):  # it could not even start (stemsplit missing there?)
+                raise _start_failure(err) from None
             self._lose(worker)
             return
         if isinstance(answer, LoadFailed):
@@ -342,3 +352,14 @@ def _absolute(outputs: TrackOutputs) -> TrackOutputs:
     """``outputs`` with absolute paths, as a worker whose working folder is elsewhere needs them."""
     stems = {stem: path.absolute() for stem, path in outputs.stems.items()}
     return TrackOutputs(outputs.track, stems, outputs.sidecar.absolute())
+
+
+def _start_failure(err: BaseException) -> ClusterError:
+    """A worker whose process could not be set up: the cause's last line, and its node's address."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    node = re.search(r"\bip=([0-9A-Fa-f.:]+)", str(err))
+    where = f" on node {node.group(1)}" if node else ""
+    return ClusterError(
+        f"a Ray worker could not start{where} ({lines[-1] if lines else type(err).__name__}); every node needs "
+        f"stemsplit with its [ray] extra installed, the same versions as here ({INSTALL_HINT})"
+    )

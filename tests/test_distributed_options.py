@@ -175,3 +175,44 @@ def test_a_worker_that_cannot_start_names_its_node_and_the_cause() -> None:
     message = str(_start_failure(died))
     assert message.startswith("a Ray worker could not start on node 10.1.2.3 (ModuleNotFoundError: No module")
     assert 'pip install "stemsplit-cli[ray]"' in message
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_ray_run_and_the_same_command_resumes(tmp_path: Path) -> None:
+    """A real SIGINT to ``stemsplit --ray local`` once the first track is out: exit 130, the private
+    cluster gone, and the same command then skips what was finished and does the rest."""
+    import json
+    import signal
+    import subprocess
+    import time
+
+    from separation_helpers import make_tiny_th
+
+    model = make_tiny_th(tmp_path / "model")
+    songs = []
+    for i in range(8):
+        songs.append(tmp_path / "in" / f"song{i}.wav")
+        write_audio(songs[-1], seconds=3.0, seed=i)
+    command = [sys.executable, "-m", "stemsplit", *map(str, songs), "--ray", "local", "-n", str(model),
+               "-o", str(tmp_path / "out"), "-d", "cpu", "--precision", "float32", "-q", "--json"]  # fmt: skip
+    before = _ray_daemons()
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert run.stdout is not None
+    first = json.loads(run.stdout.readline())
+    run.send_signal(signal.SIGINT)
+    rest, stderr = run.communicate(timeout=120)
+    assert run.returncode == 130, stderr
+    assert "run the same command again to resume" in stderr
+    lines = [first, *map(json.loads, rest.splitlines())]
+    finished = {line["input"] for line in lines if line["status"] == "done"}
+    assert first["status"] == "done" and len(finished) < len(songs)
+    deadline = time.monotonic() + 10
+    while _ray_daemons() - before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _ray_daemons() - before == set(), "the private cluster outlived Ctrl-C"
+
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    statuses = {line["input"]: line["status"] for line in map(json.loads, again.stdout.splitlines())}
+    assert {name for name, status in statuses.items() if status == "skipped"} >= finished
+    assert set(statuses) == {str(p) for p in songs} and set(statuses.values()) <= {"done", "skipped"}

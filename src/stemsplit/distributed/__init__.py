@@ -40,7 +40,7 @@ one-node cluster); a worker checks that a local model file is the very file the 
 
 from __future__ import annotations
 
-from stemsplit.distributed.cluster import INSTALL_HINT, ClusterOptions, check_device, import_ray
+from stemsplit.distributed.cluster import ClusterOptions, import_ray
 from stemsplit.distributed.driver import plan, run_batch, separate
 
-__all__ = ["INSTALL_HINT", "ClusterOptions", "check_device", "import_ray", "plan", "run_batch", "separate"]
+__all__ = ["ClusterOptions", "import_ray", "plan", "run_batch", "separate"]

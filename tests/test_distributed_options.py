@@ -216,3 +216,19 @@ def test_ctrl_c_stops_a_ray_run_and_the_same_command_resumes(tmp_path: Path) -> 
     statuses = {line["input"]: line["status"] for line in map(json.loads, again.stdout.splitlines())}
     assert {name for name, status in statuses.items() if status == "skipped"} >= finished
     assert set(statuses) == {str(p) for p in songs} and set(statuses.values()) <= {"done", "skipped"}
+
+
+def test_the_batch_bar_counts_hours_of_audio_per_hour(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tracks done of total, and the audio separated (not skipped) per wall time: 2 h of audio in 0.5 h."""
+    from stemsplit.cli import ui
+    from stemsplit.pipeline import TrackResult
+
+    now = [1000.0]
+    monkeypatch.setattr(ui.time, "monotonic", lambda: now[0])
+    with ui.BatchProgress(3, 3 * 3600.0, quiet=True) as progress:
+        progress.track_finished(TrackResult(Path("a.wav"), "skipped", duration_s=3600.0))
+        assert progress._batch_label() == "[bold]batch[/bold] 1/3 tracks"
+        now[0] += 1800.0
+        progress.track_finished(TrackResult(Path("b.wav"), "done", duration_s=3600.0))
+        progress.track_finished(TrackResult(Path("c.wav"), "done", duration_s=3600.0))
+        assert progress._batch_label() == "[bold]batch[/bold] 3/3 tracks, 4.0 h of audio/h"

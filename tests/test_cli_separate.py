@@ -556,8 +556,8 @@ def test_report_schema(model_file: Path, song: np.ndarray) -> None:
         "input": str, "status": str, "error": (str, type(None)), "outputs": dict, "duration_s": (float, type(None)),
         "samplerate": (int, type(None)), "channels": (int, type(None)), "codec": (str, type(None)),
         "output_samplerate": (int, type(None)), "timings": dict, "device": (str, type(None)),
-        "precision": (str, type(None)), "batch_size": (int, type(None)), "gain": (float, type(None)),
-        "stems": dict, "warnings": list,
+        "precision": (str, type(None)), "batch_size": (int, type(None)), "node": type(None),
+        "gain": (float, type(None)), "stems": dict, "warnings": list,
     }  # fmt: skip
     for track in document["tracks"]:
         assert set(track) == set(types)

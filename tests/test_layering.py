@@ -1,6 +1,6 @@
 """Architecture rules that keep the package honest: imports follow the arrows of ARCHITECTURE.md.
 
-``cli → pipeline → {weights, inference, audio} → model``, with ``weights → inference`` only for the
+``cli → {distributed →} pipeline → {weights, inference, audio} → model``, with ``weights → inference`` only for the
 :class:`~stemsplit.inference.ModelBag` it returns; ``errors``, ``settings``, ``_paths`` and ``_version`` are
 leaves anyone may use. Static rules read every import of every file (function-level ones included); the
 runtime rules import a module in a fresh interpreter and look at ``sys.modules``.
@@ -26,7 +26,8 @@ ALLOWED: dict[str, set[str]] = {
     "weights": {"model", "inference"},
     "pipeline": {"weights", "inference", "audio"},
     "separator": {"pipeline", "weights", "inference", "audio"},
-    "cli": {"pipeline", "weights", "inference", "audio", "model"},
+    "distributed": {"pipeline", "weights", "inference", "audio"},
+    "cli": {"distributed", "pipeline", "weights", "inference", "audio", "model"},
     "__init__": {"model", "weights", "pipeline", "separator"},
     "__main__": {"cli"},
     **{leaf: set() for leaf in LEAVES},
@@ -131,6 +132,9 @@ def _modules_after_import(module: str) -> set[str]:
         ("stemsplit.pipeline", "typer"),
         ("stemsplit.pipeline", "rich"),
         ("stemsplit.separator", "rich"),
+        ("stemsplit.cli", "ray"),
+        ("stemsplit.pipeline", "ray"),
+        ("stemsplit.distributed", "ray"),
     ],
 )
 def test_importing_a_module_does_not_import(module: str, banned: str) -> None:

@@ -22,8 +22,10 @@ structured attributes (``path``, ``field``, ``expected`` …); only the CLI turn
     │   │   ├── OfflineModeError                       needed a download while offline
     │   │   ├── DownloadError                          network / HTTP failure
     │   │   ├── ChecksumError                          the bytes do not match the registry hash
-    │   │   └── CorruptCacheError                      a cached file fails to load and to verify
+    │   │   ├── CorruptCacheError                      a cached file fails to load and to verify
+    │   │   └── WorkerModelError                       a Ray worker could not load the model (names the node)
     │   └── UnknownModelFileError (ValueError)        a file to import matches no registry file
+    ├── ClusterError (ConnectionError)                a Ray cluster cannot be joined or used
     └── InvalidOptionError (ValueError)               an option value or combination is invalid
 """
 
@@ -229,6 +231,18 @@ class CorruptCacheError(ModelUnavailableError):
         self.fix = fix
 
 
+class WorkerModelError(ModelUnavailableError):
+    """A Ray worker could not obtain or load the model (``--ray``); the run stops before any track.
+
+    Attributes:
+        node: the worker's node, as ``host (ip)``.
+    """
+
+    def __init__(self, message: str, *, node: str) -> None:
+        super().__init__(message)
+        self.node = node
+
+
 class UnknownModelFileError(ModelError, ValueError):
     """A file offered for import matches no registry file, by name or by hash.
 
@@ -241,6 +255,16 @@ class UnknownModelFileError(ModelError, ValueError):
         super().__init__(message)
         self.path = Path(path)
         self.actual = actual
+
+
+# --- clusters ----------------------------------------------------------------------------------
+
+
+class ClusterError(StemsplitError, ConnectionError):
+    """A Ray cluster could not be started, joined or used (``--ray``): unreachable, or no room for a worker."""
+
+    def __str__(self) -> str:  # OSError would otherwise format (errno, strerror)
+        return str(self.args[0])
 
 
 # --- options -----------------------------------------------------------------------------------
@@ -358,3 +382,8 @@ class SlowPrecisionWarning(StemsplitWarning):
 
     The precision is honoured; the message gives the measured slowdown and the way back (``auto``).
     """
+
+
+class WorkerLostWarning(StemsplitWarning):
+    """A Ray worker was lost (its process or node died) while it had the track; the track was given to
+    another worker. Nothing the lost worker had half-written is under a final name."""

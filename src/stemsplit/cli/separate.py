@@ -21,6 +21,7 @@ from stemsplit._version import __version__
 from stemsplit.cli import ui
 
 if TYPE_CHECKING:
+    from stemsplit.distributed import ClusterOptions
     from stemsplit.pipeline import Batch, BatchInterrupted, SeparationOptions, TrackResult
 
 _HELP = """Split music into stems (drums, bass, other, vocals) with Hybrid Transformer Demucs.
@@ -28,6 +29,8 @@ _HELP = """Split music into stems (drums, bass, other, vocals) with Hybrid Trans
 PATHS are audio files, folders (searched recursively) and globs ("music/**/*.flac").
 Stems go to OUT/{model}/{track}/{stem}.{ext}; finished tracks are skipped on a re-run.
 --format stem.mp4 writes one OUT/{model}/{track}.stem.mp4 per track for Traktor and Mixxx.
+
+--ray separates on a Ray cluster (stemsplit-cli[ray]): one model per worker, same files and resume.
 
 Other commands: `stemsplit models list|download|import|verify|path|remove` (pretrained models) and
 `stemsplit doctor` (what is installed, which device would be used and why).
@@ -280,12 +283,46 @@ def separate(
         ),
     ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Per-track details on stderr.")] = False,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            metavar="local|auto|ADDRESS",
+            help="Separate on a Ray cluster: local (a private one for this run), auto (the running one) "
+            "or the head's ADDRESS; needs stemsplit-cli[ray].",
+        ),
+    ] = None,
+    ray_workers_per_gpu: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-workers-per-gpu",
+            metavar="N",
+            help="With --ray on GPUs: workers sharing each GPU [default: 1].",
+        ),
+    ] = None,
+    ray_cpus_per_worker: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-cpus-per-worker",
+            metavar="N",
+            help="With --ray on CPUs: CPU slots (and threads) per worker [default: 1].",
+        ),
+    ] = None,
+    ray_in_flight: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-in-flight",
+            metavar="N",
+            help="With --ray: the most tracks handed to workers at once [default: 2 per worker].",
+        ),
+    ] = None,
     version: ui.VersionOpt = False,
 ) -> None:
     from stemsplit import pipeline
     from stemsplit.errors import InvalidOptionError
 
     with ui.error_boundary():
+        cluster = _cluster(ray, ray_workers_per_gpu, ray_cpus_per_worker, ray_in_flight)
         if print0 and (as_json or dry_run):
             other = "--json" if as_json else "--dry-run"
             raise InvalidOptionError(
@@ -321,16 +358,26 @@ def separate(
         )
         if report is not None:
             _check_report(report)
-        batch = pipeline.plan_batch(paths, options, dry_run=dry_run)
+        if cluster is not None:
+            from stemsplit import distributed
+
+            batch = distributed.plan(paths, options, dry_run=dry_run)
+        else:
+            batch = pipeline.plan_batch(paths, options, dry_run=dry_run)
         if dry_run:
             _print_dry_run(batch, options, as_json=as_json, quiet=quiet)
             if any(outputs is None for _, _, outputs in batch.tracks):
                 raise typer.Exit(ui.EXIT_FAILED)  # the same run would fail on those inputs
             return
         if verbose and not quiet:
-            ui.stderr.print(f"compute: {batch.compute.describe()}", markup=False, emoji=False)
+            compute = (
+                batch.compute.describe()
+                if cluster is None
+                else f"Ray ({cluster.address}), one model per worker"
+            )
+            ui.stderr.print(f"compute: {compute}", markup=False, emoji=False)
         output: Output = "json" if as_json else "print0" if print0 else "paths"
-        results, interrupted = _run(batch, options, quiet=quiet, verbose=verbose, output=output)
+        results, interrupted = _run(batch, options, cluster, quiet=quiet, verbose=verbose, output=output)
         if not quiet:
             _print_summary(results, _fold_note(batch, options))
         if report is not None:
@@ -339,6 +386,45 @@ def separate(
             raise interrupted  # the error boundary says how to resume and exits 130
         if any(r.status == "failed" for r in results):
             raise typer.Exit(ui.EXIT_FAILED)
+
+
+def _cluster(
+    address: str | None, workers_per_gpu: str | None, cpus_per_worker: str | None, in_flight: str | None
+) -> ClusterOptions | None:
+    """The ``--ray*`` options, checked (Ray installed included), or None for a local run.
+
+    Raises:
+        InvalidOptionError: a bad value, a ``--ray-*`` option without ``--ray``, or Ray not installed.
+    """
+    from stemsplit.errors import InvalidOptionError
+
+    counts = {
+        "--ray-workers-per-gpu": workers_per_gpu,
+        "--ray-cpus-per-worker": cpus_per_worker,
+        "--ray-in-flight": in_flight,
+    }
+    if address is None:
+        given = next((option for option, text in counts.items() if text is not None), None)
+        if given is not None:
+            raise InvalidOptionError(f"{given} only applies to a Ray run; add --ray", option=given)
+        return None
+    from stemsplit import distributed
+
+    values: dict[str, int] = {}
+    for option, text in counts.items():
+        try:
+            if text is not None:
+                values[option] = int(text)
+        except ValueError:
+            raise InvalidOptionError.bad_value(option, text, "a whole number, 1 or more") from None
+    cluster = distributed.ClusterOptions(
+        address=address,
+        workers_per_gpu=values.get("--ray-workers-per-gpu", 1),
+        cpus_per_worker=values.get("--ray-cpus-per-worker", 1),
+        max_in_flight=values.get("--ray-in-flight"),
+    )
+    distributed.import_ray()  # a missing Ray says how to install it before anything else happens
+    return cluster
 
 
 def _check_report(report: Path) -> None:
@@ -354,9 +440,16 @@ def _check_report(report: Path) -> None:
 
 
 def _run(
-    batch: Batch, options: SeparationOptions, *, quiet: bool, verbose: bool, output: Output
+    batch: Batch,
+    options: SeparationOptions,
+    cluster: ClusterOptions | None,
+    *,
+    quiet: bool,
+    verbose: bool,
+    output: Output,
 ) -> tuple[list[TrackResult], BatchInterrupted | None]:
-    """Run the batch, printing each track's results as it ends; on Ctrl-C, what became of every track."""
+    """Run the batch (here, or on Ray with ``cluster``), printing each track's results as it ends; on
+    Ctrl-C, what became of every track."""
     from stemsplit import pipeline
     from stemsplit.audio import AudioInfo
     from stemsplit.errors import StemsplitWarning
@@ -375,9 +468,14 @@ def _run(
         warnings.showwarning = show
         reporter = _Reporter(progress, quiet=quiet, verbose=verbose, output=output)
         try:
-            results = pipeline.separate_batch(
-                batch, options, reporter=reporter, download_reporter=ui.DownloadProgress(quiet=quiet)
-            )
+            if cluster is not None:
+                from stemsplit import distributed
+
+                results = distributed.run_batch(batch, options, cluster, reporter=reporter)
+            else:
+                results = pipeline.separate_batch(
+                    batch, options, reporter=reporter, download_reporter=ui.DownloadProgress(quiet=quiet)
+                )
         except pipeline.BatchInterrupted as stop:
             return stop.results, stop
     return results, None
@@ -418,8 +516,9 @@ class _Reporter:
         elif self.verbose and not self.quiet:
             detail = f"{result.input}: {result.status}"
             if result.status == "done":
+                where = f"{result.device} of {result.node}" if result.node else result.device
                 detail += (
-                    f" in {_seconds(result.timings.get('total', 0))} on {result.device} ({result.precision}, "
+                    f" in {_seconds(result.timings.get('total', 0))} on {where} ({result.precision}, "
                     f"batch {result.batch_size}), gain {result.gain:.3f}"
                 )
             ui.stderr.print(detail, markup=False, emoji=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import traceback
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
@@ -302,8 +303,9 @@ class BatchProgress:
     """A :class:`stemsplit.pipeline.BatchReporter` drawing Rich bars on stderr, in audio seconds.
 
     One bar per track in flight (several are separated at once on a GPU) and one for the batch (tracks done
-    / total, audio processed, ETA). Nothing is drawn when ``quiet`` or when stderr is not a terminal (Rich's
-    own rule). Results are printed with :meth:`print_result` while the bars are shown.
+    / total, hours of audio separated per hour of wall time, audio processed, ETA). Nothing is drawn when
+    ``quiet`` or when stderr is not a terminal (Rich's own rule). Results are printed with
+    :meth:`print_result` while the bars are shown.
     """
 
     def __init__(self, total_tracks: int, total_seconds: float, *, quiet: bool = False) -> None:
@@ -311,6 +313,8 @@ class BatchProgress:
         # Bars drawn on the same terminal as stdout: a result must go above them, through their console.
         self._shares_terminal = not quiet and stderr.is_terminal and stdout.is_terminal
         self._done_before = 0.0
+        self._separated_s = 0.0  # audio of the tracks separated (not skipped) so far
+        self._started = time.monotonic()
         self._tracks_done = 0
         self._total_tracks = total_tracks
         self._progress = Progress(
@@ -329,9 +333,14 @@ class BatchProgress:
         self._done_s: dict[int, float] = {}
 
     def _batch_label(self) -> str:
-        return f"[bold]batch[/bold] {self._tracks_done}/{self._total_tracks} tracks"
+        label = f"[bold]batch[/bold] {self._tracks_done}/{self._total_tracks} tracks"
+        elapsed = time.monotonic() - self._started
+        if self._separated_s > 0 and elapsed > 0:  # audio hours per hour = audio seconds per second
+            label += f", {self._separated_s / elapsed:.1f} h of audio/h"
+        return label
 
     def __enter__(self) -> BatchProgress:
+        self._started = time.monotonic()
         self._progress.start()
         return self
 
@@ -366,7 +375,10 @@ class BatchProgress:
         if index is not None and index in self._tracks:
             self._progress.remove_task(self._tracks.pop(index))
             self._done_s.pop(index, None)
-        self._done_before += getattr(result, "duration_s", None) or 0.0
+        seconds = getattr(result, "duration_s", None) or 0.0
+        self._done_before += seconds
+        if getattr(result, "status", None) == "done":
+            self._separated_s += seconds
         self._tracks_done += 1
         completed = self._done_before + sum(self._done_s.values())
         self._progress.update(self._batch, completed=completed, description=self._batch_label())

@@ -168,9 +168,6 @@ def separate_batch(
     Returns:
         One result per input, in the batch's order.
 
-    Returns:
-        One result per input, in input order.
-
     Raises:
         ModelUnavailableError: the model could not be obtained (the batch stops: nothing could be done).
         BatchInterrupted: Ctrl-C; every worker stopped, and the exception carries every input's result, the
@@ -187,21 +184,7 @@ def separate_batch(
         reporter.track_finished(result)
 
     try:
-        provenance = Provenance(batch.model.name, weights_identity(batch.model), options.output_settings())
-        jobs = []
-        for index, (path, probed, outputs) in enumerate(batch.tracks):
-            duration = probed.duration_s if isinstance(probed, AudioInfo) else None
-            if isinstance(probed, StemsplitError) or outputs is None:
-                reporter.track_started(index, total, path, duration)
-                finished(index, TrackResult(path, "failed", error=str(probed)))
-            elif not options.overwrite and is_complete(outputs.sidecar, provenance, outputs.stems, path):
-                reporter.track_started(index, total, path, duration)
-                finished(index, TrackResult(
-                    path, "skipped", outputs=dict(outputs.stems), duration_s=duration,
-                    samplerate=probed.samplerate, channels=probed.channels, codec=probed.codec,
-                ))  # fmt: skip
-            else:
-                jobs.append(Job(index, path, outputs, duration))
+        provenance, jobs = triage(batch, options, reporter, finished)
         if jobs:
             bag = loader() if loader else load_model(batch.model, model_cache(options, download_reporter))
             seconds = sum(j.duration_s or 0.0 for j in jobs) * max(1, options.shifts)
@@ -219,11 +202,48 @@ def separate_batch(
                 on_result=lambda job, result: finished(job.index, result),
             )
     except KeyboardInterrupt:
-        raise _interrupted(batch, results, reporter) from None
+        raise interrupted(batch, results, reporter) from None
     return [results[i] for i in range(total)]
 
 
-def _interrupted(
+def triage(
+    batch: Batch,
+    options: SeparationOptions,
+    reporter: BatchReporter,
+    finished: Callable[[int, TrackResult], None],
+) -> tuple[Provenance, list[Job]]:
+    """Settle the tracks that need no separation and return the others as jobs (local and Ray runs alike).
+
+    An input that could not be probed (or got no output paths) is ``failed``; one whose stems are complete
+    (per its sidecar, unless ``options.overwrite``) is ``skipped``. Each is announced to ``reporter`` and
+    passed to ``finished(index, result)`` here.
+
+    Returns:
+        The sidecar record of the run's stems, and the tracks to separate in the batch's order.
+
+    Raises:
+        CheckpointError, OSError: a local model file can no longer be read to compute its identity.
+    """
+    provenance = Provenance(batch.model.name, weights_identity(batch.model), options.output_settings())
+    total = len(batch.tracks)
+    jobs = []
+    for index, (path, probed, outputs) in enumerate(batch.tracks):
+        duration = probed.duration_s if isinstance(probed, AudioInfo) else None
+        if isinstance(probed, StemsplitError) or outputs is None:
+            reporter.track_started(index, total, path, duration)
+            finished(index, TrackResult(path, "failed", error=str(probed)))
+        elif not options.overwrite and is_complete(outputs.sidecar, provenance, outputs.stems, path):
+            reporter.track_started(index, total, path, duration)
+            finished(index, TrackResult(
+                path, "skipped", outputs=dict(outputs.stems), duration_s=duration,
+                samplerate=probed.samplerate, channels=probed.channels, codec=probed.codec,
+            ))  # fmt: skip
+        else:
+            jobs.append(Job(index, path, outputs, duration))
+    return provenance, jobs
+
+
+def interrupted(
     batch: Batch, finished: Mapping[int, TrackResult], reporter: BatchReporter
 ) -> BatchInterrupted:
     """Ctrl-C: every track not finished is reported ``interrupted``; the finished ones keep their results."""

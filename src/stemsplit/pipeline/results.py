@@ -180,6 +180,7 @@ class TrackResult:
         output_samplerate: the stems' rate.
         timings: seconds spent per stage (``stats``, ``separate``, ``total``).
         device, precision, batch_size: where and how the model ran.
+        node: the Ray node whose worker ran the model, as ``host (ip)`` (``--ray``); None for a local run.
         gain: the shared clip-protection gain applied (1.0 = none).
         stems: per stem ``{"peak": …, "rms": …, "peak_dbfs": …}``, before the gain (``peak_dbfs`` is
             ``-inf`` for a silent stem; None in :meth:`to_dict`, as JSON has no infinity).
@@ -201,6 +202,7 @@ class TrackResult:
     device: str | None = None
     precision: str | None = None
     batch_size: int | None = None
+    node: str | None = None
     gain: float | None = None
     stems: dict[str, dict[str, float]] = field(default_factory=dict)
     warnings: tuple[TrackWarning, ...] = ()

@@ -1,0 +1,365 @@
+"""The driver of a Ray run: plan as a local run does, hand tracks to long-lived workers, collect results.
+
+The driver plans with the local planner (:func:`~stemsplit.pipeline.plan_batch`: inputs, probes, output
+names and their collisions) and settles failed and complete tracks with the local triage
+(:func:`~stemsplit.pipeline.batch.triage`); only the tracks left are sent to workers. It keeps at most
+``max_in_flight`` tracks with workers, the least busy worker first, and reports each result as it comes.
+
+Faults:
+
+* a worker lost with tracks in hand (its process or node died): the worker is replaced (at most twice
+  its number over the run) and each of those tracks goes to a worker again, at most ``max_attempts``
+  times in all; a retried track whose stems the lost worker had finished is not written again;
+* a track that fails (a bad input) is ``failed`` and the rest go on; an option that fails everywhere
+  stops the run, as locally;
+* a worker that cannot load the model stops the run with a :class:`~stemsplit.errors.WorkerModelError`
+  naming its node;
+* Ctrl-C kills the workers at once and raises :class:`~stemsplit.pipeline.BatchInterrupted`. A track
+  cut off leaves only hidden temporaries (never a file under a final name); a rerun redoes it and skips
+  the finished ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import warnings
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from stemsplit.distributed.cluster import (
+    INSTALL_HINT,
+    ClusterOptions,
+    WorkerShape,
+    check_device,
+    connected,
+    import_ray,
+    worker_shape,
+)
+from stemsplit.distributed.worker import LoadFailed, Outcome, Ready, TrackWorker, WorkerSpec
+from stemsplit.errors import (
+    ClusterError,
+    InvalidOptionError,
+    StemsplitWarning,
+    WorkerLostWarning,
+    WorkerModelError,
+)
+from stemsplit.inference import ModelBag
+from stemsplit.pipeline import (
+    Batch,
+    BatchReporter,
+    NullBatchReporter,
+    SeparationOptions,
+    TrackResult,
+    TrackWarning,
+    plan_batch,
+)
+from stemsplit.pipeline.batch import interrupted, triage
+from stemsplit.pipeline.outputs import TrackOutputs
+from stemsplit.pipeline.results import warning_kind
+from stemsplit.pipeline.workers import Job, failed_result
+
+WAIT_S = 0.2
+"""How long the driver waits for a result before looking at its workers again (s)."""
+
+
+def plan(paths: Sequence[str], options: SeparationOptions, *, dry_run: bool = False) -> Batch:
+    """Plan a Ray run on the driver, exactly as a local run is planned (no cluster needed).
+
+    The device is the workers' business (each gets a GPU or CPU slots), so it is only checked for a value
+    a Ray run can honour and the driver plans as on a CPU.
+
+    Raises:
+        InvalidOptionError, UnknownModelError, CheckpointError: as :func:`~stemsplit.pipeline.plan_batch`,
+            and a ``--device`` that names a device (``cuda:1``, ``mps``).
+    """
+    check_device(options.device)
+    return plan_batch(paths, dataclasses.replace(options, device="cpu"), dry_run=dry_run)
+
+
+def separate(
+    paths: Sequence[str],
+    out_dir: str | Path,
+    options: SeparationOptions | None = None,
+    cluster: ClusterOptions | None = None,
+    *,
+    reporter: BatchReporter | None = None,
+) -> list[TrackResult]:
+    """Separate files, folders and globs on a Ray cluster; the stems go under ``out_dir``.
+
+    Args:
+        paths: inputs, as on the command line (every node must see them at the same paths).
+        out_dir: the output root (replaces ``options.out_dir``; every node must see it).
+        options: what to compute and write (as a local run).
+        cluster: which cluster and how many workers (default: a private local cluster).
+        reporter: progress and results, as they happen.
+
+    Returns:
+        One result per input, in input order (each done track with the ``node`` that ran it).
+
+    Raises:
+        InvalidOptionError: an invalid option, or Ray is not installed.
+        ClusterError: the cluster cannot be started or joined, or has no room for a worker.
+        WorkerModelError: a worker could not load the model (the error names its node).
+        BatchInterrupted: Ctrl-C (with every input's result).
+    """
+    options = dataclasses.replace(options or SeparationOptions(), out_dir=Path(out_dir))
+    cluster = cluster or ClusterOptions()
+    import_ray()  # before any work
+    return run_batch(plan(paths, options), options, cluster, reporter=reporter)
+
+
+def run_batch(
+    batch: Batch,
+    options: SeparationOptions,
+    cluster: ClusterOptions,
+    *,
+    reporter: BatchReporter | None = None,
+    loader: Callable[[], ModelBag] | None = None,
+) -> list[TrackResult]:
+    """Run a batch planned by :func:`plan` on Ray workers (see the module docstring).
+
+    Args:
+        batch, options: the planned batch and the run's settings.
+        cluster: which cluster and how many workers.
+        reporter: told of each track as it is handed out and as it ends (in this thread).
+        loader: builds the model on each worker in place of the run's model (picklable; benchmarks).
+
+    Returns:
+        One result per input, in input order.
+
+    Raises:
+        As :func:`separate`. No cluster is started or joined when every track is settled by the planner.
+    """
+    reporter = reporter or NullBatchReporter()
+    import_ray()
+    results: dict[int, TrackResult] = {}
+
+    def finished(index: int, result: TrackResult) -> None:
+        results[index] = result
+        reporter.track_finished(result)
+
+    try:
+        provenance, jobs = triage(batch, options, reporter, finished)
+        if jobs:
+            with connected(cluster.address) as ray:
+                shape = worker_shape(ray.cluster_resources(), cluster, options.device)
+                seconds = sum(j.duration_s or 0.0 for j in jobs) * max(1, options.shifts) / shape.count
+                spec = WorkerSpec(
+                    model=dataclasses.replace(
+                        batch.model,
+                        path=batch.model.path.resolve() if batch.model.path else None,
+                        members=None,  # each worker reads the file itself: no weights through the object store
+                    ),
+                    options=dataclasses.replace(
+                        options, device=shape.device, jobs=options.jobs or shape.threads
+                    ),
+                    plan=batch.plan,
+                    provenance=provenance,
+                    seconds=seconds,
+                    loader=loader,
+                )
+                _Dispatch(ray, spec, shape, cluster, jobs, reporter, len(batch.tracks), finished).run()
+    except KeyboardInterrupt:
+        raise interrupted(batch, results, reporter) from None
+    return [results[i] for i in range(len(batch.tracks))]
+
+
+@dataclass
+class _Worker:
+    """A worker as the driver sees it."""
+
+    handle: Any
+    loading: Any  # the ObjectRef of its load(), until it answers
+    ready: Ready | None = None
+    busy: int = 0  # tracks handed to it and not answered
+    lost: bool = False
+
+
+@dataclass
+class _Task:
+    """A track on its way through the workers."""
+
+    job: Job
+    attempts: int = 0  # workers lost while they had it
+    notes: list[TrackWarning] = field(default_factory=list)
+
+
+class _Dispatch:
+    """The driver's loop: start workers, keep them fed, collect answers, replace lost workers."""
+
+    def __init__(
+        self,
+        ray: ModuleType,
+        spec: WorkerSpec,
+        shape: WorkerShape,
+        cluster: ClusterOptions,
+        jobs: Sequence[Job],
+        reporter: BatchReporter,
+        total: int,
+        finished: Callable[[int, TrackResult], None],
+    ) -> None:
+        self.ray, self.spec, self.shape, self.cluster = ray, spec, shape, cluster
+        self.reporter, self.total, self.finished = reporter, total, finished
+        self.pending = deque(_Task(job) for job in jobs)
+        self.max_in_flight = cluster.max_in_flight or 2 * shape.count
+        self.per_worker = max(1, math.ceil(self.max_in_flight / shape.count))
+        self.replacements = 2 * shape.count
+        self.remote = ray.remote(**shape.resources)(TrackWorker)
+        self.workers: list[_Worker] = []
+        self.running: dict[Any, tuple[_Task, _Worker]] = {}  # ObjectRef → its track and worker
+
+    def run(self) -> None:
+        try:
+            for _ in range(min(self.shape.count, len(self.pending))):
+                self._start_worker()
+            while self.pending or self.running:
+                self._hand_out()
+                loading = {w.loading: w for w in self.workers if w.loading is not None and not w.lost}
+                waiting = [*self.running, *loading]
+                if not waiting:  # every worker lost, none left to start
+                    self._give_up()
+                    return
+                done, _ = self.ray.wait(waiting, num_returns=1, timeout=WAIT_S)
+                for ref in done:
+                    if ref in loading:
+                        self._loaded(loading[ref], ref)
+                    else:
+                        self._answered(ref)
+        finally:
+            for worker in self.workers:
+                self.ray.kill(worker.handle)
+
+    # -- workers ------------------------------------------------------------------------------------
+
+    def _start_worker(self) -> None:
+        handle = self.remote.remote(self.spec)
+        self.workers.append(_Worker(handle, handle.load.remote()))
+
+    def _loaded(self, worker: _Worker, ref: Any) -> None:
+        worker.loading = None
+        try:
+            answer: Ready | LoadFailed = self.ray.get(ref)
+        except self.ray.exceptions.RayActorError as err:
+            if getattr(err, "actor_init_failed", False):  # it could not even start (stemsplit missing there?)
+                raise _start_failure(err) from None
+            self._lose(worker)
+            return
+        if isinstance(answer, LoadFailed):
+            if answer.kind == "option":
+                raise InvalidOptionError(answer.message)
+            raise WorkerModelError(
+                f"the model could not be loaded on node {answer.node}: {answer.message}", node=answer.node
+            )
+        worker.ready = answer
+
+    def _lose(self, worker: _Worker) -> None:
+        """A worker died: make sure it stays dead and start another in its place, while allowed."""
+        if worker.lost:
+            return
+        worker.lost = True
+        self.ray.kill(worker.handle)
+        if self.replacements > 0 and (self.pending or self.running):
+            self.replacements -= 1
+            self._start_worker()
+
+    # -- tracks ---------------------------------------------------------------------------------------
+
+    def _hand_out(self) -> None:
+        while self.pending and len(self.running) < self.max_in_flight:
+            ready = [
+                w for w in self.workers if w.ready is not None and not w.lost and w.busy < self.per_worker
+            ]
+            if not ready:
+                return
+            worker = min(ready, key=lambda w: w.busy)
+            task = self.pending.popleft()
+            job = task.job
+            if task.attempts == 0:
+                self.reporter.track_started(job.index, self.total, job.path, job.duration_s)
+                if self.spec.options.overwrite:  # so that a retry can tell this run's stems from older ones
+                    job.outputs.sidecar.unlink(missing_ok=True)
+            ref = worker.handle.separate.remote(
+                job.path.absolute(), _absolute(job.outputs), job.duration_s, task.attempts > 0
+            )
+            worker.busy += 1
+            self.running[ref] = (task, worker)
+
+    def _answered(self, ref: Any) -> None:
+        task, worker = self.running.pop(ref)
+        worker.busy -= 1
+        job = task.job
+        try:
+            outcome: Outcome = self.ray.get(ref)
+        except self.ray.exceptions.RayActorError:
+            self._retry(task, worker)
+            return
+        except self.ray.exceptions.RayError as err:  # the worker's code raised: this track fails
+            self._finish(task, failed_result(job.path, err))
+            return
+        if outcome.fatal:
+            raise InvalidOptionError(outcome.result.error or "an option failed on a worker")
+        self._finish(task, outcome.result)
+
+    def _retry(self, task: _Task, worker: _Worker) -> None:
+        """The worker holding ``task`` was lost: give the track to another worker, or give up on it."""
+        node = worker.ready.node if worker.ready else "its node"
+        self._lose(worker)
+        task.attempts += 1
+        job = task.job
+        if task.attempts >= self.cluster.max_attempts:
+            message = (
+                f"{job.path}: {task.attempts} Ray workers were lost while they had this track (does it "
+                "exhaust their memory, or crash the decoder?); it was not separated"
+            )
+            self._finish(task, TrackResult(job.path, "failed", error=message))
+            return
+        message = (
+            f"{job.path}: the Ray worker on {node} was lost while it had this track; given to another "
+            f"worker (attempt {task.attempts + 1} of {self.cluster.max_attempts})"
+        )
+        task.notes.append(TrackWarning(warning_kind(WorkerLostWarning), message))
+        warnings.warn(WorkerLostWarning(message), stacklevel=2)
+        self.pending.appendleft(task)
+
+    def _finish(self, task: _Task, result: TrackResult) -> None:
+        job = task.job
+        for note in result.warnings:  # issued on the worker, where nobody sees them
+            warnings.warn(note.message, StemsplitWarning, stacklevel=2)
+        result.warnings = (*task.notes, *result.warnings)
+        result.input = job.path  # as the user named it (the worker saw it absolute)
+        if result.outputs:
+            result.outputs = dict(job.outputs.stems)
+        self.finished(job.index, result)
+
+    def _give_up(self) -> None:
+        """No worker is left: every track not finished fails, saying why."""
+        lost = sum(w.lost for w in self.workers)
+        while self.pending:
+            task = self.pending.popleft()
+            message = f"{task.job.path}: every Ray worker was lost ({lost} in all); not separated"
+            if task.attempts == 0:
+                self.reporter.track_started(task.job.index, self.total, task.job.path, task.job.duration_s)
+            self._finish(task, TrackResult(task.job.path, "failed", error=message))
+
+
+def _absolute(outputs: TrackOutputs) -> TrackOutputs:
+    """``outputs`` with absolute paths, as a worker whose working folder is elsewhere needs them."""
+    stems = {stem: path.absolute() for stem, path in outputs.stems.items()}
+    return TrackOutputs(outputs.track, stems, outputs.sidecar.absolute())
+
+
+def _start_failure(err: BaseException) -> ClusterError:
+    """A worker whose process could not be set up: the cause's last line, and its node's address."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    node = re.search(r"\bip=([0-9A-Fa-f.:]+)", str(err))
+    where = f" on node {node.group(1)}" if node else ""
+    return ClusterError(
+        f"a Ray worker could not start{where} ({lines[-1] if lines else type(err).__name__}); every node needs "
+        f"stemsplit with its [ray] extra installed, the same versions as here ({INSTALL_HINT})"
+    )

@@ -179,3 +179,11 @@ def test_models_download_auto_fetches_both_models(registry) -> None:
         )
     assert result.exit_code == 0, result.stderr
     assert [Path(line).name for line in result.stdout.split()] == [p.name for p in registry.values()]
+
+
+def test_the_library_separator_asks_for_one_model() -> None:
+    from stemsplit.errors import UnknownModelError
+    from stemsplit.weights.loading import describe_model
+
+    with pytest.raises(UnknownModelError, match="picks a model per track of a batch"):
+        describe_model("auto")

@@ -532,7 +532,7 @@ def test_the_summary_in_a_log_keeps_each_row_on_one_line(model_file: Path, tmp_p
     assert rows[0].index("done") == header.index("status")  # aligned columns
 
 
-HDEMUCS_SPEED = "-"  # hdemucs_mmi's speed against htdemucs, as benchmarks/RESULTS.md records it
+HDEMUCS_SPEED = "1.3x"  # hdemucs_mmi's speed against htdemucs, as benchmarks/RESULTS.md records it (1.28)
 
 
 def test_models_list_shows_sizes_and_does_not_wrap_in_a_pipe() -> None:

@@ -91,15 +91,8 @@ class HDemucs(HybridModel):
         self.freq_emb = ScaledEmbedding(cfg.bins(1), cfg.width(0), cfg.emb_scale)
 
     def trunk(self, x: torch.Tensor, xt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Stage 2, real-valued: both U-Nets, merged and split again.
-
-        Args:
-            x: (B, 2C, Fq, Fr) normalised spectrogram, complex as channels.
-            xt: (B, C, T) normalised waveform.
-
-        Returns:
-            (B, 2SC, Fq, Fr) and (B, SC, T): every source's spectrogram and waveform, still normalised.
-        """
+        """Both U-Nets, merged and split again: (B, 2C, Fq, Fr), (B, C, T) → (B, 2SC, Fq, Fr), (B, SC, T)
+        (see :meth:`HybridModel.trunk`)."""
         skips, lengths, skips_t, lengths_t = self._encode(x, xt)
         return self._decode(skips, lengths, skips_t, lengths_t)
 

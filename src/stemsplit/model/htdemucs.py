@@ -50,32 +50,17 @@ class HTDemucs(HybridModel):
             chin_t = widths[i - 1] if i else cfg.audio_channels
             for freq, chin, encoders in ((True, chin_f, self.encoder), (False, chin_t, self.tencoder)):
                 encoders.append(
-                    EncoderLayer(
-                        chin,
-                        width,
-                        freq=freq,
-                        kernel_size=k,
-                        stride=stride,
-                        context=cfg.context_enc,
-                        dconv=enc_dconv,
-                    )
-                )
+                    EncoderLayer(chin, width, freq=freq, kernel_size=k, stride=stride, context=cfg.context_enc,
+                                 dconv=enc_dconv)
+                )  # fmt: skip
         for i in reversed(range(cfg.depth)):  # decoder.0 is the innermost
             out_f = widths[i - 1] if i else S * 2 * cfg.audio_channels
             out_t = widths[i - 1] if i else S * cfg.audio_channels
             for freq, chout, decoders in ((True, out_f, self.decoder), (False, out_t, self.tdecoder)):
                 decoders.append(
-                    DecoderLayer(
-                        widths[i],
-                        chout,
-                        freq=freq,
-                        kernel_size=k,
-                        stride=stride,
-                        context=cfg.context,
-                        dconv=dec_dconv,
-                        last=i == 0,
-                    )
-                )
+                    DecoderLayer(widths[i], chout, freq=freq, kernel_size=k, stride=stride, context=cfg.context,
+                                 dconv=dec_dconv, last=i == 0)
+                )  # fmt: skip
 
         self.freq_emb = ScaledEmbedding(cfg.nfft // 2 // cfg.stride, widths[0], cfg.emb_scale)
         inner, dim = cfg.inner_channels, cfg.transformer_dim
@@ -110,19 +95,8 @@ class HTDemucs(HybridModel):
         return F.pad(mix, (0, T - L))  # right zero-padding to the training length
 
     def trunk(self, x: torch.Tensor, xt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Stage 2, real-valued: both U-Nets and the transformer.
-
-        Args:
-            x: (B, 2C, Fq, Fr) normalised spectrogram, complex as channels.
-            xt: (B, C, T) normalised waveform.
-
-        Returns:
-            (B, 2SC, Fq, Fr) and (B, SC, T): every source's spectrogram and waveform, still normalised.
-        """
-        return self._unets(x, xt)
-
-    def _unets(self, x: torch.Tensor, xt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Both U-Nets and the transformer: (B, 2C, Fq, Fr), (B, C, T) → (B, 2SC, Fq, Fr), (B, SC, T)."""
+        """Both U-Nets and the transformer: (B, 2C, Fq, Fr), (B, C, T) → (B, 2SC, Fq, Fr), (B, SC, T)
+        (see :meth:`HybridModel.trunk`)."""
         skips, skips_t, lengths_t = [], [], []
         for idx, (encode, encode_t) in enumerate(zip(self.encoder, self.tencoder, strict=True)):
             lengths_t.append(xt.shape[-1])

@@ -97,6 +97,13 @@ def describe_model(spec: str, *, load: bool = True) -> ModelInfo:
             path.stem, loaded.config.sources, sha256_file(path), path, 1, window, ((loaded,), None, None)
         )
     known = registry.model_names()
+    if spec == registry.AUTO:  # a rule for batches, resolved per track by the pipeline
+        raise UnknownModelError(
+            f"model 'auto' picks a model per track of a batch (the stemsplit command); name one model here: "
+            f"{', '.join(known)}",
+            name=spec,
+            known=known,
+        )
     if path.is_dir():
         raise UnknownModelError(
             f"--model {spec}: is a folder, not a model; {_MODEL_FORMS.format(', '.join(known))}",

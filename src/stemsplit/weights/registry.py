@@ -289,7 +289,7 @@ MODELS: Registry = make_registry(
         ),  # "Hybrid Demucs retrained"
         origin=_ORIGIN.format(name="hdemucs_mmi"),
         segment=Fraction(44),  # the bag yaml's segment; demucs 4.1.0 applies it to Hybrid Demucs (spec §3.4)
-        speed=None,
+        speed=1.28,  # bench_engine.py --model hdemucs_mmi, 60-s track, float32, 2-core Xeon (RESULTS.md)
     ),
 )
 

@@ -59,7 +59,9 @@ def models_download(
     with ui.error_boundary():
         if not names and not all_models:
             raise InvalidOptionError(
-                "name at least one model (`stemsplit models list` shows them), or pass --all", option="NAMES"
+                "name at least one model (`stemsplit models list` shows them; `auto` for the two `-n auto` "
+                "uses), or pass --all",
+                option="NAMES",
             )
         transport = Transport(offline=offline or None, reporter=ui.DownloadProgress(quiet=quiet))
         resolved = ModelCache(transport=transport).download(None if all_models else names)

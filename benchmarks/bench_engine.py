@@ -4,6 +4,7 @@ Usage::
 
     python benchmarks/bench_engine.py --seconds 60                 # real model, speed + equality (~2 min/2 cores)
     python benchmarks/bench_engine.py --seconds 20 --memory-minutes 5 60 --reference-memory-minutes 5 15
+    python benchmarks/bench_engine.py --model hdemucs_mmi --seconds 60 --repeats 2 --profile-context
 
 Parts:
 
@@ -12,6 +13,12 @@ Parts:
    auto chose something else), then the reference (``apply_model(shifts=0, split=True, overlap=0.25)`` with
    ``Separator``'s normalisation). Wall times, SNR / max abs difference against the reference, and the peak
    resident memory of each phase (sampled from /proc every 5 ms; includes torch and the model).
+   With ``--model hdemucs_mmi``: the full-size Hybrid Demucs architecture instead (random weights), in the
+   registry's bag (44-s windows, a short last one at its own length; the reference as ``BagOfModels(segment=44)``),
+   and our ``htdemucs`` in float32 on the same track in the same run, for the speed relative to it
+   (``models list``). ``--profile-context`` adds one profiled run of each side (torch profiler; the BiLSTM
+   and local-attention blocks are marked with ``record_function`` from forward hooks) and prints the time
+   spent in each kind of block.
 2. **Memory with a stand-in model** (one subprocess per measurement, run first; peak RSS sampled from /proc): a cheap
    callable with the HT interface (343,980-sample windows, 4 stems) replaces the network so that hour-long
    tracks run in seconds; ours streams the track from a block generator to a discarding sink (the pipeline's
@@ -139,11 +146,29 @@ def snr_db(ref: torch.Tensor, est: torch.Tensor) -> float:
     return float("inf") if err == 0 else float(10 * torch.log10(ref.pow(2).sum() / err))
 
 
-def real_model_run(args: argparse.Namespace) -> dict[str, float | str]:
-    from engine_models import make_reference_htdemucs, stemsplit_twin
+HDEMUCS_WINDOW_S = 44  # hdemucs_mmi's bag segment (the registry's window)
 
-    model = make_reference_htdemucs(seed=0)  # the reference network (demucs)
-    bag = ModelBag.single(stemsplit_twin(model))  # ours: stemsplit's HTDemucs with the same weights
+
+def networks(name: str) -> tuple[torch.nn.Module, ModelBag]:
+    """The reference model (a demucs network or bag) and ours with the same random weights, as the registry
+    runs ``name`` (``htdemucs`` or ``hdemucs_mmi``)."""
+    from engine_models import make_reference_hdemucs, make_reference_htdemucs, stemsplit_twin
+
+    if name == "htdemucs":
+        model = make_reference_htdemucs(seed=0)  # the reference network (demucs)
+        return model, ModelBag.single(stemsplit_twin(model))  # ours: the same weights
+    from demucs.apply import BagOfModels
+
+    hybrid = make_reference_hdemucs(seed=0)
+    twin = stemsplit_twin(hybrid)
+    window = HDEMUCS_WINDOW_S * SR
+    bag = ModelBag((twin,), tuple(twin.sources), SR, 2, window, fixed_window=False)  # type: ignore[arg-type]
+    return BagOfModels([hybrid], segment=HDEMUCS_WINDOW_S), bag
+
+
+def real_model_run(args: argparse.Namespace) -> dict[str, float | str]:
+    model, bag = networks(args.model)
+    ht_bag = networks("htdemucs")[1] if args.model != "htdemucs" else None
     wav = torch.cat(list(synthetic_blocks(args.seconds)), dim=-1)
     device = resolve_device(args.device)
     auto_dtype = resolve_dtype(args.precision, device)
@@ -156,18 +181,28 @@ def real_model_run(args: argparse.Namespace) -> dict[str, float | str]:
     def reference() -> torch.Tensor:
         return reference_separate(model, wav if device.type == "cpu" else wav.to(device)).cpu()
 
+    def htdemucs() -> torch.Tensor:
+        assert ht_bag is not None
+        opts = EngineOptions(device=device, precision="float32", batch_size=args.batch_size)
+        return separate_tensor(ht_bag, wav, options=opts)
+
     # The machine may be shared: alternate ours / reference and keep each side's fastest repeat.
     best: dict[str, tuple[torch.Tensor, float, float]] = {}
     for repeat in range(args.repeats):
-        order = ["ours", "f32", "demucs"] if repeat % 2 == 0 else ["demucs", "f32", "ours"]
+        order = ["ours", "f32", "demucs", "ht"] if repeat % 2 == 0 else ["ht", "demucs", "f32", "ours"]
         for which in order:
             if which == "f32" and auto_dtype == torch.float32:
                 continue
             if which == "demucs" and args.skip_reference:
                 continue
-            fn = {"ours": lambda: ours(args.precision), "f32": lambda: ours("float32"), "demucs": reference}[
-                which
-            ]
+            if which == "ht" and ht_bag is None:
+                continue
+            fn = {
+                "ours": lambda: ours(args.precision),
+                "f32": lambda: ours("float32"),
+                "demucs": reference,
+                "ht": htdemucs,
+            }[which]
             out, secs, mb = timed(fn)
             if which not in best or secs < best[which][1]:
                 best[which] = (out, secs, max(mb, best.get(which, (None, 0.0, 0.0))[2]))
@@ -187,7 +222,11 @@ def real_model_run(args: argparse.Namespace) -> dict[str, float | str]:
         results |= {"demucs_s": demucs_s, "demucs_peak_rss_mb": demucs_mb}
         results["max_abs_f32"] = float((f32_out - ref_out).abs().max())
         results["snr_auto_db"] = snr_db(ref_out, ours_out)
-    print(f"\nreal model (full-size htdemucs, random weights), {args.seconds:g} s track, device={device}")
+    if "ht" in best:
+        _, ht_s, ht_mb = best["ht"]
+        rows.append(("ours htdemucs, float32 (same track)", ht_s, ht_mb, ""))
+        results |= {"htdemucs_s": ht_s, "speed_vs_htdemucs": ht_s / f32_s}
+    print(f"\nreal model (full-size {args.model}, random weights), {args.seconds:g} s track, device={device}")
     print(f"{'run':<44}{'seconds':>10}{'x realtime':>12}{'peak RSS MB':>13}")
     for name, secs, mb, _ in rows:
         print(f"{name:<44}{secs:>10.2f}{args.seconds / secs:>12.2f}{mb:>13.0f}")
@@ -198,7 +237,58 @@ def real_model_run(args: argparse.Namespace) -> dict[str, float | str]:
             f"speedup auto={results['demucs_s'] / ours_s:.3f}x  float32={results['demucs_s'] / f32_s:.3f}x  "
             f"max|float32 - reference|={results['max_abs_f32']:.3g}  SNR(auto vs reference)={results['snr_auto_db']:.1f} dB"
         )
+    if "speed_vs_htdemucs" in results:
+        print(f"{args.model} float32 is {results['speed_vs_htdemucs']:.2f}x as fast as our htdemucs float32")
+    if args.profile_context:
+        context_profile(model, bag, wav, device)
     return results
+
+
+def context_profile(
+    reference: torch.nn.Module, bag: ModelBag, wav: torch.Tensor, device: torch.device
+) -> None:
+    """One profiled float32 run of each side: the time inside the BiLSTM and the local-attention blocks
+    (marked by ``record_function`` from forward hooks), and the busiest operators."""
+    from demucs.demucs import BLSTM as ReferenceBLSTM
+    from demucs.demucs import LocalState as ReferenceLocalState
+    from torch.profiler import profile, record_function
+
+    from stemsplit.model.context import BLSTM, LocalState
+
+    kinds = {"BLSTM": (BLSTM, ReferenceBLSTM), "LocalState": (LocalState, ReferenceLocalState)}
+    for network in (reference, *bag.models):
+        for module in network.modules():  # type: ignore[union-attr]
+            for name, types in kinds.items():
+                if isinstance(module, types):
+                    marks: list[record_function] = []
+                    module.register_forward_pre_hook(
+                        lambda _m, _i, marks=marks, name=name: marks.append(record_function(name).__enter__())
+                    )
+                    module.register_forward_hook(
+                        lambda _m, _i, _o, marks=marks: marks.pop().__exit__(None, None, None)
+                    )
+    runs = {
+        "ours float32": lambda: separate_tensor(
+            bag, wav, options=EngineOptions(device=device, precision="float32")
+        ),
+        "demucs 4.1.0": lambda: reference_separate(reference, wav),
+    }
+    print(f"\n{'profiled run (float32)':<24}{'total s':>9}{'BiLSTM s':>10}{'attention s':>13}{'both %':>8}")
+    tables = {}
+    for label, fn in runs.items():
+        with profile() as prof:
+            t0 = time.perf_counter()
+            fn()
+            total = time.perf_counter() - t0
+        averages = prof.key_averages()
+        spent = {e.key: e.cpu_time_total / 1e6 for e in averages if e.key in kinds}
+        lstm, attention = spent.get("BLSTM", 0.0), spent.get("LocalState", 0.0)
+        print(
+            f"{label:<24}{total:>9.2f}{lstm:>10.2f}{attention:>13.2f}{100 * (lstm + attention) / total:>7.1f}%"
+        )
+        tables[label] = averages.table(sort_by="self_cpu_time_total", row_limit=8)
+    for label, table in tables.items():
+        print(f"\n{label}: busiest operators\n{table}")
 
 
 class StandIn(torch.nn.Module):
@@ -406,6 +496,12 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seconds", type=float, default=60.0, help="track length for the real-model run")
+    parser.add_argument(
+        "--model", default="htdemucs", choices=["htdemucs", "hdemucs_mmi"], help="architecture"
+    )
+    parser.add_argument(
+        "--profile-context", action="store_true", help="profile the BiLSTM and local attention (hdemucs_mmi)"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     parser.add_argument("--batch-size", type=int, default=None)
@@ -445,8 +541,12 @@ def main() -> None:
     memory_runs(args)
     results = real_model_run(args)
     speedup = results.get("demucs_s", float("nan")) / float(results["ours_s"])  # type: ignore[operator]
+    relative = (
+        f"speed_vs_htdemucs={float(results['speed_vs_htdemucs']):.2f} " if "htdemucs_s" in results else ""
+    )
     print(
-        f"device={args.device} seconds={args.seconds:g} ours_s={float(results['ours_s']):.2f} "
+        f"device={args.device} model={args.model} seconds={args.seconds:g} ours_s={float(results['ours_s']):.2f} "
+        f"ours_f32_s={float(results['ours_f32_s']):.2f} {relative}"
         f"demucs_s={float(results.get('demucs_s', float('nan'))):.2f} speedup={speedup:.3f} "
         f"ours_peak_rss_mb={float(results['ours_peak_rss_mb']):.0f} "
         f"demucs_peak_rss_mb={float(results.get('demucs_peak_rss_mb', float('nan'))):.0f}"

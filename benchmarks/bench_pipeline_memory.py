@@ -3,11 +3,13 @@
 Runs the real command in a subprocess on generated WAV tracks of several lengths with the full-size
 ``htdemucs`` architecture (random weights, saved in the official format by this script unless ``--model``
 is given) and samples the child's peak resident memory (VmHWM in /proc). Flat memory means the peak does
-not grow with the track's length.
+not grow with the track's length. ``--arch hdemucs_mmi``: the full-size Hybrid Demucs architecture instead,
+in a bag yaml with the registry's ``segment: 44`` (44-s windows, as ``-n hdemucs_mmi`` runs it).
 
 Usage::
 
     python benchmarks/bench_pipeline_memory.py --minutes 1 10
+    python benchmarks/bench_pipeline_memory.py --arch hdemucs_mmi --minutes 1 10
 
 Last line: ``minutes=… peak_rss_mb=… seconds=… ratio_longest_to_shortest=…``.
 """
@@ -28,14 +30,24 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def make_model(folder: Path) -> Path:
+def make_model(folder: Path, arch: str) -> Path:
+    """A random full-size model of ``arch`` in the official format (hdemucs_mmi: beside its bag yaml)."""
     sys.path.insert(0, str(ROOT / "tests"))
-    from checkpoints import random_state, reference_kwargs, save_th
-    from stemsplit.model import HTDemucs
+    from checkpoints import hdemucs_kwargs, random_state, reference_kwargs, save_th
+    from stemsplit.model import HDemucs, HTDemucs
     from stemsplit.weights.checkpoint import config_from_kwargs
 
-    kwargs = reference_kwargs()
-    return save_th(folder / "htdemucs-random.th", kwargs, random_state(HTDemucs(config_from_kwargs(kwargs))))
+    if arch == "htdemucs":
+        kwargs = reference_kwargs()
+        state = random_state(HTDemucs(config_from_kwargs(kwargs)))  # type: ignore[arg-type]
+        return save_th(folder / "htdemucs-random.th", kwargs, state)
+    kwargs = hdemucs_kwargs()
+    klass = "demucs.hdemucs.HDemucs"
+    state = random_state(HDemucs(config_from_kwargs(kwargs, klass=klass)))  # type: ignore[arg-type]
+    save_th(folder / "75fc33f5-random.th", kwargs, state, qualified=klass)
+    bag = folder / "hdemucs_mmi-random.yaml"
+    bag.write_text("models: ['75fc33f5']\nsegment: 44\n")
+    return bag
 
 
 def make_track(path: Path, minutes: float, samplerate: int = 44100) -> None:
@@ -81,11 +93,12 @@ def run(model: Path, track: Path, out_dir: Path) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, nargs="+", default=[1.0, 10.0])
-    parser.add_argument("--model", type=Path, help="a checkpoint (default: random full-size htdemucs)")
+    parser.add_argument("--model", type=Path, help="a checkpoint (default: a random full-size --arch)")
+    parser.add_argument("--arch", default="htdemucs", choices=["htdemucs", "hdemucs_mmi"])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        model = args.model or make_model(folder)
+        model = args.model or make_model(folder, args.arch)
         rows = []
         for minutes in args.minutes:
             track = folder / f"track-{minutes:g}min.wav"

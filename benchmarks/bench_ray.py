@@ -62,7 +62,7 @@ class StandIn:
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
 
-    def __call__(self):  # type: ignore[no-untyped-def]
+    def __call__(self, model: object = None):  # type: ignore[no-untyped-def]
         from stemsplit.inference import ModelBag
 
         return ModelBag((SleepingModel(self.seconds),), SOURCES, SR, 2, WINDOW)

@@ -61,6 +61,34 @@ def tiny_kwargs(**overrides: Any) -> dict[str, Any]:
     return reference_kwargs(**base)
 
 
+def hdemucs_kwargs(**overrides: Any) -> dict[str, Any]:
+    """Every reference HDemucs constructor argument as ``hdemucs_mmi`` (75fc33f5) stores them: the demucs
+    config's ``hdemucs`` section, segment 40 (htdemucs-spec §1.1; derived there, not dumped)."""
+    kwargs: dict[str, Any] = {
+        "sources": list(FOUR), "audio_channels": 2, "samplerate": 44100, "segment": 40, "channels": 48,
+        "channels_time": None, "growth": 2, "nfft": 4096, "wiener_iters": 0, "end_iters": 0,
+        "wiener_residual": False, "cac": True, "depth": 6, "rewrite": True, "hybrid": True, "hybrid_old": False,
+        "multi_freqs": [], "multi_freqs_depth": 3, "freq_emb": 0.2, "emb_scale": 10, "emb_smooth": True,
+        "kernel_size": 8, "stride": 4, "time_stride": 2, "context": 1, "context_enc": 0, "norm_starts": 4,
+        "norm_groups": 4, "dconv_mode": 1, "dconv_depth": 2, "dconv_comp": 4, "dconv_attn": 4, "dconv_lstm": 4,
+        "dconv_init": 0.001, "rescale": 0.1,
+    }  # fmt: skip
+    kwargs.update(overrides)
+    return kwargs
+
+
+def tiny_hdemucs_kwargs(**overrides: Any) -> dict[str, Any]:
+    """A small Hybrid Demucs with every block kind: spectral layers 0-2, the merge at 3 (nfft 1024: its hop
+    256 is the time stride of 4 layers), one temporal layer 4, GroupNorm, BiLSTM and local attention from 3
+    on, and a 2.5-s window in which both BiLSTMs run in chunks (431 and 216 steps > 200)."""
+    base = {
+        "channels": 4, "nfft": 1024, "depth": 5, "segment": Fraction(5, 2), "norm_starts": 3, "dconv_attn": 3,
+        "dconv_lstm": 3,
+    }  # fmt: skip
+    base.update(overrides)
+    return hdemucs_kwargs(**base)
+
+
 def random_state(model: torch.nn.Module, seed: int = 0) -> dict[str, torch.Tensor]:
     """Random weights that depend only on the architecture and ``seed`` (not on global RNG state).
 
@@ -120,12 +148,14 @@ def save_th(
     state: Mapping[str, torch.Tensor],
     *,
     klass: type | None = None,
+    qualified: str = "demucs.htdemucs.HTDemucs",
     extra: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write an official-format package: ``torch.save({klass, args, kwargs, state (fp16), …})``.
 
-    With ``klass=None`` the pickle references ``demucs.htdemucs.HTDemucs`` through a stand-in class, so
-    the file is byte-for-byte of the official shape without demucs being installed.
+    With ``klass=None`` the pickle references ``qualified`` (``demucs.htdemucs.HTDemucs`` or
+    ``demucs.hdemucs.HDemucs``) through a stand-in class, so the file is byte-for-byte of the official shape
+    without demucs being installed.
     """
     package = {
         "args": (),
@@ -138,7 +168,7 @@ def save_th(
     if klass is not None:
         torch.save({"klass": klass, **package}, path)
         return path
-    with fake_demucs_class() as fake:
+    with fake_demucs_class(qualified) as fake:
         torch.save({"klass": fake, **package}, path)
     return path
 

@@ -90,16 +90,34 @@ def make_small_reference_htdemucs(
     return model.eval()
 
 
+def make_reference_hdemucs(seed: int = 0, *, small: bool = False) -> torch.nn.Module:
+    """A reference ``demucs.hdemucs.HDemucs`` with :func:`checkpoints.random_state` weights, in eval mode:
+    the full-size ``hdemucs_mmi`` architecture (spec §1.1), or with ``small`` the tiny one of
+    :func:`checkpoints.tiny_hdemucs_kwargs` (every block kind, a 2.5-s window).
+
+    Random weights rather than the reference's init, whose LayerScales of 1e-3 would let a wrong BiLSTM or
+    local attention hide under float tolerance. The weights are fp16-representable, as in the files.
+    """
+    from demucs.hdemucs import HDemucs
+
+    from checkpoints import hdemucs_kwargs, random_state, tiny_hdemucs_kwargs
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = HDemucs(**(tiny_hdemucs_kwargs() if small else hdemucs_kwargs()))
+    model.load_state_dict({k: v.half().float() for k, v in random_state(model, seed).items()})
+    return model.eval()
+
+
 def stemsplit_twin(reference: torch.nn.Module) -> torch.nn.Module:
-    """Our ``stemsplit.model.HTDemucs`` with the reference network's constructor arguments and weights.
+    """Our network (``stemsplit.model.HTDemucs`` or ``HDemucs``, after the reference's class) with the
+    reference network's constructor arguments and weights, loaded as a checkpoint would be (strictly).
 
     The engine parity tests run the reference engine on the reference network and our engine on this
     twin, so they compare the whole of stemsplit (model + engine) with the whole of demucs.
     """
-    from stemsplit.model import HTDemucs
-    from stemsplit.weights.checkpoint import config_from_kwargs
+    from stemsplit.weights.checkpoint import LoadedModel, config_from_kwargs
 
     args, kwargs = reference._init_args_kwargs  # recorded by demucs' capture_init
-    twin = HTDemucs(config_from_kwargs(kwargs, args))
-    twin.load_state_dict(reference.state_dict())
-    return twin.eval()
+    klass = f"{type(reference).__module__}.{type(reference).__name__}"
+    return LoadedModel(config_from_kwargs(kwargs, args, klass=klass), reference.state_dict()).build()

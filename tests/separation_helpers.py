@@ -13,7 +13,7 @@ import numpy as np
 import soundfile as sf
 
 from audio_fixtures import bandlimited_noise
-from checkpoints import FOUR, random_state, save_th, tiny_kwargs
+from checkpoints import FOUR, random_state, save_th, tiny_hdemucs_kwargs, tiny_kwargs
 
 SUBTYPES = {"16": "PCM_16", "24": "PCM_24", "32f": "FLOAT"}
 
@@ -27,6 +27,24 @@ def make_tiny_th(folder: Path, signature: str = "0123abcd", seed: int = 0) -> Pa
     state = random_state(HTDemucs(config_from_kwargs(kwargs)), seed=seed)
     folder.mkdir(parents=True, exist_ok=True)
     path = save_th(folder / f"{signature}.tmp", kwargs, state)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:8]
+    return path.rename(folder / f"{signature}-{digest}.th")
+
+
+def make_tiny_hybrid_th(folder: Path, signature: str = "75fc33f5", seed: int = 5) -> Path:
+    """A tiny random Hybrid Demucs v3 saved as ``<signature>-<sha256[:8]>.th`` in ``folder``."""
+    from stemsplit.model import HDemucs
+    from stemsplit.weights.checkpoint import config_from_kwargs
+
+    kwargs = tiny_hdemucs_kwargs()
+    config = config_from_kwargs(kwargs, klass="demucs.hdemucs.HDemucs")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = save_th(
+        folder / f"{signature}.tmp",
+        kwargs,
+        random_state(HDemucs(config), seed=seed),
+        qualified="demucs.hdemucs.HDemucs",
+    )  # type: ignore[arg-type]
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:8]
     return path.rename(folder / f"{signature}-{digest}.th")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 import subprocess
 import sys
 import zipfile
@@ -270,8 +271,8 @@ def test_unsupported_arguments_are_named(tmp_path: Path, field: str, value: obje
 
 def test_other_model_classes_are_unsupported(tmp_path: Path) -> None:
     kwargs, state = _tiny()
-    path = save_safetensors(tmp_path / "h.safetensors", kwargs, state, klass="demucs.hdemucs.HDemucs")
-    with pytest.raises(UnsupportedCheckpointError, match=r"klass='demucs\.hdemucs\.HDemucs'"):
+    path = save_safetensors(tmp_path / "h.safetensors", kwargs, state, klass="demucs.demucs.Demucs")
+    with pytest.raises(UnsupportedCheckpointError, match=r"klass='demucs\.demucs\.Demucs'"):
         load_checkpoint(path)
 
 
@@ -391,8 +392,9 @@ def test_read_bag_header_reads_members_like_load_bag(tmp_path: Path) -> None:
     _damage_tensors(tmp_path / "bbbb0002.safetensors").replace(tmp_path / "bbbb0002.safetensors")
     (tmp_path / "bag.yaml").write_text("models: ['aaaa0001', 'bbbb0002']\n")
 
-    headers = read_bag_header(tmp_path / "bag.yaml")
+    headers, segment = read_bag_header(tmp_path / "bag.yaml")
 
+    assert segment is None
     assert [h.path.name for h in headers] == ["aaaa0001-12345678.th", "bbbb0002.safetensors"]
     assert headers[0].config == headers[1].config
     with pytest.raises(CheckpointError):
@@ -440,7 +442,7 @@ def test_bag_defaults_to_unit_weights_and_reads_segment(tmp_path: Path) -> None:
         ("models: ['aaaa0001']\nweights: [[1, 1]]\n", "one row of 4 numbers per model"),
         ("models: [\n", "cannot read bag file"),
         ("models: ['aaaa0001']\nweights: [['a', 'b', 'c', 'd']]\n", "must be numbers"),
-        ("models: ['aaaa0001']\nsegment: soon\n", "must be numbers"),
+        ("models: ['aaaa0001']\nsegment: soon\n", "positive number of seconds"),
     ],
 )
 def test_bad_bags(tmp_path: Path, yaml_text: str, message: str) -> None:
@@ -465,3 +467,101 @@ def test_pickle_protocol_is_what_the_loader_expects(tmp_path: Path) -> None:
         names = archive.namelist()
     assert any(n.endswith("/data.pkl") for n in names)
     assert pickle.HIGHEST_PROTOCOL >= 2
+
+
+# --- Hybrid Demucs (hdemucs_mmi) ---------------------------------------------------------------------
+
+HD = "demucs.hdemucs.HDemucs"
+
+
+def _tiny_hybrid(**overrides: object) -> tuple[dict[str, object], dict[str, torch.Tensor]]:
+    from checkpoints import tiny_hdemucs_kwargs
+    from stemsplit.model import HDemucs
+
+    kwargs = tiny_hdemucs_kwargs(**overrides)
+    return kwargs, random_state(HDemucs(config_from_kwargs(kwargs, klass=HD)))  # type: ignore[arg-type]
+
+
+def _save_hybrid(path: Path, kwargs: dict[str, object], state: dict[str, torch.Tensor]) -> Path:
+    if path.suffix == ".th":
+        return save_th(path, kwargs, state, qualified=HD)
+    return save_safetensors(path, kwargs, state, klass=HD)
+
+
+@pytest.mark.parametrize("fmt", ["th", "safetensors"])
+def test_hybrid_demucs_round_trip_in_both_formats(tmp_path: Path, fmt: str) -> None:
+    from stemsplit.model import HDemucs, HDemucsConfig
+
+    kwargs, state = _tiny_hybrid()
+    path = _save_hybrid(tmp_path / f"m.{fmt}", kwargs, state)
+    if fmt == "th":
+        with zipfile.ZipFile(path) as archive:
+            data = archive.read(next(n for n in archive.namelist() if n.endswith("data.pkl")))
+        assert b"demucs.hdemucs\nHDemucs" in data  # pickled by reference, like the official 75fc33f5 file
+    loaded = load_checkpoint(path)
+    assert isinstance(loaded.config, HDemucsConfig) and loaded.config.merge_layer == 3
+    assert loaded.config.segment == Fraction(5, 2) and read_header(path).config == loaded.config
+    model = loaded.build()
+    assert isinstance(model, HDemucs) and not model.training
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, _fp16(state)[key]), key
+
+
+def test_hdemucs_mmi_arguments_make_its_config() -> None:
+    from checkpoints import hdemucs_kwargs
+    from stemsplit.model import HDemucsConfig
+
+    config = config_from_kwargs(hdemucs_kwargs(), klass=HD)
+    assert config == HDemucsConfig(sources=("drums", "bass", "other", "vocals"), segment=Fraction(40))
+    assert config.segment_samples == 1_764_000
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("hybrid", False), ("hybrid_old", True), ("multi_freqs", [0.25]), ("cac", False)]
+)
+def test_hybrid_demucs_variants_we_do_not_implement_are_named(field: str, value: object) -> None:
+    from checkpoints import hdemucs_kwargs
+
+    with pytest.raises(UnsupportedCheckpointError, match=re.escape(f"{field}={value!r}")):
+        config_from_kwargs(hdemucs_kwargs(**{field: value}), klass=HD)
+
+
+@pytest.mark.parametrize("fmt", ["th", "safetensors"])
+def test_a_mis_shaped_hybrid_demucs_file_is_refused_naming_the_key_and_both_shapes(
+    tmp_path: Path, fmt: str
+) -> None:
+    kwargs, state = _tiny_hybrid()
+    state["encoder.3.dconv.layers.1.3.lstm.weight_hh_l0"] = torch.zeros(32, 7)
+    path = _save_hybrid(tmp_path / f"m.{fmt}", kwargs, state)
+    with pytest.raises(StateDictMismatchError) as info:
+        load_checkpoint(path).build()
+    assert "encoder.3.dconv.layers.1.3.lstm.weight_hh_l0 has shape (32, 7) in the checkpoint but the model needs " \
+        "(32, 8)" in str(info.value)  # fmt: skip
+    assert (info.value.key, info.value.actual, info.value.expected) == (
+        "encoder.3.dconv.layers.1.3.lstm.weight_hh_l0", (32, 7), (32, 8),
+    )  # fmt: skip
+
+
+def test_a_hybrid_demucs_bag_runs_on_its_segment(tmp_path: Path) -> None:
+    """demucs 4.1.0 gives a bag's segment to its non-HT members (spec §3.4): hdemucs_mmi.yaml's 44 s."""
+    from stemsplit.weights import loading
+
+    _save_hybrid(tmp_path / "aaaa0001-12345678.th", *_tiny_hybrid())
+    (tmp_path / "bag.yaml").write_text("models: ['aaaa0001']\nsegment: 3\n")
+    info = loading.describe_model(str(tmp_path / "bag.yaml"))
+    assert (
+        info.max_segment == 3
+        and loading.describe_model(str(tmp_path / "bag.yaml"), load=False).max_segment == 3
+    )
+    bag = loading.load_model(info)
+    assert (bag.segment_samples, bag.fixed_window) == (3 * 44100, False)
+    alone = loading.load_model(loading.describe_model(str(tmp_path / "aaaa0001-12345678.th")))
+    assert (alone.segment_samples, alone.fixed_window) == (int(2.5 * 44100), False)  # its own segment
+
+
+def test_a_bag_of_both_kinds_is_refused(tmp_path: Path) -> None:
+    save_th(tmp_path / "aaaa0001-12345678.th", *_tiny())
+    _save_hybrid(tmp_path / "bbbb0002-12345678.th", *_tiny_hybrid())
+    (tmp_path / "mixed.yaml").write_text("models: ['aaaa0001', 'bbbb0002']\n")
+    with pytest.raises(CheckpointError, match="different kinds of model"):
+        load_bag(tmp_path / "mixed.yaml")

@@ -555,9 +555,9 @@ def test_report_schema(model_file: Path, song: np.ndarray) -> None:
     types = {
         "input": str, "status": str, "error": (str, type(None)), "outputs": dict, "duration_s": (float, type(None)),
         "samplerate": (int, type(None)), "channels": (int, type(None)), "codec": (str, type(None)),
-        "output_samplerate": (int, type(None)), "timings": dict, "device": (str, type(None)),
-        "precision": (str, type(None)), "batch_size": (int, type(None)), "node": type(None),
-        "gain": (float, type(None)), "stems": dict, "warnings": list,
+        "output_samplerate": (int, type(None)), "timings": dict, "model": (str, type(None)),
+        "device": (str, type(None)), "precision": (str, type(None)), "batch_size": (int, type(None)),
+        "node": type(None), "gain": (float, type(None)), "stems": dict, "warnings": list,
     }  # fmt: skip
     for track in document["tracks"]:
         assert set(track) == set(types)
@@ -577,6 +577,7 @@ def test_report_schema(model_file: Path, song: np.ndarray) -> None:
         == "silent.wav: the input is silent (every sample is zero), so are its stems"
     )
     assert failed["status"] == "failed" and failed["outputs"] == {} and "nope.wav" in failed["error"]
+    assert done["model"] == silent["model"] == model_file.stem and failed["model"] is None  # not probed
 
 
 def test_json_output(model_file: Path, song: np.ndarray) -> None:
@@ -750,6 +751,12 @@ def test_segment_over_a_registry_models_window_is_refused_before_loading(
         assert result.stdout == "" and not Path("separated").exists()
     assert invoke("song.wav", "-n", "htdemucs_6s", "--segment", "7.81", "--dry-run").exit_code == 2
     assert invoke("song.wav", "--segment", "7.8", "--dry-run").exit_code == 0  # the limit itself is fine
+    # Hybrid Demucs takes any length; hdemucs_mmi's window, 44 s, is the longest --segment it accepts.
+    long = invoke("song.wav", "-n", "hdemucs_mmi", "--segment", "44.5", "--dry-run")
+    assert long.exit_code == 2
+    assert "--segment 44.5 is longer than the model's 44 s window (hdemucs_mmi), the longest it accepts; use 44 or " \
+        "less" in _flat(long.stderr)  # fmt: skip
+    assert invoke("song.wav", "-n", "hdemucs_mmi", "--segment", "44", "--dry-run").exit_code == 0
 
 
 def test_segment_over_a_local_models_window_is_refused_when_planned(model_file: Path, song) -> None:

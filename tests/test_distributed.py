@@ -21,6 +21,7 @@ import ray
 import soundfile as sf
 from typer.testing import CliRunner
 
+from checkpoints import FOUR
 from separation_helpers import OneThread, make_tiny_th, write_audio
 from stemsplit import distributed
 from stemsplit.cli.separate import separate_app
@@ -219,11 +220,11 @@ def test_a_retry_does_not_write_a_track_its_lost_worker_finished(
 
     def worker_for(options: SeparationOptions) -> tuple[TrackWorker, object]:
         batch = plan_batch([str(songs[0])], options)
-        provenance, jobs = triage(batch, options, NullBatchReporter(), lambda i, r: None)
-        worker = TrackWorker(WorkerSpec(batch.model, options, batch.plan, provenance))
+        (group,) = triage(batch, options, NullBatchReporter(), lambda i, r: None)
+        worker = TrackWorker(WorkerSpec(group.model, options, batch.plan, group.provenance))
         with OneThread():
             assert isinstance(worker.load(), Ready)
-        return worker, jobs[0]
+        return worker, group.jobs[0]
 
     worker, job = worker_for(_options(model, tmp_path))
     with OneThread():
@@ -344,3 +345,51 @@ def test_a_slot_count_the_cluster_cannot_hold_is_refused_before_any_work(
             distributed.ClusterOptions(cpus_per_worker=3),
         )
     assert not any((tmp_path / "out").rglob("*.wav"))
+
+
+# --- --model auto ------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_model_auto_runs_each_track_with_its_model_on_ray_as_locally(
+    cluster: None, songs: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Planning picks on the driver; each model's tracks go to workers of that model (issue #16 with #17)."""
+    from fractions import Fraction
+
+    from separation_helpers import make_tiny_hybrid_th
+    from stemsplit.weights import registry
+
+    files = {"htdemucs": make_tiny_th(tmp_path / "m"), "hdemucs_mmi": make_tiny_hybrid_th(tmp_path / "m")}
+    specs = [
+        registry.ModelSpec(
+            name, name, FOUR, (registry.WeightFile(p.name[:8], p.name, "x/", "0" * 64),), segment=s
+        )
+        for (name, p), s in zip(files.items(), (Fraction(1, 4), Fraction(3)), strict=True)
+    ]
+    monkeypatch.setattr(registry, "MODELS", registry.make_registry(*specs))
+    monkeypatch.setattr(registry, "LONG_TRACK_S", 1.0)  # song3 (1.3 s) and song5 (1.1 s) get hdemucs_mmi
+
+    class FilesLoader:  # defined here, so that Ray pickles it by value for the workers
+        """Each model of the batch from its own local file."""
+
+        def __call__(self, model):  # type: ignore[no-untyped-def]
+            from stemsplit.weights.cache import ModelCache
+            from stemsplit.weights.loading import describe_model, load_model
+
+            return load_model(describe_model(str(files[model.name])), ModelCache())
+
+    loader = FilesLoader()
+    inputs = [str(p) for p in songs]
+
+    local = SeparationOptions(model="auto", out_dir=tmp_path / "local", **FLOAT)
+    with OneThread():
+        expected = separate_batch(plan_batch(inputs, local), local, loader=loader)
+    options = SeparationOptions(model="auto", out_dir=tmp_path / "ray", **FLOAT)
+    results = distributed.run_batch(
+        distributed.plan(inputs, options), options, distributed.ClusterOptions(), loader=loader
+    )
+    picks = ["hdemucs_mmi" if seconds >= 1.0 else "htdemucs" for seconds in LENGTHS]
+    assert [r.model for r in expected] == picks
+    assert [(r.status, r.model) for r in results] == [("done", m) for m in picks]
+    assert _stem_files(tmp_path / "ray") == _stem_files(tmp_path / "local")

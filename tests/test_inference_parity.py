@@ -206,3 +206,80 @@ def test_full_size_htdemucs_shorter_than_one_window_equals_reference(full_model,
     expected = reference_separate(full_model, wav)
     ours = separate_tensor(as_bag(full_twin), wav, options=EngineOptions(device="cpu", precision="float32"))
     assert (ours - expected).abs().max() <= 1e-4
+
+
+# --- Hybrid Demucs (hdemucs_mmi): windows of the bag's segment, a short last window at its own length ------
+
+
+def reference_bag(model, segment: float):
+    """The reference's bag around one Hybrid Demucs, as ``hdemucs_mmi.yaml`` makes it (``segment: 44``):
+    demucs 4.1.0 sets every non-HT member's segment to the bag's."""
+    from demucs.apply import BagOfModels
+
+    return BagOfModels([model], segment=segment)
+
+
+def hybrid_bag(twin, segment: float) -> ModelBag:
+    return ModelBag((twin,), tuple(twin.sources), 44100, 2, int(segment * 44100), fixed_window=False)
+
+
+@pytest.fixture(scope="module")
+def small_hybrid():
+    from engine_models import make_reference_hdemucs
+
+    reference = make_reference_hdemucs(seed=3, small=True)
+    return reference, stemsplit_twin(reference)
+
+
+@pytest.mark.parametrize("seconds", [0.7, 5.1])
+def test_small_hybrid_demucs_equals_reference(small_hybrid, seconds: float) -> None:
+    """0.7 s: one window of the track's own length. 5.1 s with 3-s windows every 2.25 s: two full windows
+    batched together, then a short one alone."""
+    reference, twin = small_hybrid
+    wav = track(seconds, seed=13)
+    expected = reference_separate(reference_bag(reference, 3), wav)
+    for batch_size in (1, 3):
+        opts = EngineOptions(device="cpu", precision="float32", batch_size=batch_size, block_samples=30011)
+        ours = separate_tensor(hybrid_bag(twin, 3), wav, options=opts)
+        assert ours.shape == expected.shape
+        assert (ours - expected).abs().max() <= 1e-4
+
+
+def test_small_hybrid_demucs_with_a_shift_and_a_shorter_segment_equals_reference(small_hybrid) -> None:
+    reference, twin = small_hybrid
+    wav = track(2.2, seed=14)
+    state = random.getstate()
+    try:
+        random.seed(5)
+        expected = reference_separate(reference_bag(reference, 3), wav, shifts=1, segment=1.5)
+    finally:
+        random.setstate(state)
+    opts = EngineOptions(
+        device="cpu", precision="float32", shifts=1, seed=5, segment_samples=int(1.5 * 44100)
+    )
+    ours = separate_tensor(hybrid_bag(twin, 3), wav, options=opts)
+    assert (ours - expected).abs().max() <= 1e-4
+
+
+@pytest.fixture(scope="module")
+def full_hybrid():
+    from engine_models import make_reference_hdemucs
+
+    reference = make_reference_hdemucs(seed=4)
+    return reference, stemsplit_twin(reference)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seconds", [46.0, 9.0])
+def test_full_size_hdemucs_mmi_equals_reference(full_hybrid, seconds: float) -> None:
+    """The real hdemucs_mmi architecture and window (44 s, every 33 s): 46 s is a full window and a 13-s one,
+    9 s a single window of its own length."""
+    reference, twin = full_hybrid
+    wav = track(seconds, seed=15)
+    expected = reference_separate(reference_bag(reference, 44), wav)
+    ours = separate_tensor(
+        hybrid_bag(twin, 44), wav, options=EngineOptions(device="cpu", precision="float32")
+    )
+    assert ours.shape == (4, 2, wav.shape[-1])
+    assert expected.abs().max() > 0.05  # not two near-silent tensors
+    assert (ours - expected).abs().max() <= 1e-4

@@ -12,7 +12,7 @@ import torch
 
 from checkpoints import FOUR, SIX, reference_kwargs, six_stem_kwargs, tiny_kwargs
 from stemsplit.model import HTDemucs, HTDemucsConfig
-from stemsplit.model.layers import DConv, DecoderLayer, EncoderLayer
+from stemsplit.model.layers import DConv, DConvSpec, DecoderLayer, EncoderLayer
 from stemsplit.model.spectral import istft, pad1d_reflect, stft
 from stemsplit.model.transformer import CrossTransformer, sin_embedding_1d, sin_embedding_2d
 from stemsplit.weights.checkpoint import config_from_kwargs
@@ -217,7 +217,7 @@ def test_pad1d_reflect_short_input_matches_documented_example() -> None:
     ("freq", "shape", "expected"), [(True, (2, 4, 64, 7), (2, 8, 16, 7)), (False, (2, 4, 103), (2, 8, 26))]
 )
 def test_encoder_layer_shapes(freq: bool, shape: tuple[int, ...], expected: tuple[int, ...]) -> None:
-    layer = EncoderLayer(4, 8, freq=freq, kernel_size=8, stride=4, context=0, dconv=(4, 2))
+    layer = EncoderLayer(4, 8, freq=freq, kernel_size=8, stride=4, context=0, dconv=DConvSpec(4, 2))
     assert layer(torch.randn(shape)).shape == expected
 
 
@@ -228,13 +228,15 @@ def test_encoder_layer_shapes(freq: bool, shape: tuple[int, ...], expected: tupl
 def test_decoder_layer_shapes(
     freq: bool, shape: tuple[int, ...], length: int, expected: tuple[int, ...]
 ) -> None:
-    layer = DecoderLayer(8, 4, freq=freq, kernel_size=8, stride=4, context=1, dconv=(4, 2), last=False)
+    layer = DecoderLayer(
+        8, 4, freq=freq, kernel_size=8, stride=4, context=1, dconv=DConvSpec(4, 2), last=False
+    )
     x = torch.randn(shape)
     assert layer(x, torch.randn(shape), length).shape == expected
 
 
 def test_dconv_is_residual() -> None:
-    dconv = DConv(16, compress=4, depth=2)
+    dconv = DConv(16, DConvSpec(4, 2))
     for branch in dconv.layers:
         torch.nn.init.zeros_(branch[6].scale)  # LayerScale 0 → the branch contributes nothing
     x = torch.randn(2, 16, 50)

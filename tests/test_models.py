@@ -60,14 +60,14 @@ SPEC_FILES = {
         "04573f0d-f3cf25b2.th",
     ],
     "htdemucs_6s": ["5c90dfd2-34c22ccb.th"],
+    "hdemucs_mmi": ["75fc33f5-1941ce65.th"],
 }
-SPEC_SDR = {"htdemucs": 8.80, "htdemucs_ft": 9.00, "htdemucs_6s": None}
+SPEC_SDR = {"htdemucs": 8.80, "htdemucs_ft": 9.00, "htdemucs_6s": None, "hdemucs_mmi": 8.34}
 
 
-def test_registry_has_exactly_the_released_ht_models() -> None:
+def test_registry_has_exactly_the_released_models() -> None:
     assert set(MODELS) == set(SPEC_FILES)
     assert models.DEFAULT_MODEL == "htdemucs"
-    assert "hdemucs_mmi" not in MODELS  # listed only once its model class exists
 
 
 @pytest.mark.parametrize("name", sorted(SPEC_FILES))
@@ -79,7 +79,8 @@ def test_registry_files_match_the_spec(name: str) -> None:
         assert wf.signature == signature
         assert wf.sha256 == prefix  # the hash checked is the one the official name carries
         assert not wf.full_hash
-        assert wf.size_bytes is None  # unknown, not invented
+        # Unknown for the HT files (not invented); hdemucs_mmi's is the third-party manifest's figure.
+        assert wf.size_bytes == (167_407_275 if name == "hdemucs_mmi" else None)
         assert wf.url() == f"https://dl.fbaipublicfiles.com/demucs/hybrid_transformer/{wf.filename}"
     assert spec.description and "\n" not in spec.description
     assert spec.origin
@@ -111,10 +112,28 @@ def test_published_sdr(name: str) -> None:
         assert [stem for stem, _ in sdr.per_stem] == list(MODELS[name].sources)
 
 
-def test_htdemucs_per_stem_sdr_from_the_paper() -> None:
-    sdr = MODELS["htdemucs"].sdr
-    assert sdr is not None
+def test_per_stem_sdr_from_the_paper() -> None:
+    sdr, v3 = MODELS["htdemucs"].sdr, MODELS["hdemucs_mmi"].sdr
+    assert sdr is not None and v3 is not None
     assert dict(sdr.per_stem) == {"drums": 10.05, "bass": 9.78, "other": 6.42, "vocals": 8.93}
+    assert dict(v3.per_stem) == {"drums": 9.31, "bass": 9.13, "other": 6.18, "vocals": 8.75}  # "retrained"
+
+
+def test_windows_are_the_training_window_or_the_bag_segment() -> None:
+    from fractions import Fraction
+
+    assert {name: spec.segment for name, spec in MODELS.items()} == {
+        "htdemucs": Fraction(39, 5), "htdemucs_ft": Fraction(39, 5), "htdemucs_6s": Fraction(39, 5),
+        "hdemucs_mmi": Fraction(44),  # its bag yaml's segment (spec §3.3), applied by demucs 4.1.0
+    }  # fmt: skip
+
+
+def test_auto_picks_hdemucs_mmi_from_seven_minutes_on() -> None:
+    assert models.auto_models() == ("htdemucs", "hdemucs_mmi")
+    assert [models.pick_auto(s) for s in (None, 0.0, 419.99, 420.0, 3600.0)] == [
+        "htdemucs", "htdemucs", "htdemucs", "hdemucs_mmi", "hdemucs_mmi",
+    ]  # fmt: skip
+    assert all(name in MODELS for name in models.auto_models())
 
 
 def test_unknown_name_lists_the_valid_names_and_the_closest() -> None:

@@ -15,7 +15,12 @@ STEMS = ("drums", "bass", "other", "vocals")
 
 def plan(inputs, template=DEFAULT_TEMPLATE, stems=STEMS, ext="wav", model="htdemucs"):
     return plan_outputs(
-        [Path(p) for p in inputs], out_dir=Path("out"), template=template, model=model, stems=stems, ext=ext
+        [Path(p) for p in inputs],
+        out_dir=Path("out"),
+        template=template,
+        models=[model] * len(inputs),
+        stems=stems,
+        ext=ext,
     )
 
 
@@ -114,7 +119,7 @@ def test_stems_of_another_input_from_an_earlier_run_are_passed_over() -> None:
 
     new, again = plan_outputs(
         [Path("b/song.flac"), Path("c/song.flac")], out_dir=Path("out"), template=DEFAULT_TEMPLATE,
-        model="htdemucs", stems=STEMS, ext="wav", owned_by_other=owned_by_other,
+        models=["htdemucs"] * 2, stems=STEMS, ext="wav", owned_by_other=owned_by_other,
     )  # fmt: skip
     assert (new.track, again.track) == ("song (2)", "song (3)")
     assert new.sidecar == Path("out/htdemucs/song (2)/stemsplit.json")
@@ -126,7 +131,7 @@ def test_stems_of_another_input_from_an_earlier_run_are_passed_over() -> None:
     # Flat templates: the per-track sidecar is what is asked about.
     (flat,) = plan_outputs(
         [Path("b/song.flac")], out_dir=Path("out"), template="{model}/{track}_{stem}.{ext}",
-        model="htdemucs", stems=STEMS, ext="wav",
+        models=["htdemucs"], stems=STEMS, ext="wav",
         owned_by_other=lambda sidecar, _: sidecar.name == "song.stemsplit.json",
     )  # fmt: skip
     assert flat.track == "song (flac)" and flat.stems["bass"] == Path("out/htdemucs/song (flac)_bass.wav")
@@ -135,7 +140,23 @@ def test_stems_of_another_input_from_an_earlier_run_are_passed_over() -> None:
 def test_a_template_without_track_is_not_checked_for_other_inputs() -> None:
     """No other name exists for it: the user chose fixed names, so they are reused as before."""
     (only,) = plan_outputs(
-        [Path("a.wav")], out_dir=Path("out"), template="{model}/{stem}.{ext}", model="htdemucs",
+        [Path("a.wav")], out_dir=Path("out"), template="{model}/{stem}.{ext}", models=["htdemucs"],
         stems=STEMS, ext="wav", owned_by_other=lambda *_: pytest.fail("must not be asked"),
     )  # fmt: skip
     assert only.stems["vocals"] == Path("out/htdemucs/vocals.wav")
+
+
+def test_tracks_of_different_models_get_their_own_folders_and_still_never_collide() -> None:
+    """``--model auto``: ``{model}`` is each track's model; without it in the template, names still differ."""
+    inputs = [Path("a/song.wav"), Path("b/song.flac")]
+    models = ["htdemucs", "hdemucs_mmi"]
+    apart = plan_outputs(
+        inputs, out_dir=Path("out"), template=DEFAULT_TEMPLATE, models=models, stems=STEMS, ext="wav"
+    )
+    assert [o.stems["vocals"] for o in apart] == [
+        Path("out/htdemucs/song/vocals.wav"), Path("out/hdemucs_mmi/song/vocals.wav"),
+    ]  # fmt: skip
+    flat = plan_outputs(
+        inputs, out_dir=Path("out"), template="{track}/{stem}.{ext}", models=models, stems=STEMS, ext="wav"
+    )
+    assert [o.track for o in flat] == ["song", "song (flac)"]

@@ -70,3 +70,23 @@ def test_forward_equals_reference(tmp_path: Path, name: str, kwargs: dict[str, A
         assert expected.abs().max() > 0.1  # the comparison is not between two near-zero tensors
         error = (actual - expected).abs().max().item()
         assert error <= 1e-4, f"{name}, {length} samples: max abs difference {error:.3g}"
+
+
+def test_hdemucs_mmi_forward_equals_reference_at_any_length(tmp_path: Path) -> None:
+    """Hybrid Demucs from an official-format file that pickles the real ``demucs.hdemucs.HDemucs``: it takes
+    any length, so a long odd one and a very short one."""
+    from checkpoints import hdemucs_kwargs
+    from engine_models import make_reference_hdemucs
+
+    reference = make_reference_hdemucs(seed=6)
+    path = save_th(tmp_path / "75fc33f5.th", hdemucs_kwargs(), reference.state_dict(), klass=type(reference))
+    ours = load_checkpoint(path).build()
+    for length, seed in ((300_001, 3), (5_000, 4)):
+        mix = music_like(length, seed)
+        with torch.no_grad():
+            expected = reference(mix)
+            actual = ours(mix)
+        assert actual.shape == expected.shape == (1, 4, 2, length)
+        assert expected.abs().max() > 0.1
+        error = (actual - expected).abs().max().item()
+        assert error <= 1e-4, f"hdemucs_mmi, {length} samples: max abs difference {error:.3g}"

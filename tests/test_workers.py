@@ -131,7 +131,7 @@ class SlowModel(torch.nn.Module):
         return torch.stack([mix * 0.25] * 4, dim=1)
 
 
-def slow_bag() -> ModelBag:
+def slow_bag(_model: object = None) -> ModelBag:
     return ModelBag((SlowModel(),), SlowModel.sources, 44100, 2, 11025)
 
 
@@ -211,7 +211,7 @@ for i in range(count):
     paths.append(str(path))
 options = SeparationOptions(model=sys.argv[4], out_dir=folder / "out", device="cpu", precision="float32")
 bag = ModelBag((StandIn(),), ("drums", "bass", "other", "vocals"), 44100, 2, 343980)
-results = separate_batch(plan_batch(paths, options), options, loader=lambda: bag)
+results = separate_batch(plan_batch(paths, options), options, loader=lambda _model: bag)
 assert all(r.status == "done" for r in results)
 print(json.dumps({"peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
 """

@@ -192,7 +192,7 @@ class Separator:
             [path],
             out_dir=options.out_dir,
             template=options.template,
-            model=self.model.name,
+            models=[self.model.name],
             stems=plan.files,
             ext=options.write_options().extension,
             owned_by_other=made_from_other_input,

@@ -21,7 +21,7 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars 
 def models_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """List the models: stems, size, published SDR (MUSDB18-HQ) and whether they are cached."""
+    """List the models: stems, size, published SDR (MUSDB18-HQ), speed against htdemucs, cached or not."""
     from stemsplit.weights.cache import ModelCache
 
     with ui.error_boundary():
@@ -34,16 +34,18 @@ def models_list(
             mib = row.approx_size_mib
             size = "unknown" if mib is None else f"{'' if row.cached else '~'}{mib:.0f} MiB"
             sdr = f"{row.sdr.overall:.2f} dB" if row.sdr else "unpublished"
+            speed = f"{row.speed:.1f}x" if row.speed is not None else "-"
             name = row.name + (" (default)" if row.default else "")
             cached = "yes" if row.cached else "no"
-            table.append((name, ", ".join(row.sources), str(len(row.files)), size, sdr, cached))
-        ui.print_table(("name", "stems", "files", "size", "SDR", "cached"), table, console=ui.stdout)
+            table.append((name, ", ".join(row.sources), str(len(row.files)), size, sdr, speed, cached))
+        ui.print_table(("name", "stems", "files", "size", "SDR", "speed", "cached"), table, console=ui.stdout)
 
 
 @app.command("download")
 def models_download(
     names: Annotated[
-        list[str] | None, typer.Argument(help="Model names (see `stemsplit models list`).")
+        list[str] | None,
+        typer.Argument(help="Model names (see `stemsplit models list`); auto: the models -n auto uses."),
     ] = None,
     all_models: Annotated[bool, typer.Option("--all", help="Download every model.")] = False,
     quiet: QuietOpt = False,
@@ -57,7 +59,9 @@ def models_download(
     with ui.error_boundary():
         if not names and not all_models:
             raise InvalidOptionError(
-                "name at least one model (`stemsplit models list` shows them), or pass --all", option="NAMES"
+                "name at least one model (`stemsplit models list` shows them; `auto` for the two `-n auto` "
+                "uses), or pass --all",
+                option="NAMES",
             )
         transport = Transport(offline=offline or None, reporter=ui.DownloadProgress(quiet=quiet))
         resolved = ModelCache(transport=transport).download(None if all_models else names)

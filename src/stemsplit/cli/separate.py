@@ -108,7 +108,8 @@ def separate(
             "--model",
             "-n",
             metavar="NAME|PATH",
-            help="Registry name (htdemucs, htdemucs_ft, htdemucs_6s) or a .th/.safetensors/.yaml path.",
+            help="Registry name (htdemucs, htdemucs_ft, htdemucs_6s, hdemucs_mmi), auto (hdemucs_mmi for "
+            "tracks of 7 minutes or more, else htdemucs), or a .th/.safetensors/.yaml path.",
         ),
     ] = "htdemucs",
     out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="Output folder.")] = Path(
@@ -242,7 +243,11 @@ def separate(
     ] = None,
     segment: Annotated[
         str | None,
-        typer.Option("--segment", metavar="SECONDS", help="Window length, at most the model's 7.8 s."),
+        typer.Option(
+            "--segment",
+            metavar="SECONDS",
+            help="Window length, at most the model's (7.8 s; hdemucs_mmi: 44 s) [default: the model's].",
+        ),
     ] = None,
     overlap: Annotated[
         str,
@@ -379,7 +384,7 @@ def separate(
         output: Output = "json" if as_json else "print0" if print0 else "paths"
         results, interrupted = _run(batch, options, cluster, quiet=quiet, verbose=verbose, output=output)
         if not quiet:
-            _print_summary(results, _fold_note(batch, options))
+            _print_summary(results, _fold_note(batch, options), show_model=len(batch.models) > 1)
         if report is not None:
             _write_report(report, batch, options, results)
         if interrupted is not None:
@@ -548,7 +553,9 @@ def _fold_note(batch: Batch, options: SeparationOptions) -> str | None:
     )
 
 
-def _print_summary(results: list[TrackResult], note: str | None) -> None:
+def _print_summary(results: list[TrackResult], note: str | None, *, show_model: bool = False) -> None:
+    """The summary table on stderr (with a model column when the tracks got different models), then the
+    counts and ``note``."""
     from rich.text import Text
 
     from stemsplit import pipeline
@@ -562,9 +569,10 @@ def _print_summary(results: list[TrackResult], note: str | None) -> None:
         if r.status == "done" and r.warnings:
             count = len(r.warnings)
             status = Text(f"done, {count} warning{'s' if count > 1 else ''}", style="yellow")
-        rows.append((r.input.name, status, duration, spent, folder))
+        model = (r.model or "",) if show_model else ()
+        rows.append((r.input.name, status, *model, duration, spent, folder))
     ui.print_table(
-        ("track", "status", "duration", "time", "output folder"),
+        ("track", "status", *(("model",) if show_model else ()), "duration", "time", "output folder"),
         rows,
         console=ui.stderr,
         fold=("track", "output folder"),
@@ -588,19 +596,22 @@ def _print_dry_run(batch: Batch, options: SeparationOptions, *, as_json: bool, q
     from stemsplit.pipeline.sidecar import Provenance, is_complete
     from stemsplit.weights.loading import weights_identity
 
-    provenance: Provenance | None = None  # a local model's hash is computed only if a sidecar needs it
+    provenances: dict[int, Provenance] = {}  # a local model's hash is computed only if a sidecar needs it
     rows = []
-    for path, probed, outputs in batch.tracks:
+    for index, (path, probed, outputs) in enumerate(batch.tracks):
         row: dict[str, Any] = {"input": str(path)}
         if isinstance(probed, AudioInfo):
+            model = batch.model_of(index)
             complete = False
             if outputs is not None and not options.overwrite and outputs.sidecar.is_file():
-                if provenance is None:
-                    weights = weights_identity(batch.model)
-                    provenance = Provenance(batch.model.name, weights, options.output_settings())
-                complete = is_complete(outputs.sidecar, provenance, outputs.stems, path)
+                pick = batch.picks[index]
+                if pick not in provenances:
+                    weights = weights_identity(model)
+                    provenances[pick] = Provenance(model.name, weights, options.output_settings())
+                complete = is_complete(outputs.sidecar, provenances[pick], outputs.stems, path)
             row.update(
                 action="skip (complete)" if complete else "separate",
+                model=model.name,
                 duration_s=probed.duration_s,
                 samplerate=probed.samplerate,
                 channels=probed.channels,
@@ -619,19 +630,32 @@ def _print_dry_run(batch: Batch, options: SeparationOptions, *, as_json: bool, q
         else:
             duration = _seconds(row["duration_s"]) if row["duration_s"] is not None else "? s"
             first = next(iter(row["outputs"].values()), "")
+            picked = f", {row['model']}" if len(batch.models) > 1 else ""
             ui.emit(
                 f"{row['action']:15} {row['input']}  ({duration}, {row['samplerate']} Hz, {row['channels']} ch, "
-                f"{row['codec']}) → {Path(first).parent if first else ''}"
+                f"{row['codec']}{picked}) → {Path(first).parent if first else ''}"
             )
     if not quiet:
         ui.stderr.print(
-            f"model {batch.model.name}: stems {', '.join(batch.plan.written)}; nothing was separated (--dry-run)",
+            f"model {_model_label(options)}: stems {', '.join(batch.plan.written)}; nothing was separated "
+            "(--dry-run)",
             markup=False,
             emoji=False,
         )
         note = _fold_note(batch, options)
         if note is not None:
             ui.stderr.print(note, markup=False, emoji=False)
+
+
+def _model_label(options: SeparationOptions) -> str:
+    """The model as the user named it; ``auto`` with its rule."""
+    from stemsplit.weights import registry
+
+    if options.model != registry.AUTO:
+        return options.model
+    limit = registry.LONG_TRACK_S
+    when = f"{limit / 60:g} min" if limit % 60 == 0 else f"{limit:g} s"
+    return f"auto ({registry.DEFAULT_MODEL} under {when}, {registry.LONG_TRACK_MODEL} from {when})"
 
 
 def _write_report(path: Path, batch: Batch, options: SeparationOptions, results: list[TrackResult]) -> None:
@@ -641,13 +665,14 @@ def _write_report(path: Path, batch: Batch, options: SeparationOptions, results:
 
     settings = asdict(options)
     settings["out_dir"] = str(options.out_dir)
+    described = [
+        {"name": m.name, "weights": m.weights_id, "path": str(m.path) if m.path else None}
+        for m in batch.models
+    ]
     document = {
         "stemsplit_version": __version__,
-        "model": {
-            "name": batch.model.name,
-            "weights": batch.model.weights_id,
-            "path": str(batch.model.path) if batch.model.path else None,
-        },
+        # One model, or with --model auto the ones it picks from (each track's is in tracks[].model).
+        "model": described[0] if len(described) == 1 else {"name": options.model, "choices": described},
         "settings": settings,
         "summary": dict(pipeline.summarise(results)),
         "tracks": [r.to_dict() for r in results],

@@ -59,10 +59,11 @@ from stemsplit.pipeline import (
     TrackWarning,
     plan_batch,
 )
-from stemsplit.pipeline.batch import interrupted, triage
+from stemsplit.pipeline.batch import interrupted, triage, with_model
 from stemsplit.pipeline.outputs import TrackOutputs
 from stemsplit.pipeline.results import warning_kind
 from stemsplit.pipeline.workers import Job, failed_result
+from stemsplit.weights.loading import ModelInfo
 
 WAIT_S = 0.2
 """How long the driver waits for a result before looking at its workers again (s)."""
@@ -120,7 +121,7 @@ def run_batch(
     cluster: ClusterOptions,
     *,
     reporter: BatchReporter | None = None,
-    loader: Callable[[], ModelBag] | None = None,
+    loader: Callable[[ModelInfo], ModelBag] | None = None,
 ) -> list[TrackResult]:
     """Run a batch planned by :func:`plan` on Ray workers (see the module docstring).
 
@@ -128,7 +129,8 @@ def run_batch(
         batch, options: the planned batch and the run's settings.
         cluster: which cluster and how many workers.
         reporter: told of each track as it is handed out and as it ends (in this thread).
-        loader: builds the model on each worker in place of the run's model (picklable; benchmarks).
+        loader: builds a model of the batch on each worker in place of
+            :func:`~stemsplit.weights.loading.load_model` (picklable; benchmarks and tests).
 
     Returns:
         One result per input, in input order.
@@ -141,30 +143,35 @@ def run_batch(
     results: dict[int, TrackResult] = {}
 
     def finished(index: int, result: TrackResult) -> None:
+        result = with_model(batch, index, result)
         results[index] = result
         reporter.track_finished(result)
 
     try:
-        provenance, jobs = triage(batch, options, reporter, finished)
-        if jobs:
+        groups = [g for g in triage(batch, options, reporter, finished) if g.jobs]
+        if groups:
             with connected(cluster.address) as ray:
                 shape = worker_shape(ray.cluster_resources(), cluster, options.device)
-                seconds = sum(j.duration_s or 0.0 for j in jobs) * max(1, options.shifts) / shape.count
-                spec = WorkerSpec(
-                    model=dataclasses.replace(
-                        batch.model,
-                        path=batch.model.path.resolve() if batch.model.path else None,
-                        members=None,  # each worker reads the file itself: no weights through the object store
-                    ),
-                    options=dataclasses.replace(
-                        options, device=shape.device, jobs=options.jobs or shape.threads
-                    ),
-                    plan=batch.plan,
-                    provenance=provenance,
-                    seconds=seconds,
-                    loader=loader,
-                )
-                _Dispatch(ray, spec, shape, cluster, jobs, reporter, len(batch.tracks), finished).run()
+                for group in groups:  # with --model auto, the workers of one model, then the next's
+                    seconds = sum(j.duration_s or 0.0 for j in group.jobs) * max(1, options.shifts)
+                    spec = WorkerSpec(
+                        model=dataclasses.replace(
+                            group.model,
+                            path=group.model.path.resolve() if group.model.path else None,
+                            members=None,  # each worker reads the file itself: no weights through the store
+                        ),
+                        options=dataclasses.replace(
+                            options, device=shape.device, jobs=options.jobs or shape.threads
+                        ),
+                        plan=batch.plan,
+                        provenance=group.provenance,
+                        seconds=seconds / shape.count,
+                        loader=loader,
+                    )
+                    dispatch = _Dispatch(
+                        ray, spec, shape, cluster, group.jobs, reporter, len(batch.tracks), finished
+                    )
+                    dispatch.run()
     except KeyboardInterrupt:
         raise interrupted(batch, results, reporter) from None
     return [results[i] for i in range(len(batch.tracks))]

@@ -37,7 +37,7 @@ class WorkerSpec:
         plan: the stems computed and written.
         provenance: the sidecar record (its ``weights_id`` is checked against the file the worker reads).
         seconds: audio this worker is expected to separate (for the automatic compile decision).
-        loader: builds the model in place of :func:`~stemsplit.weights.loading.load_model` (a stand-in
+        loader: builds ``model`` in place of :func:`~stemsplit.weights.loading.load_model` (a stand-in
             model in benchmarks); must be picklable.
     """
 
@@ -46,7 +46,7 @@ class WorkerSpec:
     plan: StemPlan
     provenance: Provenance
     seconds: float | None = None
-    loader: Callable[[], ModelBag] | None = None
+    loader: Callable[[ModelInfo], ModelBag] | None = None
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ class TrackWorker:
         so that the driver can name this node."""
         spec = self.spec
         try:
-            bag = spec.loader() if spec.loader is not None else self._load_model()
+            bag = spec.loader(spec.model) if spec.loader is not None else self._load_model()
             engine = engine_options(bag, spec.options, spec.plan.computed)
             runner = make_runner(bag, bag_plan(bag, engine), engine, seconds=spec.seconds)
         except InvalidOptionError as err:

@@ -70,9 +70,13 @@ class ModelBag:
         sources: stem names, in the order the models output them.
         samplerate: the models' rate in Hz (sets the maximum shift, half a second).
         audio_channels: channels the models expect.
-        segment_samples: training window length in samples (343,980 for HT models).
+        segment_samples: window length in samples: the longest input of HT models (343,980), the default
+            window of models that take any length (a bag may set it, as ``hdemucs_mmi``'s 44 s).
         weights: per model, one weight per source (None: all 1). Stem ``k`` is
             ``Σ_m weights[m][k] · out_m[k] / Σ_m weights[m][k]``.
+        fixed_window: every forward runs on ``segment_samples`` samples, a short (last) window centred in a
+            full-length read with real audio on its left (HT Demucs). False: the models take any length
+            (Hybrid Demucs) and a short window runs at its own length, as in the reference.
     """
 
     models: tuple[ModelFn, ...]
@@ -81,6 +85,7 @@ class ModelBag:
     audio_channels: int
     segment_samples: int
     weights: tuple[tuple[float, ...], ...] | None = None
+    fixed_window: bool = True
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -99,13 +104,15 @@ class ModelBag:
 
     @classmethod
     def single(cls, model: ModelFn) -> ModelBag:
-        """Wrap one model that exposes ``sources``, ``samplerate``, ``audio_channels`` and ``segment_samples``."""
+        """Wrap one model that exposes ``sources``, ``samplerate``, ``audio_channels`` and ``segment_samples``
+        (and ``fixed_window``, else True)."""
         return cls(
             models=(model,),
             sources=tuple(model.sources),  # type: ignore[attr-defined]
             samplerate=int(model.samplerate),  # type: ignore[attr-defined]
             audio_channels=int(model.audio_channels),  # type: ignore[attr-defined]
             segment_samples=int(model.segment_samples),  # type: ignore[attr-defined]
+            fixed_window=bool(getattr(model, "fixed_window", True)),
         )
 
     def weight_rows(self) -> tuple[tuple[float, ...], ...]:
@@ -120,8 +127,9 @@ class EngineOptions:
     """How to run the engine (all defaults are the reference's, ``--precision`` aside).
 
     Attributes:
-        segment_samples: window length; None = the model's (must not exceed it: HT models are trained on
-            a fixed length and pad shorter inputs themselves).
+        segment_samples: window length; None = the bag's (must not exceed it: HT models are trained on
+            a fixed length and pad shorter inputs themselves; for models of any length it is the longest
+            window offered).
         overlap: fraction of a window shared with the next, ``[0, 1)``.
         shifts: random-delay passes to average (0 = one pass, no delay).
         seed: seeds the shift delays (``random.Random(seed)``); the same seed gives identical output.
@@ -192,6 +200,7 @@ def bag_plan(bag: ModelBag, options: EngineOptions) -> BagPlan:
         shifts=options.shifts,
         seed=options.seed,
         stems=options.stems,
+        fixed_window=bag.fixed_window,
     )
 
 
@@ -232,6 +241,7 @@ def make_runner(
         fallback_dtype=resolve_dtype("float32" if options.precision == "float32" else "auto", cpu),
         compile_trunk=compile_trunk,
         threads=options.threads,
+        window=plan.segment,
     )
 
 

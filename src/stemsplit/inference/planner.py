@@ -5,10 +5,12 @@ tensor of weights), so the overlap-add loop in :mod:`stemsplit.inference.engine`
 
 Conventions (``htdemucs-spec.md`` §4.1): a track of ``length`` samples is cut into windows starting at
 ``range(0, length, stride)`` with ``stride = int((1 - overlap) * segment)``. A window keeps ``min(segment,
-length - offset)`` output samples (its *chunk*). The model always sees ``segment`` samples: a short (last)
-chunk is centred in a ``segment``-long read that takes **real audio on its left** and zeros past the end of
-the track (``start = offset - (segment - chunk) // 2``). Outputs are multiplied by the first ``chunk``
-entries of the triangle weights, summed, and divided by the summed weights.
+length - offset)`` output samples (its *chunk*). A model with a fixed window (HT Demucs) always sees
+``segment`` samples: a short (last) chunk is centred in a ``segment``-long read that takes **real audio on
+its left** and zeros past the end of the track (``start = offset - (segment - chunk) // 2``). A model that
+takes any length (Hybrid Demucs, which has no ``valid_length`` in the reference) sees the chunk itself.
+Outputs are multiplied by the first ``chunk`` entries of the triangle weights, summed, and divided by the
+summed weights.
 
 With ``shifts`` the track is delayed by ``delay`` zero samples (a *lane*), separated, and the first ``delay``
 output samples are dropped; lanes use their own timeline, ``lane_position = track_position + delay``.
@@ -39,17 +41,19 @@ class WindowPlan:
     Attributes:
         offset: first output sample the window contributes to.
         length: how many output samples it contributes (``1 <= length <= segment``).
-        read_start: first input sample the model sees; ``offset - (segment - length) // 2``, so it is
-            negative or before ``offset`` only for a short window (real left context, zeros before 0).
+        read_start: first input sample the model sees; for a fixed window ``offset - (segment - length) // 2``,
+            so it is negative or before ``offset`` only for a short window (real left context, zeros before 0).
+        size: input samples the model sees: ``segment`` for a fixed window, else ``length``.
     """
 
     offset: int
     length: int
     read_start: int
+    size: int
 
     @property
     def trim(self) -> int:
-        """Samples to drop from the left of the model's ``segment``-long output (``offset - read_start``)."""
+        """Samples to drop from the left of the model's ``size``-long output (``offset - read_start``)."""
         return self.offset - self.read_start
 
 
@@ -73,17 +77,21 @@ def stride_samples(segment: int, overlap: float) -> int:
     return stride
 
 
-def plan_window(offset: int, lane_length: int, segment: int) -> WindowPlan:
+def plan_window(offset: int, lane_length: int, segment: int, *, fixed: bool = True) -> WindowPlan:
     """Plan the window that starts at ``offset`` in a lane of ``lane_length`` samples.
 
     Args:
         offset: window start, ``0 <= offset < lane_length``.
         lane_length: samples in the lane (track length plus the lane's delay).
-        segment: samples the model sees per window.
+        segment: window length in samples.
+        fixed: the model always sees ``segment`` samples (a short window is centred with context); False:
+            a short window is run at its own length.
     """
     assert 0 <= offset < lane_length, f"offset {offset} outside a lane of {lane_length} samples"
     length = min(segment, lane_length - offset)
-    return WindowPlan(offset=offset, length=length, read_start=offset - (segment - length) // 2)
+    if not fixed:
+        return WindowPlan(offset=offset, length=length, read_start=offset, size=length)
+    return WindowPlan(offset=offset, length=length, read_start=offset - (segment - length) // 2, size=segment)
 
 
 def window_count(lane_length: int, stride: int) -> int:
@@ -91,9 +99,9 @@ def window_count(lane_length: int, stride: int) -> int:
     return len(range(0, lane_length, stride))
 
 
-def plan_lane(lane_length: int, segment: int, stride: int) -> tuple[WindowPlan, ...]:
+def plan_lane(lane_length: int, segment: int, stride: int, *, fixed: bool = True) -> tuple[WindowPlan, ...]:
     """All windows of a lane of known length, in offset order (empty for an empty lane)."""
-    return tuple(plan_window(o, lane_length, segment) for o in range(0, lane_length, stride))
+    return tuple(plan_window(o, lane_length, segment, fixed=fixed) for o in range(0, lane_length, stride))
 
 
 def triangle_weights(segment: int) -> torch.Tensor:

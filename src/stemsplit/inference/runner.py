@@ -6,7 +6,9 @@ track. It owns what must not change per batch or per track:
 * the models, moved to the device and set to eval once;
 * the compute dtype and, for staged models (``analyse`` / ``trunk`` / ``synthesise``), the split: the
   STFT and iSTFT run eager in float32 outside autocast, only the trunk runs in the reduced precision and,
-  where asked, compiled (``torch.compile`` of the trunk alone, no complex numbers in the graph);
+  where asked, compiled (``torch.compile`` of the trunk alone, no complex numbers in the graph) for the
+  full window's shape only: a short last window of a model that takes any length runs eager, rather than
+  compiling once more for each track;
 * batch sizes from a few fixed buckets (1, or 2, 4, 8 … up to the batch size), so a short last batch
   neither pays for a full one nor recompiles; a batch of one window is padded to two when the batch size
   is two or more, because one window alone takes another kernel path (its float32 rounding differs), and a
@@ -47,7 +49,7 @@ from stemsplit.inference.devices import (
 __all__ = ["OOM", "DeviceRunner", "Launched", "ModelFn", "batch_buckets"]
 
 ModelFn = Callable[[torch.Tensor], torch.Tensor]
-"""A separation network: ``(B, C, T) float -> (B, S, C, T)``, T <= the model's training length."""
+"""A separation network: ``(B, C, T) float -> (B, S, C, T)``, T <= the window."""
 
 OOM: type[BaseException] = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
@@ -96,6 +98,8 @@ class DeviceRunner:
         fallback_dtype: the dtype there.
         compile_trunk: ``torch.compile`` the trunk of staged models (their whole forward otherwise).
         threads: CPU intra-op threads while the runner is entered (None: leave torch's setting).
+        window: the full window's length in samples; with ``compile_trunk``, batches of any other length run
+            eager (None: every batch may run compiled).
 
     Use it as a context manager: entering applies the process settings, leaving restores them.
     """
@@ -111,8 +115,10 @@ class DeviceRunner:
         fallback_dtype: torch.dtype = torch.float32,
         compile_trunk: bool = False,
         threads: int | None = None,
+        window: int | None = None,
     ) -> None:
         self.buckets = batch_buckets(batch_size)
+        self.window = window
         self.device = device
         self.dtype = dtype
         self.fallback_device = fallback_device
@@ -174,7 +180,7 @@ class DeviceRunner:
         batch = windows
         if size > n:  # pad with silent windows to the bucket: fixed shapes, one kernel path per size
             batch = torch.cat([windows, windows.new_zeros((size - n, *windows.shape[1:]))])
-        out = self._run(member, batch, self.dtype)
+        out = self._run(member, batch, self.dtype, eager=self.window not in (None, batch.shape[-1]))
         finite = None if self.dtype == torch.float32 else torch.isfinite(out).all()
         return Launched(member, batch, out, finite, n)
 

@@ -32,7 +32,7 @@ __all__ = ["Scheduler"]
 @dataclass
 class _Batch:
     groups: list[tuple[TrackStream, list[Window]]]  # per stream, its windows in the batch, in order
-    inputs: torch.Tensor  # (n, C, segment) on the runner's device
+    inputs: torch.Tensor  # (n, C, size) on the runner's device
     member: int
     launched: Launched | None
 
@@ -96,15 +96,18 @@ class Scheduler:
         return None
 
     def _gather(self, member: int, *, only_full: bool) -> list[tuple[TrackStream, list[Window]]]:
+        """The next batch's windows, per stream: one input length for all (the first window's)."""
         room = self.runner.batch_size
-        groups = []
+        groups: list[tuple[TrackStream, list[Window]]] = []
+        size = None
         for stream in self.streams:
             if room == 0:
                 break
-            windows = stream.take(member, room, only_full=only_full)
+            windows = stream.take(member, room, only_full=only_full, size=size)
             if windows:
                 groups.append((stream, windows))
                 room -= len(windows)
+                size = windows[0].plan.size
         return groups
 
     def _launch(self, member: int, groups: list[tuple[TrackStream, list[Window]]]) -> _Batch:

@@ -54,6 +54,7 @@ class BagPlan:
 
     Attributes:
         segment: window length in samples; stride: hop between window starts.
+        fixed_window: the models always see ``segment`` samples (else a short window runs at its own length).
         source_index: model output index of each returned stem.
         members: bag members that run (those contributing to a returned stem), in bag order.
         weights: per running member, the weight of each returned stem.
@@ -64,6 +65,7 @@ class BagPlan:
 
     segment: int
     stride: int
+    fixed_window: bool
     source_index: tuple[int, ...]
     members: tuple[int, ...]
     weights: tuple[tuple[float, ...], ...]
@@ -84,8 +86,9 @@ def make_plan(
     shifts: int,
     seed: int,
     stems: Sequence[str] | None,
+    fixed_window: bool = True,
 ) -> BagPlan:
-    """Check the options against the bag and plan the run.
+    """Check the options against the bag and plan the run (``fixed_window``: see :class:`BagPlan`).
 
     Raises:
         InvalidOptionError: a segment outside ``[1, max_segment]``, an overlap that leaves no stride,
@@ -120,6 +123,7 @@ def make_plan(
     return BagPlan(
         segment=segment,
         stride=stride,
+        fixed_window=fixed_window,
         source_index=index,
         members=members,
         weights=tuple(tuple(weight_rows[m][k] for k in index) for m in members),
@@ -377,12 +381,14 @@ class TrackStream:
 
     # -- handing out windows -----------------------------------------------------------------------------
 
-    def take(self, member: int, limit: int, *, only_full: bool) -> list[Window]:
+    def take(self, member: int, limit: int, *, only_full: bool, size: int | None = None) -> list[Window]:
         """Hand out up to ``limit`` ready windows of bag member ``member``, earliest track position first.
 
         A window is ready when its input has arrived. While the track still streams in, only full windows
         can be planned; ``only_full`` returns nothing unless ``limit`` of them are ready (full batches while
-        streaming).
+        streaming). The windows handed out together all have one input length (one batch): ``size``, or
+        that of the earliest ready window (they differ only for a short last window of a model that takes
+        any length).
         """
         end = self.audio.frames
         candidates: list[tuple[int, int, _Lane, WindowPlan]] = []
@@ -394,14 +400,20 @@ class TrackStream:
                 if end is None:
                     if offset - lane.delay + self.plan.segment > self.audio.end:
                         break
-                    plan = WindowPlan(offset=offset, length=self.plan.segment, read_start=offset)
+                    seg = self.plan.segment
+                    plan = WindowPlan(offset=offset, length=seg, read_start=offset, size=seg)
                 else:
                     if offset >= end + lane.delay:
                         break
-                    plan = plan_window(offset, end + lane.delay, self.plan.segment)
+                    plan = plan_window(
+                        offset, end + lane.delay, self.plan.segment, fixed=self.plan.fixed_window
+                    )
                 candidates.append((offset - lane.delay, i, lane, plan))
                 offset += self.plan.stride
         candidates.sort(key=lambda c: (c[0], c[1]))
+        if candidates:  # a lane's short window is its last, so this keeps each lane's windows in order
+            size = candidates[0][3].size if size is None else size
+            candidates = [c for c in candidates if c[3].size == size]
         chosen = candidates[:limit]
         if only_full and end is None and len(chosen) < limit:
             return []
@@ -426,12 +438,12 @@ class TrackStream:
     # -- cutting windows on the device ------------------------------------------------------------------------
 
     def cut(self, windows: Sequence[Window]) -> torch.Tensor:
-        """The model inputs of ``windows`` (of this stream), (n, C, segment) on the device.
+        """The model inputs of ``windows`` (of this stream, of one input length), (n, C, size) on the device.
 
         The span they cover is read once, uploaded once, normalised there and zero-padded past the track's
         ends; the windows are views of it, gathered in one operation.
         """
-        seg = self.plan.segment
+        seg = windows[0].plan.size
         starts = [w.plan.read_start - w.lane.delay for w in windows]  # track coordinates
         lo, hi = min(starts), max(starts) + seg
         end = self.audio.frames if self.audio.frames is not None else self.audio.end
@@ -447,7 +459,7 @@ class TrackStream:
                 raw if self.stats is None else (raw - self._mean) / self._std
             )
         index = torch.tensor([s - lo for s in starts], device=self.device)
-        return span.unfold(-1, seg, 1).transpose(0, 1).index_select(0, index)  # (n, C, segment)
+        return span.unfold(-1, seg, 1).transpose(0, 1).index_select(0, index)  # (n, C, size)
 
     # -- accumulating ---------------------------------------------------------------------------------------
 
@@ -456,7 +468,7 @@ class TrackStream:
 
         Args:
             windows: this stream's windows of one batch, in the order :meth:`take` handed them out.
-            out: (n, S, C, segment) float32 on the device, the model's outputs for them.
+            out: (n, S, C, size) float32 on the device, the model's outputs for them.
         """
         out = out[:, list(self.plan.source_index)]  # (n, S_sel, C, segment)
         by_lane: dict[int, list[int]] = {}

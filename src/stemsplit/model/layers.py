@@ -1,4 +1,4 @@
-"""Convolutional building blocks of HT Demucs (htdemucs-spec §1.4).
+"""Convolutional building blocks of both hybrid networks (htdemucs-spec §1.4, §1.6).
 
 Attribute names (``conv``, ``rewrite``, ``dconv.layers.j.k``, ``conv_tr``, ``embedding``, ``scale``) are
 fixed by the official checkpoints' state_dict keys. Shape letters: ``B`` batch, ``C`` channels, ``Fq``
@@ -7,9 +7,13 @@ frequency bins, ``T`` time steps (STFT frames in the spectral branch, samples in
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from stemsplit.model.context import BLSTM, LocalState
 
 
 class LayerScale(nn.Module):
@@ -32,30 +36,52 @@ class LayerScale(nn.Module):
         return self.scale[:, None] * x
 
 
+@dataclass(frozen=True)
+class DConvSpec:
+    """The DConv residual branch of one layer.
+
+    Attributes:
+        compress: channel compression of the hidden layer (hidden width ``int(C / compress)``).
+        depth: number of residual sub-layers.
+        lstm: a chunked BiLSTM in each sub-layer (Hybrid Demucs, deep layers).
+        attn: local attention in each sub-layer (Hybrid Demucs, deep layers).
+    """
+
+    compress: int
+    depth: int
+    lstm: bool = False
+    attn: bool = False
+
+
 class DConv(nn.Module):
     """Stack of dilated residual convolutions along time.
 
     Sub-layer ``j`` is ``x + branch_j(x)`` with the branch (indices fixed by the checkpoints):
-    0 Conv1d(C → H, 3, dilation 2**j) · 1 GroupNorm(1, H) · 2 GELU · 3 Conv1d(H → 2C, 1) ·
-    4 GroupNorm(1, 2C) · 5 GLU · 6 LayerScale(C), where ``H = int(C / compress)``.
+    0 Conv1d(C → H, 3, dilation 2**j) · 1 GroupNorm(1, H) · 2 GELU · [BLSTM(H)] · [LocalState(H)] ·
+    Conv1d(H → 2C, 1) · GroupNorm(1, 2C) · GLU · LayerScale(C), where ``H = int(C / compress)``; the
+    bracketed blocks are there only when ``spec`` asks for them, and shift the later indices.
 
     Args:
         channels: ``C``.
-        compress: channel compression of the hidden layer.
-        depth: number of residual sub-layers.
+        spec: compression, depth and the optional context blocks.
     """
 
-    def __init__(self, channels: int, compress: int, depth: int) -> None:
+    def __init__(self, channels: int, spec: DConvSpec) -> None:
         super().__init__()
-        hidden = int(channels / compress)
+        hidden = int(channels / spec.compress)
         self.layers = nn.ModuleList()
-        for j in range(depth):
+        for j in range(spec.depth):
             dilation = 2**j
+            context = [
+                *([BLSTM(hidden)] if spec.lstm else []),
+                *([LocalState(hidden)] if spec.attn else []),
+            ]
             self.layers.append(
                 nn.Sequential(
                     nn.Conv1d(channels, hidden, 3, dilation=dilation, padding=dilation),
                     nn.GroupNorm(1, hidden),
                     nn.GELU(),
+                    *context,
                     nn.Conv1d(hidden, 2 * channels, 1),
                     nn.GroupNorm(1, 2 * channels),
                     nn.GLU(1),
@@ -79,11 +105,17 @@ def _dconv_rows(dconv: DConv, x: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _norm(groups: int, channels: int) -> nn.Module:
+    """GroupNorm(``groups``, ``channels``), or nothing when ``groups`` is 0."""
+    return nn.GroupNorm(groups, channels) if groups else nn.Identity()
+
+
 class EncoderLayer(nn.Module):
-    """One encoder layer: strided conv, GELU, optional DConv, 1x1 "rewrite" conv and GLU.
+    """One encoder layer: strided conv, [GroupNorm], GELU, optional DConv, 1x1 "rewrite" conv, [GroupNorm], GLU.
 
     The spectral variant (``freq=True``) convolves over frequency only, kernel ``(K, 1)``, and divides the
-    bins by the stride; the temporal variant convolves the waveform (or its features) over time.
+    bins by the stride; the temporal variant convolves the waveform (or its features) over time. An
+    *empty* layer is the strided conv alone (Hybrid Demucs' temporal layer at the merge).
 
     Args:
         chin: input channels.
@@ -92,7 +124,10 @@ class EncoderLayer(nn.Module):
         kernel_size: ``K``.
         stride: ``S``; also the factor the frequency bins / time steps shrink by.
         context: half-width of the rewrite conv (0 → 1x1).
-        dconv: DConv settings ``(compress, depth)``, or None for no DConv.
+        dconv: the DConv residual branch, or None for none.
+        pad: pad by ``K // 4`` on both sides (False: no padding, for a kernel that spans every bin).
+        norm_groups: groups of the GroupNorms after both convolutions (0: no GroupNorm).
+        empty: the strided conv only.
     """
 
     def __init__(
@@ -104,32 +139,55 @@ class EncoderLayer(nn.Module):
         kernel_size: int,
         stride: int,
         context: int,
-        dconv: tuple[int, int] | None,
+        dconv: DConvSpec | None,
+        pad: bool = True,
+        norm_groups: int = 0,
+        empty: bool = False,
     ) -> None:
         super().__init__()
         self.freq = freq
         self.stride = stride
-        pad = kernel_size // 4
+        self.empty = empty
+        p = kernel_size // 4 if pad else 0
         if freq:
-            self.conv: nn.Module = nn.Conv2d(chin, chout, (kernel_size, 1), (stride, 1), (pad, 0))
-            self.rewrite: nn.Module = nn.Conv2d(chout, 2 * chout, 1 + 2 * context, 1, context)
+            self.conv: nn.Module = nn.Conv2d(chin, chout, (kernel_size, 1), (stride, 1), (p, 0))
         else:
-            self.conv = nn.Conv1d(chin, chout, kernel_size, stride, pad)
-            self.rewrite = nn.Conv1d(chout, 2 * chout, 1 + 2 * context, 1, context)
-        self.dconv = DConv(chout, *dconv) if dconv is not None else None
+            self.conv = nn.Conv1d(chin, chout, kernel_size, stride, p)
+        if empty:
+            return
+        conv: type[nn.Conv1d | nn.Conv2d] = nn.Conv2d if freq else nn.Conv1d
+        self.norm1 = _norm(norm_groups, chout)
+        self.rewrite = conv(chout, 2 * chout, 1 + 2 * context, 1, context)
+        self.norm2 = _norm(norm_groups, 2 * chout)
+        self.dconv = DConv(chout, dconv) if dconv is not None else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Spectral: (B, chin, Fq, T) → (B, chout, Fq / S, T). Temporal: (B, chin, T) → (B, chout, ceil(T / S))."""
+    def forward(self, x: torch.Tensor, inject: torch.Tensor | None = None) -> torch.Tensor:
+        """Spectral: (B, chin, Fq, T) → (B, chout, Fq', T). Temporal: (B, chin, T) → (B, chout, ceil(T / S)).
+
+        Args:
+            x: the input map.
+            inject: added after the strided conv (Hybrid Demucs' merge: the temporal branch, shaped like
+                that conv's output).
+        """
         if not self.freq and x.shape[-1] % self.stride:
             x = F.pad(x, (0, self.stride - x.shape[-1] % self.stride))  # whole number of strides
-        y = F.gelu(self.conv(x))
+        y = self.conv(x)
+        if self.empty:
+            return y  # type: ignore[no-any-return]
+        if inject is not None:
+            y = y + inject
+        y = F.gelu(self.norm1(y))
         if self.dconv is not None:
             y = _dconv_rows(self.dconv, y) if self.freq else self.dconv(y)
-        return F.glu(self.rewrite(y), dim=1)
+        return F.glu(self.norm2(self.rewrite(y)), dim=1)
 
 
 class DecoderLayer(nn.Module):
-    """One decoder layer: add the skip, 3x3 "rewrite" conv and GLU, optional DConv, transposed conv.
+    """One decoder layer: add the skip, 3x3 "rewrite" conv, [GroupNorm], GLU, optional DConv (:meth:`inner`),
+    then the transposed conv, [GroupNorm] and GELU (:meth:`expand`).
+
+    An *empty* layer has only :meth:`expand` (Hybrid Demucs' temporal layer at the merge, fed by the spectral
+    layer's :meth:`inner`).
 
     Args:
         chin: input channels (also the skip's channels).
@@ -138,8 +196,11 @@ class DecoderLayer(nn.Module):
         kernel_size: ``K``.
         stride: ``S``; the frequency bins / time steps grow by it.
         context: half-width of the rewrite conv (1 → 3x3 over frequency and time).
-        dconv: DConv settings ``(compress, depth)``, or None for no DConv.
+        dconv: the DConv residual branch, or None for none.
         last: the outermost layer, which has no output GELU.
+        pad: crop ``K // 4`` from both ends of the frequency axis (False: keep all, as the encoder did not pad).
+        norm_groups: groups of the GroupNorms after both convolutions (0: no GroupNorm).
+        empty: the transposed conv only.
     """
 
     def __init__(
@@ -151,20 +212,28 @@ class DecoderLayer(nn.Module):
         kernel_size: int,
         stride: int,
         context: int,
-        dconv: tuple[int, int] | None,
+        dconv: DConvSpec | None,
         last: bool,
+        pad: bool = True,
+        norm_groups: int = 0,
+        empty: bool = False,
     ) -> None:
         super().__init__()
         self.freq = freq
         self.last = last
-        self.pad = kernel_size // 4
+        self.empty = empty
+        self.pad = kernel_size // 4 if pad else 0
         if freq:
             self.conv_tr: nn.Module = nn.ConvTranspose2d(chin, chout, (kernel_size, 1), (stride, 1))
-            self.rewrite: nn.Module = nn.Conv2d(chin, 2 * chin, 1 + 2 * context, 1, context)
         else:
             self.conv_tr = nn.ConvTranspose1d(chin, chout, kernel_size, stride)
-            self.rewrite = nn.Conv1d(chin, 2 * chin, 1 + 2 * context, 1, context)
-        self.dconv = DConv(chin, *dconv) if dconv is not None else None
+        self.norm2 = _norm(norm_groups, chout)
+        if empty:
+            return
+        conv: type[nn.Conv1d | nn.Conv2d] = nn.Conv2d if freq else nn.Conv1d
+        self.rewrite = conv(chin, 2 * chin, 1 + 2 * context, 1, context)
+        self.norm1 = _norm(norm_groups, 2 * chin)
+        self.dconv = DConv(chin, dconv) if dconv is not None else None
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor, length: int) -> torch.Tensor:
         """Spectral: (B, chin, Fq, T) → (B, chout, S * Fq, T). Temporal: (B, chin, T) → (B, chout, length).
@@ -174,10 +243,18 @@ class DecoderLayer(nn.Module):
             skip: the matching encoder's output, same shape as ``x``.
             length: temporal layers only: the time length the matching encoder received.
         """
-        y = F.glu(self.rewrite(x + skip), dim=1)
+        return self.expand(self.inner(x, skip), length)
+
+    def inner(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        """Add the skip, rewrite conv, GLU and DConv: (B, chin, [Fq,] T) → the same shape."""
+        y = F.glu(self.norm1(self.rewrite(x + skip)), dim=1)
         if self.dconv is not None:
             y = _dconv_rows(self.dconv, y) if self.freq else self.dconv(y)
-        z = self.conv_tr(y)  # frequency or time axis: (n - 1) * S + K = S * n + 2 * pad
+        return y
+
+    def expand(self, y: torch.Tensor, length: int) -> torch.Tensor:
+        """Transposed conv, crop, GELU: (B, chin, [Fq,] T) → (B, chout, [S * Fq,] T or ``length``)."""
+        z = self.norm2(self.conv_tr(y))  # frequency or time axis: (n - 1) * S + K = S * n + 2 * pad
         if self.freq:
             z = z[:, :, self.pad : z.shape[2] - self.pad]
         else:
@@ -203,3 +280,9 @@ class ScaledEmbedding(nn.Module):
         """(N,) integer indices → (N, dim)."""
         rows: torch.Tensor = self.embedding(idx)
         return rows * self.scale
+
+    def add_to(self, x: torch.Tensor, weight: float) -> torch.Tensor:
+        """``x + weight · row f`` for every frequency row ``f`` of a (B, dim, num, T) map, broadcast over
+        batch and time (the frequency embedding after the first spectral encoder)."""
+        table: torch.Tensor = self(torch.arange(x.shape[-2], device=x.device))  # (num, dim)
+        return x + weight * table.t()[None, :, :, None]

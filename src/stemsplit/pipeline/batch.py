@@ -1,13 +1,15 @@
 """A whole batch: plan it (device, model, inputs, probes, output names) before any work, then run it.
 
-A failing track is recorded and the batch goes on; only a model that cannot be obtained stops it.
+A failing track is recorded and the batch goes on; only a model that cannot be obtained stops it. With
+``--model auto`` each track gets its model at planning time, from its probed duration
+(:func:`stemsplit.weights.registry.pick_auto`); the tracks of each model then run together.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -37,6 +39,7 @@ from stemsplit.pipeline.sidecar import Provenance, is_complete, made_from_other_
 from stemsplit.pipeline.workers import Job, run_jobs
 from stemsplit.weights.download import DownloadReporter
 from stemsplit.weights.loading import ModelInfo, describe_model, load_model, weights_identity
+from stemsplit.weights.registry import AUTO, auto_models, pick_auto
 
 # --- a batch -----------------------------------------------------------------------------------------
 
@@ -80,16 +83,23 @@ class Batch:
     """A planned batch: inputs, their probes and output paths (what ``--dry-run`` shows).
 
     Attributes:
-        model: the model as described before loading.
-        plan: the stems computed and written.
+        models: the models as described before loading: the one ``--model`` names, or with ``--model auto``
+            those its rule picks from.
+        plan: the stems computed and written (the same for every model of the batch).
         tracks: per input, its probe (or the error probing it) and its planned outputs.
         compute: the device and precision the run will use.
+        picks: per input, the index in ``models`` of the model it gets.
     """
 
-    model: ModelInfo
+    models: tuple[ModelInfo, ...]
     plan: StemPlan
     tracks: list[tuple[Path, AudioInfo | StemsplitError, TrackOutputs | None]]
     compute: Compute
+    picks: list[int]
+
+    def model_of(self, index: int) -> ModelInfo:
+        """The model of input ``index``."""
+        return self.models[self.picks[index]]
 
 
 def plan_batch(arguments: Sequence[str], options: SeparationOptions, *, dry_run: bool = False) -> Batch:
@@ -101,20 +111,22 @@ def plan_batch(arguments: Sequence[str], options: SeparationOptions, *, dry_run:
     Output folders holding another input's stems (per their ``stemsplit.json``) are not reused.
 
     Everything that can be checked without the inputs is checked first, cheapest first: the device, the
-    output folder, then the model.
+    output folder, then the model(s).
 
     Raises:
         UnknownModelError, CheckpointError: the model cannot be identified.
         InvalidOptionError: an unavailable device (with the reason), an output folder that cannot be
-            written, a stem the model does not have, or a ``--segment`` longer than the model's window
+            written, a stem the model does not have, or a ``--segment`` longer than a model's window
             when that is known before loading (registry entries, local files).
     """
     compute = resolve_compute(options)
     check_writable_folder(options.out_dir, option="--out")
-    model = describe_model(options.model, load=not dry_run)
-    plan = plan_stems(model.sources, options)
-    if model.max_segment is not None:
-        check_segment(options.segment, model.max_segment)
+    names = auto_models() if options.model == AUTO else (options.model,)
+    models = tuple(describe_model(name, load=not dry_run) for name in names)
+    plan = plan_stems(models[0].sources, options)  # auto's models share their stems
+    for model in models:
+        if model.max_segment is not None:
+            check_segment(options.segment, model.max_segment, model.name)
     inputs = discover_inputs(arguments, options.out_dir)
     probes: list[tuple[Path, AudioInfo | StemsplitError]] = []
     for item in inputs:
@@ -127,18 +139,30 @@ def plan_batch(arguments: Sequence[str], options: SeparationOptions, *, dry_run:
             probes.append((item.path, probe(item.path)))
         except StemsplitError as err:
             probes.append((item.path, err))
-    readable = [p for p, probed in probes if isinstance(probed, AudioInfo)]
+    picks = [_pick(options.model, models, probed) for _, probed in probes]
+    readable = [
+        (p, pick) for (p, probed), pick in zip(probes, picks, strict=True) if isinstance(probed, AudioInfo)
+    ]
     paths = plan_outputs(
-        readable,
+        [p for p, _ in readable],
         out_dir=options.out_dir,
         template=options.template,
-        model=model.name,
+        models=[models[pick].name for _, pick in readable],
         stems=plan.files,
         ext=options.write_options().extension,
         owned_by_other=made_from_other_input,
     )
-    planned = dict(zip(readable, paths, strict=True))
-    return Batch(model, plan, [(p, probed, planned.get(p)) for p, probed in probes], compute)
+    planned = dict(zip([p for p, _ in readable], paths, strict=True))
+    tracks = [(p, probed, planned.get(p)) for p, probed in probes]
+    return Batch(models, plan, tracks, compute, picks)
+
+
+def _pick(requested: str, models: Sequence[ModelInfo], probed: AudioInfo | StemsplitError) -> int:
+    """The index in ``models`` of a track's model: the only one, or ``--model auto``'s pick by duration."""
+    if requested != AUTO:
+        return 0
+    duration = probed.duration_s if isinstance(probed, AudioInfo) else None
+    return [m.name for m in models].index(pick_auto(duration))
 
 
 def separate_batch(
@@ -147,7 +171,7 @@ def separate_batch(
     *,
     reporter: BatchReporter | None = None,
     download_reporter: DownloadReporter | None = None,
-    loader: Callable[[], ModelBag] | None = None,
+    loader: Callable[[ModelInfo], ModelBag] | None = None,
     devices: Sequence[torch.device] | None = None,
 ) -> list[TrackResult]:
     """Run a planned batch: skip complete tracks, separate the rest, record failures and go on.
@@ -161,12 +185,13 @@ def separate_batch(
         options: the run's settings.
         reporter: progress and results, as they happen.
         download_reporter: download progress (model obtained on first need).
-        loader: builds the model (default: :func:`stemsplit.weights.loading.load_model`); called at most once,
-            and not at all when every track is skipped or fails before separation.
+        loader: builds a model of ``batch.models`` (default: :func:`stemsplit.weights.loading.load_model`);
+            called at most once per model, and not for a model whose tracks are all skipped or fail before
+            separation. The tracks of one model run together, then those of the next.
         devices: where to run (default: ``options.device``, which may name several).
 
     Returns:
-        One result per input, in the batch's order.
+        One result per input, in input order, each naming the model of its track (``TrackResult.model``).
 
     Raises:
         ModelUnavailableError: the model could not be obtained (the batch stops: nothing could be done).
@@ -180,17 +205,20 @@ def separate_batch(
     total = len(batch.tracks)
 
     def finished(index: int, result: TrackResult) -> None:
+        result = with_model(batch, index, result)
         results[index] = result
         reporter.track_finished(result)
 
     try:
-        provenance, jobs = triage(batch, options, reporter, finished)
-        if jobs:
-            bag = loader() if loader else load_model(batch.model, model_cache(options, download_reporter))
-            seconds = sum(j.duration_s or 0.0 for j in jobs) * max(1, options.shifts)
+        for group in triage(batch, options, reporter, finished):
+            if not group.jobs:
+                continue
+            model, provenance, model_jobs = group.model, group.provenance, group.jobs
+            bag = loader(model) if loader else load_model(model, model_cache(options, download_reporter))
+            seconds = sum(j.duration_s or 0.0 for j in model_jobs) * max(1, options.shifts)
             run_jobs(
                 bag,
-                jobs,
+                model_jobs,
                 options,
                 batch.plan,
                 engine_options(bag, options, batch.plan.computed),
@@ -201,9 +229,25 @@ def separate_batch(
                 total_tracks=total,
                 on_result=lambda job, result: finished(job.index, result),
             )
+            del bag  # one model in memory at a time
     except KeyboardInterrupt:
         raise interrupted(batch, results, reporter) from None
     return [results[i] for i in range(total)]
+
+
+@dataclass(frozen=True)
+class ModelGroup:
+    """The tracks of one model of a batch that need separating.
+
+    Attributes:
+        model: the model (one of ``Batch.models``).
+        provenance: the sidecar record of the stems it makes.
+        jobs: its tracks to separate, in the batch's order (may be empty).
+    """
+
+    model: ModelInfo
+    provenance: Provenance
+    jobs: list[Job]
 
 
 def triage(
@@ -211,36 +255,46 @@ def triage(
     options: SeparationOptions,
     reporter: BatchReporter,
     finished: Callable[[int, TrackResult], None],
-) -> tuple[Provenance, list[Job]]:
-    """Settle the tracks that need no separation and return the others as jobs (local and Ray runs alike).
+) -> list[ModelGroup]:
+    """Settle the tracks that need no separation and group the others by model (local and Ray runs alike).
 
     An input that could not be probed (or got no output paths) is ``failed``; one whose stems are complete
-    (per its sidecar, unless ``options.overwrite``) is ``skipped``. Each is announced to ``reporter`` and
-    passed to ``finished(index, result)`` here.
+    for its model (per its sidecar, unless ``options.overwrite``) is ``skipped``. Each is announced to
+    ``reporter`` and passed to ``finished(index, result)`` here.
 
     Returns:
-        The sidecar record of the run's stems, and the tracks to separate in the batch's order.
+        One group per model of ``batch.models``, in that order.
 
     Raises:
         CheckpointError, OSError: a local model file can no longer be read to compute its identity.
     """
-    provenance = Provenance(batch.model.name, weights_identity(batch.model), options.output_settings())
+    groups = [
+        ModelGroup(m, Provenance(m.name, weights_identity(m), options.output_settings()), [])
+        for m in batch.models
+    ]
     total = len(batch.tracks)
-    jobs = []
     for index, (path, probed, outputs) in enumerate(batch.tracks):
         duration = probed.duration_s if isinstance(probed, AudioInfo) else None
+        group = groups[batch.picks[index]]
         if isinstance(probed, StemsplitError) or outputs is None:
             reporter.track_started(index, total, path, duration)
             finished(index, TrackResult(path, "failed", error=str(probed)))
-        elif not options.overwrite and is_complete(outputs.sidecar, provenance, outputs.stems, path):
+        elif not options.overwrite and is_complete(outputs.sidecar, group.provenance, outputs.stems, path):
             reporter.track_started(index, total, path, duration)
             finished(index, TrackResult(
                 path, "skipped", outputs=dict(outputs.stems), duration_s=duration,
                 samplerate=probed.samplerate, channels=probed.channels, codec=probed.codec,
             ))  # fmt: skip
         else:
-            jobs.append(Job(index, path, outputs, duration))
-    return provenance, jobs
+            group.jobs.append(Job(index, path, outputs, duration))
+    return groups
+
+
+def with_model(batch: Batch, index: int, result: TrackResult) -> TrackResult:
+    """``result`` naming the model of input ``index`` (a track that could not be probed got none)."""
+    if isinstance(batch.tracks[index][1], AudioInfo):
+        return replace(result, model=batch.model_of(index).name)
+    return result
 
 
 def interrupted(

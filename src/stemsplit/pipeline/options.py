@@ -102,7 +102,8 @@ class SeparationOptions:
             ``device`` may name several (``cuda:0,cuda:1``, ``cuda:all``).
         compile: ``torch.compile`` the network trunk: ``on``, ``off``, or ``auto`` (on CUDA, for a batch long
             enough to repay the compilation; see :func:`stemsplit.inference.devices.should_compile`).
-        segment: window in seconds, at most the model's (7.8 s for HT models); None = the model's.
+        segment: window in seconds, at most the model's (7.8 s for HT models, 44 s for ``hdemucs_mmi``); None =
+            the model's.
         overlap, shifts, seed: overlap-add and the random-shift trick.
         overwrite: redo tracks whose stems are complete (default: skip them).
         offline: never download (None: ``STEMSPLIT_OFFLINE``).
@@ -311,18 +312,28 @@ def plan_stems(sources: Sequence[str], options: SeparationOptions) -> StemPlan:
     return StemPlan(sources, sources)
 
 
-def check_segment(segment: float | None, limit: Fraction) -> None:
+def check_segment(segment: float | None, limit: Fraction, model: str | None = None) -> None:
     """Refuse a ``--segment`` (seconds) longer than the model's window ``limit`` (seconds).
 
+    The window is the longest input an HT model takes (it was trained on that length), and the window a
+    Hybrid Demucs model runs on by default (44 s for ``hdemucs_mmi``; longer ones only cost memory: its
+    local attention grows with the square of the window).
+
+    Args:
+        segment: ``--segment``, or None (nothing to check).
+        limit: the window in seconds.
+        model: the model's name, for the message.
+
     Raises:
-        InvalidOptionError: it is longer; the message names the limit.
+        InvalidOptionError: it is longer; the message names the limit (and the model).
     """
     # As typed (shortest repr): 7.8 must not fail for being 7.8000000000000001 in binary.
     if segment is not None and Fraction(repr(float(segment))) > limit:
         most = math.floor(limit * 100) / 100  # rounded down: the value suggested must be accepted
+        name = f" ({model})" if model else ""
         raise InvalidOptionError(
-            f"--segment {segment:g} is longer than the model's {float(limit):.3g} s window (transformer "
-            f"models cannot use more context than they were trained with); use {most:g} or less",
+            f"--segment {segment:g} is longer than the model's {float(limit):.3g} s window{name}, the longest "
+            f"it accepts; use {most:g} or less",
             option="--segment",
         )
 

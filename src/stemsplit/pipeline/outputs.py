@@ -107,7 +107,7 @@ def plan_outputs(
     *,
     out_dir: Path,
     template: str,
-    model: str,
+    models: Sequence[str],
     stems: Sequence[str],
     ext: str,
     owned_by_other: Callable[[Path, Path], bool] | None = None,
@@ -118,7 +118,7 @@ def plan_outputs(
         inputs: the input files.
         out_dir: ``--out``.
         template: a template accepted by :func:`check_template`.
-        model: ``{model}``.
+        models: ``{model}`` of each input (the model its stems come from).
         stems: the names of the files to write, in order: the stems, or one name for a stem file.
         ext: ``{ext}`` (``wav``, ``flac``, ``mp3`` or ``stem.mp4``).
         owned_by_other: ``(sidecar, input) -> bool``: whether existing stems belong to another input
@@ -135,7 +135,7 @@ def plan_outputs(
     """
     taken: set[str] = set()  # case-folded: macOS and Windows file systems ignore case
     planned = []
-    for path in inputs:
+    for path, model in zip(inputs, models, strict=True):
         track, trackext = path.stem, path.suffix.lstrip(".")
         candidates = [track, f"{track} ({trackext})" if trackext else f"{track} (2)"]
         candidates += [f"{track} ({n})" for n in range(2, 10_000)]

@@ -179,6 +179,8 @@ class TrackResult:
         duration_s, samplerate, channels, codec: the input, when it could be probed.
         output_samplerate: the stems' rate.
         timings: seconds spent per stage (``stats``, ``separate``, ``total``).
+        model: the model of the track (the one ``--model`` names, or ``--model auto``'s pick for its duration);
+            None when the input could not be probed.
         device, precision, batch_size: where and how the model ran.
         node: the Ray node whose worker ran the model, as ``host (ip)`` (``--ray``); None for a local run.
         gain: the shared clip-protection gain applied (1.0 = none).
@@ -199,6 +201,7 @@ class TrackResult:
     codec: str | None = None
     output_samplerate: int | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    model: str | None = None
     device: str | None = None
     precision: str | None = None
     batch_size: int | None = None

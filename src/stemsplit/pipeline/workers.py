@@ -132,7 +132,7 @@ class _Run:
         for i, (device, nets) in enumerate(zip(self.devices, models, strict=True)):
             bag = ModelBag(
                 nets, self.bag.sources, self.bag.samplerate, self.bag.audio_channels,
-                self.bag.segment_samples, self.bag.weights,
+                self.bag.segment_samples, self.bag.weights, self.bag.fixed_window,
             )  # fmt: skip
             runner = make_runner(bag, self.bag_plan, self.engine, seconds=total_seconds, device=device)
             self._spawn(f"stemsplit-device-{i}-{device}", self._device_loop, runner, self.ready[i])

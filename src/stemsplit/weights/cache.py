@@ -89,6 +89,7 @@ class ModelStatus:
     default: bool
     files: tuple[FileStatus, ...]
     sdr: PublishedSDR | None = field(default=None)
+    speed: float | None = None
 
     @property
     def cached(self) -> bool:
@@ -118,6 +119,7 @@ class ModelStatus:
             "size_bytes": self.size_bytes,
             "approx_size_mib": self.approx_size_mib,
             "sdr": self.sdr.to_dict() if self.sdr is not None else None,
+            "speed": self.speed,
             "files": [f.to_dict() for f in self.files],
         }
 
@@ -209,13 +211,17 @@ class ModelCache:
 
     def specs(self, names: Sequence[str] | None) -> list[ModelSpec]:
         """The specs for ``names`` (all of them for ``None``), all validated before any work starts.
+        ``auto`` stands for the models ``--model auto`` picks from.
 
         Raises:
             UnknownModelError: a name is not in the registry.
         """
         if names is None:
             return list(self.models().values())
-        return [get_model_spec(name, self.models()) for name in dict.fromkeys(names)]
+        expanded = [
+            m for name in names for m in (_registry.auto_models() if name == _registry.AUTO else (name,))
+        ]
+        return [get_model_spec(name, self.models()) for name in dict.fromkeys(expanded)]
 
     # -- getting files -------------------------------------------------------------------------
 
@@ -309,6 +315,7 @@ class ModelCache:
                     default=spec.name == _registry.DEFAULT_MODEL,
                     files=tuple(files),
                     sdr=spec.sdr,
+                    speed=spec.speed,
                 )
             )
         return rows

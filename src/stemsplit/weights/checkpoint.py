@@ -1,4 +1,4 @@
-"""Read HT Demucs checkpoints safely and build the model from them (htdemucs-spec §3).
+"""Read HT Demucs and Hybrid Demucs checkpoints safely and build the model from them (htdemucs-spec §3).
 
 Two single-model formats and one bag format are understood:
 
@@ -10,6 +10,9 @@ Two single-model formats and one bag format are understood:
   nor demucs is used.
 * ``.safetensors``, the pickle-free export: tensors plus ``klass``, ``args`` and ``kwargs`` in the
   metadata (JSON, fractions as ``{"_type": "fraction", "numerator": n, "denominator": d}``).
+
+In both, the class (``demucs.htdemucs.HTDemucs`` or ``demucs.hdemucs.HDemucs``, pickled by reference or
+named in the metadata) picks the network: :class:`~stemsplit.model.HTDemucs` or :class:`~stemsplit.model.HDemucs`.
 * ``.yaml`` bags: ``models`` (signatures), optional ``weights`` (one row of per-source weights per model)
   and optional ``segment``, resolved against ``<sig>-<hash>.th``, ``<sig>.th`` or ``<sig>.safetensors``
   beside the yaml.
@@ -44,52 +47,84 @@ from stemsplit.errors import (
     UnsafeCheckpointError,
     UnsupportedCheckpointError,
 )
-from stemsplit.model import HTDemucs, HTDemucsConfig
+from stemsplit.model import HDemucs, HDemucsConfig, HTDemucs, HTDemucsConfig, HybridConfig, HybridModel
 
 # --- constructor arguments ---------------------------------------------------------------------
 
-# Reference HTDemucs arguments that map one-to-one onto HTDemucsConfig fields.
-_CONFIG_FIELDS = (
+
+@dataclass(frozen=True)
+class _Schema:
+    """How one reference class's constructor arguments map onto our config.
+
+    Attributes:
+        config: the config class built.
+        fields: arguments that map one-to-one onto its fields.
+        required: arguments we implement only at one value (the one every released model uses).
+        ignored: arguments that only matter for training or for options rejected through ``required``.
+    """
+
+    config: type[HybridConfig]
+    fields: tuple[str, ...]
+    required: Mapping[str, object]
+    ignored: frozenset[str]
+
+
+_SHARED_FIELDS = (
     "sources", "audio_channels", "samplerate", "channels", "growth", "nfft", "depth", "freq_emb",
     "emb_scale", "kernel_size", "stride", "context", "context_enc", "dconv_mode", "dconv_depth",
-    "dconv_comp", "bottom_channels", "t_layers", "t_hidden_scale", "t_heads", "t_norm_in", "t_norm_out",
-    "t_layer_scale", "t_gelu", "t_max_period", "t_weight_pos_embed", "t_cross_first",
+    "dconv_comp",
 )  # fmt: skip
-
-# Arguments we implement only at one value (the one every released model uses).
-_REQUIRED = {
-    "use_train_segment": True,
+_SHARED_REQUIRED = {
     "channels_time": None,
     "wiener_iters": 0,
     "end_iters": 0,
     "wiener_residual": False,
     "cac": True,
     "rewrite": True,
-    "t_emb": "sin",
-    "t_norm_in_group": False,
-    "t_group_norm": False,
-    "t_norm_first": True,
-    "t_sin_random_shift": 0,
-    "t_sparse_self_attn": False,
-    "t_sparse_cross_attn": False,
 }
+_SHARED_IGNORED = frozenset({"multi_freqs_depth", "emb_smooth", "dconv_init", "rescale"})
 
-# Arguments that only matter for training or for options rejected above; accepted and dropped.
-_IGNORED = frozenset({
-    "multi_freqs_depth", "emb_smooth", "time_stride", "norm_groups", "dconv_init", "t_dropout",
-    "t_max_positions", "t_weight_decay", "t_lr", "t_cape_mean_normalize", "t_cape_augment",
-    "t_cape_glob_loc_scale", "t_mask_type", "t_mask_random_seed", "t_sparse_attn_window",
-    "t_global_window", "t_sparsity", "t_auto_sparsity", "rescale",
-})  # fmt: skip
+_SCHEMAS = {
+    "HTDemucs": _Schema(
+        HTDemucsConfig,
+        (*_SHARED_FIELDS, "bottom_channels", "t_layers", "t_hidden_scale", "t_heads", "t_norm_in",
+         "t_norm_out", "t_layer_scale", "t_gelu", "t_max_period", "t_weight_pos_embed", "t_cross_first"),
+        {
+            **_SHARED_REQUIRED,
+            "use_train_segment": True,
+            "t_emb": "sin",
+            "t_norm_in_group": False,
+            "t_group_norm": False,
+            "t_norm_first": True,
+            "t_sin_random_shift": 0,
+            "t_sparse_self_attn": False,
+            "t_sparse_cross_attn": False,
+        },
+        _SHARED_IGNORED | {
+            "time_stride", "norm_groups", "t_dropout", "t_max_positions", "t_weight_decay", "t_lr",
+            "t_cape_mean_normalize", "t_cape_augment", "t_cape_glob_loc_scale", "t_mask_type",
+            "t_mask_random_seed", "t_sparse_attn_window", "t_global_window", "t_sparsity", "t_auto_sparsity",
+        },
+    ),
+    "HDemucs": _Schema(
+        HDemucsConfig,
+        (*_SHARED_FIELDS, "time_stride", "norm_starts", "norm_groups", "dconv_attn", "dconv_lstm"),
+        {**_SHARED_REQUIRED, "hybrid": True, "hybrid_old": False},
+        _SHARED_IGNORED,
+    ),
+}  # fmt: skip
 
-_SUPPORTED_CLASS = "HTDemucs"
+_MODELS: Mapping[type[HybridConfig], Callable[[Any], HybridModel]] = {
+    HTDemucsConfig: HTDemucs,
+    HDemucsConfig: HDemucs,
+}
 
 
 def _unsupported(path: Path | None, field: str, value: object, why: str) -> UnsupportedCheckpointError:
     where = f"{path}: " if path else ""
     return UnsupportedCheckpointError(
         f"{where}unsupported model argument {field}={value!r} ({why}); only HT Demucs checkpoints like "
-        "htdemucs, htdemucs_ft and htdemucs_6s can be loaded",
+        "htdemucs, htdemucs_ft and htdemucs_6s, and Hybrid Demucs ones like hdemucs_mmi, can be loaded",
         field=field,
         value=value,
         path=path,
@@ -106,49 +141,65 @@ def _segment(value: object, samplerate: int, path: Path | None) -> Fraction:
     raise _unsupported(path, "segment", value, "expected a positive number of seconds")
 
 
+def _schema(klass: str, path: Path | None) -> _Schema:
+    """The schema of a pickled or exported class name (``demucs.hdemucs.HDemucs`` …)."""
+    schema = _SCHEMAS.get(klass.rsplit(".", 1)[-1])
+    if schema is None:
+        raise _unsupported(path, "klass", klass, "only HTDemucs and HDemucs models are implemented")
+    return schema
+
+
 def config_from_kwargs(
-    kwargs: Mapping[str, Any], args: Sequence[Any] = (), *, path: Path | None = None
-) -> HTDemucsConfig:
-    """Validate reference ``HTDemucs`` constructor arguments and turn them into a config.
+    kwargs: Mapping[str, Any],
+    args: Sequence[Any] = (),
+    *,
+    path: Path | None = None,
+    klass: str = "demucs.htdemucs.HTDemucs",
+) -> HybridConfig:
+    """Validate reference constructor arguments and turn them into a config.
 
     Args:
         kwargs: the checkpoint's ``kwargs``.
         args: the checkpoint's positional ``args`` (must be empty, as in every released file).
         path: the file they came from, for error messages.
+        klass: the reference class they are for (its last dotted part decides: ``HTDemucs`` or ``HDemucs``).
 
     Returns:
-        The model configuration.
+        The model configuration: an :class:`HTDemucsConfig` or an :class:`HDemucsConfig`.
 
     Raises:
-        UnsupportedCheckpointError: an unknown argument, or a value selecting a variant we do not
-            implement (sparse attention, non-CaC, another ``t_emb``…); the error names the field.
+        UnsupportedCheckpointError: another class, an unknown argument, or a value selecting a variant we
+            do not implement (sparse attention, non-CaC, another ``t_emb``…); the error names the field.
     """
+    schema = _schema(klass, path)
     if args:
         raise _unsupported(path, "args", tuple(args), "positional constructor arguments")
     values: dict[str, Any] = {}
     for name, value in kwargs.items():
-        if name in _CONFIG_FIELDS:
+        if name in schema.fields:
             values[name] = value
-        elif name in _REQUIRED:
-            if value != _REQUIRED[name] or type(value) is not type(_REQUIRED[name]):
-                raise _unsupported(path, name, value, f"only {_REQUIRED[name]!r} is implemented")
+        elif name in schema.required:
+            want = schema.required[name]
+            if value != want or type(value) is not type(want):
+                raise _unsupported(path, name, value, f"only {want!r} is implemented")
         elif name == "multi_freqs":
             if value:
                 raise _unsupported(path, name, value, "frequency band splitting is not implemented")
-        elif name == "norm_starts":
+        elif name == "norm_starts":  # HT Demucs only (a field of Hybrid Demucs)
             if value < kwargs.get("depth", 4):
                 raise _unsupported(path, name, value, "GroupNorm inside encoder layers is not implemented")
-        elif name not in _IGNORED and name != "segment":
+        elif name not in schema.ignored and name != "segment":
             raise _unsupported(path, name, value, "unknown argument")
     if "sources" not in values:
         raise _unsupported(path, "sources", None, "the checkpoint does not name its stems")
     values["sources"] = tuple(str(s) for s in values["sources"])
     samplerate = values.get("samplerate", 44100)
-    values["segment"] = _segment(kwargs.get("segment", 10), samplerate, path)
+    default_segment = schema.config(sources=values["sources"]).segment
+    values["segment"] = _segment(kwargs.get("segment", default_segment), samplerate, path)
     if values.get("freq_emb", 0.2) <= 0:
         raise _unsupported(path, "freq_emb", values["freq_emb"], "a model without frequency embedding")
     try:
-        return HTDemucsConfig(**values)
+        return schema.config(**values)
     except (TypeError, ValueError) as err:
         raise _unsupported(path, "kwargs", dict(kwargs), str(err)) from err
 
@@ -161,22 +212,22 @@ class LoadedModel:
     """A checkpoint read from disk: configuration plus tensors, not yet a module.
 
     Attributes:
-        config: the architecture.
+        config: the architecture (its class says which network: HT Demucs or Hybrid Demucs).
         state: state_dict tensors as stored (float16 in the official files).
         path: the file it was read from.
     """
 
-    config: HTDemucsConfig
+    config: HybridConfig
     state: Mapping[str, torch.Tensor]
     path: Path | None = None
 
-    def build(self) -> HTDemucs:
+    def build(self) -> HybridModel:
         """Instantiate the model on the CPU in float32, load the tensors strictly, set eval mode.
 
         Raises:
             StateDictMismatchError: a missing, unexpected or mis-shaped tensor (the first one is named).
         """
-        model = HTDemucs(self.config)
+        model = _MODELS[type(self.config)](self.config)
         check_state_dict(model.state_dict(), self.state, path=self.path)
         model.load_state_dict(dict(self.state), strict=True)  # float16 → float32 is exact
         return model.eval().requires_grad_(False)
@@ -240,7 +291,7 @@ class CheckpointHeader:
         path: the file.
     """
 
-    config: HTDemucsConfig
+    config: HybridConfig
     path: Path
 
 
@@ -297,12 +348,6 @@ def _decode_fractions(value: Any) -> Any:
     return value
 
 
-def _check_class(klass: str, path: Path) -> None:
-    name = klass.rsplit(".", 1)[-1]
-    if name != _SUPPORTED_CLASS:
-        raise _unsupported(path, "klass", klass, "only HTDemucs models are implemented")
-
-
 def _load_safetensors(path: Path) -> LoadedModel:
     from safetensors import SafetensorError, safe_open
 
@@ -317,7 +362,7 @@ def _load_safetensors(path: Path) -> LoadedModel:
     return LoadedModel(_config_from_metadata(metadata, path), state, path)
 
 
-def _config_from_metadata(metadata: Mapping[str, str], path: Path) -> HTDemucsConfig:
+def _config_from_metadata(metadata: Mapping[str, str], path: Path) -> HybridConfig:
     """The model arguments stored in a ``.safetensors`` file's metadata, checked."""
     missing = [key for key in ("klass", "kwargs") if key not in metadata]
     if missing:
@@ -326,7 +371,7 @@ def _config_from_metadata(metadata: Mapping[str, str], path: Path) -> HTDemucsCo
         )
     if "structure" in metadata:
         raise _unsupported(path, "structure", "…", "quantized (diffq) models are not implemented")
-    _check_class(metadata["klass"], path)
+    _schema(metadata["klass"], path)
     try:
         args = _decode_fractions(json.loads(metadata.get("args", "[]")))
         kwargs = _decode_fractions(json.loads(metadata["kwargs"]))
@@ -334,7 +379,7 @@ def _config_from_metadata(metadata: Mapping[str, str], path: Path) -> HTDemucsCo
         raise CheckpointError(
             f"{path} has unreadable model arguments in its metadata ({err})", path=path
         ) from err
-    return config_from_kwargs(kwargs, args, path=path)
+    return config_from_kwargs(kwargs, args, path=path, klass=metadata["klass"])
 
 
 def _safetensors_metadata(path: Path) -> dict[str, str]:
@@ -533,7 +578,7 @@ def _load_th(path: Path) -> LoadedModel:
     return LoadedModel(_th_config(package, path), dict(package["state"]), path)
 
 
-def _th_config(package: Any, path: Path) -> HTDemucsConfig:
+def _th_config(package: Any, path: Path) -> HybridConfig:
     """The checked model arguments of an unpickled ``.th`` package (whose ``state`` is checked too)."""
     if not isinstance(package, dict) or not {"klass", "kwargs", "state"} <= package.keys():
         raise CheckpointError(
@@ -542,7 +587,7 @@ def _th_config(package: Any, path: Path) -> HTDemucsConfig:
     klass = package["klass"]
     if not isinstance(klass, _ModelClass):
         raise CheckpointError(f"{path} has an unexpected 'klass' entry", path=path)
-    _check_class(klass.name, path)
+    _schema(klass.name, path)
     state = package["state"]
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         if isinstance(state, Mapping) and "__quantized" in state:
@@ -552,7 +597,7 @@ def _th_config(package: Any, path: Path) -> HTDemucsConfig:
     if not isinstance(kwargs, Mapping):
         raise CheckpointError(f"{path} has a 'kwargs' entry that is not a dictionary", path=path)
     args = package.get("args", ())
-    return config_from_kwargs(kwargs, args or (), path=path)
+    return config_from_kwargs(kwargs, args or (), path=path, klass=klass.name)
 
 
 # --- bags --------------------------------------------------------------------------------------
@@ -565,8 +610,9 @@ class LoadedBag:
     Attributes:
         models: the member checkpoints, in yaml order.
         weights: ``weights[m][s]``, the weight of model ``m`` for source ``s``.
-        segment: the bag's segment in seconds, if the yaml sets one; informational only: HT models run
-            on their own training window whatever a bag says (none of the released HT bags sets one).
+        segment: the bag's segment in seconds, if the yaml sets one: the window of Hybrid Demucs members
+            (see :func:`window_seconds`); HT models run on their own training window whatever a bag says
+            (none of the released HT bags sets one).
         path: the yaml file.
     """
 
@@ -579,6 +625,19 @@ class LoadedBag:
     def sources(self) -> tuple[str, ...]:
         """Stem names shared by every member."""
         return self.models[0].config.sources
+
+
+def window_seconds(configs: Sequence[HybridConfig], bag_segment: Fraction | None = None) -> Fraction:
+    """The window, in seconds, that members with these configs run on together (demucs 4.1.0's rule).
+
+    HT Demucs models run on their training window (the longest input they take). Hybrid Demucs models take
+    any length: their window is the bag's segment when it sets one (``hdemucs_mmi``: 44 s), else their
+    own ``segment`` (40 s). The shortest member's window wins.
+    """
+    return min(
+        bag_segment if bag_segment is not None and isinstance(c, HDemucsConfig) else c.segment
+        for c in configs
+    )
 
 
 def _find_member(folder: Path, signature: str, yaml_path: Path) -> Path:
@@ -611,13 +670,15 @@ def load_bag(path: Path | str) -> LoadedBag:
     return LoadedBag(models=models, weights=weights, segment=segment, path=path)
 
 
-def read_bag_header(path: Path | str) -> tuple[CheckpointHeader, ...]:
-    """The members of a bag ``.yaml``, each read with :func:`read_header` (no tensor data), in yaml order.
+def read_bag_header(path: Path | str) -> tuple[tuple[CheckpointHeader, ...], Fraction | None]:
+    """The members of a bag ``.yaml``, each read with :func:`read_header` (no tensor data), in yaml order,
+    and the bag's segment (None when the yaml sets none).
 
     Raises:
         CheckpointError: as :func:`load_bag`, except for problems only the tensors reveal.
     """
-    return _read_bag(Path(path), read_header)[0]
+    models, _weights, segment = _read_bag(Path(path), read_header)
+    return models, segment
 
 
 _Member = TypeVar("_Member", LoadedModel, CheckpointHeader)
@@ -651,6 +712,12 @@ def _read_bag(
                 f"{path}: {member.path} separates {c.sources} at {c.samplerate} Hz, unlike {models[0].path}",
                 path=path,
             )
+        if type(c) is not type(first):  # their windows work differently (fixed, or any length)
+            raise CheckpointError(
+                f"{path}: {member.path} and {models[0].path} are different kinds of model (HT Demucs and "
+                "Hybrid Demucs); a bag must hold one kind",
+                path=path,
+            )
     weights = spec.get("weights")
     if weights is None:
         weights = [[1.0] * len(first.sources) for _ in models]
@@ -662,10 +729,16 @@ def _read_bag(
         raise CheckpointError(
             f"{path}: 'weights' must have one row of {len(first.sources)} numbers per model", path=path
         )
-    segment = spec.get("segment")
     try:
         matrix = tuple(tuple(float(w) for w in row) for row in weights)
-        bag_segment = Fraction(segment) if segment is not None else None
     except (TypeError, ValueError) as err:
-        raise CheckpointError(f"{path}: 'weights' and 'segment' must be numbers ({err})", path=path) from err
-    return models, matrix, bag_segment
+        raise CheckpointError(f"{path}: 'weights' must be numbers ({err})", path=path) from err
+    segment = spec.get("segment")
+    if segment is None:
+        return models, matrix, None
+    if not isinstance(segment, (int, float)) or isinstance(segment, bool) or not segment > 0:
+        raise CheckpointError(
+            f"{path}: 'segment' must be a positive number of seconds, got {segment!r}", path=path
+        )
+    # The reference's window is int(samplerate * segment) in float arithmetic; keep that sample count.
+    return models, matrix, Fraction(int(segment * first.samplerate), first.samplerate)

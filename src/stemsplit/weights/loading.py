@@ -8,7 +8,6 @@ obtains the files (downloading registry models on first use) and builds the netw
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -17,7 +16,7 @@ from stemsplit.errors import UnknownModelError
 from stemsplit.inference import ModelBag
 from stemsplit.weights import registry
 from stemsplit.weights.cache import ModelCache
-from stemsplit.weights.checkpoint import CheckpointHeader, LoadedModel
+from stemsplit.weights.checkpoint import LoadedModel, window_seconds
 from stemsplit.weights.download import sha256_file
 
 _CHECKPOINT_SUFFIXES = (".th", ".safetensors", ".pt", ".pth")
@@ -40,10 +39,12 @@ class ModelInfo:
             with ``load=False`` (see :func:`weights_identity`).
         path: the local checkpoint or bag file, or None for a registry model.
         bag_size: number of networks.
-        max_segment: the longest ``--segment`` in seconds (the shortest member's training window), when
-            known before loading: from the registry, or from a local file's checkpoints; None if unknown.
+        max_segment: the longest ``--segment`` in seconds (the window: the shortest member's training window,
+            or a Hybrid Demucs bag's segment), when known before loading: from the registry, or from a local
+            file's checkpoints; None if unknown.
         members: a local file's checkpoints as read while describing it (reused by :func:`load_model`),
-            with the bag weights; None for a registry model (and a local file described with ``load=False``).
+            with the bag weights and segment; None for a registry model (and a local file described with
+            ``load=False``).
     """
 
     name: str
@@ -52,8 +53,8 @@ class ModelInfo:
     path: Path | None
     bag_size: int
     max_segment: Fraction | None = None
-    members: tuple[tuple[LoadedModel, ...], tuple[tuple[float, ...], ...] | None] | None = field(
-        default=None, repr=False, compare=False
+    members: tuple[tuple[LoadedModel, ...], tuple[tuple[float, ...], ...] | None, Fraction | None] | None = (
+        field(default=None, repr=False, compare=False)
     )
 
 
@@ -85,15 +86,24 @@ def describe_model(spec: str, *, load: bool = True) -> ModelInfo:
 
             bag = load_bag(path)
             ids = "+".join(sha256_file(m.path) for m in bag.models if m.path is not None)
-            members = (bag.models, bag.weights)
-            return ModelInfo(path.stem, bag.sources, ids, path, len(bag.models), _window(bag.models), members)
+            window = window_seconds([m.config for m in bag.models], bag.segment)
+            members = (bag.models, bag.weights, bag.segment)
+            return ModelInfo(path.stem, bag.sources, ids, path, len(bag.models), window, members)
         from stemsplit.weights.checkpoint import load_checkpoint
 
         loaded = load_checkpoint(path)
+        window = window_seconds([loaded.config])
         return ModelInfo(
-            path.stem, loaded.config.sources, sha256_file(path), path, 1, _window([loaded]), ((loaded,), None)
+            path.stem, loaded.config.sources, sha256_file(path), path, 1, window, ((loaded,), None, None)
         )
     known = registry.model_names()
+    if spec == registry.AUTO:  # a rule for batches, resolved per track by the pipeline
+        raise UnknownModelError(
+            f"model 'auto' picks a model per track of a batch (the stemsplit command); name one model here: "
+            f"{', '.join(known)}",
+            name=spec,
+            known=known,
+        )
     if path.is_dir():
         raise UnknownModelError(
             f"--model {spec}: is a folder, not a model; {_MODEL_FORMS.format(', '.join(known))}",
@@ -123,8 +133,11 @@ def _describe_header(path: Path) -> ModelInfo:
     """A local checkpoint or bag described from its header(s) alone: no tensor data, no hash."""
     from stemsplit.weights.checkpoint import read_bag_header, read_header
 
-    headers = read_bag_header(path) if path.suffix.lower() in _BAG_SUFFIXES else (read_header(path),)
-    return ModelInfo(path.stem, headers[0].config.sources, "", path, len(headers), _window(headers))
+    headers, segment = (
+        read_bag_header(path) if path.suffix.lower() in _BAG_SUFFIXES else ((read_header(path),), None)
+    )
+    window = window_seconds([h.config for h in headers], segment)
+    return ModelInfo(path.stem, headers[0].config.sources, "", path, len(headers), window)
 
 
 def weights_identity(info: ModelInfo) -> str:
@@ -140,13 +153,8 @@ def weights_identity(info: ModelInfo) -> str:
     if info.path.suffix.lower() in _BAG_SUFFIXES:
         from stemsplit.weights.checkpoint import read_bag_header
 
-        return "+".join(sha256_file(m.path) for m in read_bag_header(info.path))
+        return "+".join(sha256_file(m.path) for m in read_bag_header(info.path)[0])
     return sha256_file(info.path)
-
-
-def _window(members: Sequence[LoadedModel | CheckpointHeader]) -> Fraction:
-    """The shortest member's window in seconds, as :func:`load_model`'s bag will have it."""
-    return min(Fraction(m.config.segment_samples, m.config.samplerate) for m in members)
 
 
 def load_model(info: ModelInfo, cache: ModelCache | None = None) -> ModelBag:
@@ -169,19 +177,21 @@ def load_model(info: ModelInfo, cache: ModelCache | None = None) -> ModelBag:
     if info.members is None and info.path is not None:  # described with load=False: read it now
         info = describe_model(str(info.path))
     if info.members is not None:  # a local file, already read by describe_model
-        loaded, weights = list(info.members[0]), info.members[1]
+        loaded, weights, segment = list(info.members[0]), info.members[1], info.members[2]
     else:
         cache = cache or ModelCache()
         resolved = cache.resolve(info.name)
         loaded = cache.load(resolved, load_checkpoint)
-        weights = resolved.weights
+        weights, segment = resolved.weights, resolved.spec.segment
     networks = tuple(m.build() for m in loaded)
     first = networks[0]
+    window = window_seconds([m.config for m in loaded], segment)
     return ModelBag(
         models=networks,
         sources=first.sources,
         samplerate=first.samplerate,
         audio_channels=first.audio_channels,
-        segment_samples=min(n.segment_samples for n in networks),
+        segment_samples=int(window * first.samplerate),
         weights=weights,
+        fixed_window=first.fixed_window,
     )

@@ -1,9 +1,10 @@
 """The registry of pretrained models: pure data, no I/O.
 
 It maps a release name (``htdemucs`` …) to its weight files: official file names, folders and the SHA-256
-prefix each name carries, plus bag weights, stems, window length and published quality. The facts come from
-``htdemucs-spec.md`` §3.3 (demucs' ``remote/files.txt`` and bag yamls) and §6 (paper, Table 1). What is in the
-cache, and getting files there, is :mod:`stemsplit.weights.cache`.
+prefix each name carries, plus bag weights, stems, window length, published quality and measured speed. The
+facts come from ``htdemucs-spec.md`` §3.3 (demucs' ``remote/files.txt`` and bag yamls) and §6 (paper, Table
+1). What is in the cache, and getting files there, is :mod:`stemsplit.weights.cache`. It also holds the rule of
+``--model auto`` (:func:`pick_auto`), which names registry models.
 
 Hash strength: upstream publishes only the first 8 hex digits of each file's SHA-256 (in its name).
 That guards against truncated and damaged files, not against a deliberately forged one. Record the
@@ -25,6 +26,13 @@ from stemsplit.errors import UnknownModelError
 
 OFFICIAL_BASE_URL = "https://dl.fbaipublicfiles.com/demucs/"
 DEFAULT_MODEL = "htdemucs"
+
+AUTO = "auto"
+"""``--model auto``: each track gets the model :func:`pick_auto` names for its duration."""
+LONG_TRACK_MODEL = "hdemucs_mmi"
+LONG_TRACK_S = 7 * 60
+"""From this duration on (seconds), ``auto`` picks :data:`LONG_TRACK_MODEL`: DJ sets and live recordings,
+where its speed matters more than the 0.46 dB of SDR it gives up against ``htdemucs``."""
 
 FOUR_STEMS = ("drums", "bass", "other", "vocals")
 SIX_STEMS = (*FOUR_STEMS, "guitar", "piano")
@@ -114,9 +122,12 @@ class ModelSpec:
             ``Σ_m w[m][k]·out_m[k] / Σ_m w[m][k]``); ``None`` means all ones.
         sdr: published quality, when there is any.
         origin: where these facts come from.
-        segment: the models' training window in seconds (the longest ``--segment`` they accept), so an
-            over-long ``--segment`` is refused before anything is downloaded; None when unknown (then
-            only the loaded weights are checked).
+        segment: the window in seconds, which is the longest ``--segment`` accepted: HT models' training
+            window, or the bag's segment of a Hybrid Demucs model (it takes any length). Known here so that an
+            over-long ``--segment`` is refused before anything is downloaded; None when unknown (then only the
+            loaded weights are checked).
+        speed: separation throughput relative to ``htdemucs`` (2.0: twice as fast), as measured by
+            ``benchmarks/bench_engine.py`` (CPU, float32; benchmarks/RESULTS.md); None when not measured.
     """
 
     name: str
@@ -127,6 +138,7 @@ class ModelSpec:
     sdr: PublishedSDR | None = None
     origin: str = ""
     segment: Fraction | None = None
+    speed: float | None = None
 
     def __post_init__(self) -> None:
         if not self.files:
@@ -212,6 +224,12 @@ _FT_MIB = 80.1
 _6S_MIB = 52.3
 
 
+# hdemucs_mmi: 83,637,832 float16 parameters (spec §1.1) are 159.5 MiB of tensors. Its exact size,
+# 167,407,275 bytes, comes from a third-party manifest, not from a download of ours: check it (and record the
+# full SHA-256) when a real download is possible. A wrong size would make every run download the file again.
+_HDEMUCS_BYTES = 167_407_275
+
+
 def _identity(n: int) -> tuple[tuple[float, ...], ...]:
     return tuple(tuple(1.0 if i == j else 0.0 for j in range(n)) for i in range(n))
 
@@ -225,6 +243,7 @@ MODELS: Registry = make_registry(
         sdr=PublishedSDR(8.80, (("drums", 10.05), ("bass", 9.78), ("other", 6.42), ("vocals", 8.93))),
         origin=_ORIGIN.format(name="htdemucs"),
         segment=_HT_SEGMENT,
+        speed=1.0,  # the reference of the speed column
     ),
     ModelSpec(
         name="htdemucs_ft",
@@ -251,10 +270,42 @@ MODELS: Registry = make_registry(
         origin=_ORIGIN.format(name="htdemucs_6s"),
         segment=_HT_SEGMENT,
     ),
+    ModelSpec(
+        name="hdemucs_mmi",
+        description="Hybrid Demucs v3 (no transformer): faster, slightly lower quality; for long DJ sets.",
+        sources=FOUR_STEMS,
+        files=(
+            WeightFile(
+                signature="75fc33f5",
+                filename="75fc33f5-1941ce65.th",
+                folder=_HT,
+                sha256="1941ce65",
+                size_bytes=_HDEMUCS_BYTES,
+                approx_size_mib=_HDEMUCS_BYTES / 2**20,
+            ),
+        ),
+        sdr=PublishedSDR(
+            8.34, (("drums", 9.31), ("bass", 9.13), ("other", 6.18), ("vocals", 8.75))
+        ),  # "Hybrid Demucs retrained"
+        origin=_ORIGIN.format(name="hdemucs_mmi"),
+        segment=Fraction(44),  # the bag yaml's segment; demucs 4.1.0 applies it to Hybrid Demucs (spec §3.4)
+        speed=1.28,  # bench_engine.py --model hdemucs_mmi, 60-s track, float32, 2-core Xeon (RESULTS.md)
+    ),
 )
 
 
 # --- lookup ------------------------------------------------------------------------------------
+
+
+def auto_models() -> tuple[str, ...]:
+    """The models ``--model auto`` chooses from, short tracks' first."""
+    return (DEFAULT_MODEL, LONG_TRACK_MODEL)
+
+
+def pick_auto(duration_s: float | None) -> str:
+    """The model ``--model auto`` gives a track of ``duration_s`` seconds: :data:`LONG_TRACK_MODEL` from
+    :data:`LONG_TRACK_S` on, else :data:`DEFAULT_MODEL` (also when the duration is unknown)."""
+    return LONG_TRACK_MODEL if duration_s is not None and duration_s >= LONG_TRACK_S else DEFAULT_MODEL
 
 
 def model_names(registry: Registry | None = None) -> tuple[str, ...]:

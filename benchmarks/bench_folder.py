@@ -88,6 +88,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--compile", choices=["auto", "on", "off"], default="auto")
     parser.add_argument("--jobs", type=int, default=None, help="CPU threads for both commands")
+    parser.add_argument("--precision", default="auto", help="ours' --precision (demucs runs float32)")
+    parser.add_argument("--cpu-backend", default=None, help="ours' STEMSPLIT_CPU_BACKEND (auto if unset)")
     parser.add_argument("--skip-reference", action="store_true")
     parser.add_argument("--work", type=Path, default=None, help="folder for models, tracks and stems")
     args = parser.parse_args()
@@ -100,16 +102,19 @@ def main() -> None:
     env["STEMSPLIT_CACHE_DIR"] = str(work / "cache")
     if args.jobs:
         env["OMP_NUM_THREADS"] = str(args.jobs)
+    ours_env = {**env, **({"STEMSPLIT_CPU_BACKEND": args.cpu_backend} if args.cpu_backend else {})}
     print(
-        f"device={args.device} tracks={args.tracks} x {args.seconds:g} s ({args.inputs}), work={work}",
+        f"device={args.device} tracks={args.tracks} x {args.seconds:g} s ({args.inputs}), work={work}, "
+        f"ours: --precision {args.precision}, STEMSPLIT_CPU_BACKEND={args.cpu_backend or 'auto'}",
         flush=True,
     )
 
     probe = work / "busy.json"
     ours = [sys.executable, str(ROOT / "benchmarks" / "_busy_probe.py"), str(probe), "--", str(work / "in")]
     ours += ["-n", str(model), "-o", str(work / "ours"), "-d", args.device, "--overwrite", "-q"]
-    ours += ["--compile", args.compile] + (["--batch-size", str(args.batch_size)] if args.batch_size else [])
-    ours_s = timed(ours, env)
+    ours += ["--compile", args.compile, "--precision", args.precision]
+    ours += ["--batch-size", str(args.batch_size)] if args.batch_size else []
+    ours_s = timed(ours, ours_env)
     busy = json.loads(probe.read_text())["busy_s"]
     print(
         f"ours:   {ours_s:8.2f} s  {audio_s / ours_s:8.1f}x real time  device busy {busy / ours_s:.0%}",

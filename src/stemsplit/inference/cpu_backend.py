@@ -1,18 +1,19 @@
 """The CPU backend of a staged model's trunk: PyTorch, or OpenVINO where it was measured faster.
 
-The trunk (both U-Nets and the transformer, between ``analyse`` and ``synthesise``) is the whole cost of a
-window. On an Intel Xeon (2 cores, AVX-512 and AMX; ``benchmarks/bench_cpu_levers.py``, best of 3)
-OpenVINO's CPU plugin ran it in float32 about 1.19x faster than PyTorch eager, at a max abs difference of
-1.2e-6 on the normalised outputs; on a 2-core AMD EPYC it was 0.91x (slower, issue 15). Every other lever
-measured lost or tied (see ``benchmarks/RESULTS.md``). Hence the rule of :func:`choose_cpu_backend`: OpenVINO
-for float32 on Intel CPUs when the optional packages are installed (``pip install 'stemsplit-cli[openvino]'``),
-PyTorch everywhere else. Reduced precisions stay in PyTorch (OpenVINO's bfloat16 measured 39.6 dB SNR
-against float32, under the 40 dB bar).
+The trunk (both U-Nets and the transformer, between ``analyse`` and ``synthesise``) is nearly the whole cost
+of a window. On an Intel Xeon (2 cores, AVX-512 and AMX; ``benchmarks/RESULTS.md``, 2026-12-02) OpenVINO's CPU
+plugin ran it in float32 1.19x to 1.31x faster than PyTorch eager (``bench_cpu_levers.py``), and the engine
+separated a 60-s track in 19.61 s against 22.91 s with PyTorch (1.17x, ``bench_engine.py``, best of 3), at a
+max abs difference of 3.3e-7 from PyTorch; on a 2-core AMD EPYC OpenVINO was 0.91x (slower, issue 15). The
+other levers measured lost, tied, or need a C++ compiler (``torch.compile``, 1.25x). Hence the rule of
+:func:`choose_cpu_backend`: OpenVINO for float32 on Intel CPUs when the optional packages are installed
+(``pip install 'stemsplit-cli[openvino]'``), PyTorch everywhere else. Reduced precisions stay in PyTorch
+(OpenVINO's bfloat16 measured 39.6 dB SNR against float32, under the 40 dB bar).
 
 :class:`OpenVinoTrunk` exports the trunk once per weights to ONNX (``torch.onnx.export``; about 11 s for the
 full-size ``htdemucs`` here) into the cache, keyed by a hash of the weights, the architecture, the trunk's
 input shapes and the versions of stemsplit and torch, written atomically (temp name, then rename), and
-compiles it with OpenVINO (about 1 s) when a runner first needs it. Windows run one at a time, so a
+compiles it with OpenVINO (about 1 s, each time a runner first needs it). Windows run one at a time, so a
 window's output never depends on what shares its batch.
 """
 
@@ -123,13 +124,13 @@ def choose_cpu_backend(
         return BackendChoice("openvino", "OpenVINO, as asked")
     if missing:
         return BackendChoice(
-            "torch", f"PyTorch: OpenVINO is not installed ({_INSTALL}: about 1.2x faster on Intel CPUs)"
+            "torch", f"PyTorch: OpenVINO is not installed ({_INSTALL}: about 1.17x faster on Intel CPUs)"
         )
     if vendor != "GenuineIntel":
         return BackendChoice(
             "torch", "PyTorch: OpenVINO is used on Intel CPUs only (measured 0.91x on an AMD EPYC)"
         )
-    return BackendChoice("openvino", "OpenVINO: an Intel CPU, where it measured 1.19x PyTorch's speed")
+    return BackendChoice("openvino", "OpenVINO: an Intel CPU, where it measured 1.17x PyTorch's speed")
 
 
 def resolve_cpu_backend(requested: str | None, dtype: torch.dtype) -> BackendChoice:
@@ -152,7 +153,7 @@ def trunk_key(model: torch.nn.Module, shapes: tuple[tuple[int, ...], ...]) -> st
         digest.update(repr(part).encode())
     for name, tensor in model.state_dict().items():
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-        digest.update(tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+        digest.update(tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy())
     return digest.hexdigest()
 
 

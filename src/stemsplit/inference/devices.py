@@ -451,8 +451,9 @@ def should_compile(requested: bool | None, device: torch.device, seconds: float 
 
     Args:
         requested: True/False forces the choice; None means automatic.
-        device: the compute device (automatic mode compiles only on CUDA: on CPU compiling took
-            13 minutes for a 1.19x gain).
+        device: the compute device (automatic mode compiles only on CUDA: on the CPU, Inductor needs a
+            C++ compiler, which a user's machine may lack; on a 2-core Intel Xeon it made the trunk 1.25x
+            faster after a 64 s cold compile, 6 s warm, ``benchmarks/RESULTS.md``).
         seconds: audio the compiled model will process (None when unknown: do not compile).
 
     Automatic mode also stops compiling for the rest of the process once compiling failed

@@ -112,7 +112,8 @@ def choose_cpu_backend(
         raise InvalidOptionError.bad_value(settings.ENV_CPU_BACKEND, requested, "auto, torch or openvino")
     if requested == "openvino" and missing:
         raise InvalidOptionError(
-            f"{settings.ENV_CPU_BACKEND}=openvino, but {', '.join(missing)} is not installed: {_INSTALL}",
+            f"the openvino CPU backend was asked for ({settings.ENV_CPU_BACKEND} or cpu_backend), but "
+            f"{', '.join(missing)} is not installed: {_INSTALL}",
             option=settings.ENV_CPU_BACKEND,
         )
     if requested == "torch":

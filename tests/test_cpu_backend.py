@@ -183,3 +183,16 @@ def test_full_size_openvino_equals_the_reference(tmp_path: Path) -> None:
     wav = _track(4.3, seed=9)
     got = separate_tensor(_bag(stemsplit_twin(reference)), wav, options=_options("openvino", tmp_path))
     assert (got - _reference(reference, wav)).abs().max() <= 1e-4
+
+
+@openvino_needed
+def test_inputs_of_another_shape_go_through_torch(
+    small_pair: tuple[torch.nn.Module, torch.nn.Module], tmp_path: Path
+) -> None:
+    _, ours = small_pair
+    trunk = cpu_backend.OpenVinoTrunk(ours, tmp_path, 1)
+    with torch.no_grad():
+        analysis = ours.analyse(_track(0.2, seed=4)[None])
+        x, xt = analysis.x[..., :-1], analysis.xt[..., :-1024]  # shorter than the exported window
+        got, expected = trunk(x, xt), ours.trunk(x, xt)
+    assert all(torch.equal(a, b) for a, b in zip(got, expected, strict=True))

@@ -193,6 +193,7 @@ class OpenVinoTrunk:
             analysis = staged.analyse(window)
         example = (analysis.x, analysis.xt)
         self.shapes = tuple(tuple(t.shape[1:]) for t in example)  # per window
+        self._eager = staged.trunk
         self.path = cache_dir / f"trunk-{trunk_key(model, self.shapes)[:32]}.onnx"
         if not self.path.is_file():
             _export(model, example, self.path)
@@ -202,7 +203,13 @@ class OpenVinoTrunk:
         self._request: Any = self._compiled.create_infer_request()
 
     def __call__(self, x: torch.Tensor, xt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, 2C, Fq, Fr), (B, C, T) float32 → the trunk's two outputs, one window at a time."""
+        """(B, 2C, Fq, Fr), (B, C, T) float32 → the trunk's two outputs, one window at a time.
+
+        Inputs of another shape than the exported one (a model that runs a short last window at its own
+        length) go through the PyTorch trunk."""
+        if (tuple(x.shape[1:]), tuple(xt.shape[1:])) != self.shapes:
+            out: tuple[torch.Tensor, torch.Tensor] = self._eager(x, xt)
+            return out
         outs: list[tuple[torch.Tensor, torch.Tensor]] = []
         for i in range(x.shape[0]):
             result = self._request.infer(

@@ -13,14 +13,15 @@ track. It owns what must not change per batch or per track:
   track's output must not depend on what shares its batches;
 * process settings (CPU threads, TF32 off for exact float32 on CUDA, cuDNN autotuning for fixed shapes) set
   when the runner is entered and restored when it is left, never per batch;
-* on the CPU in float32, the trunk's backend (:mod:`~stemsplit.inference.cpu_backend`): PyTorch, or
-  OpenVINO, exported and compiled on the first window of each bag member;
+* on the CPU in float32 and not compiled, the trunk's backend (:mod:`~stemsplit.inference.cpu_backend`):
+  PyTorch, or OpenVINO, exported and compiled on the first window of each bag member;
 * what happens when something fails: a failed compile falls back to eager once, with a
   :class:`~stemsplit.errors.CompileFallbackWarning`; a failed OpenVINO export, compile or run falls back to
-  PyTorch for the rest of the run, with a :class:`~stemsplit.errors.CpuBackendFallbackWarning`; a batch with a non-finite value in reduced precision is
-  redone in float32 with a :class:`~stemsplit.errors.NonFiniteWarning`; out of memory first drops the compiled
-  trunk, then halves the batch, and at one window falls back to the CPU with a
-  :class:`~stemsplit.errors.DeviceFallbackWarning` (the scheduler retries the whole device step).
+  PyTorch for the rest of the run, with a :class:`~stemsplit.errors.CpuBackendFallbackWarning`; a batch with
+  a non-finite value in reduced precision is redone in float32 with a
+  :class:`~stemsplit.errors.NonFiniteWarning`; out of memory first drops the compiled trunk, then halves the
+  batch, and at one window falls back to the CPU with a :class:`~stemsplit.errors.DeviceFallbackWarning` (the
+  scheduler retries the whole device step).
 """
 
 from __future__ import annotations
@@ -253,7 +254,12 @@ class DeviceRunner:
             return eager_fn(*args)
 
     def _on_openvino(self, dtype: torch.dtype) -> bool:
-        return self.cpu_backend == "openvino" and self.device.type == "cpu" and dtype == torch.float32
+        return (
+            self.cpu_backend == "openvino"
+            and self.device.type == "cpu"
+            and dtype == torch.float32
+            and not self.compiled  # an explicit --compile on the CPU wins
+        )
 
     def _openvino_or_eager(
         self, member: int, staged: Any, x: torch.Tensor, xt: torch.Tensor

@@ -3,8 +3,8 @@
 The trunk (both U-Nets and the transformer, between ``analyse`` and ``synthesise``) is nearly the whole cost
 of a window. On an Intel Xeon (2 cores, AVX-512 and AMX; ``benchmarks/RESULTS.md``, 2026-12-02) OpenVINO's CPU
 plugin ran it in float32 1.19x to 1.31x faster than PyTorch eager (``bench_cpu_levers.py``), and the engine
-separated a 60-s track in 19.61 s against 22.91 s with PyTorch (1.17x, ``bench_engine.py``, best of 3), at a
-max abs difference of 3.3e-7 from PyTorch; on a 2-core AMD EPYC OpenVINO was 0.91x (slower, issue 15). The
+separated a 60-s track 1.03x to 1.17x faster than with PyTorch in three runs (``bench_engine.py``, best of 2
+or 3; 19.56 s against 20.83 s in the last), at a max abs difference of 3.3e-7 from PyTorch; on a 2-core AMD EPYC OpenVINO was 0.91x (slower, issue 15). The
 other levers measured lost, tied, or need a C++ compiler (``torch.compile``, 1.25x). Hence the rule of
 :func:`choose_cpu_backend`: OpenVINO for float32 on Intel CPUs when the optional packages are installed
 (``pip install 'stemsplit-cli[openvino]'``), PyTorch everywhere else. Reduced precisions stay in PyTorch
@@ -125,13 +125,16 @@ def choose_cpu_backend(
         return BackendChoice("openvino", "OpenVINO, as asked")
     if missing:
         return BackendChoice(
-            "torch", f"PyTorch: OpenVINO is not installed ({_INSTALL}: about 1.17x faster on Intel CPUs)"
+            "torch",
+            f"PyTorch: OpenVINO is not installed ({_INSTALL}: 1.03x to 1.17x faster on an Intel Xeon)",
         )
     if vendor != "GenuineIntel":
         return BackendChoice(
             "torch", "PyTorch: OpenVINO is used on Intel CPUs only (measured 0.91x on an AMD EPYC)"
         )
-    return BackendChoice("openvino", "OpenVINO: an Intel CPU, where it measured 1.17x PyTorch's speed")
+    return BackendChoice(
+        "openvino", "OpenVINO: an Intel CPU, where it measured 1.03x to 1.17x PyTorch's speed"
+    )
 
 
 def resolve_cpu_backend(requested: str | None, dtype: torch.dtype) -> BackendChoice:

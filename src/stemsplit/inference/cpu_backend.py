@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.util
+import inspect
 import logging
 import os
 import platform
@@ -149,12 +150,15 @@ def resolve_cpu_backend(requested: str | None, dtype: torch.dtype) -> BackendCho
 
 
 def trunk_key(model: torch.nn.Module, shapes: tuple[tuple[int, ...], ...]) -> str:
-    """A hex digest naming one export: the weights, the architecture, the trunk's input shapes and the
-    versions of stemsplit and torch (the exported graph is their code)."""
+    """A hex digest naming one export: the weights, the architecture, the trunk's input shapes, the versions
+    of stemsplit and torch, and the source of the model's package (the exported graph is that code)."""
     digest = hashlib.sha256()
     config = getattr(model, "config", None)
     for part in (_FORMAT, __version__, torch.__version__, type(model).__qualname__, config, shapes):
         digest.update(repr(part).encode())
+    with contextlib.suppress(TypeError, OSError):  # a model defined where no source file is
+        for source in sorted(Path(inspect.getfile(type(model))).parent.glob("*.py")):
+            digest.update(source.read_bytes())
     for name, tensor in model.state_dict().items():
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
         digest.update(tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy())

@@ -38,10 +38,12 @@ The last line is machine-readable: ``lever=seconds/maxabs`` pairs.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -321,6 +323,7 @@ def compile_worker(n_threads: int, repeats: int) -> None:
 
 def compile_rows(n_threads: int, repeats: int) -> list[tuple[str, float, float, str]]:
     cache = tempfile.mkdtemp(prefix="bench_levers_inductor_")
+    atexit.register(shutil.rmtree, cache, ignore_errors=True)
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}
     rows = []
     for label in ("cold", "warm"):
@@ -432,7 +435,9 @@ def main() -> None:
             trunk = freq_matmul_trunk(own_model(lever))
             runs[lever] = lambda trunk=trunk: trunk(x, xt)
         elif lever in ("ort", "openvino"):
-            path = Path(tempfile.mkdtemp(prefix="bench_levers_onnx_")) / "trunk.onnx"
+            folder = tempfile.mkdtemp(prefix="bench_levers_onnx_")
+            atexit.register(shutil.rmtree, folder, ignore_errors=True)  # 170 MB
+            path = Path(folder) / "trunk.onnx"
             export_s = export_onnx(model, x, xt, path)
             maker = ort_trunk if lever == "ort" else openvino_trunk
             trunk = maker(path, n)

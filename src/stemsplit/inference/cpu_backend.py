@@ -4,17 +4,18 @@ The trunk (both U-Nets and the transformer, between ``analyse`` and ``synthesise
 of a window. On an Intel Xeon (2 cores, AVX-512 and AMX; ``benchmarks/RESULTS.md``, 2026-12-02) OpenVINO's CPU
 plugin ran it in float32 1.19x to 1.31x faster than PyTorch eager (``bench_cpu_levers.py``), and the engine
 separated a 60-s track 1.03x to 1.17x faster than with PyTorch in three runs (``bench_engine.py``, best of 2
-or 3; 19.56 s against 20.83 s in the last), at a max abs difference of 3.3e-7 from PyTorch; on a 2-core AMD EPYC OpenVINO was 0.91x (slower, issue 15). The
-other levers measured lost, tied, or need a C++ compiler (``torch.compile``, 1.25x). Hence the rule of
+or 3; 19.56 s against 20.83 s in the last), at a max abs difference of 3.3e-7 from PyTorch; on a 2-core
+AMD EPYC OpenVINO was 0.91x (slower, issue 15). The other levers measured lost, tied, or need a C++ compiler
+(``torch.compile``, 1.25x). Hence the rule of
 :func:`choose_cpu_backend`: OpenVINO for float32 on Intel CPUs when the optional packages are installed
 (``pip install 'stemsplit-cli[openvino]'``), PyTorch everywhere else. Reduced precisions stay in PyTorch
 (OpenVINO's bfloat16 measured 39.6 dB SNR against float32, under the 40 dB bar).
 
 :class:`OpenVinoTrunk` exports the trunk once per weights to ONNX (``torch.onnx.export``; about 11 s for the
 full-size ``htdemucs`` here) into the cache, keyed by a hash of the weights, the architecture, the trunk's
-input shapes and the versions of stemsplit and torch, written atomically (temp name, then rename), and
+input shapes, the versions of stemsplit and torch and the model package's source, written atomically (temp name, then rename), and
 compiles it with OpenVINO (about 1 s, each time a runner first needs it). Windows run one at a time, so a
-window's output never depends on what shares its batch.
+window's output never depends on what shares its batch; inputs of another shape run in PyTorch.
 """
 
 from __future__ import annotations

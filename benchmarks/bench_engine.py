@@ -31,8 +31,10 @@ The last line is machine-readable:
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -133,6 +135,11 @@ def reference_separate(model: torch.nn.Module, wav: torch.Tensor) -> torch.Tenso
     return out * std + mean
 
 
+def f32_out_of(best: dict[str, tuple[torch.Tensor, float, float]]) -> torch.Tensor:
+    """Our float32 output: the ``f32`` run, or ``ours`` when auto is float32."""
+    return best.get("f32", best["ours"])[0]
+
+
 def timed(fn: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, float, float]:
     with PeakRss() as rss:
         t0 = time.perf_counter()
@@ -174,8 +181,17 @@ def real_model_run(args: argparse.Namespace) -> dict[str, float | str]:
     auto_dtype = resolve_dtype(args.precision, device)
     rows: list[tuple[str, float, float, str]] = []
 
-    def ours(precision: str) -> torch.Tensor:
-        opts = EngineOptions(device=device, precision=precision, batch_size=args.batch_size)  # type: ignore[arg-type]
+    exports = Path(tempfile.mkdtemp(prefix="bench_engine_exports_"))  # a cold OpenVINO export cache
+    atexit.register(shutil.rmtree, exports, ignore_errors=True)  # 170 MB per export
+
+    def ours(precision: str, backend: str | None = args.cpu_backend) -> torch.Tensor:
+        opts = EngineOptions(
+            device=device,
+            precision=precision,  # type: ignore[arg-type]
+            batch_size=args.batch_size,
+            cpu_backend=backend,  # type: ignore[arg-type]
+            compile_cache_dir=exports,
+        )
         return separate_tensor(bag, wav, options=opts)
 
     def reference() -> torch.Tensor:
@@ -183,27 +199,36 @@ def real_model_run(args: argparse.Namespace) -> dict[str, float | str]:
 
     def htdemucs() -> torch.Tensor:
         assert ht_bag is not None
-        opts = EngineOptions(device=device, precision="float32", batch_size=args.batch_size)
+        opts = EngineOptions(
+            device=device,
+            precision="float32",
+            batch_size=args.batch_size,
+            cpu_backend=args.cpu_backend,  # type: ignore[arg-type]
+            compile_cache_dir=exports,
+        )
         return separate_tensor(ht_bag, wav, options=opts)
 
     # The machine may be shared: alternate ours / reference and keep each side's fastest repeat.
     best: dict[str, tuple[torch.Tensor, float, float]] = {}
+    times: dict[str, list[float]] = {}
     for repeat in range(args.repeats):
-        order = ["ours", "f32", "demucs", "ht"] if repeat % 2 == 0 else ["ht", "demucs", "f32", "ours"]
-        for which in order:
+        order = ["ours", "f32", "torch", "demucs", "ht"]
+        for which in order if repeat % 2 == 0 else order[::-1]:
             if which == "f32" and auto_dtype == torch.float32:
                 continue
             if which == "demucs" and args.skip_reference:
                 continue
-            if which == "ht" and ht_bag is None:
+            if (which == "ht" and ht_bag is None) or (which == "torch" and not args.also_torch):
                 continue
             fn = {
                 "ours": lambda: ours(args.precision),
                 "f32": lambda: ours("float32"),
+                "torch": lambda: ours("float32", "torch"),
                 "demucs": reference,
                 "ht": htdemucs,
             }[which]
             out, secs, mb = timed(fn)
+            times.setdefault(which, []).append(secs)
             if which not in best or secs < best[which][1]:
                 best[which] = (out, secs, max(mb, best.get(which, (None, 0.0, 0.0))[2]))
     ours_out, ours_s, ours_mb = best["ours"]
@@ -214,6 +239,10 @@ def real_model_run(args: argparse.Namespace) -> dict[str, float | str]:
     if "f32" in best:
         rows.append(("ours precision=float32", f32_s, best["f32"][2], ""))
     results: dict[str, float | str] = {"ours_s": ours_s, "ours_peak_rss_mb": ours_mb, "ours_f32_s": f32_s}
+    if "torch" in best:
+        rows.append(("ours precision=float32, cpu backend torch", best["torch"][1], best["torch"][2], ""))
+        results["ours_f32_torch_s"] = best["torch"][1]
+        results["max_abs_f32_vs_torch"] = float((f32_out_of(best) - best["torch"][0]).abs().max())
     if "f32" in best:  # reduced precision against our own float32 (no reference run needed)
         results["snr_vs_float32_db"] = snr_db(f32_out, ours_out)
     if "demucs" in best:
@@ -227,11 +256,22 @@ def real_model_run(args: argparse.Namespace) -> dict[str, float | str]:
         rows.append(("ours htdemucs, float32 (same track)", ht_s, ht_mb, ""))
         results |= {"htdemucs_s": ht_s, "speed_vs_htdemucs": ht_s / f32_s}
     print(f"\nreal model (full-size {args.model}, random weights), {args.seconds:g} s track, device={device}")
+    print(
+        "every repeat, seconds: "
+        + "; ".join(f"{k} {', '.join(f'{t:.2f}' for t in v)}" for k, v in times.items())
+    )
     print(f"{'run':<44}{'seconds':>10}{'x realtime':>12}{'peak RSS MB':>13}")
     for name, secs, mb, _ in rows:
         print(f"{name:<44}{secs:>10.2f}{args.seconds / secs:>12.2f}{mb:>13.0f}")
     if "snr_vs_float32_db" in results:
         print(f"SNR({args.precision} vs float32)={results['snr_vs_float32_db']:.1f} dB")
+    if "ours_f32_torch_s" in results:
+        print(
+            f"float32 speedup of the chosen cpu backend over torch: {results['ours_f32_torch_s'] / f32_s:.3f}x, "
+            f"max|chosen - torch|={results['max_abs_f32_vs_torch']:.3g}"
+        )
+        if "demucs_s" in results:
+            print(f"speedup float32 torch backend={results['demucs_s'] / results['ours_f32_torch_s']:.3f}x")
     if "demucs_s" in results:
         print(
             f"speedup auto={results['demucs_s'] / ours_s:.3f}x  float32={results['demucs_s'] / f32_s:.3f}x  "
@@ -507,6 +547,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--skip-reference", action="store_true")
+    parser.add_argument(
+        "--cpu-backend", default=None, choices=["auto", "torch", "openvino"], help="ours' CPU backend"
+    )
+    parser.add_argument(
+        "--also-torch", action="store_true", help="also run ours in float32 with the torch CPU backend"
+    )
     parser.add_argument("--repeats", type=int, default=1, help="alternate ours/reference this many times")
     parser.add_argument("--memory-minutes", type=float, nargs="*", default=[], help="stand-in runs of ours")
     parser.add_argument("--reference-memory-minutes", type=float, nargs="*", default=[])
@@ -535,6 +581,11 @@ def main() -> None:
     print(
         f"precision {args.precision} on {args.device}: {choose_precision(args.precision, resolve_device(args.device)).why}"
     )
+    from stemsplit.inference.cpu_backend import resolve_cpu_backend
+
+    for dtype in (resolve_dtype(args.precision, resolve_device(args.device)), torch.float32):
+        choice = resolve_cpu_backend(args.cpu_backend, dtype)
+        print(f"cpu backend in {str(dtype).removeprefix('torch.')}: {choice.name} ({choice.why})")
     if args.gpu_matrix:
         gpu_matrix(args)
         return

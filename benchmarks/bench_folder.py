@@ -88,7 +88,11 @@ def main() -> None:
     parser.add_argument("--inputs", choices=["wav", "mp3", "mixed"], default="wav")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--compile", choices=["auto", "on", "off"], default="auto")
-    parser.add_argument("--precision", choices=["auto", "float32", "bfloat16", "float16"], default="auto")
+    parser.add_argument(
+        "--precision", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
+        help="ours' (and the baseline's) --precision; demucs runs float32",
+    )  # fmt: skip
+    parser.add_argument("--cpu-backend", default=None, help="ours' STEMSPLIT_CPU_BACKEND (auto if unset)")
     parser.add_argument(
         "--baseline-src",
         type=Path,
@@ -109,8 +113,10 @@ def main() -> None:
     env["STEMSPLIT_CACHE_DIR"] = str(work / "cache")
     if args.jobs:
         env["OMP_NUM_THREADS"] = str(args.jobs)
+    ours_env = {**env, **({"STEMSPLIT_CPU_BACKEND": args.cpu_backend} if args.cpu_backend else {})}
     print(
-        f"device={args.device} tracks={args.tracks} x {args.seconds:g} s ({args.inputs}), work={work}",
+        f"device={args.device} tracks={args.tracks} x {args.seconds:g} s ({args.inputs}), work={work}, "
+        f"ours: --precision {args.precision}, STEMSPLIT_CPU_BACKEND={args.cpu_backend or 'auto'}",
         flush=True,
     )
 
@@ -119,7 +125,7 @@ def main() -> None:
     ours += ["-n", str(model), "-o", str(work / "ours"), "-d", args.device, "--overwrite", "-q"]
     ours += ["--compile", args.compile, "--precision", args.precision]
     ours += ["--batch-size", str(args.batch_size)] if args.batch_size else []
-    commands: dict[str, tuple[list[str], dict[str, str]]] = {"ours": (ours, env)}
+    commands: dict[str, tuple[list[str], dict[str, str]]] = {"ours": (ours, ours_env)}
     if args.baseline_src:
         baseline = [sys.executable, "-m", "stemsplit", str(work / "in"), "-n", str(model)]
         baseline += ["-o", str(work / "baseline"), "-d", args.device, "--overwrite", "-q"]

@@ -12,7 +12,7 @@ def _isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     """No test sees the user's cache or settings, or process-wide state left by another test."""
     cache = tmp_path_factory.mktemp("cache")
     monkeypatch.setenv("STEMSPLIT_CACHE_DIR", str(cache))
-    for name in ("STEMSPLIT_OFFLINE", "STEMSPLIT_MODEL_URL", "STEMSPLIT_DEBUG"):
+    for name in ("STEMSPLIT_OFFLINE", "STEMSPLIT_MODEL_URL", "STEMSPLIT_DEBUG", "STEMSPLIT_CPU_BACKEND"):
         monkeypatch.delenv(name, raising=False)
     from stemsplit.inference import devices
 
@@ -20,6 +20,11 @@ def _isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     # ``--precision auto`` on a CPU depends on its flags (AMX or not): every test sees the same plain AVX2
     # CPU, whatever this machine has; tests of the precision rule simulate other flag sets themselves.
     monkeypatch.setattr(devices, "cpu_flags", lambda: AVX2_CPU)
+    # The CPU backend ``auto`` also depends on the CPU (OpenVINO on Intel only): every test sees an AMD CPU,
+    # so auto is PyTorch; the backend's own tests choose OpenVINO explicitly or simulate an Intel CPU.
+    from stemsplit.inference import cpu_backend
+
+    monkeypatch.setattr(cpu_backend, "cpu_vendor", lambda: "AuthenticAMD")
 
 
 AVX2_CPU = frozenset({"fpu", "sse4_2", "avx", "avx2", "fma"})

@@ -40,14 +40,15 @@ LENGTHS = (0.1, 0.9, 0.4, 1.3, 0.7, 1.1)  # the tiny model's window is 0.25 s
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """One local Ray cluster for the module: two CPU slots, no dashboard, workers with their own cache."""
+    """One local Ray cluster for the module: two CPU slots, no dashboard, workers with their own cache and,
+    like this process (``conftest.py``), the PyTorch CPU backend whatever the CPU."""
     cache = tmp_path_factory.mktemp("worker-cache")
     ray.init(
         num_cpus=2,
         include_dashboard=False,
         log_to_driver=False,
         logging_level=logging.WARNING,
-        runtime_env={"env_vars": {"STEMSPLIT_CACHE_DIR": str(cache)}},
+        runtime_env={"env_vars": {"STEMSPLIT_CACHE_DIR": str(cache), "STEMSPLIT_CPU_BACKEND": "torch"}},
     )
     yield
     ray.shutdown()
@@ -73,7 +74,8 @@ def local_stems(songs: list[Path], model: Path, tmp_path_factory: pytest.TempPat
     """Every stem file of a local run, by path below the output folder (the reference)."""
     out = tmp_path_factory.mktemp("local")
     options = SeparationOptions(model=str(model), out_dir=out, **FLOAT)
-    with OneThread():  # as each Ray worker of one CPU slot runs
+    with OneThread(), pytest.MonkeyPatch.context() as patch:  # as each Ray worker of one CPU slot runs
+        patch.setenv("STEMSPLIT_CPU_BACKEND", "torch")  # as the workers (a module fixture: before conftest's)
         results = separate_batch(plan_batch([str(p) for p in songs], options), options)
     assert [r.status for r in results] == ["done"] * len(songs)
     return _stem_files(out)

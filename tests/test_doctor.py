@@ -450,7 +450,7 @@ _SCHEMA: dict[str, Any] = {
         "cpu_count": int,
         "cpu_flags": list,
     },
-    "device": {"device": str, "precision": str, "why": str},
+    "device": {"device": str, "precision": str, "why": str, "cpu_backend": str, "cpu_backend_why": str},
     "decoders": [
         {
             "name": str,
@@ -544,6 +544,28 @@ def test_human_output_names_the_cache_path_and_the_device(monkeypatch: pytest.Mo
     for title in ("Versions", "Device", "Decoders", "Cache", "Models", "Network", "Findings"):
         assert title in lines
     assert any(line.startswith("  [ok] auto uses cpu with float32") for line in lines)
+
+
+def test_the_cpu_backend_is_shown_with_its_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    from stemsplit.inference import cpu_backend
+
+    result = runner.invoke(cli.app, ["doctor", "--no-verify"], catch_exceptions=False)
+    assert any(line.split()[:3] == ["CPU", "backend", "torch"] for line in result.stdout.splitlines())
+    assert "Intel CPUs only" in result.stdout  # the test CPU is an AMD one (conftest)
+
+    monkeypatch.setattr(cpu_backend, "cpu_vendor", lambda: "GenuineIntel")
+    monkeypatch.setattr(cpu_backend, "missing_packages", lambda: ())
+    data = json.loads(runner.invoke(cli.app, ["doctor", "--json", "--no-verify"]).stdout)
+    assert data["device"]["cpu_backend"] == "openvino"
+
+    monkeypatch.setattr(cpu_backend, "missing_packages", lambda: ("openvino",))
+    monkeypatch.setenv("STEMSPLIT_CPU_BACKEND", "openvino")
+    result = runner.invoke(cli.app, ["doctor", "--json", "--no-verify"])
+    data = json.loads(result.stdout)
+    assert result.exit_code == 1 and data["device"]["cpu_backend"] == "unusable"
+    assert any(
+        "stemsplit-cli[openvino]" in f["message"] for f in data["findings"] if f["severity"] == "problem"
+    )
 
 
 def test_doctor_help_does_not_import_torch() -> None:

@@ -14,6 +14,7 @@ ALL_VARS = (
     "STEMSPLIT_OFFLINE",
     "STEMSPLIT_MODEL_URL",
     "STEMSPLIT_DEBUG",
+    "STEMSPLIT_CPU_BACKEND",
     *settings.CA_BUNDLE_VARS,
 )
 
@@ -116,3 +117,11 @@ def test_ca_bundle_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.ca_bundle() == "/curl.pem"
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/requests.pem")
     assert settings.ca_bundle() == "/requests.pem"
+
+
+def test_cpu_backend_is_auto_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert settings.cpu_backend() == "auto"
+    monkeypatch.setenv("STEMSPLIT_CPU_BACKEND", " OpenVINO ")
+    assert settings.cpu_backend() == "openvino"
+    monkeypatch.setenv("STEMSPLIT_CPU_BACKEND", "")
+    assert settings.cpu_backend() == "auto"

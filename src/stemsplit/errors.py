@@ -377,6 +377,10 @@ class CompileFallbackWarning(StemsplitWarning):
     """``torch.compile`` failed (no compiler, no Triton, ...); the model ran uncompiled instead."""
 
 
+class CpuBackendFallbackWarning(StemsplitWarning):
+    """The OpenVINO CPU backend failed (export, compile or run); the trunk ran in PyTorch instead."""
+
+
 class SlowPrecisionWarning(StemsplitWarning):
     """An explicit ``--precision`` that this device only emulates or was measured slower in than float32.
 

@@ -3,16 +3,18 @@
 Every ``STEMSPLIT_*`` variable is read here and only here, each time a function is called, so a test
 (or a long-lived process) that changes ``os.environ`` sees the change at once.
 
-======================  =====================================================================
-variable                meaning
-======================  =====================================================================
-``STEMSPLIT_CACHE_DIR`` cache root (default: ``platformdirs.user_cache_path("stemsplit")``);
-                        ``~`` is expanded; empty means unset. Weights go to ``<root>/checkpoints``.
-``STEMSPLIT_OFFLINE``   true (``1``, ``true``, ``yes``, ``on``; any case) → never open a socket.
-``STEMSPLIT_MODEL_URL`` base URL of a mirror; replaces ``https://dl.fbaipublicfiles.com/demucs/``
-                        (the sub-folders below it, e.g. ``hybrid_transformer/``, are kept).
-``STEMSPLIT_DEBUG``     true → the CLI shows tracebacks for known errors too.
-======================  =====================================================================
+=========================  ==================================================================
+variable                   meaning
+=========================  ==================================================================
+``STEMSPLIT_CACHE_DIR``    cache root (default: ``platformdirs.user_cache_path("stemsplit")``);
+                           ``~`` is expanded; empty means unset. Weights go to ``<root>/checkpoints``.
+``STEMSPLIT_OFFLINE``      true (``1``, ``true``, ``yes``, ``on``; any case) → never open a socket.
+``STEMSPLIT_MODEL_URL``    base URL of a mirror; replaces ``https://dl.fbaipublicfiles.com/demucs/``
+                           (the sub-folders below it, e.g. ``hybrid_transformer/``, are kept).
+``STEMSPLIT_DEBUG``        true → the CLI shows tracebacks for known errors too.
+``STEMSPLIT_CPU_BACKEND``  ``auto`` (default), ``torch`` or ``openvino``: what runs the networks'
+                           trunk on the CPU (``auto``: OpenVINO for float32 on Intel CPUs, if installed).
+=========================  ==================================================================
 
 TLS trust (read for the downloader, in this order): ``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE``,
 ``SSL_CERT_FILE``, ``SSL_CERT_DIR``. Proxies (``HTTPS_PROXY``, ``HTTP_PROXY``, ``ALL_PROXY``,
@@ -30,6 +32,7 @@ ENV_CACHE_DIR = "STEMSPLIT_CACHE_DIR"
 ENV_OFFLINE = "STEMSPLIT_OFFLINE"
 ENV_MODEL_URL = "STEMSPLIT_MODEL_URL"
 ENV_DEBUG = "STEMSPLIT_DEBUG"
+ENV_CPU_BACKEND = "STEMSPLIT_CPU_BACKEND"
 
 # Checked in this order; the first one set wins. requests itself reads only the first two, so
 # SSL_CERT_FILE / SSL_CERT_DIR (what OpenSSL and most other tools honour) are passed on by us.
@@ -148,3 +151,8 @@ def ca_bundle() -> str | None:
         if value is not None:
             return value
     return None
+
+
+def cpu_backend() -> str:
+    """``$STEMSPLIT_CPU_BACKEND`` lower-cased (``auto`` when unset or empty); the engine checks the name."""
+    return (_env(ENV_CPU_BACKEND) or "auto").lower()

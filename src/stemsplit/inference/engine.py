@@ -22,6 +22,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from stemsplit import settings
+from stemsplit.inference.cpu_backend import CpuBackend, resolve_cpu_backend
 from stemsplit.inference.devices import (
     Precision,
     auto_batch_size,
@@ -141,7 +143,10 @@ class EngineOptions:
         threads: CPU threads for the forward (restored afterwards); None = torch's default, one per
             physical core (every core; SMT siblings only slow the convolutions down).
         compile: ``torch.compile`` the model: True, False, or None = automatic (CUDA and long inputs).
-        compile_cache_dir: where Inductor caches compiled kernels (None: Inductor's default).
+        compile_cache_dir: where Inductor caches compiled kernels (None: Inductor's default) and the OpenVINO
+            backend its exports, under ``openvino/`` (None: ``<cache root>/compiled``).
+        cpu_backend: what runs the trunk on the CPU: ``auto`` (OpenVINO for float32 on Intel CPUs when it is
+            installed, else PyTorch), ``torch`` or ``openvino``; None: ``$STEMSPLIT_CPU_BACKEND``, else auto.
         block_samples: block size used by :func:`separate_tensor` to feed the stream.
     """
 
@@ -156,6 +161,7 @@ class EngineOptions:
     threads: int | None = None
     compile: bool | None = None
     compile_cache_dir: Path | None = None
+    cpu_backend: CpuBackend | None = None
     block_samples: int = 262144
 
 
@@ -172,6 +178,7 @@ class SeparationReport:
         batch_size: windows per forward at the end (halved after out-of-memory errors).
         fell_back_to_cpu: whether an out-of-memory error moved the work to the CPU.
         compiled: whether ``torch.compile`` was used.
+        cpu_backend: what ran the trunk on the CPU at the end (``torch`` or ``openvino``).
     """
 
     sources: tuple[str, ...]
@@ -182,6 +189,7 @@ class SeparationReport:
     batch_size: int = 1
     fell_back_to_cpu: bool = False
     compiled: bool = False
+    cpu_backend: str = "torch"
 
 
 def bag_plan(bag: ModelBag, options: EngineOptions) -> BagPlan:
@@ -222,7 +230,8 @@ def make_runner(
         device: the device, resolved (the pipeline makes one runner per device of a ``-d`` list).
 
     Raises:
-        InvalidOptionError: an unavailable device, unknown precision or a batch size below 1.
+        InvalidOptionError: an unavailable device, unknown precision or CPU backend, the OpenVINO backend
+            asked for but not installed, or a batch size below 1.
     """
     if device is None:  # the first of a ``cuda:0,cuda:1`` list: one runner is one device
         spec = options.device
@@ -232,6 +241,8 @@ def make_runner(
     if compile_trunk:
         set_compile_cache_dir(options.compile_cache_dir)
     cpu = torch.device("cpu")
+    backend = resolve_cpu_backend(options.cpu_backend, dtype).name if device.type == "cpu" else "torch"
+    cache = options.compile_cache_dir or settings.cache_dir() / "compiled"
     return DeviceRunner(
         [bag.models[m] if m in plan.members else _unused for m in range(len(bag.models))],
         device,
@@ -242,6 +253,8 @@ def make_runner(
         compile_trunk=compile_trunk,
         threads=options.threads,
         window=plan.segment,
+        cpu_backend=backend,
+        backend_cache_dir=cache / "openvino",
     )
 
 
@@ -328,6 +341,7 @@ def separate_stream(
     report.windows = stream.windows_done
     report.device, report.dtype, report.batch_size = runner.device, runner.dtype, runner.batch_size
     report.fell_back_to_cpu, report.compiled = runner.fell_back, runner.compiled
+    report.cpu_backend = runner.cpu_backend
     return report
 
 

@@ -15,11 +15,15 @@ track. It owns what must not change per batch or per track:
   track's output must not depend on what shares its batches;
 * process settings (CPU threads, TF32 off for exact float32 on CUDA, cuDNN autotuning for fixed shapes) set
   when the runner is entered and restored when it is left, never per batch;
+* on the CPU in float32 and not compiled, the trunk's backend (:mod:`~stemsplit.inference.cpu_backend`):
+  PyTorch, or OpenVINO, exported and compiled on the first window of each bag member;
 * what happens when something fails: a failed compile falls back to eager once, with a
-  :class:`~stemsplit.errors.CompileFallbackWarning`; a batch with a non-finite value in reduced precision is
-  redone in float32 with a :class:`~stemsplit.errors.NonFiniteWarning`; out of memory first drops the compiled
-  trunk, then halves the batch, and at one window falls back to the CPU with a
-  :class:`~stemsplit.errors.DeviceFallbackWarning` (the scheduler retries the whole device step).
+  :class:`~stemsplit.errors.CompileFallbackWarning`; a failed OpenVINO export, compile or run falls back to
+  PyTorch for the rest of the run, with a :class:`~stemsplit.errors.CpuBackendFallbackWarning`; a batch with
+  a non-finite value in reduced precision is redone in float32 with a
+  :class:`~stemsplit.errors.NonFiniteWarning`; out of memory first drops the compiled trunk, then halves the
+  batch, and at one window falls back to the CPU with a :class:`~stemsplit.errors.DeviceFallbackWarning` (the
+  scheduler retries the whole device step).
 """
 
 from __future__ import annotations
@@ -28,16 +32,19 @@ import warnings
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any, cast
+from pathlib import Path
+from typing import Any, Literal, cast
 
 import torch
 
 from stemsplit.errors import (
     CompileFallbackWarning,
+    CpuBackendFallbackWarning,
     DeviceFallbackWarning,
     InvalidOptionError,
     NonFiniteWarning,
 )
+from stemsplit.inference.cpu_backend import OpenVinoTrunk
 from stemsplit.inference.devices import (
     COMPLEX_ON_CPU,
     autocast,
@@ -100,6 +107,8 @@ class DeviceRunner:
         threads: CPU intra-op threads while the runner is entered (None: leave torch's setting).
         window: the full window's length in samples; with ``compile_trunk``, batches of any other length run
             eager (None: every batch may run compiled).
+        cpu_backend: what runs the trunk of staged models on the CPU in float32 (ignored elsewhere).
+        backend_cache_dir: where the OpenVINO backend keeps its exports (required for ``openvino``).
 
     Use it as a context manager: entering applies the process settings, leaving restores them.
     """
@@ -116,7 +125,11 @@ class DeviceRunner:
         compile_trunk: bool = False,
         threads: int | None = None,
         window: int | None = None,
+        cpu_backend: Literal["torch", "openvino"] = "torch",
+        backend_cache_dir: Path | None = None,
     ) -> None:
+        if cpu_backend == "openvino" and backend_cache_dir is None:
+            raise ValueError("the openvino backend needs a backend_cache_dir")
         self.buckets = batch_buckets(batch_size)
         self.window = window
         self.device = device
@@ -126,6 +139,9 @@ class DeviceRunner:
         self.fell_back = False
         self.compiled = compile_trunk
         self.threads = threads
+        self.cpu_backend = cpu_backend
+        self._backend_cache_dir = backend_cache_dir
+        self._openvino: dict[int, OpenVinoTrunk] = {}
         self._models = list(models)
         self._compiled: list[Callable[..., Any] | None] = []
         self._settings: ExitStack | None = None
@@ -216,10 +232,13 @@ class DeviceRunner:
             staged = cast(Any, model)
             spectral = torch.device("cpu") if self.device.type in COMPLEX_ON_CPU else self.device
             analysis = staged.analyse(batch.to(spectral))  # float32, outside autocast
-            with autocast(self.device, dtype):
-                x, xt = self._compiled_or_eager(
-                    member, staged.trunk, eager, analysis.x.to(self.device), analysis.xt.to(self.device)
-                )
+            if self._on_openvino(dtype):
+                x, xt = self._openvino_or_eager(member, staged, analysis.x, analysis.xt)
+            else:
+                with autocast(self.device, dtype):
+                    x, xt = self._compiled_or_eager(
+                        member, staged.trunk, eager, analysis.x.to(self.device), analysis.xt.to(self.device)
+                    )
             stems = staged.synthesise(x.float().to(spectral), xt.float().to(spectral), analysis)
             return cast(torch.Tensor, stems).to(self.device)
 
@@ -239,6 +258,39 @@ class DeviceRunner:
         except Exception as err:
             self._uncompile(err)
             return eager_fn(*args)
+
+    def _on_openvino(self, dtype: torch.dtype) -> bool:
+        return (
+            self.cpu_backend == "openvino"
+            and self.device.type == "cpu"
+            and dtype == torch.float32
+            and not self.compiled  # an explicit --compile on the CPU wins
+        )
+
+    def _openvino_or_eager(
+        self, member: int, staged: Any, x: torch.Tensor, xt: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The trunk through OpenVINO (exported and compiled on first use); anything failing there moves
+        the runner to PyTorch for good, with a warning."""
+        try:
+            trunk = self._openvino.get(member)
+            if trunk is None:
+                assert self._backend_cache_dir is not None
+                trunk = OpenVinoTrunk(staged, self._backend_cache_dir, torch.get_num_threads())
+                self._openvino[member] = trunk
+            return trunk(x, xt)
+        except Exception as err:
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            warnings.warn(
+                CpuBackendFallbackWarning(
+                    f"OpenVINO failed ({reason[:200]}); continuing with PyTorch (slower)"
+                ),
+                stacklevel=4,
+            )
+            self.cpu_backend = "torch"
+            self._openvino.clear()
+            out: tuple[torch.Tensor, torch.Tensor] = staged.trunk(x, xt)
+            return out
 
     # -- reacting to failures ------------------------------------------------------------------------
 

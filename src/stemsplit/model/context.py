@@ -103,7 +103,8 @@ class LocalState(nn.Module):
         scores = torch.baddbmm(
             -rate[:, :, None] * distance, q.transpose(1, 2), k, alpha=1 / math.sqrt(C // H)
         )  # (B*H, Tq, Tk)
-        scores.diagonal(dim1=1, dim2=2).fill_(-100.0)
+        # A step does not attend to itself: its score is -100 (out of place, so the trunk exports to ONNX).
+        scores = scores.masked_fill(torch.eye(T, dtype=torch.bool, device=x.device), -100.0)
         weights = torch.softmax(scores, dim=-1)
         out = torch.bmm(v, weights.transpose(1, 2)).view(B, C, T)  # out[c, s] = Σ_t v[c, t] w[s, t]
         result: torch.Tensor = self.proj(out)

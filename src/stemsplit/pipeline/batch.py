@@ -23,6 +23,7 @@ from stemsplit.errors import (
     StemsplitError,
 )
 from stemsplit.inference import ModelBag
+from stemsplit.inference.cpu_backend import BackendChoice, resolve_cpu_backend
 from stemsplit.inference.devices import PrecisionChoice, choose_precision, resolve_devices
 from stemsplit.pipeline.inputs import discover_inputs, missing_reason
 from stemsplit.pipeline.options import (
@@ -51,25 +52,33 @@ class Compute:
     Attributes:
         device: the resolved device(s) (``cpu``, ``cuda:0``, ``cuda:0,cuda:1`` ...).
         precision: the dtype ``--precision`` resolves to there, and why.
+        cpu_backend: on the CPU, what runs the networks' trunk, and why (None on other devices).
     """
 
     device: str
     precision: PrecisionChoice
+    cpu_backend: BackendChoice | None = None
 
     def describe(self) -> str:
-        """One line for ``-v``: ``cpu, float32 (float32: no AMX ...)``."""
+        """One line for ``-v``: ``cpu, float32 (float32: no AMX ...), openvino (OpenVINO: ...)``."""
         dtype = str(self.precision.dtype).removeprefix("torch.")
-        return f"{self.device}, {dtype} ({self.precision.why})"
+        line = f"{self.device}, {dtype} ({self.precision.why})"
+        if self.cpu_backend is not None:
+            line += f", {self.cpu_backend.name} ({self.cpu_backend.why})"
+        return line
 
 
 def resolve_compute(options: SeparationOptions) -> Compute:
-    """Resolve ``--device`` and ``--precision`` (cheap: no model, no input).
+    """Resolve ``--device`` and ``--precision``, and on the CPU the trunk's backend (cheap: no model, no input).
 
     Raises:
-        InvalidOptionError: an unknown or unavailable device, or an unknown precision.
+        InvalidOptionError: an unknown or unavailable device, an unknown precision, or a
+            ``STEMSPLIT_CPU_BACKEND`` that is unknown or not installed.
     """
     devices = resolve_devices(options.device)
-    return Compute(",".join(map(str, devices)), choose_precision(options.precision, devices[0]))
+    precision = choose_precision(options.precision, devices[0])
+    backend = resolve_cpu_backend(None, precision.dtype) if devices[0].type == "cpu" else None
+    return Compute(",".join(map(str, devices)), precision, backend)
 
 
 def warn_slow_precision(compute: Compute) -> None:

@@ -277,6 +277,8 @@ def _torch(nvidia: NvidiaInfo, findings: list[Finding]) -> tuple[TorchInfo | Non
     findings.append(
         Finding("device", "ok", f"auto uses {device.device} with {device.precision}: {device.why}")
     )
+    if device.cpu_backend == "unusable":
+        findings.append(Finding("device", "problem", device.cpu_backend_why))
     return info, device
 
 
@@ -365,7 +367,27 @@ def _device_choice(info: TorchInfo, nvidia: NvidiaInfo) -> DeviceChoice:
         else:
             why = "no CUDA or Apple GPU found"
         why += f"; {choice.why}; {info.threads} threads"
-    return DeviceChoice(str(device), precision, why)
+    backend, backend_why = _cpu_backend(devices.choose_precision("auto", devices.resolve_device("cpu")).dtype)
+    return DeviceChoice(str(device), precision, why, backend, backend_why)
+
+
+def _cpu_backend(dtype: Any) -> tuple[str, str]:
+    """What runs the trunk on the CPU in ``dtype`` (and in float32, where that differs), and why."""
+    import torch
+
+    from stemsplit.errors import InvalidOptionError
+    from stemsplit.inference import cpu_backend
+
+    try:
+        choice = cpu_backend.resolve_cpu_backend(None, dtype)
+    except InvalidOptionError as err:
+        return "unusable", str(err)
+    if dtype == torch.float32:
+        return choice.name, choice.why
+    exact = cpu_backend.resolve_cpu_backend(None, torch.float32)
+    if exact.name == choice.name:
+        return choice.name, choice.why
+    return f"{choice.name}; float32: {exact.name}", f"{choice.why}; float32: {exact.why}"
 
 
 # --- decoders ------------------------------------------------------------------------------------

@@ -97,11 +97,19 @@ class TorchInfo:
 
 @dataclass(frozen=True)
 class DeviceChoice:
-    """What ``--device auto --precision auto`` resolves to, and why."""
+    """What ``--device auto --precision auto`` resolves to, and why.
+
+    Attributes:
+        cpu_backend: what runs the networks' trunk on the CPU (``torch`` or ``openvino``), for the
+            automatic precision; the float32 one too where it differs (``torch; float32: openvino``).
+        cpu_backend_why: the reason, in one line.
+    """
 
     device: str
     precision: str
     why: str
+    cpu_backend: str
+    cpu_backend_why: str
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,217 @@
+"""The CPU backend of the trunk: the rule that picks it, the OpenVINO path against the reference, its export
+cache, and the ways back to PyTorch (package missing, export failing)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine_models import make_reference_htdemucs, make_small_reference_htdemucs, stemsplit_twin
+from stemsplit.errors import CpuBackendFallbackWarning, InvalidOptionError
+from stemsplit.inference import EngineOptions, ModelBag, cpu_backend, separate_tensor
+from stemsplit.inference.cpu_backend import choose_cpu_backend, resolve_cpu_backend, trunk_key
+
+INTEL, AMD = "GenuineIntel", "AuthenticAMD"
+
+
+# --- the rule ------------------------------------------------------------------------------------
+
+
+def test_auto_is_openvino_for_float32_on_intel_when_installed() -> None:
+    choice = choose_cpu_backend("auto", torch.float32, INTEL, ())
+    assert choice.name == "openvino"
+    assert "Intel" in choice.why
+
+
+@pytest.mark.parametrize(
+    ("dtype", "vendor", "missing", "words"),
+    [
+        (torch.float32, AMD, (), "Intel CPUs only"),
+        (torch.float32, "", (), "Intel CPUs only"),
+        (torch.float32, INTEL, ("openvino",), "stemsplit-cli[openvino]"),
+        (torch.bfloat16, INTEL, (), "float32 only"),
+    ],
+)
+def test_auto_is_torch_elsewhere_and_says_why(
+    dtype: torch.dtype, vendor: str, missing: tuple[str, ...], words: str
+) -> None:
+    choice = choose_cpu_backend("auto", dtype, vendor, missing)
+    assert choice.name == "torch"
+    assert words in choice.why
+
+
+def test_explicit_choices_and_bad_names() -> None:
+    assert choose_cpu_backend("torch", torch.float32, INTEL, ()).name == "torch"
+    assert choose_cpu_backend("openvino", torch.float32, AMD, ()).name == "openvino"
+    with pytest.raises(InvalidOptionError, match=r"stemsplit-cli\[openvino\]"):
+        choose_cpu_backend("openvino", torch.float32, INTEL, ("onnxscript",))
+    with pytest.raises(InvalidOptionError, match="auto, torch or openvino"):
+        choose_cpu_backend("fast", torch.float32, INTEL, ())
+
+
+def test_the_environment_variable_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cpu_backend, "cpu_vendor", lambda: INTEL)
+    monkeypatch.setattr(cpu_backend, "missing_packages", lambda: ())
+    assert resolve_cpu_backend(None, torch.float32).name == "openvino"
+    monkeypatch.setenv("STEMSPLIT_CPU_BACKEND", "Torch")
+    assert resolve_cpu_backend(None, torch.float32).name == "torch"
+    assert resolve_cpu_backend("openvino", torch.float32).name == "openvino"  # the option wins
+
+
+# --- the OpenVINO path ---------------------------------------------------------------------------
+
+openvino_needed = pytest.mark.skipif(
+    bool(cpu_backend.missing_packages()), reason="the openvino extra is not installed"
+)
+
+
+def _bag(model: torch.nn.Module) -> ModelBag:
+    return ModelBag.single(model)
+
+
+def _track(seconds: float, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return 0.25 * torch.randn(2, int(seconds * 44100) | 1, generator=g)
+
+
+def _reference(model: torch.nn.Module, wav: torch.Tensor) -> torch.Tensor:
+    from demucs.apply import apply_model
+
+    ref = wav.mean(0)
+    mean, std = ref.mean(), ref.std() + 1e-8
+    with torch.no_grad():
+        out = apply_model(model, ((wav - mean) / std)[None], shifts=0, split=True, overlap=0.25)[0]
+    return out * std + mean
+
+
+def _options(backend: str, cache: Path, **kwargs: object) -> EngineOptions:
+    return EngineOptions(
+        device="cpu", precision="float32", cpu_backend=backend, compile_cache_dir=cache, **kwargs
+    )  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def small_pair() -> tuple[torch.nn.Module, torch.nn.Module]:
+    reference = make_small_reference_htdemucs(seed=0)
+    return reference, stemsplit_twin(reference)
+
+
+def _exports(cache: Path) -> list[Path]:
+    return sorted((cache / "openvino").glob("*"))
+
+
+@openvino_needed
+@pytest.mark.parity
+def test_openvino_equals_the_reference_and_caches_one_export_per_weights(
+    small_pair: tuple[torch.nn.Module, torch.nn.Module], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reference, ours = small_pair
+    wav = _track(1.3, seed=1)
+    expected = _reference(reference, wav)
+    exports: list[Path] = []
+    real_export = cpu_backend._export
+    monkeypatch.setattr(cpu_backend, "_export", lambda m, e, p: (exports.append(p), real_export(m, e, p)))
+
+    got = separate_tensor(_bag(ours), wav, options=_options("openvino", tmp_path))
+    assert (got - expected).abs().max() <= 1e-4
+    files = _exports(tmp_path)
+    assert len(exports) == 1 and files == exports  # one file, no temp file left beside it
+
+    again = separate_tensor(_bag(ours), wav, options=_options("openvino", tmp_path, batch_size=2))
+    assert len(exports) == 1  # the cached export was reused (batches run window by window)
+    assert (again - got).abs().max() <= 1e-5  # batch 2 pads with a silent window; same arithmetic per window
+
+    other = make_small_reference_htdemucs(seed=1)
+    separate_tensor(_bag(stemsplit_twin(other)), wav[:, :4000], options=_options("openvino", tmp_path))
+    assert len(exports) == 2 and len(_exports(tmp_path)) == 2  # other weights, another export
+
+
+def test_the_key_follows_the_weights_and_the_shapes(
+    small_pair: tuple[torch.nn.Module, torch.nn.Module],
+) -> None:
+    _, ours = small_pair
+    shapes = ((4, 2048, 6), (2, 22050))
+    key = trunk_key(ours, shapes)
+    assert trunk_key(ours, shapes) == key
+    assert trunk_key(ours, ((4, 2048, 7), (2, 22050))) != key
+    changed = stemsplit_twin(make_small_reference_htdemucs(seed=0))
+    with torch.no_grad():
+        next(changed.parameters()).view(-1)[0] += 1e-3
+    assert trunk_key(changed, shapes) != key
+
+
+@openvino_needed
+def test_a_failing_export_leaves_no_file_and_falls_back_to_torch(
+    small_pair: tuple[torch.nn.Module, torch.nn.Module], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, ours = small_pair
+    wav = _track(0.7, seed=2)
+
+    def broken_export(model: object, args: object, f: str, **kwargs: object) -> None:
+        Path(f).write_bytes(b"half a file")
+        raise RuntimeError("exporter broke")
+
+    monkeypatch.setattr(torch.onnx, "export", broken_export)
+    with pytest.warns(CpuBackendFallbackWarning, match="exporter broke"):
+        got = separate_tensor(_bag(ours), wav, options=_options("openvino", tmp_path))
+    assert _exports(tmp_path) == []
+    expected = separate_tensor(_bag(ours), wav, options=_options("torch", tmp_path))
+    assert torch.equal(got, expected)
+
+
+def test_without_the_packages_auto_runs_torch_and_openvino_is_refused(
+    small_pair: tuple[torch.nn.Module, torch.nn.Module], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, ours = small_pair
+    monkeypatch.setattr(cpu_backend, "cpu_vendor", lambda: INTEL)
+    monkeypatch.setattr(cpu_backend, "missing_packages", lambda: ("openvino",))
+    wav = _track(0.4, seed=3)
+    got = separate_tensor(_bag(ours), wav, options=_options("auto", tmp_path))
+    assert torch.equal(got, separate_tensor(_bag(ours), wav, options=_options("torch", tmp_path)))
+    assert _exports(tmp_path) == []
+    with pytest.raises(InvalidOptionError, match="openvino is not installed"):
+        separate_tensor(_bag(ours), wav, options=_options("openvino", tmp_path))
+
+
+@openvino_needed
+@pytest.mark.parity
+@pytest.mark.slow
+def test_full_size_openvino_equals_the_reference(tmp_path: Path) -> None:
+    reference = make_reference_htdemucs(seed=0)
+    wav = _track(4.3, seed=9)
+    got = separate_tensor(_bag(stemsplit_twin(reference)), wav, options=_options("openvino", tmp_path))
+    assert (got - _reference(reference, wav)).abs().max() <= 1e-4
+
+
+@openvino_needed
+def test_inputs_of_another_shape_go_through_torch(
+    small_pair: tuple[torch.nn.Module, torch.nn.Module], tmp_path: Path
+) -> None:
+    _, ours = small_pair
+    trunk = cpu_backend.OpenVinoTrunk(ours, tmp_path, 1)
+    with torch.no_grad():
+        analysis = ours.analyse(_track(0.2, seed=4)[None])
+        x, xt = analysis.x[..., :-1], analysis.xt[..., :-1024]  # shorter than the exported window
+        got, expected = trunk(x, xt), ours.trunk(x, xt)
+    assert all(torch.equal(a, b) for a, b in zip(got, expected, strict=True))
+
+
+@openvino_needed
+@pytest.mark.parity
+def test_hybrid_demucs_through_openvino_equals_the_reference(tmp_path: Path) -> None:
+    """Hybrid Demucs v3 (BiLSTM, local attention, a short last window) on the OpenVINO backend: the full
+    windows go through the export, the short last one through PyTorch, and the track equals demucs."""
+    from engine_models import make_reference_hdemucs
+
+    reference = make_reference_hdemucs(seed=2, small=True)
+    ours = stemsplit_twin(reference)
+    wav = _track(3.7, seed=4)  # the tiny model's window is 2.5 s: one full window and a short last one
+    exports: list[Path] = []
+    real_export = cpu_backend._export
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cpu_backend, "_export", lambda m, e, p: (exports.append(p), real_export(m, e, p)))
+        got = separate_tensor(_bag(ours), wav, options=_options("openvino", tmp_path))
+    assert len(exports) == 1
+    assert (got - _reference(reference, wav)).abs().max() <= 1e-4

@@ -50,6 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # the test helpers that build the reference networks
 
+from engine_models import reference_separate  # noqa: E402  (tests/: the parity reference's arithmetic)
 from stemsplit.inference import (  # noqa: E402
     EngineOptions,
     ModelBag,
@@ -123,16 +124,6 @@ def synthetic_blocks(seconds: float, seed: int = 0) -> Iterator[torch.Tensor]:
         t = torch.arange(start, start + n) / SR
         env = 0.2 + 0.15 * torch.sin(2 * torch.pi * 0.25 * t)
         yield torch.randn(2, n, generator=g) * env
-
-
-def reference_separate(model: torch.nn.Module, wav: torch.Tensor) -> torch.Tensor:
-    from demucs.apply import apply_model
-
-    ref = wav.mean(0)
-    mean, std = ref.mean(), ref.std() + 1e-8
-    with torch.no_grad():
-        out = apply_model(model, ((wav - mean) / std)[None], shifts=0, split=True, overlap=0.25)[0]
-    return out * std + mean
 
 
 def f32_out_of(best: dict[str, tuple[torch.Tensor, float, float]]) -> torch.Tensor:

@@ -121,3 +121,17 @@ def stemsplit_twin(reference: torch.nn.Module) -> torch.nn.Module:
     args, kwargs = reference._init_args_kwargs  # recorded by demucs' capture_init
     klass = f"{type(reference).__module__}.{type(reference).__name__}"
     return LoadedModel(config_from_kwargs(kwargs, args, klass=klass), reference.state_dict()).build()
+
+
+def reference_separate(model, wav: torch.Tensor, **kwargs) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    """demucs 4.1.0 ``Separator.separate_tensor`` maths around ``apply_model`` (the parity reference);
+    (C, T) -> (S, C, T). ``kwargs`` override ``shifts=0, split=True, overlap=0.25``."""
+    from demucs.apply import apply_model
+
+    ref = wav.mean(0)
+    mean = ref.mean()
+    std = ref.std() + 1e-8
+    kwargs = {"shifts": 0, "split": True, "overlap": 0.25, **kwargs}
+    with torch.no_grad():
+        out = apply_model(model, ((wav - mean) / std)[None], **kwargs)[0]
+    return out * std + mean

@@ -8,7 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine_models import make_reference_htdemucs, make_small_reference_htdemucs, stemsplit_twin
+from engine_models import (
+    make_reference_htdemucs,
+    make_small_reference_htdemucs,
+    reference_separate,
+    stemsplit_twin,
+)
 from stemsplit.errors import CpuBackendFallbackWarning, InvalidOptionError
 from stemsplit.inference import EngineOptions, ModelBag, cpu_backend, separate_tensor
 from stemsplit.inference.cpu_backend import choose_cpu_backend, resolve_cpu_backend, trunk_key
@@ -76,16 +81,6 @@ def _track(seconds: float, seed: int) -> torch.Tensor:
     return 0.25 * torch.randn(2, int(seconds * 44100) | 1, generator=g)
 
 
-def _reference(model: torch.nn.Module, wav: torch.Tensor) -> torch.Tensor:
-    from demucs.apply import apply_model
-
-    ref = wav.mean(0)
-    mean, std = ref.mean(), ref.std() + 1e-8
-    with torch.no_grad():
-        out = apply_model(model, ((wav - mean) / std)[None], shifts=0, split=True, overlap=0.25)[0]
-    return out * std + mean
-
-
 def _options(backend: str, cache: Path, **kwargs: object) -> EngineOptions:
     return EngineOptions(
         device="cpu", precision="float32", cpu_backend=backend, compile_cache_dir=cache, **kwargs
@@ -109,7 +104,7 @@ def test_openvino_equals_the_reference_and_caches_one_export_per_weights(
 ) -> None:
     reference, ours = small_pair
     wav = _track(1.3, seed=1)
-    expected = _reference(reference, wav)
+    expected = reference_separate(reference, wav)
     exports: list[Path] = []
     real_export = cpu_backend._export
     monkeypatch.setattr(cpu_backend, "_export", lambda m, e, p: (exports.append(p), real_export(m, e, p)))
@@ -178,11 +173,11 @@ def test_without_the_packages_auto_runs_torch_and_openvino_is_refused(
 @openvino_needed
 @pytest.mark.parity
 @pytest.mark.slow
-def test_full_size_openvino_equals_the_reference(tmp_path: Path) -> None:
+def test_full_size_openvino_equals_thereference_separate(tmp_path: Path) -> None:
     reference = make_reference_htdemucs(seed=0)
     wav = _track(4.3, seed=9)
     got = separate_tensor(_bag(stemsplit_twin(reference)), wav, options=_options("openvino", tmp_path))
-    assert (got - _reference(reference, wav)).abs().max() <= 1e-4
+    assert (got - reference_separate(reference, wav)).abs().max() <= 1e-4
 
 
 @openvino_needed
@@ -200,7 +195,7 @@ def test_inputs_of_another_shape_go_through_torch(
 
 @openvino_needed
 @pytest.mark.parity
-def test_hybrid_demucs_through_openvino_equals_the_reference(tmp_path: Path) -> None:
+def test_hybrid_demucs_through_openvino_equals_thereference_separate(tmp_path: Path) -> None:
     """Hybrid Demucs v3 (BiLSTM, local attention, a short last window) on the OpenVINO backend: the full
     windows go through the export, the short last one through PyTorch, and the track equals demucs."""
     from engine_models import make_reference_hdemucs
@@ -214,4 +209,4 @@ def test_hybrid_demucs_through_openvino_equals_the_reference(tmp_path: Path) -> 
         patch.setattr(cpu_backend, "_export", lambda m, e, p: (exports.append(p), real_export(m, e, p)))
         got = separate_tensor(_bag(ours), wav, options=_options("openvino", tmp_path))
     assert len(exports) == 1
-    assert (got - _reference(reference, wav)).abs().max() <= 1e-4
+    assert (got - reference_separate(reference, wav)).abs().max() <= 1e-4

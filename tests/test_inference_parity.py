@@ -17,6 +17,7 @@ from engine_models import (
     make_reference_htdemucs,
     make_small_reference_htdemucs,
     model_info,
+    reference_separate,
     stemsplit_twin,
 )
 from stemsplit.inference import EngineOptions, ModelBag, separate_stream, separate_tensor, stats_from_blocks
@@ -24,19 +25,6 @@ from stemsplit.inference import EngineOptions, ModelBag, separate_stream, separa
 pytestmark = pytest.mark.parity
 
 SOURCES = ("drums", "bass", "other", "vocals")
-
-
-def reference_separate(model, wav: torch.Tensor, **kwargs) -> torch.Tensor:
-    """demucs 4.1.0 ``Separator.separate_tensor`` maths around ``apply_model``; (C, T) -> (S, C, T)."""
-    from demucs.apply import apply_model
-
-    ref = wav.mean(0)
-    mean = ref.mean()
-    std = ref.std() + 1e-8
-    kwargs = {"shifts": 0, "split": True, "overlap": 0.25, **kwargs}
-    with torch.no_grad():
-        out = apply_model(model, ((wav - mean) / std)[None], **kwargs)[0]
-    return out * std + mean
 
 
 def as_bag(model) -> ModelBag:

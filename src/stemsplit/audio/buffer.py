@@ -69,12 +69,11 @@ class TrackBuffer:
         """Frames ``[lo, hi)``, ``0 <= lo <= hi <= end``, as a float32 ``(channels, hi - lo)`` array."""
         assert 0 <= lo <= hi <= self._end, f"read [{lo}, {hi}) outside [0, {self._end})"
         if self._file is not None:
-            frames: FloatArray = np.empty((hi - lo, self.channels), dtype=np.float32)  # writable, for torch
             with self._lock:
                 self._file.seek(lo * self.channels * _BYTES)
-                got = self._file.readinto(frames.reshape(-1).view(np.uint8))
-            assert got == frames.nbytes, f"read {got} of {frames.nbytes} bytes of the spilled track"
-            return frames.T
+                data = bytearray(self._file.read((hi - lo) * self.channels * _BYTES))  # writable, for torch
+            frames: FloatArray = np.frombuffer(data, dtype=np.float32).reshape(hi - lo, self.channels).T
+            return frames
         parts = []
         for first, block in zip(self._offsets, self._blocks, strict=True):
             last = first + block.shape[1]

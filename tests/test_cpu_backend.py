@@ -3,6 +3,7 @@ cache, and the ways back to PyTorch (package missing, export failing)."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,21 @@ def test_the_environment_variable_is_read(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("STEMSPLIT_CPU_BACKEND", "Torch")
     assert resolve_cpu_backend(None, torch.float32).name == "torch"
     assert resolve_cpu_backend("openvino", torch.float32).name == "openvino"  # the option wins
+
+
+def test_the_compute_line_says_torch_when_compile_on_wins_over_openvino(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from stemsplit.pipeline import SeparationOptions
+    from stemsplit.pipeline.batch import resolve_compute
+
+    monkeypatch.setattr(cpu_backend, "cpu_vendor", lambda: INTEL)
+    monkeypatch.setattr(cpu_backend, "missing_packages", lambda: ())
+    plain = resolve_compute(SeparationOptions(device="cpu", precision="float32"))
+    assert plain.cpu_backend is not None and plain.cpu_backend.name == "openvino"
+    compiled = resolve_compute(SeparationOptions(device="cpu", precision="float32", compile="on"))
+    assert compiled.cpu_backend is not None and compiled.cpu_backend.name == "torch"  # as the runner does
+    assert "--compile on" in compiled.describe()
 
 
 # --- the OpenVINO path ---------------------------------------------------------------------------
@@ -173,7 +189,7 @@ def test_without_the_packages_auto_runs_torch_and_openvino_is_refused(
 @openvino_needed
 @pytest.mark.parity
 @pytest.mark.slow
-def test_full_size_openvino_equals_thereference_separate(tmp_path: Path) -> None:
+def test_full_size_openvino_equals_the_reference(tmp_path: Path) -> None:
     reference = make_reference_htdemucs(seed=0)
     wav = _track(4.3, seed=9)
     got = separate_tensor(_bag(stemsplit_twin(reference)), wav, options=_options("openvino", tmp_path))
@@ -181,21 +197,21 @@ def test_full_size_openvino_equals_thereference_separate(tmp_path: Path) -> None
 
 
 @openvino_needed
-def test_inputs_of_another_shape_go_through_torch(
+def test_the_export_fits_only_inputs_of_its_shapes(
     small_pair: tuple[torch.nn.Module, torch.nn.Module], tmp_path: Path
 ) -> None:
     _, ours = small_pair
-    trunk = cpu_backend.OpenVinoTrunk(ours, tmp_path, 1)
+    trunk = cpu_backend.OpenVinoTrunk(ours, tmp_path, 1, ours.segment_samples)
     with torch.no_grad():
         analysis = ours.analyse(_track(0.2, seed=4)[None])
+        assert trunk.fits(analysis.x, analysis.xt)  # HT Demucs pads every window to its own
         x, xt = analysis.x[..., :-1], analysis.xt[..., :-1024]  # shorter than the exported window
-        got, expected = trunk(x, xt), ours.trunk(x, xt)
-    assert all(torch.equal(a, b) for a, b in zip(got, expected, strict=True))
+    assert not trunk.fits(x, xt)
 
 
 @openvino_needed
 @pytest.mark.parity
-def test_hybrid_demucs_through_openvino_equals_thereference_separate(tmp_path: Path) -> None:
+def test_hybrid_demucs_through_openvino_equals_the_reference(tmp_path: Path) -> None:
     """Hybrid Demucs v3 (BiLSTM, local attention, a short last window) on the OpenVINO backend: the full
     windows go through the export, the short last one through PyTorch, and the track equals demucs."""
     from engine_models import make_reference_hdemucs
@@ -210,3 +226,54 @@ def test_hybrid_demucs_through_openvino_equals_thereference_separate(tmp_path: P
         got = separate_tensor(_bag(ours), wav, options=_options("openvino", tmp_path))
     assert len(exports) == 1
     assert (got - reference_separate(reference, wav)).abs().max() <= 1e-4
+
+
+@openvino_needed
+def test_the_export_follows_the_runners_window_not_the_models_own(tmp_path: Path) -> None:
+    """A bag whose window differs from its model's segment (Hybrid Demucs: ``hdemucs_mmi`` runs 44-s windows
+    of a 40-s model): the trunk is exported for the window the runner runs, so OpenVINO runs every full one."""
+    from engine_models import make_reference_hdemucs
+
+    reference = make_reference_hdemucs(seed=2, small=True)
+    ours = stemsplit_twin(reference)
+    window = ours.segment_samples * 3 // 5  # 1.5 s of a 2.5-s model
+    examples: list[tuple[torch.Tensor, ...]] = []
+    real_export = cpu_backend._export
+    calls = {"openvino": 0}
+    real_call = cpu_backend.OpenVinoTrunk.__call__
+
+    def counted(trunk: cpu_backend.OpenVinoTrunk, x: torch.Tensor, xt: torch.Tensor) -> object:
+        calls["openvino"] += 1
+        return real_call(trunk, x, xt)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cpu_backend, "_export", lambda m, e, p: (examples.append(e), real_export(m, e, p)))
+        patch.setattr(cpu_backend.OpenVinoTrunk, "__call__", counted)
+        wav = _track(3.7, seed=5)
+        got = separate_tensor(_bag(ours), wav, options=_options("openvino", tmp_path, segment_samples=window))
+    (example,) = examples
+    assert example[1].shape[-1] == window
+    assert calls["openvino"] >= 2  # the full windows of the track
+    expected = separate_tensor(_bag(ours), wav, options=_options("torch", tmp_path, segment_samples=window))
+    assert (got - expected).abs().max() <= 1e-4
+
+
+@openvino_needed
+def test_an_error_of_the_pytorch_trunk_is_not_blamed_on_openvino(tmp_path: Path) -> None:
+    """The short last window runs the PyTorch trunk: its errors are raised as they are, and do not turn
+    OpenVINO off with a misleading warning."""
+    from engine_models import make_reference_hdemucs
+
+    ours = stemsplit_twin(make_reference_hdemucs(seed=2, small=True))
+    real_trunk = ours.trunk
+
+    def trunk(x: torch.Tensor, xt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if xt.shape[-1] != ours.segment_samples:
+            raise RuntimeError("the PyTorch trunk broke")
+        return real_trunk(x, xt)
+
+    ours.trunk = trunk  # type: ignore[method-assign]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CpuBackendFallbackWarning)
+        with pytest.raises(RuntimeError, match="the PyTorch trunk broke"):
+            separate_tensor(_bag(ours), _track(3.7, seed=6), options=_options("openvino", tmp_path))

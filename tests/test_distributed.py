@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 from checkpoints import FOUR
 from separation_helpers import OneThread, make_tiny_th, write_audio
 from stemsplit import distributed
-from stemsplit.cli.separate import separate_app
+from stemsplit.cli.separate import _detail, separate_app
 from stemsplit.errors import WorkerModelError
 from stemsplit.pipeline import (
     BatchInterrupted,
@@ -237,6 +237,9 @@ def test_a_retry_does_not_write_a_track_its_lost_worker_finished(
     again = worker.separate(job.path, job.outputs, job.duration_s, True)  # type: ignore[attr-defined]
     assert again.result.status == "done" and again.result.outputs == first.result.outputs
     assert {p: p.stat().st_mtime_ns for p in written} == written  # not written a second time
+    assert _detail(again.result) == f"{job.path}: done"  # -v says what it knows (no timings, no gain)
+    assert _detail(first.result).startswith(f"{job.path}: done in ")
+    assert _detail(first.result).endswith(", gain 1.000") and "on cpu of " in _detail(first.result)
 
     overwriting, job = worker_for(_options(model, tmp_path, overwrite=True))
     with OneThread():

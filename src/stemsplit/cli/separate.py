@@ -519,14 +519,23 @@ class _Reporter:
                 f"[bold red]Failed:[/bold red] {escape(result.error or '')}", markup=True, emoji=False
             )
         elif self.verbose and not self.quiet:
-            detail = f"{result.input}: {result.status}"
-            if result.status == "done":
-                where = f"{result.device} of {result.node}" if result.node else result.device
-                detail += (
-                    f" in {_seconds(result.timings.get('total', 0))} on {where} ({result.precision}, "
-                    f"batch {result.batch_size}), gain {result.gain:.3f}"
-                )
-            ui.stderr.print(detail, markup=False, emoji=False)
+            ui.stderr.print(_detail(result), markup=False, emoji=False)
+
+
+def _detail(result: TrackResult) -> str:
+    """A finished track for ``-v``: how it ran, as far as its result knows (a track found complete on a
+    retry on Ray was computed by a worker that was lost before it could tell how)."""
+    detail = f"{result.input}: {result.status}"
+    if result.status != "done":
+        return detail
+    if "total" in result.timings:
+        detail += f" in {_seconds(result.timings['total'])}"
+    if result.device is not None:
+        where = f"{result.device} of {result.node}" if result.node else result.device
+        detail += f" on {where} ({result.precision}, batch {result.batch_size})"
+    if result.gain is not None:
+        detail += f", gain {result.gain:.3f}"
+    return detail
 
 
 def _seconds(seconds: float) -> str:

@@ -10,6 +10,8 @@ Faults:
 * a worker lost with tracks in hand (its process or node died): the worker is replaced (at most twice
   its number over the run) and each of those tracks goes to a worker again, at most ``max_attempts``
   times in all; a retried track whose stems the lost worker had finished is not written again;
+* a worker that stops answering but may be alive (Ray's ``ActorUnavailableError``): its tracks fail
+  rather than go to a second writer, and it is replaced; a rerun resumes them;
 * a track that fails (a bad input) is ``failed`` and the rest go on; an option that fails everywhere
   stops the run, as locally;
 * a worker that cannot load the model stops the run with a :class:`~stemsplit.errors.WorkerModelError`
@@ -303,7 +305,10 @@ class _Dispatch:
         job = task.job
         try:
             outcome: Outcome = self.ray.get(ref)
-        except self.ray.exceptions.RayActorError:
+        except self.ray.exceptions.ActorUnavailableError:
+            self._unreachable(task, worker)
+            return
+        except self.ray.exceptions.RayActorError:  # it died: its process or its node
             self._retry(task, worker)
             return
         except self.ray.exceptions.RayError as err:  # the worker's code raised: this track fails
@@ -314,12 +319,16 @@ class _Dispatch:
         self._finish(task, outcome.result)
 
     def _retry(self, task: _Task, worker: _Worker) -> None:
-        """The worker holding ``task`` was lost: give the track to another worker, or give up on it."""
-        node = worker.ready.node if worker.ready else "its node"
-        self._lose(worker)
+        """The worker holding ``task`` died: give the track to another worker, or give up on it.
+
+        The track is queued again before the worker is replaced, so that the last track of a run still
+        gets a replacement worker.
+        """
+        node = _node_of(worker)
         task.attempts += 1
         job = task.job
         if task.attempts >= self.cluster.max_attempts:
+            self._lose(worker)
             message = (
                 f"{job.path}: {task.attempts} Ray workers were lost while they had this track (does it "
                 "exhaust their memory, or crash the decoder?); it was not separated"
@@ -333,6 +342,17 @@ class _Dispatch:
         task.notes.append(TrackWarning(warning_kind(WorkerLostWarning), message))
         warnings.warn(WorkerLostWarning(message), stacklevel=2)
         self.pending.appendleft(task)
+        self._lose(worker)
+
+    def _unreachable(self, task: _Task, worker: _Worker) -> None:
+        """The worker holding ``task`` cannot be reached but may be alive and still writing the track: the
+        track fails rather than go to a second writer, and the worker is given up (and replaced)."""
+        self._lose(worker)
+        message = (
+            f"{task.job.path}: the Ray worker on {_node_of(worker)} stopped answering while it had this track "
+            "(it may still finish it); run the same command again to resume"
+        )
+        self._finish(task, TrackResult(task.job.path, "failed", error=message))
 
     def _finish(self, task: _Task, result: TrackResult) -> None:
         job = task.job
@@ -353,6 +373,10 @@ class _Dispatch:
             if task.attempts == 0:
                 self.reporter.track_started(task.job.index, self.total, task.job.path, task.job.duration_s)
             self._finish(task, TrackResult(task.job.path, "failed", error=message))
+
+
+def _node_of(worker: _Worker) -> str:
+    return worker.ready.node if worker.ready else "its node"
 
 
 def _absolute(outputs: TrackOutputs) -> TrackOutputs:

@@ -183,25 +183,25 @@ class OpenVinoTrunk:
     """A staged model's trunk in float32 through OpenVINO, from an ONNX export cached per weights.
 
     Args:
-        model: a staged model (``analyse`` / ``trunk`` / ``synthesise``) with ``audio_channels`` and
-            ``segment_samples``, on the CPU, in eval mode.
+        model: a staged model (``analyse`` / ``trunk`` / ``synthesise``) with ``audio_channels``, on the
+            CPU, in eval mode.
         cache_dir: where exports are kept (created if missing).
         threads: OpenVINO's inference threads.
+        window: the runner's window in samples (the bag's segment, which may differ from the model's own);
+            the trunk is exported for the shapes that window analyses to.
 
     Raises:
         Exception: whatever the exporter or OpenVINO raise (the runner falls back to PyTorch).
     """
 
-    def __init__(self, model: torch.nn.Module, cache_dir: Path, threads: int) -> None:
+    def __init__(self, model: torch.nn.Module, cache_dir: Path, threads: int, window: int) -> None:
         import openvino
 
         staged: Any = model
-        window = torch.zeros(1, int(staged.audio_channels), int(staged.segment_samples))
         with torch.no_grad():
-            analysis = staged.analyse(window)
+            analysis = staged.analyse(torch.zeros(1, int(staged.audio_channels), window))
         example = (analysis.x, analysis.xt)
         self.shapes = tuple(tuple(t.shape[1:]) for t in example)  # per window
-        self._eager = staged.trunk
         self.path = cache_dir / f"trunk-{trunk_key(model, self.shapes)[:32]}.onnx"
         if not self.path.is_file():
             _export(model, example, self.path)
@@ -210,14 +210,14 @@ class OpenVinoTrunk:
         self._compiled: Any = openvino.Core().compile_model(str(self.path), "CPU", config)
         self._request: Any = self._compiled.create_infer_request()
 
-    def __call__(self, x: torch.Tensor, xt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, 2C, Fq, Fr), (B, C, T) float32 → the trunk's two outputs, one window at a time.
+    def fits(self, x: torch.Tensor, xt: torch.Tensor) -> bool:
+        """Whether the trunk's inputs have the exported shapes (a model that runs a short last window at
+        its own length does not, for that window)."""
+        return (tuple(x.shape[1:]), tuple(xt.shape[1:])) == self.shapes
 
-        Inputs of another shape than the exported one (a model that runs a short last window at its own
-        length) go through the PyTorch trunk."""
-        if (tuple(x.shape[1:]), tuple(xt.shape[1:])) != self.shapes:
-            out: tuple[torch.Tensor, torch.Tensor] = self._eager(x, xt)
-            return out
+    def __call__(self, x: torch.Tensor, xt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 2C, Fq, Fr), (B, C, T) float32 of the exported shapes (:meth:`fits`) → the trunk's two
+        outputs, one window at a time."""
         outs: list[tuple[torch.Tensor, torch.Tensor]] = []
         for i in range(x.shape[0]):
             result = self._request.infer(

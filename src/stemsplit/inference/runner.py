@@ -270,15 +270,18 @@ class DeviceRunner:
     def _openvino_or_eager(
         self, member: int, staged: Any, x: torch.Tensor, xt: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The trunk through OpenVINO (exported and compiled on first use); anything failing there moves
-        the runner to PyTorch for good, with a warning."""
+        """The trunk through OpenVINO (exported and compiled on first use, for the runner's window);
+        inputs of another shape run the PyTorch trunk. Anything failing in OpenVINO moves the runner to
+        PyTorch for good, with a warning; errors of the PyTorch trunk are raised as they are."""
         try:
             trunk = self._openvino.get(member)
             if trunk is None:
                 assert self._backend_cache_dir is not None
-                trunk = OpenVinoTrunk(staged, self._backend_cache_dir, torch.get_num_threads())
+                window = self.window or int(staged.segment_samples)
+                trunk = OpenVinoTrunk(staged, self._backend_cache_dir, torch.get_num_threads(), window)
                 self._openvino[member] = trunk
-            return trunk(x, xt)
+            if trunk.fits(x, xt):
+                return trunk(x, xt)
         except Exception as err:
             reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             warnings.warn(
@@ -289,8 +292,8 @@ class DeviceRunner:
             )
             self.cpu_backend = "torch"
             self._openvino.clear()
-            out: tuple[torch.Tensor, torch.Tensor] = staged.trunk(x, xt)
-            return out
+        out: tuple[torch.Tensor, torch.Tensor] = staged.trunk(x, xt)
+        return out
 
     # -- reacting to failures ------------------------------------------------------------------------
 

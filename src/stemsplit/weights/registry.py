@@ -224,10 +224,11 @@ _FT_MIB = 80.1
 _6S_MIB = 52.3
 
 
-# hdemucs_mmi: 83,637,832 float16 parameters (spec §1.1) are 159.5 MiB of tensors. Its exact size,
-# 167,407,275 bytes, comes from a third-party manifest, not from a download of ours: check it (and record the
-# full SHA-256) when a real download is possible. A wrong size would make every run download the file again.
-_HDEMUCS_BYTES = 167_407_275
+# hdemucs_mmi: 83,637,832 float16 parameters (spec §1.1) are 159.5 MiB of tensors; a third-party manifest
+# gives the file as 167,407,275 bytes (159.65 MiB). That size is not ours (no download of ours has checked
+# it), so it is for display only, like the others: an exact size that was wrong would make a cached file
+# look incomplete and every run download it again. Record the exact size and full SHA-256 from a real download.
+_HDEMUCS_MIB = 159.65
 
 
 def _identity(n: int) -> tuple[tuple[float, ...], ...]:
@@ -280,8 +281,7 @@ MODELS: Registry = make_registry(
                 filename="75fc33f5-1941ce65.th",
                 folder=_HT,
                 sha256="1941ce65",
-                size_bytes=_HDEMUCS_BYTES,
-                approx_size_mib=_HDEMUCS_BYTES / 2**20,
+                approx_size_mib=_HDEMUCS_MIB,
             ),
         ),
         sdr=PublishedSDR(

@@ -154,6 +154,29 @@ def test_the_key_follows_the_weights_and_the_shapes(
 
 
 @openvino_needed
+def test_the_export_silences_its_own_noise_and_no_other_warning(
+    small_pair: tuple[torch.nn.Module, torch.nn.Module], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The warnings filters are process-wide: while the trunk exports (seconds), a stem writer's warning
+    from another thread must still reach the user."""
+    _, ours = small_pair
+    with torch.no_grad():
+        analysis = ours.analyse(torch.zeros(1, 2, ours.segment_samples))
+    real_export = torch.onnx.export
+
+    def export_meanwhile_a_writer_warns(*args: object, **kwargs: object) -> object:
+        warnings.warn("a stem writer's warning", UserWarning, stacklevel=1)
+        return real_export(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(torch.onnx, "export", export_meanwhile_a_writer_warns)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        cpu_backend._export(ours, (analysis.x, analysis.xt), tmp_path / "trunk.onnx")
+    assert [str(w.message) for w in seen] == ["a stem writer's warning"]
+    assert (tmp_path / "trunk.onnx").is_file()
+
+
+@openvino_needed
 def test_a_failing_export_leaves_no_file_and_falls_back_to_torch(
     small_pair: tuple[torch.nn.Module, torch.nn.Module], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

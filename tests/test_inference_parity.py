@@ -271,3 +271,33 @@ def test_full_size_hdemucs_mmi_equals_reference(full_hybrid, seconds: float) -> 
     assert ours.shape == (4, 2, wav.shape[-1])
     assert expected.abs().max() > 0.05  # not two near-silent tensors
     assert (ours - expected).abs().max() <= 1e-4
+
+
+# --- an HT Demucs bag with a segment of its own (demucs 4.1.0 applies it when not longer than the model's) ----
+
+
+@pytest.mark.parametrize("bag_segment", ["0.25", "0.75"])
+def test_an_ht_bag_with_a_segment_equals_reference(tmp_path, bag_segment: str) -> None:
+    """A yaml bag that sets ``segment``: 0.25 s replaces the small model's 0.5-s training window (the model then
+    pads to 0.25 s); 0.75 s is longer than the model's window and is ignored. Through the loader, as a user's
+    bag file is read."""
+    import copy
+    from fractions import Fraction
+
+    from demucs.apply import BagOfModels
+
+    from checkpoints import save_th
+    from stemsplit.weights import loading
+
+    reference = make_small_reference_htdemucs(seed=6)
+    reference.load_state_dict({k: v.half().float() for k, v in reference.state_dict().items()})  # as stored
+    save_th(tmp_path / "aaaa0001-12345678.th", reference._init_args_kwargs[1], reference.state_dict())
+    (tmp_path / "bag.yaml").write_text(f"models: ['aaaa0001']\nsegment: {bag_segment}\n")
+    bag = loading.load_model(loading.describe_model(str(tmp_path / "bag.yaml")))
+    window = min(Fraction(bag_segment), Fraction(1, 2))
+    assert bag.segment_samples == int(window * 44100)
+
+    wav = track(1.3, seed=15)
+    expected = reference_separate(BagOfModels([copy.deepcopy(reference)], segment=float(bag_segment)), wav)
+    ours = separate_tensor(bag, wav, options=EngineOptions(device="cpu", precision="float32"))
+    assert (ours - expected).abs().max() <= 1e-4

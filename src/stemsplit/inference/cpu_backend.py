@@ -250,16 +250,20 @@ def _export(model: torch.nn.Module, example: tuple[torch.Tensor, torch.Tensor], 
         temp.unlink(missing_ok=True)
 
 
+_EXPORTER_NOISE = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
+"""The one warning torch's exporter gives about its own internals (torch 2.13, a deprecation in torch)."""
+
+
 @contextlib.contextmanager
 def _quiet_exporter() -> Iterator[None]:
     """The exporter logs notes about packages it does not need (torchvision) and warns about its own
-    internals: neither is the user's business."""
+    internals: neither is the user's business. Only that warning is filtered, by its text: the warnings
+    filters are process-wide, and other threads (stem writers) warn while the export runs."""
+    warnings.filterwarnings("ignore", message=_EXPORTER_NOISE, category=FutureWarning)
     logger = logging.getLogger("torch.onnx")
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
+        yield
     finally:
         logger.setLevel(level)

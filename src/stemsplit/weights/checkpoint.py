@@ -28,6 +28,7 @@ cheap: a file whose tensors are damaged passes them and fails :func:`load_checkp
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 import zipfile
@@ -221,13 +222,17 @@ class LoadedModel:
     state: Mapping[str, torch.Tensor]
     path: Path | None = None
 
-    def build(self) -> HybridModel:
+    def build(self, bag_segment: Fraction | None = None) -> HybridModel:
         """Instantiate the model on the CPU in float32, load the tensors strictly, set eval mode.
+
+        Args:
+            bag_segment: the segment of the bag it is a member of, applied by :func:`with_bag_segment`.
 
         Raises:
             StateDictMismatchError: a missing, unexpected or mis-shaped tensor (the first one is named).
         """
-        model = _MODELS[type(self.config)](self.config)
+        config = with_bag_segment(self.config, bag_segment)
+        model = _MODELS[type(config)](config)
         check_state_dict(model.state_dict(), self.state, path=self.path)
         model.load_state_dict(dict(self.state), strict=True)  # float16 → float32 is exact
         return model.eval().requires_grad_(False)
@@ -610,9 +615,8 @@ class LoadedBag:
     Attributes:
         models: the member checkpoints, in yaml order.
         weights: ``weights[m][s]``, the weight of model ``m`` for source ``s``.
-        segment: the bag's segment in seconds, if the yaml sets one: the window of Hybrid Demucs members
-            (see :func:`window_seconds`); HT models run on their own training window whatever a bag says
-            (none of the released HT bags sets one).
+        segment: the bag's segment in seconds, if the yaml sets one, applied to the members by
+            :func:`with_bag_segment` (always to Hybrid Demucs, to HT Demucs when not longer than its own).
         path: the yaml file.
     """
 
@@ -627,17 +631,22 @@ class LoadedBag:
         return self.models[0].config.sources
 
 
-def window_seconds(configs: Sequence[HybridConfig], bag_segment: Fraction | None = None) -> Fraction:
-    """The window, in seconds, that members with these configs run on together (demucs 4.1.0's rule).
+def with_bag_segment(config: HybridConfig, bag_segment: Fraction | None) -> HybridConfig:
+    """A bag member's configuration with the bag's ``segment`` applied as demucs 4.1.0 applies it.
 
-    HT Demucs models run on their training window (the longest input they take). Hybrid Demucs models take
-    any length: their window is the bag's segment when it sets one (``hdemucs_mmi``: 44 s), else their
-    own ``segment`` (40 s). The shortest member's window wins.
+    A Hybrid Demucs member always takes it (its default window: ``hdemucs_mmi.yaml`` gives its 40-s model
+    44 s). An HT Demucs member takes it only when it is not longer than its own training window, which it
+    then replaces: the model pads each input to that shorter window. None of the released HT bags sets one.
     """
-    return min(
-        bag_segment if bag_segment is not None and isinstance(c, HDemucsConfig) else c.segment
-        for c in configs
-    )
+    if bag_segment is None or (isinstance(config, HTDemucsConfig) and bag_segment > config.segment):
+        return config
+    return dataclasses.replace(config, segment=bag_segment)
+
+
+def window_seconds(configs: Sequence[HybridConfig], bag_segment: Fraction | None = None) -> Fraction:
+    """The window, in seconds, that members with these configs run on together: the shortest member's
+    segment, with the bag's applied by :func:`with_bag_segment`."""
+    return min(with_bag_segment(c, bag_segment).segment for c in configs)
 
 
 def _find_member(folder: Path, signature: str, yaml_path: Path) -> Path:

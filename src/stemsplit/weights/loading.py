@@ -39,8 +39,8 @@ class ModelInfo:
             with ``load=False`` (see :func:`weights_identity`).
         path: the local checkpoint or bag file, or None for a registry model.
         bag_size: number of networks.
-        max_segment: the longest ``--segment`` in seconds (the window: the shortest member's training window,
-            or a Hybrid Demucs bag's segment), when known before loading: from the registry, or from a local
+        max_segment: the longest ``--segment`` in seconds (the window: the shortest member's segment, with
+            a bag's applied as :func:`~stemsplit.weights.checkpoint.with_bag_segment` says), when known before loading: from the registry, or from a local
             file's checkpoints; None if unknown.
         members: a local file's checkpoints as read while describing it (reused by :func:`load_model`),
             with the bag weights and segment; None for a registry model (and a local file described with
@@ -183,7 +183,7 @@ def load_model(info: ModelInfo, cache: ModelCache | None = None) -> ModelBag:
         resolved = cache.resolve(info.name)
         loaded = cache.load(resolved, load_checkpoint)
         weights, segment = resolved.weights, resolved.spec.segment
-    networks = tuple(m.build() for m in loaded)
+    networks = tuple(m.build(segment) for m in loaded)
     first = networks[0]
     window = window_seconds([m.config for m in loaded], segment)
     return ModelBag(

@@ -185,3 +185,21 @@ def test_an_unreachable_worker_s_track_fails_rather_than_go_to_a_second_writer(t
     assert [c for c in fake.calls if c[1] == "song0.wav"] == [(0, "song0.wav", False)]  # one writer only
     assert [results[i].status for i in (1, 2)] == ["done", "done"]  # the rest go on, on a replacement
     assert fake.started[0].killed and len(fake.started) == 2
+
+
+def test_a_call_ray_could_not_run_fails_its_track_in_one_line(tmp_path: Path) -> None:
+    def script(worker: int, path: Path, retry: bool) -> Outcome:
+        if path.name == "song0.wav":
+            raise ray.exceptions.RayError(
+                "the result could not be pickled\nTraceback (most recent call last):\n  …"
+            )
+        return _done(path)
+
+    fake = FakeRay(script)
+    dispatch, results = _dispatch(fake, tmp_path, tracks=2, workers=1)
+    dispatch.run()
+    assert results[0].error == (
+        f"{tmp_path / 'song0.wav'}: the Ray worker could not run this track "
+        "(RayError: the result could not be pickled)"
+    )
+    assert results[1].status == "done" and len(fake.started) == 1  # the worker goes on

@@ -81,46 +81,54 @@ def test_an_address_where_nothing_listens_fails_at_once() -> None:
 
 
 @pytest.mark.parametrize(
-    ("resources", "cluster", "device", "shape"),
+    ("nodes", "cluster", "device", "shape"),
     [
-        ({"CPU": 16.0}, ClusterOptions(), "auto", WorkerShape(16, "cpu", {"num_cpus": 1.0}, 1)),
+        ([{"CPU": 16.0}], ClusterOptions(), "auto", WorkerShape(16, "cpu", {"num_cpus": 1.0}, 1)),
         (
-            {"CPU": 16.0},
+            [{"CPU": 16.0}],
             ClusterOptions(cpus_per_worker=4),
             "cpu",
             WorkerShape(4, "cpu", {"num_cpus": 4.0}, 4),
         ),
         (
-            {"CPU": 64.0, "GPU": 8.0},
+            [{"CPU": 3.0}, {"CPU": 5.0}],  # 8 slots, but 1 + 2 workers of 2 fit on the nodes
+            ClusterOptions(cpus_per_worker=2),
+            "cpu",
+            WorkerShape(3, "cpu", {"num_cpus": 2.0}, 2),
+        ),
+        (
+            [{"CPU": 64.0, "GPU": 8.0}],
             ClusterOptions(),
             "auto",
             WorkerShape(8, "cuda", {"num_gpus": 1.0}, None),
         ),
         (
-            {"CPU": 64.0, "GPU": 8.0},
+            [{"CPU": 32.0, "GPU": 4.0}, {"CPU": 32.0, "GPU": 4.0}, {"CPU": 8.0}],
             ClusterOptions(workers_per_gpu=2),
             "cuda",
             WorkerShape(16, "cuda", {"num_gpus": 0.5}, None),
         ),
         (
-            {"CPU": 64.0, "GPU": 8.0},
+            [{"CPU": 64.0, "GPU": 8.0}],
             ClusterOptions(cpus_per_worker=8),
             "cpu",
             WorkerShape(8, "cpu", {"num_cpus": 8.0}, 8),
         ),
     ],
 )
-def test_workers_follow_the_clusters_resources(
-    resources: dict[str, float], cluster: ClusterOptions, device: str, shape: WorkerShape
+def test_workers_follow_the_nodes_resources(
+    nodes: list[dict[str, float]], cluster: ClusterOptions, device: str, shape: WorkerShape
 ) -> None:
-    assert worker_shape(resources, cluster, device) == shape
+    assert worker_shape(nodes, cluster, device) == shape
 
 
 def test_a_cluster_without_room_for_a_worker_is_refused() -> None:
     with pytest.raises(ClusterError, match="has no GPU"):
-        worker_shape({"CPU": 8.0}, ClusterOptions(), "cuda")
-    with pytest.raises(ClusterError, match="2 CPU slot"):
-        worker_shape({"CPU": 2.0}, ClusterOptions(cpus_per_worker=4), "cpu")
+        worker_shape([{"CPU": 8.0}], ClusterOptions(), "cuda")
+    with pytest.raises(ClusterError, match="the largest has 2"):
+        worker_shape([{"CPU": 2.0}], ClusterOptions(cpus_per_worker=4), "cpu")
+    with pytest.raises(ClusterError, match="no node of the Ray cluster has the 2 CPU slots"):
+        worker_shape([{"CPU": 1.0}, {"CPU": 1.0}], ClusterOptions(cpus_per_worker=2), "cpu")  # 2 in all
 
 
 def _ray_daemons() -> set[int]:

@@ -34,6 +34,15 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def first_line(err: BaseException, *, with_type: bool = False) -> str:
+    """The first line of ``err``'s message (its type's name when it has none), for a one-line report;
+    ``with_type`` puts the type's name before it (``OSError: …``), for errors that are not ours."""
+    lines = str(err).strip().splitlines()
+    if not lines:
+        return type(err).__name__
+    return f"{type(err).__name__}: {lines[0]}" if with_type else lines[0]
+
+
 class StemsplitError(Exception):
     """Base class of every error stemsplit raises on purpose."""
 

@@ -20,7 +20,7 @@ import soundfile as sf
 
 from stemsplit.audio._common import MIN_SAMPLERATE
 from stemsplit.audio.mpeg import starts_like_mpeg_audio
-from stemsplit.errors import AudioDecodeError, AudioFileNotFoundError, UnsupportedAudioError
+from stemsplit.errors import AudioDecodeError, AudioFileNotFoundError, UnsupportedAudioError, first_line
 
 Backend = Literal["soundfile", "pyav"]
 
@@ -164,7 +164,7 @@ def _probe_pyav(path: Path) -> AudioInfo:
     except (av.error.FFmpegError, UnicodeDecodeError) as err:
         # libsndfile's reason for a file it does not recognise is misleading ("File does not exist or is
         # not a regular file"), so only FFmpeg's (the more tolerant decoder) is shown.
-        reason = getattr(err, "strerror", None) or _first_line(err)
+        reason = getattr(err, "strerror", None) or first_line(err)
         raise AudioDecodeError(
             f"{path}: cannot be read as audio ({reason}); the file may be damaged or not audio: "
             "re-export or re-download it",

@@ -71,7 +71,7 @@ from stemsplit.audio.writer import (
     WriteOptions,
     check_track_space,
 )
-from stemsplit.errors import AudioWriteError, TagCopyWarning
+from stemsplit.errors import AudioWriteError, TagCopyWarning, first_line
 
 MASTER = "master"
 """The report's name for track 1, the input mix."""
@@ -470,7 +470,7 @@ class StemMp4Writer:
         isobmff.set_user_data(moov, "stem", self.manifest.to_json())
 
     def _error(self, err: BaseException) -> AudioWriteError:
-        reason = getattr(err, "strerror", None) or str(err).strip().splitlines()[0]
+        reason = getattr(err, "strerror", None) or first_line(err)
         return AudioWriteError(
             f"{self.path}: cannot write the stem file ({reason}); check that the folder is writable "
             "and the disk has space",

@@ -46,7 +46,7 @@ from stemsplit._paths import nearest_existing
 from stemsplit.audio._common import MODEL_CHANNELS, MODEL_SAMPLERATE, FloatArray, ResampleQuality
 from stemsplit.audio.convert import StreamResampler, output_frames, remix_frames
 from stemsplit.audio.tags import TrackTags, write_tags
-from stemsplit.errors import AudioWriteError, InvalidOptionError, TagCopyWarning
+from stemsplit.errors import AudioWriteError, InvalidOptionError, TagCopyWarning, first_line
 
 Container = Literal["wav", "flac", "mp3", "stem.mp4"]
 BitDepth = Literal["16", "24", "32f"]
@@ -497,7 +497,7 @@ class StemWriter:
                 stage.close()
 
     def _error(self, err: BaseException) -> AudioWriteError:
-        reason = getattr(err, "strerror", None) or str(err).strip().splitlines()[0]
+        reason = getattr(err, "strerror", None) or first_line(err)
         return AudioWriteError(
             f"{self.path}: cannot write the stem ({reason}); check that the folder is writable "
             "and the disk has space",

@@ -11,13 +11,13 @@ import logging
 import os
 import re
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from stemsplit.errors import ClusterError, InvalidOptionError
+from stemsplit.errors import ClusterError, InvalidOptionError, first_line
 
 INSTALL_HINT = 'pip install "stemsplit-cli[ray]"'
 """How to get Ray with the version stemsplit is tested with."""
@@ -127,7 +127,7 @@ def connected(address: str) -> Iterator[ModuleType]:
         if isinstance(err, ClusterError):
             raise
         where = "start a local Ray cluster" if address == "local" else f"join the Ray cluster at {address}"
-        raise ClusterError(f"could not {where}: {_first_line(err)}") from err
+        raise ClusterError(f"could not {where}: {first_line(err)}") from err
     try:
         yield ray
     finally:
@@ -149,11 +149,6 @@ def _check_reachable(address: str) -> None:
         ) from None
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
 @dataclass(frozen=True)
 class WorkerShape:
     """How many workers a run starts and what each holds.
@@ -171,27 +166,36 @@ class WorkerShape:
     threads: int | None
 
 
-def worker_shape(resources: dict[str, float], cluster: ClusterOptions, device: str) -> WorkerShape:
-    """The workers for a cluster with ``resources`` (``ray.cluster_resources()``) and a ``--device``.
+def node_resources(ray: ModuleType) -> list[dict[str, float]]:
+    """The resources of each live node of the cluster Ray is connected to."""
+    return [dict(node["Resources"]) for node in ray.nodes() if node.get("Alive")]
+
+
+def worker_shape(nodes: Sequence[Mapping[str, float]], cluster: ClusterOptions, device: str) -> WorkerShape:
+    """The workers for a cluster whose live nodes have ``nodes`` resources (:func:`node_resources`), for a
+    ``--device``.
 
     GPUs are used when the cluster has any and ``device`` is ``auto`` or ``cuda``: ``workers_per_gpu``
-    workers per GPU. Otherwise the CPU slots are shared out, ``cpus_per_worker`` per worker.
+    workers per GPU. Otherwise each node's CPU slots are shared out, ``cpus_per_worker`` per worker: a
+    worker is never counted on slots spread over two nodes, where it could never start.
 
     Raises:
-        ClusterError: ``--device cuda`` on a cluster without GPUs, or fewer CPU slots than one worker needs.
+        ClusterError: ``--device cuda`` on a cluster without GPUs, or no node with the CPU slots one worker
+            needs.
     """
-    gpus = int(resources.get("GPU", 0))
+    gpus = sum(int(node.get("GPU", 0)) for node in nodes)
     if gpus and device in ("auto", "cuda"):
         share = 1.0 / cluster.workers_per_gpu
         return WorkerShape(gpus * cluster.workers_per_gpu, "cuda", {"num_gpus": share}, None)
     if device == "cuda":
         raise ClusterError("--device cuda: the Ray cluster has no GPU; use --device auto or cpu")
-    cpus = int(resources.get("CPU", 0))
-    count = cpus // cluster.cpus_per_worker
+    per_node = [int(node.get("CPU", 0)) for node in nodes]
+    count = sum(cpus // cluster.cpus_per_worker for cpus in per_node)
     if count < 1:
+        largest = max(per_node, default=0)
         raise ClusterError(
-            f"the Ray cluster has {cpus} CPU slot(s) and a worker needs {cluster.cpus_per_worker} "
-            "(--ray-cpus-per-worker); use fewer, or add nodes"
+            f"no node of the Ray cluster has the {cluster.cpus_per_worker} CPU slots a worker needs "
+            f"(--ray-cpus-per-worker; the largest has {largest}); use fewer, or add bigger nodes"
         )
     slots = float(cluster.cpus_per_worker)
     return WorkerShape(count, "cpu", {"num_cpus": slots}, cluster.cpus_per_worker)

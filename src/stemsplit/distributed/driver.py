@@ -8,8 +8,8 @@ names and their collisions) and settles failed and complete tracks with the loca
 Faults:
 
 * a worker lost with tracks in hand (its process or node died): the worker is replaced (at most twice
-  its number over the run) and each of those tracks goes to a worker again, at most ``max_attempts``
-  times in all; a retried track whose stems the lost worker had finished is not written again;
+  the number of workers for each model of the run: with ``--model auto``, each model's workers start
+  afresh) and each of those tracks goes to a worker again, at most ``max_attempts`` times in all; a retried track whose stems the lost worker had finished is not written again;
 * a worker that stops answering but may be alive (Ray's ``ActorUnavailableError``): its tracks fail
   rather than go to a second writer, and it is replaced; a rerun resumes them;
 * a track that fails (a bad input) is ``failed`` and the rest go on; an option that fails everywhere
@@ -41,6 +41,7 @@ from stemsplit.distributed.cluster import (
     check_device,
     connected,
     import_ray,
+    node_resources,
     worker_shape,
 )
 from stemsplit.distributed.worker import LoadFailed, Outcome, Ready, TrackWorker, WorkerSpec
@@ -50,6 +51,7 @@ from stemsplit.errors import (
     StemsplitWarning,
     WorkerLostWarning,
     WorkerModelError,
+    first_line,
 )
 from stemsplit.inference import ModelBag
 from stemsplit.pipeline import (
@@ -64,7 +66,7 @@ from stemsplit.pipeline import (
 from stemsplit.pipeline.batch import interrupted, triage, with_model
 from stemsplit.pipeline.outputs import TrackOutputs
 from stemsplit.pipeline.results import warning_kind
-from stemsplit.pipeline.workers import Job, failed_result
+from stemsplit.pipeline.workers import Job
 from stemsplit.weights.loading import ModelInfo
 
 WAIT_S = 0.2
@@ -153,7 +155,7 @@ def run_batch(
         groups = [g for g in triage(batch, options, reporter, finished) if g.jobs]
         if groups:
             with connected(cluster.address) as ray:
-                shape = worker_shape(ray.cluster_resources(), cluster, options.device)
+                shape = worker_shape(node_resources(ray), cluster, options.device)
                 for group in groups:  # with --model auto, the workers of one model, then the next's
                     seconds = sum(j.duration_s or 0.0 for j in group.jobs) * max(1, options.shifts)
                     spec = WorkerSpec(
@@ -311,8 +313,12 @@ class _Dispatch:
         except self.ray.exceptions.RayActorError:  # it died: its process or its node
             self._retry(task, worker)
             return
-        except self.ray.exceptions.RayError as err:  # the worker's code raised: this track fails
-            self._finish(task, failed_result(job.path, err))
+        except self.ray.exceptions.RayError as err:  # Ray could not run the call (the worker's own errors
+            # come back as failed results): this track fails, in one line (the remote traceback is Ray's log's)
+            message = (
+                f"{job.path}: the Ray worker could not run this track ({first_line(err, with_type=True)})"
+            )
+            self._finish(task, TrackResult(job.path, "failed", error=message))
             return
         if outcome.fatal:
             raise InvalidOptionError(outcome.result.error or "an option failed on a worker")

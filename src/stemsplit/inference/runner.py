@@ -43,6 +43,7 @@ from stemsplit.errors import (
     DeviceFallbackWarning,
     InvalidOptionError,
     NonFiniteWarning,
+    first_line,
 )
 from stemsplit.inference.cpu_backend import OpenVinoTrunk
 from stemsplit.inference.devices import (
@@ -283,7 +284,7 @@ class DeviceRunner:
             if trunk.fits(x, xt):
                 return trunk(x, xt)
         except Exception as err:
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            reason = first_line(err)
             warnings.warn(
                 CpuBackendFallbackWarning(
                     f"OpenVINO failed ({reason[:200]}); continuing with PyTorch (slower)"
@@ -324,7 +325,7 @@ class DeviceRunner:
 
     def _uncompile(self, err: Exception) -> None:
         """Drop ``torch.compile`` after it failed (it compiles lazily, on the first batch) and go eager."""
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        reason = first_line(err)
         warnings.warn(
             CompileFallbackWarning(
                 f"torch.compile failed ({reason[:200]}); continuing without compiling (slower)"

@@ -44,6 +44,7 @@ from stemsplit.cli.doctor.report import (
     PackageInfo,
     TorchInfo,
 )
+from stemsplit.errors import first_line
 
 # Below this much free space in the cache a warning is given (htdemucs_ft alone is about 320 MB).
 LOW_DISK_BYTES = 1_000_000_000
@@ -121,11 +122,6 @@ def collect(*, verify: bool = True, cache_dir: Path | None = None) -> DoctorRepo
     )
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
-
-
 # Modules whose import failure gets its own, more specific finding (torch, decoders).
 _REPORTED_ELSEWHERE = frozenset({"torch", "soundfile", "av"})
 
@@ -188,7 +184,7 @@ def _import(module: str) -> tuple[Any, str | None]:
     try:
         return importlib.import_module(module), None
     except Exception as err:  # a broken install raises anything (OSError for a missing .so, …)
-        return None, _first_line(err)
+        return None, first_line(err, with_type=True)
 
 
 # --- NVIDIA driver -------------------------------------------------------------------------------
@@ -266,13 +262,17 @@ def _torch(nvidia: NvidiaInfo, findings: list[Finding]) -> tuple[TorchInfo | Non
     try:
         info = _torch_info(torch)
     except Exception as err:
-        findings.append(Finding("torch", "problem", f"torch is broken ({_first_line(err)})"))
+        findings.append(Finding("torch", "problem", f"torch is broken ({first_line(err, with_type=True)})"))
         return None, None
     _build_findings(info, nvidia, findings)
     try:
         device = _device_choice(info, nvidia)
     except Exception as err:  # the engine's policy module failed to import or to decide
-        findings.append(Finding("device", "problem", f"cannot resolve the auto device ({_first_line(err)})"))
+        findings.append(
+            Finding(
+                "device", "problem", f"cannot resolve the auto device ({first_line(err, with_type=True)})"
+            )
+        )
         return info, None
     findings.append(
         Finding("device", "ok", f"auto uses {device.device} with {device.precision}: {device.why}")
@@ -432,8 +432,10 @@ def _libsndfile(findings: list[Finding]) -> DecoderInfo:
         known = set(soundfile.available_formats())
         mp3_read, mp3_write = _mp3_round_trip(soundfile)
     except Exception as err:
-        findings.append(Finding("decoders", "problem", f"libsndfile fails ({_first_line(err)})"))
-        return DecoderInfo("libsndfile", False, version, error=_first_line(err))
+        findings.append(
+            Finding("decoders", "problem", f"libsndfile fails ({first_line(err, with_type=True)})")
+        )
+        return DecoderInfo("libsndfile", False, version, error=first_line(err, with_type=True))
     formats = tuple(f.lower() for f in _SNDFILE_FORMATS if f in known)
     if not (mp3_read and mp3_write):
         missing = " and ".join(w for w, ok in (("read", mp3_read), ("write", mp3_write)) if not ok)
@@ -467,8 +469,10 @@ def _ffmpeg(findings: list[Finding]) -> DecoderInfo:
     try:
         available = set(av.codecs_available)
     except Exception as err:
-        findings.append(Finding("decoders", "warning", f"PyAV is broken ({_first_line(err)})", fix))
-        return DecoderInfo("ffmpeg", False, version, error=_first_line(err))
+        findings.append(
+            Finding("decoders", "warning", f"PyAV is broken ({first_line(err, with_type=True)})", fix)
+        )
+        return DecoderInfo("ffmpeg", False, version, error=first_line(err, with_type=True))
     checks = tuple((f"{codec}_decode", codec in available) for codec in _FFMPEG_CODECS)
     missing = [name.removesuffix("_decode") for name, ok in checks[:2] if not ok]
     if missing:
@@ -506,7 +510,7 @@ def _cache(cache_dir: Path | None) -> CacheInfo:
             usage = shutil.disk_usage(base)
             free, total = usage.free, usage.total
         except OSError as err:
-            error = _first_line(err)
+            error = first_line(err, with_type=True)
     writable = base is not None and _can_write(base)
     if base is not None and base != checkpoints and not base.is_dir():
         error = f"{base} is a file, not a folder"
@@ -525,7 +529,11 @@ def _models(root: Path, verify: bool, offline: bool, findings: list[Finding]) ->
             for result in cache.verify(cached):
                 states[result.filename] = result.state
     except Exception as err:
-        findings.append(Finding("models", "problem", f"cannot inspect the model cache ({_first_line(err)})"))
+        findings.append(
+            Finding(
+                "models", "problem", f"cannot inspect the model cache ({first_line(err, with_type=True)})"
+            )
+        )
         return ()
     infos = []
     for row in rows:

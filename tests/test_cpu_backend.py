@@ -300,3 +300,34 @@ def test_an_error_of_the_pytorch_trunk_is_not_blamed_on_openvino(tmp_path: Path)
         warnings.simplefilter("error", CpuBackendFallbackWarning)
         with pytest.raises(RuntimeError, match="the PyTorch trunk broke"):
             separate_tensor(_bag(ours), _track(3.7, seed=6), options=_options("openvino", tmp_path))
+
+
+@openvino_needed
+def test_a_first_export_is_announced_once_and_a_cached_one_is_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The export takes seconds to a minute on a real model, before the first window: the CLI says why the
+    bar waits (on stderr, not with -q); a later run that finds the export cached says nothing."""
+    from typer.testing import CliRunner
+
+    from separation_helpers import OneThread, make_tiny_th, write_audio
+    from stemsplit.cli.separate import separate_app
+
+    model = make_tiny_th(tmp_path)
+    write_audio(tmp_path / "song.wav", seconds=0.6)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("STEMSPLIT_CPU_BACKEND", "openvino")
+
+    def run(*args: str) -> str:
+        with OneThread():
+            result = CliRunner().invoke(separate_app, ["song.wav", "-n", str(model), "-d", "cpu", *args])
+        assert result.exit_code == 0, result.stderr
+        return result.stderr
+
+    first = run("-o", "a", "--precision", "float32")
+    assert first.count("preparing the OpenVINO backend: exporting HTDemucs (1 of 1) once") == 1
+    assert "later runs reuse it" in first
+    assert "preparing" not in run("-o", "b", "--precision", "float32")  # cached
+    monkeypatch.setenv("STEMSPLIT_CACHE_DIR", str(tmp_path / "fresh-cache"))  # an export again, quietly
+    assert run("-o", "c", "--precision", "float32", "-q") == ""
+    assert list((tmp_path / "fresh-cache").rglob("trunk-*.onnx"))

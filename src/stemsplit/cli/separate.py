@@ -507,6 +507,10 @@ class _Reporter:
     def track_progress(self, index: int, done_s: float) -> None:
         self.progress.track_progress(index, done_s)
 
+    def note(self, message: str) -> None:
+        if not self.quiet:
+            ui.info(message)
+
     def track_finished(self, result: TrackResult) -> None:
         self.progress.track_finished(result)
         if self.output == "json":

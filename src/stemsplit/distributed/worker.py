@@ -103,6 +103,8 @@ class TrackWorker:
             bag = spec.loader(spec.model) if spec.loader is not None else self._load_model()
             engine = engine_options(bag, spec.options, spec.plan.computed)
             runner = make_runner(bag, bag_plan(bag, engine), engine, seconds=spec.seconds)
+            with runner:
+                runner.prepare()  # a first OpenVINO export here, while the worker counts as loading
         except InvalidOptionError as err:
             return LoadFailed(self.node, str(err), "option")
         except Exception as err:

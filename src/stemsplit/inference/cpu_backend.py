@@ -28,7 +28,7 @@ import logging
 import os
 import platform
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -189,12 +189,21 @@ class OpenVinoTrunk:
         threads: OpenVINO's inference threads.
         window: the runner's window in samples (the bag's segment, which may differ from the model's own);
             the trunk is exported for the shapes that window analyses to.
+        on_export: called before an export starts (not when the export is cached).
 
     Raises:
         Exception: whatever the exporter or OpenVINO raise (the runner falls back to PyTorch).
     """
 
-    def __init__(self, model: torch.nn.Module, cache_dir: Path, threads: int, window: int) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        cache_dir: Path,
+        threads: int,
+        window: int,
+        *,
+        on_export: Callable[[], None] | None = None,
+    ) -> None:
         import openvino
 
         staged: Any = model
@@ -204,6 +213,8 @@ class OpenVinoTrunk:
         self.shapes = tuple(tuple(t.shape[1:]) for t in example)  # per window
         self.path = cache_dir / f"trunk-{trunk_key(model, self.shapes)[:32]}.onnx"
         if not self.path.is_file():
+            if on_export is not None:
+                on_export()
             _export(model, example, self.path)
         config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
         config["INFERENCE_NUM_THREADS"] = str(threads)

@@ -268,33 +268,74 @@ class DeviceRunner:
             and not self.compiled  # an explicit --compile on the CPU wins
         )
 
+    def prepare(self, notify: Callable[[str], None] | None = None) -> None:
+        """Prepare now what the first batch would: on the OpenVINO backend, each network's trunk exported
+        (once per weights, cached) and compiled. Call it inside ``with runner``.
+
+        Args:
+            notify: told, in one line for people, before an export that takes a while (seconds to a
+                minute) starts; nothing is said when the export is cached.
+        """
+        if not self._on_openvino(self.dtype):
+            return
+        for member, model in enumerate(self._models):
+            if _is_staged(model) and self._openvino_trunk(member, model, notify) is None:
+                return  # OpenVINO failed: the runner is on PyTorch now
+
+    def _openvino_trunk(
+        self, member: int, staged: Any, notify: Callable[[str], None] | None = None
+    ) -> OpenVinoTrunk | None:
+        """Member ``member``'s OpenVINO trunk, made on first use; None after OpenVINO failed (the runner
+        moves to PyTorch for good, with a warning)."""
+        trunk = self._openvino.get(member)
+        if trunk is not None or self.cpu_backend != "openvino":
+            return trunk
+        assert self._backend_cache_dir is not None
+        window = self.window or int(staged.segment_samples)
+        announce = None
+        if notify is not None:
+            n, name = len(self._models), type(staged).__name__
+
+            def announce() -> None:
+                notify(
+                    f"preparing the OpenVINO backend: exporting {name} ({member + 1} of {n}) once, "
+                    f"for this model and window; later runs reuse it ({self._backend_cache_dir})"
+                )
+
+        try:
+            trunk = OpenVinoTrunk(
+                staged, self._backend_cache_dir, torch.get_num_threads(), window, on_export=announce
+            )
+        except Exception as err:
+            self._leave_openvino(err)
+            return None
+        self._openvino[member] = trunk
+        return trunk
+
     def _openvino_or_eager(
         self, member: int, staged: Any, x: torch.Tensor, xt: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The trunk through OpenVINO (exported and compiled on first use, for the runner's window);
         inputs of another shape run the PyTorch trunk. Anything failing in OpenVINO moves the runner to
         PyTorch for good, with a warning; errors of the PyTorch trunk are raised as they are."""
-        try:
-            trunk = self._openvino.get(member)
-            if trunk is None:
-                assert self._backend_cache_dir is not None
-                window = self.window or int(staged.segment_samples)
-                trunk = OpenVinoTrunk(staged, self._backend_cache_dir, torch.get_num_threads(), window)
-                self._openvino[member] = trunk
-            if trunk.fits(x, xt):
+        trunk = self._openvino_trunk(member, staged)
+        if trunk is not None and trunk.fits(x, xt):
+            try:
                 return trunk(x, xt)
-        except Exception as err:
-            reason = first_line(err)
-            warnings.warn(
-                CpuBackendFallbackWarning(
-                    f"OpenVINO failed ({reason[:200]}); continuing with PyTorch (slower)"
-                ),
-                stacklevel=4,
-            )
-            self.cpu_backend = "torch"
-            self._openvino.clear()
+            except Exception as err:
+                self._leave_openvino(err)
         out: tuple[torch.Tensor, torch.Tensor] = staged.trunk(x, xt)
         return out
+
+    def _leave_openvino(self, err: Exception) -> None:
+        warnings.warn(
+            CpuBackendFallbackWarning(
+                f"OpenVINO failed ({first_line(err)[:200]}); continuing with PyTorch (slower)"
+            ),
+            stacklevel=5,
+        )
+        self.cpu_backend = "torch"
+        self._openvino.clear()
 
     # -- reacting to failures ------------------------------------------------------------------------
 

@@ -254,6 +254,10 @@ class BatchReporter(Protocol):
 
     def track_finished(self, result: TrackResult) -> None: ...
 
+    def note(self, message: str) -> None:
+        """A one-line notice for people about the run, not about a track: a one-time preparation that takes
+        a while (the OpenVINO export of a model's network). Optional: a reporter without it is not told."""
+
 
 class NullBatchReporter:
     """A reporter that shows nothing (the library default)."""
@@ -265,6 +269,9 @@ class NullBatchReporter:
         pass
 
     def track_finished(self, result: TrackResult) -> None:
+        pass
+
+    def note(self, message: str) -> None:
         pass
 
 

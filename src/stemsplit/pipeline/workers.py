@@ -199,6 +199,7 @@ class _Run:
         active: list[_Live] = []
         more = True
         with runner:
+            runner.prepare(lambda line: self.events.put(("note", line)))
             while True:
                 self._check_stop()
                 more = self._admit(scheduler, active, runner, ready) if more else False
@@ -407,6 +408,12 @@ def run_jobs(
                     reporter.track_started(job.index, total_tracks, job.path, job.duration_s)
                 elif kind == "progress":
                     reporter.track_progress(*payload)
+                elif kind == "note":
+                    note = getattr(
+                        reporter, "note", None
+                    )  # optional: reporters written before it keep working
+                    if note is not None:
+                        note(payload)
                 elif kind == "finished":
                     job, result = payload
                     remaining -= 1

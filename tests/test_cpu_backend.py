@@ -139,6 +139,22 @@ def test_openvino_equals_the_reference_and_caches_one_export_per_weights(
     assert len(exports) == 2 and len(_exports(tmp_path)) == 2  # other weights, another export
 
 
+@openvino_needed
+def test_a_new_export_removes_those_of_other_versions_and_keeps_this_versions(
+    small_pair: tuple[torch.nn.Module, torch.nn.Module], tmp_path: Path
+) -> None:
+    _, ours = small_pair
+    cache = tmp_path / "openvino"
+    cache.mkdir()
+    older = cache / f"trunk-1-0.0.1-2.0.0_cpu-{'a' * 32}.onnx"  # an older stemsplit's export
+    unversioned = cache / f"trunk-{'b' * 32}.onnx"  # named before versions were in the name
+    sibling = cache / f"trunk-{cpu_backend._generation()}-{'c' * 32}.onnx"  # another model of this version
+    for path in (older, unversioned, sibling):
+        path.write_bytes(b"onnx")
+    trunk = cpu_backend.OpenVinoTrunk(ours, cache, 1, ours.segment_samples)
+    assert sorted(cache.iterdir()) == sorted([sibling, trunk.path])
+
+
 def test_the_key_follows_the_weights_and_the_shapes(
     small_pair: tuple[torch.nn.Module, torch.nn.Module],
 ) -> None:

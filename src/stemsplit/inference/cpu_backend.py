@@ -13,7 +13,8 @@ AMD EPYC OpenVINO was 0.91x (slower, issue 15). The other levers measured lost, 
 
 :class:`OpenVinoTrunk` exports the trunk once per weights to ONNX (``torch.onnx.export``; about 11 s for the
 full-size ``htdemucs`` here) into the cache, keyed by a hash of the weights, the architecture, the trunk's
-input shapes, the versions of stemsplit and torch and the model package's source, written atomically (temp name, then rename), and
+input shapes, the versions of stemsplit and torch and the model package's source, written atomically (temp
+name, then rename; exports of other stemsplit or torch versions are removed then), and
 compiles it with OpenVINO (about 1 s, each time a runner first needs it). Windows run one at a time, so a
 window's output never depends on what shares its batch; inputs of another shape run in PyTorch.
 """
@@ -27,6 +28,7 @@ import inspect
 import logging
 import os
 import platform
+import re
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -211,11 +213,12 @@ class OpenVinoTrunk:
             analysis = staged.analyse(torch.zeros(1, int(staged.audio_channels), window))
         example = (analysis.x, analysis.xt)
         self.shapes = tuple(tuple(t.shape[1:]) for t in example)  # per window
-        self.path = cache_dir / f"trunk-{trunk_key(model, self.shapes)[:32]}.onnx"
+        self.path = cache_dir / f"trunk-{_generation()}-{trunk_key(model, self.shapes)[:32]}.onnx"
         if not self.path.is_file():
             if on_export is not None:
                 on_export()
             _export(model, example, self.path)
+            _prune(cache_dir)
         config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
         config["INFERENCE_NUM_THREADS"] = str(threads)
         self._compiled: Any = openvino.Core().compile_model(str(self.path), "CPU", config)
@@ -237,6 +240,23 @@ class OpenVinoTrunk:
             y, yt = (torch.from_numpy(result[port].copy()) for port in self._compiled.outputs)
             outs.append((y, yt))
         return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
+
+
+def _generation() -> str:
+    """The part of an export's file name that a new export format, stemsplit or torch changes (their exports
+    are never used again by this installation)."""
+    return re.sub(r"[^A-Za-z0-9.]", "_", f"{_FORMAT}-{__version__}-{torch.__version__}")
+
+
+def _prune(cache_dir: Path) -> None:
+    """Remove the exports of other generations (about 170 MB each for ``htdemucs``), so that upgrades do not
+    pile them up. Exports of this generation stay (other models, windows, weights); a file another
+    process still has open is left for a later run."""
+    keep = f"trunk-{_generation()}-"
+    for path in cache_dir.glob("trunk-*.onnx"):
+        if not path.name.startswith(keep):
+            with contextlib.suppress(OSError):
+                path.unlink()
 
 
 def _export(model: torch.nn.Module, example: tuple[torch.Tensor, torch.Tensor], path: Path) -> None:

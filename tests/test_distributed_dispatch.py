@@ -21,7 +21,7 @@ from stemsplit.distributed.cluster import ClusterOptions, WorkerShape
 from stemsplit.distributed.driver import _Dispatch
 from stemsplit.distributed.worker import Outcome, Ready
 from stemsplit.errors import WorkerLostWarning
-from stemsplit.pipeline import SeparationOptions, TrackResult
+from stemsplit.pipeline import NullBatchReporter, SeparationOptions, TrackResult
 from stemsplit.pipeline.outputs import TrackOutputs
 from stemsplit.pipeline.workers import Job
 
@@ -110,16 +110,6 @@ def _dispatch(
     ]
     results: dict[int, TrackResult] = {}
 
-    class Reporter:
-        def track_started(self, index: int, total: int, path: Path, duration_s: float | None) -> None:
-            pass
-
-        def track_progress(self, index: int, done_s: float) -> None:
-            pass
-
-        def track_finished(self, result: TrackResult) -> None:
-            pass
-
     shape = WorkerShape(workers, "cpu", {"num_cpus": 1}, 1)
     dispatch = _Dispatch(
         fake,  # type: ignore[arg-type]
@@ -127,7 +117,7 @@ def _dispatch(
         shape,
         ClusterOptions(),
         jobs,
-        Reporter(),
+        NullBatchReporter(),
         tracks,
         results.__setitem__,
     )

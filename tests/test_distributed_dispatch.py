@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import ray.exceptions
 
+from stemsplit.distributed import driver
 from stemsplit.distributed.cluster import ClusterOptions, WorkerShape
 from stemsplit.distributed.driver import _Dispatch
 from stemsplit.distributed.worker import Outcome, Ready
@@ -32,6 +33,7 @@ Script = Callable[[int, Path, bool], Outcome]
 @dataclass(eq=False)  # hashed by identity, as Ray's ObjectRefs
 class _Ref:
     answer: Callable[[], Any]
+    waits: int = 0  # calls of wait() before it is ready
 
 
 @dataclass
@@ -42,7 +44,8 @@ class _Handle:
 
     @property
     def load(self) -> Any:
-        return _Method(lambda: self.fake.ref(lambda: Ready(f"node{self.number}", "cpu", "float32")))
+        ready = Ready(f"node{self.number}", "cpu", "float32")
+        return _Method(lambda: _Ref(lambda: ready, waits=self.fake.load_waits))
 
     @property
     def separate(self) -> Any:
@@ -63,6 +66,7 @@ class FakeRay:
     """Enough of the ``ray`` module for :class:`_Dispatch`; every answer is ready at once."""
 
     script: Script
+    load_waits: int = 0  # calls of wait() before a worker's load answers
     exceptions: Any = ray.exceptions
     calls: list[tuple[int, str, bool]] = field(default_factory=list)
     started: list[_Handle] = field(default_factory=list)
@@ -83,7 +87,10 @@ class FakeRay:
         return actor_class
 
     def wait(self, refs: list[_Ref], num_returns: int, timeout: float) -> tuple[list[_Ref], list[_Ref]]:
-        return refs[:num_returns], refs[num_returns:]
+        for ref in refs:
+            ref.waits -= 1
+        done = [r for r in refs if r.waits < 0][:num_returns]
+        return done, [r for r in refs if r not in done]
 
     def get(self, ref: _Ref) -> Any:
         return ref.answer()
@@ -98,7 +105,7 @@ class _Spec:
 
 
 def _dispatch(
-    fake: FakeRay, tmp_path: Path, tracks: int, workers: int
+    fake: FakeRay, tmp_path: Path, tracks: int, workers: int, reporter: object = None
 ) -> tuple[_Dispatch, dict[int, TrackResult]]:
     jobs = [
         Job(
@@ -117,7 +124,7 @@ def _dispatch(
         shape,
         ClusterOptions(),
         jobs,
-        NullBatchReporter(),
+        reporter or NullBatchReporter(),  # type: ignore[arg-type]
         tracks,
         results.__setitem__,
     )
@@ -193,3 +200,33 @@ def test_a_call_ray_could_not_run_fails_its_track_in_one_line(tmp_path: Path) ->
         "(RayError: the result could not be pickled)"
     )
     assert results[1].status == "done" and len(fake.started) == 1  # the worker goes on
+
+
+class _Notes(NullBatchReporter):
+    def __init__(self) -> None:
+        self.notes: list[str] = []
+
+    def note(self, message: str) -> None:
+        self.notes.append(message)
+
+
+def test_workers_slow_to_start_are_explained_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(driver, "SLOW_START_S", 0.0)
+    fake = FakeRay(lambda worker, path, retry: _done(path), load_waits=5)
+    reporter = _Notes()
+    dispatch, results = _dispatch(fake, tmp_path, tracks=3, workers=2, reporter=reporter)
+    dispatch.run()
+    assert reporter.notes == [
+        "no Ray worker is ready after 0 s (2 starting): they may be loading or downloading the model, or "
+        "waiting for resources other jobs hold (`ray status` shows them)"
+    ]
+    assert [results[i].status for i in range(3)] == ["done"] * 3
+
+
+def test_workers_that_start_in_time_are_not_commented(tmp_path: Path) -> None:
+    fake = FakeRay(lambda worker, path, retry: _done(path), load_waits=5)  # well under a minute
+    reporter = _Notes()
+    dispatch, results = _dispatch(fake, tmp_path, tracks=3, workers=2, reporter=reporter)
+    dispatch.run()
+    assert reporter.notes == []
+    assert [results[i].status for i in range(3)] == ["done"] * 3

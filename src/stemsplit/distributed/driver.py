@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import time
 import warnings
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -71,6 +72,9 @@ from stemsplit.weights.loading import ModelInfo
 
 WAIT_S = 0.2
 """How long the driver waits for a result before looking at its workers again (s)."""
+
+SLOW_START_S = 60.0
+"""After this long with no worker ready, the driver says why nothing moves (s)."""
 
 
 def plan(paths: Sequence[str], options: SeparationOptions, *, dry_run: bool = False) -> Batch:
@@ -229,8 +233,12 @@ class _Dispatch:
         try:
             for _ in range(min(self.shape.count, len(self.pending))):
                 self._start_worker()
+            started = time.monotonic()
+            waited = False  # said that no worker is ready yet
             while self.pending or self.running:
                 self._hand_out()
+                if not waited and time.monotonic() - started > SLOW_START_S:
+                    waited = self._note_slow_start()
                 loading = {w.loading: w for w in self.workers if w.loading is not None and not w.lost}
                 waiting = [*self.running, *loading]
                 if not waiting:  # every worker lost, none left to start
@@ -251,6 +259,20 @@ class _Dispatch:
     def _start_worker(self) -> None:
         handle = self.remote.remote(self.spec)
         self.workers.append(_Worker(handle, handle.load.remote()))
+
+    def _note_slow_start(self) -> bool:
+        """Tell the reporter, once, why nothing moves when no worker is ready after a while; True once said
+        (or when a worker is ready: then there is nothing to say)."""
+        if any(w.ready is not None for w in self.workers):
+            return True
+        note = getattr(self.reporter, "note", None)
+        if note is not None:
+            note(
+                f"no Ray worker is ready after {SLOW_START_S:.0f} s ({len(self.workers)} starting): they may "
+                "be loading or downloading the model, or waiting for resources other jobs hold (`ray status` "
+                "shows them)"
+            )
+        return True
 
     def _loaded(self, worker: _Worker, ref: Any) -> None:
         worker.loading = None

@@ -604,24 +604,24 @@ def _print_summary(results: list[TrackResult], note: str | None, *, show_model: 
 
 
 def _print_dry_run(batch: Batch, options: SeparationOptions, *, as_json: bool, quiet: bool) -> None:
+    from stemsplit import pipeline
     from stemsplit.audio import AudioInfo
     from stemsplit.errors import AudioFileNotFoundError
-    from stemsplit.pipeline.sidecar import Provenance, is_complete
-    from stemsplit.weights.loading import weights_identity
+    from stemsplit.pipeline.batch import triage
 
-    provenances: dict[int, Provenance] = {}  # a local model's hash is computed only if a sidecar needs it
+    skipped: set[int] = set()  # the tracks a real run would skip, by the run's own rule
+
+    def settled(index: int, result: TrackResult) -> None:
+        if result.status == "skipped":
+            skipped.add(index)
+
+    triage(batch, options, pipeline.NullBatchReporter(), settled)
     rows = []
     for index, (path, probed, outputs) in enumerate(batch.tracks):
         row: dict[str, Any] = {"input": str(path)}
         if isinstance(probed, AudioInfo):
             model = batch.model_of(index)
-            complete = False
-            if outputs is not None and not options.overwrite and outputs.sidecar.is_file():
-                pick = batch.picks[index]
-                if pick not in provenances:
-                    weights = weights_identity(model)
-                    provenances[pick] = Provenance(model.name, weights, options.output_settings())
-                complete = is_complete(outputs.sidecar, provenances[pick], outputs.stems, path)
+            complete = index in skipped
             row.update(
                 action="skip (complete)" if complete else "separate",
                 model=model.name,

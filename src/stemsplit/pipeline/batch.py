@@ -10,7 +10,9 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -254,13 +256,22 @@ class ModelGroup:
 
     Attributes:
         model: the model (one of ``Batch.models``).
-        provenance: the sidecar record of the stems it makes.
+        settings: the run's output settings (as recorded in ``stemsplit.json``).
         jobs: its tracks to separate, in the batch's order (may be empty).
     """
 
     model: ModelInfo
-    provenance: Provenance
+    settings: dict[str, Any]
     jobs: list[Job]
+
+    @cached_property
+    def provenance(self) -> Provenance:
+        """The sidecar record of the stems it makes (a local model file not yet hashed is hashed now).
+
+        Raises:
+            CheckpointError, OSError: a local model file can no longer be read to compute its identity.
+        """
+        return Provenance(self.model.name, weights_identity(self.model), self.settings)
 
 
 def triage(
@@ -279,12 +290,10 @@ def triage(
         One group per model of ``batch.models``, in that order.
 
     Raises:
-        CheckpointError, OSError: a local model file can no longer be read to compute its identity.
+        CheckpointError, OSError: a local model file can no longer be read to compute its identity (here
+            when a sidecar needs it, else when a group's ``provenance`` is first used).
     """
-    groups = [
-        ModelGroup(m, Provenance(m.name, weights_identity(m), options.output_settings()), [])
-        for m in batch.models
-    ]
+    groups = [ModelGroup(m, options.output_settings(), []) for m in batch.models]
     total = len(batch.tracks)
     for index, (path, probed, outputs) in enumerate(batch.tracks):
         duration = probed.duration_s if isinstance(probed, AudioInfo) else None
@@ -292,7 +301,11 @@ def triage(
         if isinstance(probed, StemsplitError) or outputs is None:
             reporter.track_started(index, total, path, duration)
             finished(index, TrackResult(path, "failed", error=str(probed)))
-        elif not options.overwrite and is_complete(outputs.sidecar, group.provenance, outputs.stems, path):
+        elif (
+            not options.overwrite
+            and outputs.sidecar.is_file()  # else no need for the provenance (a dry run hashes no model for it)
+            and is_complete(outputs.sidecar, group.provenance, outputs.stems, path)
+        ):
             reporter.track_started(index, total, path, duration)
             finished(index, TrackResult(
                 path, "skipped", outputs=dict(outputs.stems), duration_s=duration,

@@ -66,7 +66,7 @@ from stemsplit.pipeline import (
 )
 from stemsplit.pipeline.batch import interrupted, triage, with_model
 from stemsplit.pipeline.outputs import TrackOutputs
-from stemsplit.pipeline.results import warning_kind
+from stemsplit.pipeline.results import tell, warning_kind
 from stemsplit.pipeline.workers import Job
 from stemsplit.weights.loading import ModelInfo
 
@@ -265,13 +265,12 @@ class _Dispatch:
         (or when a worker is ready: then there is nothing to say)."""
         if any(w.ready is not None for w in self.workers):
             return True
-        note = getattr(self.reporter, "note", None)
-        if note is not None:
-            note(
-                f"no Ray worker is ready after {SLOW_START_S:.0f} s ({len(self.workers)} starting): they may "
-                "be loading or downloading the model, or waiting for resources other jobs hold (`ray status` "
-                "shows them)"
-            )
+        tell(
+            self.reporter,
+            f"no Ray worker is ready after {SLOW_START_S:.0f} s ({len(self.workers)} starting): they may be "
+            "loading or downloading the model, or waiting for resources other jobs hold (`ray status` shows "
+            "them)",
+        )
         return True
 
     def _loaded(self, worker: _Worker, ref: Any) -> None:

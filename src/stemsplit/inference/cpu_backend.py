@@ -141,15 +141,21 @@ def choose_cpu_backend(
     )
 
 
-def resolve_cpu_backend(requested: str | None, dtype: torch.dtype) -> BackendChoice:
+def resolve_cpu_backend(
+    requested: str | None, dtype: torch.dtype, *, compiled: bool = False
+) -> BackendChoice:
     """:func:`choose_cpu_backend` with this machine's facts; ``requested`` None reads
-    ``STEMSPLIT_CPU_BACKEND`` (default ``auto``).
+    ``STEMSPLIT_CPU_BACKEND`` (default ``auto``). With ``compiled`` (``--compile on``), ``torch.compile``
+    runs the trunk where OpenVINO would have.
 
     Raises:
         InvalidOptionError: as :func:`choose_cpu_backend`.
     """
     name = requested if requested is not None else settings.cpu_backend()
-    return choose_cpu_backend(name, dtype, cpu_vendor(), missing_packages())
+    choice = choose_cpu_backend(name, dtype, cpu_vendor(), missing_packages())
+    if compiled and choice.name == "openvino":
+        return BackendChoice("torch", "PyTorch compiled, as --compile on asks (instead of OpenVINO)")
+    return choice
 
 
 def trunk_key(model: torch.nn.Module, shapes: tuple[tuple[int, ...], ...]) -> str:

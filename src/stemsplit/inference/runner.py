@@ -16,7 +16,8 @@ track. It owns what must not change per batch or per track:
 * process settings (CPU threads, TF32 off for exact float32 on CUDA, cuDNN autotuning for fixed shapes) set
   when the runner is entered and restored when it is left, never per batch;
 * on the CPU in float32 and not compiled, the trunk's backend (:mod:`~stemsplit.inference.cpu_backend`):
-  PyTorch, or OpenVINO, exported and compiled on the first window of each bag member;
+  PyTorch, or OpenVINO, exported and compiled for each bag member when the runner is prepared
+  (:meth:`DeviceRunner.prepare`), else on its first window;
 * what happens when something fails: a failed compile falls back to eager once, with a
   :class:`~stemsplit.errors.CompileFallbackWarning`; a failed OpenVINO export, compile or run falls back to
   PyTorch for the rest of the run, with a :class:`~stemsplit.errors.CpuBackendFallbackWarning`; a batch with

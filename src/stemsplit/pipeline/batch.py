@@ -80,10 +80,8 @@ def resolve_compute(options: SeparationOptions) -> Compute:
     devices = resolve_devices(options.device)
     precision = choose_precision(options.precision, devices[0])
     backend = None
-    if devices[0].type == "cpu":
-        backend = resolve_cpu_backend(None, precision.dtype)
-        if options.compile == "on" and backend.name == "openvino":  # the runner's rule: --compile wins
-            backend = BackendChoice("torch", "PyTorch compiled, as --compile on asks (instead of OpenVINO)")
+    if devices[0].type == "cpu":  # automatic compiling is for CUDA only: on the CPU, only --compile on
+        backend = resolve_cpu_backend(None, precision.dtype, compiled=options.compile == "on")
     return Compute(",".join(map(str, devices)), precision, backend)
 
 

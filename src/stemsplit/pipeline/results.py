@@ -275,6 +275,14 @@ class NullBatchReporter:
         pass
 
 
+def tell(reporter: BatchReporter, message: str) -> None:
+    """Pass ``message`` to ``reporter.note``; a reporter written before :meth:`BatchReporter.note` existed,
+    without it, is not told."""
+    note = getattr(reporter, "note", None)
+    if note is not None:
+        note(message)
+
+
 def summarise(results: Sequence[TrackResult]) -> Mapping[str, int]:
     """Counts per status, and ``done_with_warnings``: the done tracks (counted in ``done``) with warnings."""
     counts = {"done": 0, "skipped": 0, "failed": 0, "interrupted": 0, "done_with_warnings": 0}

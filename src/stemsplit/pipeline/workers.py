@@ -48,7 +48,14 @@ from stemsplit.inference import (
 from stemsplit.inference.stream import BagPlan
 from stemsplit.pipeline.options import SeparationOptions, StemPlan
 from stemsplit.pipeline.outputs import TrackOutputs, folders_removed_unless_finished
-from stemsplit.pipeline.results import BatchReporter, TrackNotes, TrackResult, noting, route_warnings
+from stemsplit.pipeline.results import (
+    BatchReporter,
+    TrackNotes,
+    TrackResult,
+    noting,
+    route_warnings,
+    tell,
+)
 from stemsplit.pipeline.sidecar import Provenance
 from stemsplit.pipeline.track import MEMORY_SECONDS, DecodedTrack, StemSink, decode_track
 
@@ -409,11 +416,7 @@ def run_jobs(
                 elif kind == "progress":
                     reporter.track_progress(*payload)
                 elif kind == "note":
-                    note = getattr(
-                        reporter, "note", None
-                    )  # optional: reporters written before it keep working
-                    if note is not None:
-                        note(payload)
+                    tell(reporter, payload)
                 elif kind == "finished":
                     job, result = payload
                     remaining -= 1

@@ -40,8 +40,8 @@ class ModelInfo:
         path: the local checkpoint or bag file, or None for a registry model.
         bag_size: number of networks.
         max_segment: the longest ``--segment`` in seconds (the window: the shortest member's segment, with
-            a bag's applied as :func:`~stemsplit.weights.checkpoint.with_bag_segment` says), when known before loading: from the registry, or from a local
-            file's checkpoints; None if unknown.
+            a bag's applied as :func:`~stemsplit.weights.checkpoint.with_bag_segment` says), when known
+            before loading: from the registry, or from a local file's checkpoints; None if unknown.
         members: a local file's checkpoints as read while describing it (reused by :func:`load_model`),
             with the bag weights and segment; None for a registry model (and a local file described with
             ``load=False``).

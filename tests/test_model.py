@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from checkpoints import FOUR, SIX, reference_kwargs, six_stem_kwargs, tiny_kwargs
-from stemsplit.model import HTDemucs, HTDemucsConfig
-from stemsplit.model.layers import DConv, DConvSpec, DecoderLayer, EncoderLayer
+from stemsplit.model import HTDemucs, HTDemucsConfig, layers
+from stemsplit.model.layers import DConv, DConvSpec, DecoderLayer, EncoderLayer, _dconv_rows
 from stemsplit.model.spectral import istft, pad1d_reflect, stft
 from stemsplit.model.transformer import CrossTransformer, sin_embedding_1d, sin_embedding_2d
 from stemsplit.weights.checkpoint import config_from_kwargs
@@ -206,11 +206,54 @@ def test_istft_inverts_stft_away_from_the_edges() -> None:
     torch.testing.assert_close(y[..., 4096:-4096], x[..., 4096:-4096], atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize(("nfft", "length"), [(4096, 40000), (256, 1000), (256, 1024), (64, 331)])
+def test_istft_equals_torch_istft_with_the_spec_padding(nfft: int, length: int) -> None:
+    """The hand-rolled overlap-add against ``torch.istft`` (what demucs calls), on a random spectrogram
+    in float64 and in a non-contiguous layout: the Nyquist bin and two frames on each side put back as
+    zeros, then the crop by the analysis's left pad (htdemucs-spec §1.3)."""
+    hop = nfft // 4
+    frames = -(-length // hop)
+    generator = torch.Generator().manual_seed(nfft + length)
+    z = torch.randn(2, 3, frames, nfft // 2, dtype=torch.complex128, generator=generator).transpose(-1, -2)
+    padded = torch.nn.functional.pad(z.reshape(-1, nfft // 2, frames), (2, 2, 0, 1))
+    side = hop // 2 * 3
+    window = torch.hann_window(nfft, periodic=True, dtype=torch.float64)
+    full = torch.istft(
+        padded, nfft, hop, nfft, window, center=True, normalized=True, length=hop * frames + 2 * side
+    )
+    expected = full[:, side : side + length].reshape(2, 3, length)
+    torch.testing.assert_close(istft(z, length), expected, atol=1e-12, rtol=0)
+
+
 def test_pad1d_reflect_short_input_matches_documented_example() -> None:
     # htdemucs-spec §1.4: [1, 2, 3] padded (5, 5) → [0, 0, 0, 3, 2, 1, 2, 3, 0, 0, 0, 0, 0]
     x = torch.tensor([[[1.0, 2.0, 3.0]]])
     assert pad1d_reflect(x, 5, 5).flatten().tolist() == [0, 0, 0, 3, 2, 1, 2, 3, 0, 0, 0, 0, 0]
     torch.testing.assert_close(pad1d_reflect(x, 1, 2), torch.nn.functional.pad(x, (1, 2), mode="reflect"))
+
+
+@pytest.mark.parametrize("spec", [DConvSpec(4, 2), DConvSpec(2, 2, lstm=True, attn=True)])
+def test_frequency_dconv_on_the_map_equals_the_row_batch(
+    spec: DConvSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_on_rows = layers._on_rows
+    """The form the ONNX export takes (2-D ops on the map, no transposed copies) computes what the row batch
+    does; a DConv with a BiLSTM or local attention keeps the row batch (the map form has no such blocks)."""
+    torch.manual_seed(0)
+    dconv = DConv(8, spec).eval()
+    with torch.no_grad():
+        for parameter in dconv.parameters():  # non-trivial norms' affines and layer scales
+            parameter.add_(0.3 * torch.randn_like(parameter))
+    x = torch.randn(2, 8, 5, 37, dtype=torch.float64)
+    dconv.double()
+    with torch.no_grad():
+        rows = _dconv_rows(dconv, x)
+        on_map: list[torch.nn.Module] = []
+        monkeypatch.setattr(torch.onnx, "is_in_onnx_export", lambda: True)
+        monkeypatch.setattr(layers, "_on_rows", lambda m, y: (on_map.append(m), real_on_rows(m, y))[1])
+        mapped = _dconv_rows(dconv, x)
+    torch.testing.assert_close(mapped, rows, atol=1e-10, rtol=0)
+    assert bool(on_map) == (not spec.lstm)  # the map form ran, or was not used
 
 
 @pytest.mark.parametrize(

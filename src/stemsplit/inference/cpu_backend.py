@@ -29,6 +29,7 @@ import logging
 import os
 import platform
 import re
+import shutil
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -220,13 +221,17 @@ class OpenVinoTrunk:
         example = (analysis.x, analysis.xt)
         self.shapes = tuple(tuple(t.shape[1:]) for t in example)  # per window
         self.path = cache_dir / f"trunk-{_generation()}-{trunk_key(model, self.shapes)[:32]}.onnx"
+        self.blobs = cache_dir / f"blobs-{_safe(openvino.__version__)}"
         if not self.path.is_file():
             if on_export is not None:
                 on_export()
             _export(model, example, self.path)
-            _prune(cache_dir)
+            _prune(cache_dir, self.blobs)
+        elif not self.blobs.is_dir():  # a new OpenVINO: the blobs of the old one are of no use
+            _prune(cache_dir, self.blobs)
         config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
         config["INFERENCE_NUM_THREADS"] = str(threads)
+        config["CACHE_DIR"] = str(self.blobs)  # OpenVINO's compiled model, read back in place of a compile
         self._compiled: Any = openvino.Core().compile_model(str(self.path), "CPU", config)
         self._request: Any = self._compiled.create_infer_request()
 
@@ -238,31 +243,47 @@ class OpenVinoTrunk:
     def __call__(self, x: torch.Tensor, xt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 2C, Fq, Fr), (B, C, T) float32 of the exported shapes (:meth:`fits`) → the trunk's two
         outputs, one window at a time."""
-        outs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        y = yt = torch.empty(0)
         for i in range(x.shape[0]):
+            # Inputs read in place; outputs are views of OpenVINO's buffers, which the next call overwrites,
+            # so each is copied once, into tensors this call allocates.
             result = self._request.infer(
-                [x[i : i + 1].contiguous().numpy(), xt[i : i + 1].contiguous().numpy()]
+                [x[i : i + 1].contiguous().numpy(), xt[i : i + 1].contiguous().numpy()],
+                share_inputs=True,
+                share_outputs=True,
             )
-            y, yt = (torch.from_numpy(result[port].copy()) for port in self._compiled.outputs)
-            outs.append((y, yt))
-        return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
+            one, one_t = (torch.from_numpy(result[port]) for port in self._compiled.outputs)
+            if i == 0:
+                y = one.new_empty((x.shape[0], *one.shape[1:]))
+                yt = one_t.new_empty((x.shape[0], *one_t.shape[1:]))
+            y[i : i + 1] = one
+            yt[i : i + 1] = one_t
+        return y, yt
 
 
 def _generation() -> str:
     """The part of an export's file name that a new export format, stemsplit or torch changes (their exports
     are never used again by this installation)."""
-    return re.sub(r"[^A-Za-z0-9.]", "_", f"{_FORMAT}-{__version__}-{torch.__version__}")
+    return _safe(f"{_FORMAT}-{__version__}-{torch.__version__}")
 
 
-def _prune(cache_dir: Path) -> None:
-    """Remove the exports of other generations (about 170 MB each for ``htdemucs``), so that upgrades do not
-    pile them up. Exports of this generation stay (other models, windows, weights); a file another
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]", "_", name)
+
+
+def _prune(cache_dir: Path, blobs: Path) -> None:
+    """Remove the exports of other generations (about 170 MB each for ``htdemucs``) and the compiled blobs of
+    other OpenVINO versions (about 180 MB per export and thread count), so that upgrades do not pile them
+    up. This generation's exports and ``blobs`` stay (other models, windows, weights); a file another
     process still has open is left for a later run."""
     keep = f"trunk-{_generation()}-"
     for path in cache_dir.glob("trunk-*.onnx"):
         if not path.name.startswith(keep):
             with contextlib.suppress(OSError):
                 path.unlink()
+    for folder in cache_dir.glob("blobs-*"):
+        if folder != blobs:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _export(model: torch.nn.Module, example: tuple[torch.Tensor, torch.Tensor], path: Path) -> None:

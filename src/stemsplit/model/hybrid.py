@@ -133,11 +133,14 @@ class HybridModel(nn.Module):
         B, C, T = analysis.xt.shape
         S = len(self.sources)
         a = analysis
-        x = x.view(B, S, 2 * C, *x.shape[-2:]) * a.std[:, None] + a.mean[:, None]  # (B, S, 2C, Fq, Fr)
-        xt = xt.view(B, S, C, T) * a.stdt[:, None] + a.meant[:, None]  # (B, S, C, T)
         Fq, Fr = x.shape[-2:]
-        x = x.view(B, S, C, 2, Fq, Fr).permute(0, 1, 2, 4, 5, 3)  # (B, S, C, Fq, Fr, re/im)
-        waves = istft(torch.view_as_complex(x.contiguous()), T)  # (B, S, C, T)
+        # De-normalised straight into a complex spectrogram whose frames are contiguous rows (what the
+        # inverse FFT reads), in one pass: x's channels are [c0.re, c0.im, c1.re, …] per source.
+        z = torch.empty(B, S, C, Fr, Fq, dtype=x.dtype.to_complex(), device=x.device)
+        parts = torch.view_as_real(z).permute(0, 1, 2, 5, 4, 3)  # (B, S, C, re/im, Fq, Fr) view of z
+        torch.addcmul(a.mean[:, None, None], x.view(B, S, C, 2, Fq, Fr), a.std[:, None, None], out=parts)
+        waves = istft(z.transpose(-1, -2), T)  # (B, S, C, T)
+        xt = xt.view(B, S, C, T) * a.stdt[:, None] + a.meant[:, None]  # (B, S, C, T)
         return (xt + waves)[..., : a.length]
 
 

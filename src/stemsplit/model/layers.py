@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stemsplit.model.context import BLSTM, LocalState
+from stemsplit.model.norms import GroupNorm, exporting, normalise
 
 
 class LayerScale(nn.Module):
@@ -79,11 +80,11 @@ class DConv(nn.Module):
             self.layers.append(
                 nn.Sequential(
                     nn.Conv1d(channels, hidden, 3, dilation=dilation, padding=dilation),
-                    nn.GroupNorm(1, hidden),
+                    GroupNorm(1, hidden),
                     nn.GELU(),
                     *context,
                     nn.Conv1d(hidden, 2 * channels, 1),
-                    nn.GroupNorm(1, 2 * channels),
+                    GroupNorm(1, 2 * channels),
                     nn.GLU(1),
                     LayerScale(channels),
                 )
@@ -97,7 +98,22 @@ class DConv(nn.Module):
 
 
 def _dconv_rows(dconv: DConv, x: torch.Tensor) -> torch.Tensor:
-    """Run a DConv along time on every frequency row of a (B, C, Fq, T) map separately."""
+    """Run a DConv along time on every frequency row of a (B, C, Fq, T) map separately.
+
+    In PyTorch the rows become a batch of (C, T) sequences (two transposed copies, the fastest form there).
+    While the model is exported to ONNX (the OpenVINO backend), a DConv of convolutions, one-group norms and
+    element-wise blocks runs on the map itself instead: each Conv1d as a (1, K) Conv2d, each GroupNorm(1) as a
+    norm over (C, T) per row. Same arithmetic to float rounding; OpenVINO ran the full-size ``htdemucs``
+    trunk 1.09x faster without the copies (``benchmarks/RESULTS.md``, 2026-12-03), PyTorch 0.83x, hence
+    the switch.
+    """
+    if exporting() and all(_keeps_rows(m) for m in dconv.layers.modules()):
+        for branch in dconv.layers:
+            y = x
+            for module in branch.children():
+                y = _on_rows(module, y)
+            x = x + y
+        return x
     B, C, Fq, T = x.shape
     rows = x.permute(0, 2, 1, 3).reshape(B * Fq, C, T)  # (B*Fq, C, T)
     rows = dconv(rows)
@@ -105,9 +121,42 @@ def _dconv_rows(dconv: DConv, x: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _keeps_rows(module: nn.Module) -> bool:
+    """Whether :func:`_on_rows` can run ``module`` (containers count: their children are checked too)."""
+    if isinstance(module, nn.GroupNorm):
+        return module.num_groups == 1
+    if isinstance(module, LayerScale):
+        return not module.channel_last
+    if isinstance(module, nn.Conv1d):
+        return module.padding_mode == "zeros" and not isinstance(module.padding, str)
+    if isinstance(module, nn.GLU):
+        return module.dim == 1
+    return isinstance(module, (nn.ModuleList, nn.Sequential, nn.GELU))
+
+
+def _on_rows(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """One DConv block on a (B, C, Fq, T) map, as it would act on each row's (C, T) alone."""
+    if isinstance(module, nn.Conv1d):
+        return F.conv2d(
+            x,
+            module.weight[:, :, None],
+            module.bias,
+            padding=(0, int(module.padding[0])),
+            dilation=(1, module.dilation[0]),
+            groups=module.groups,
+        )
+    if isinstance(module, nn.GroupNorm):
+        y = normalise(x, (1, 3), module.eps)
+        return y * module.weight[:, None, None] + module.bias[:, None, None]
+    if isinstance(module, LayerScale):
+        return module.scale[:, None, None] * x
+    out: torch.Tensor = module(x)  # GELU (element-wise), GLU (over dim 1, the channels here too)
+    return out
+
+
 def _norm(groups: int, channels: int) -> nn.Module:
     """GroupNorm(``groups``, ``channels``), or nothing when ``groups`` is 0."""
-    return nn.GroupNorm(groups, channels) if groups else nn.Identity()
+    return GroupNorm(groups, channels) if groups else nn.Identity()
 
 
 class EncoderLayer(nn.Module):

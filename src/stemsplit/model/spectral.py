@@ -75,7 +75,13 @@ def stft(x: torch.Tensor, nfft: int) -> torch.Tensor:
 
 
 def istft(z: torch.Tensor, length: int) -> torch.Tensor:
-    """Waveform from a spectrogram produced like :func:`stft` (any leading dimensions).
+    """Waveform from a spectrogram produced like :func:`stft` (any leading dimensions, any strides).
+
+    The inverse of a centred, normalised STFT with the Nyquist bin and two frames on each side put back as
+    zeros, computed as the frames' inverse real FFTs (``norm="ortho"``), windowed, overlap-added four to a
+    sample (hop ``nfft / 4``) and divided by the summed squared window, then cropped. That is what
+    ``torch.istft`` computes, to float rounding, with fewer passes over memory; a spectrogram whose frames
+    are contiguous rows (``z.transpose(-1, -2)`` contiguous) needs no copy before the FFT.
 
     Args:
         z: (..., Fq, Fr) complex tensor with ``Fq = nfft // 2`` bins.
@@ -87,18 +93,20 @@ def istft(z: torch.Tensor, length: int) -> torch.Tensor:
     *lead, Fq, Fr = z.shape
     nfft = 2 * Fq
     hop = nfft // 4
-    side = hop // 2 * 3
-    z = F.pad(z.reshape(-1, Fq, Fr), (2, 2, 0, 1))  # Nyquist back as 0, two frames each side
-    padded_length = hop * math.ceil(length / hop) + 2 * side
-    window = torch.hann_window(nfft, periodic=True, dtype=z.real.dtype, device=z.device)
-    x = torch.istft(
-        z,
-        n_fft=nfft,
-        hop_length=hop,
-        win_length=nfft,
-        window=window,
-        normalized=True,
-        center=True,
-        length=padded_length,
-    )  # (N, padded_length)
-    return x[:, side : side + length].reshape(*lead, length)
+    frames = Fr + 4  # with the two zero frames on each side
+    window = _window(nfft, z.real)
+    parts = torch.fft.irfft(
+        z.reshape(-1, Fq, Fr).transpose(1, 2), n=nfft, dim=-1, norm="ortho"
+    )  # (N, Fr, nfft)
+    parts = parts.mul_(window).view(-1, Fr, 4, hop)
+    summed = parts.new_zeros(parts.shape[0], frames + 3, hop)  # every hop of the overlap-added signal
+    envelope = window.new_zeros(frames + 3, hop)
+    squared = (window * window).view(4, hop)
+    # Frame j's quarter q lands in hop j + q; the zero frames add only to the envelope.
+    for quarter in range(4):
+        summed[:, 2 + quarter : 2 + quarter + Fr] += parts[:, :, quarter]
+        envelope[quarter : quarter + frames] += squared[quarter]
+    start = nfft // 2 + hop // 2 * 3  # the centring, then the analysis's left pad
+    span = slice(start, start + length)
+    x: torch.Tensor = summed.view(summed.shape[0], -1)[:, span] / envelope.view(-1)[span]
+    return x.reshape(*lead, length)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stemsplit.model.layers import LayerScale
+from stemsplit.model.norms import exporting, normalise
 
 
 def sin_embedding_2d(
@@ -120,7 +121,10 @@ class TokenGroupNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, N, D) → (B, N, D)."""
-        normed = F.layer_norm(x, x.shape[-2:], eps=self.eps)
+        if exporting():  # statistics over N * D values, summed exactly (see norms)
+            normed = normalise(x, (1, 2), self.eps)
+        else:
+            normed = F.layer_norm(x, x.shape[-2:], eps=self.eps)
         return torch.addcmul(self.bias, normed, self.weight)
 
 

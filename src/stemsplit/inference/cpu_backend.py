@@ -242,22 +242,30 @@ class OpenVinoTrunk:
 
     def __call__(self, x: torch.Tensor, xt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 2C, Fq, Fr), (B, C, T) float32 of the exported shapes (:meth:`fits`) → the trunk's two
-        outputs, one window at a time."""
+        outputs, one window at a time.
+
+        For one window the outputs are OpenVINO's own output buffers, not copies: they are valid until the
+        next call, which overwrites them (the runner synthesises each window before it runs the next). A
+        batch is copied, window by window, into tensors this call allocates.
+        """
+        if x.shape[0] == 1:
+            return self._infer(x, xt)
         y = yt = torch.empty(0)
         for i in range(x.shape[0]):
-            # Inputs read in place; outputs are views of OpenVINO's buffers, which the next call overwrites,
-            # so each is copied once, into tensors this call allocates.
-            result = self._request.infer(
-                [x[i : i + 1].contiguous().numpy(), xt[i : i + 1].contiguous().numpy()],
-                share_inputs=True,
-                share_outputs=True,
-            )
-            one, one_t = (torch.from_numpy(result[port]) for port in self._compiled.outputs)
+            one, one_t = self._infer(x[i : i + 1], xt[i : i + 1])
             if i == 0:
                 y = one.new_empty((x.shape[0], *one.shape[1:]))
                 yt = one_t.new_empty((x.shape[0], *one_t.shape[1:]))
             y[i : i + 1] = one
             yt[i : i + 1] = one_t
+        return y, yt
+
+    def _infer(self, x: torch.Tensor, xt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One window; inputs read in place, outputs as views of OpenVINO's buffers."""
+        result = self._request.infer(
+            [x.contiguous().numpy(), xt.contiguous().numpy()], share_inputs=True, share_outputs=True
+        )
+        y, yt = (torch.from_numpy(result[port]) for port in self._compiled.outputs)
         return y, yt
 
 

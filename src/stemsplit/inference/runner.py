@@ -241,6 +241,7 @@ class DeviceRunner:
                     x, xt = self._compiled_or_eager(
                         member, staged.trunk, eager, analysis.x.to(self.device), analysis.xt.to(self.device)
                     )
+            # x, xt may be OpenVINO's output buffers, valid until its next call: used up here.
             stems = staged.synthesise(x.float().to(spectral), xt.float().to(spectral), analysis)
             return cast(torch.Tensor, stems).to(self.device)
 

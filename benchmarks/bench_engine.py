@@ -3,6 +3,7 @@
 Usage::
 
     python benchmarks/bench_engine.py --seconds 60                 # real model, speed + equality (~2 min/2 cores)
+    python benchmarks/bench_engine.py --seconds 60 --repeats 3 --also-torch --unit-scales  # + torch CPU backend
     python benchmarks/bench_engine.py --seconds 20 --memory-minutes 5 60 --reference-memory-minutes 5 15
     python benchmarks/bench_engine.py --model hdemucs_mmi --seconds 60 --repeats 2 --profile-context
 
@@ -147,17 +148,24 @@ def snr_db(ref: torch.Tensor, est: torch.Tensor) -> float:
 HDEMUCS_WINDOW_S = 44  # hdemucs_mmi's bag segment (the registry's window)
 
 
-def networks(name: str) -> tuple[torch.nn.Module, ModelBag]:
+def networks(name: str, *, unit_scales: bool = False) -> tuple[torch.nn.Module, ModelBag]:
     """The reference model (a demucs network or bag) and ours with the same random weights, as the registry
-    runs ``name`` (``htdemucs`` or ``hdemucs_mmi``)."""
+    runs ``name`` (``htdemucs`` or ``hdemucs_mmi``). With ``unit_scales`` the weights are the tests'
+    ``random_state`` (layer scales 0.25-0.75) instead of demucs' initialisation (1e-4, which all but mutes the
+    DConvs and the transformer, and so the differences they could make)."""
+    from checkpoints import random_state
     from engine_models import make_reference_hdemucs, make_reference_htdemucs, stemsplit_twin
 
     if name == "htdemucs":
         model = make_reference_htdemucs(seed=0)  # the reference network (demucs)
+        if unit_scales:
+            model.load_state_dict(random_state(model))
         return model, ModelBag.single(stemsplit_twin(model))  # ours: the same weights
     from demucs.apply import BagOfModels
 
     hybrid = make_reference_hdemucs(seed=0)
+    if unit_scales:
+        hybrid.load_state_dict(random_state(hybrid))
     twin = stemsplit_twin(hybrid)
     window = HDEMUCS_WINDOW_S * SR
     bag = ModelBag((twin,), tuple(twin.sources), SR, 2, window, fixed_window=False)  # type: ignore[arg-type]
@@ -165,8 +173,8 @@ def networks(name: str) -> tuple[torch.nn.Module, ModelBag]:
 
 
 def real_model_run(args: argparse.Namespace) -> dict[str, float | str]:
-    model, bag = networks(args.model)
-    ht_bag = networks("htdemucs")[1] if args.model != "htdemucs" else None
+    model, bag = networks(args.model, unit_scales=args.unit_scales)
+    ht_bag = networks("htdemucs", unit_scales=args.unit_scales)[1] if args.model != "htdemucs" else None
     wav = torch.cat(list(synthetic_blocks(args.seconds)), dim=-1)
     device = resolve_device(args.device)
     auto_dtype = resolve_dtype(args.precision, device)
@@ -543,6 +551,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--also-torch", action="store_true", help="also run ours in float32 with the torch CPU backend"
+    )
+    parser.add_argument(
+        "--unit-scales", action="store_true", help="weights with unit-order layer scales (see networks())"
     )
     parser.add_argument("--repeats", type=int, default=1, help="alternate ours/reference this many times")
     parser.add_argument("--memory-minutes", type=float, nargs="*", default=[], help="stand-in runs of ours")

@@ -71,6 +71,25 @@ def test_console_script_runs() -> None:
     assert (done.returncode, done.stdout.strip()) == (0, f"stemsplit {__version__}")
 
 
+def test_only_the_processs_own_command_freezes_the_collector(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``main()`` (the console script) freezes the objects for a shorter exit, even when the command exits
+    with an error; ``main(argv)`` (a caller's own process) leaves the collector alone."""
+    import gc
+
+    from stemsplit.cli import main
+
+    frozen: list[bool] = []
+    monkeypatch.setattr(gc, "freeze", lambda: frozen.append(True))
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert not frozen
+    for argv in (["stemsplit", "--version"], ["stemsplit", "--no-such-option"]):
+        monkeypatch.setattr(sys, "argv", argv)
+        with pytest.raises(SystemExit):
+            main()
+    assert frozen == [True, True]
+
+
 def test_list_json_shows_registry_and_cache_state(served: tuple[WeightFile, Path]) -> None:
     code, out, _ = _invoke("models", "list", "--json")
     assert code == 0

@@ -14,9 +14,13 @@ AMD EPYC OpenVINO was 0.91x (slower, issue 15). The other levers measured lost, 
 :class:`OpenVinoTrunk` exports the trunk once per weights to ONNX (``torch.onnx.export``; about 11 s for the
 full-size ``htdemucs`` here) into the cache, keyed by a hash of the weights, the architecture, the trunk's
 input shapes, the versions of stemsplit and torch and the model package's source, written atomically (temp
-name, then rename; exports of other stemsplit or torch versions are removed then), and
-compiles it with OpenVINO (about 1 s, each time a runner first needs it). Windows run one at a time, so a
-window's output never depends on what shares its batch; inputs of another shape run in PyTorch.
+name, then rename; exports of other stemsplit or torch versions are removed then). While exporting, the
+model takes the forms OpenVINO runs fast and exactly (:mod:`stemsplit.model.norms`: norms with two-level
+sums; the frequency DConv on the map, without transposed copies). OpenVINO compiles the export the first
+time (about 1 s) and keeps the compiled model beside it (``blobs-<openvino version>/``, about 180 MB per
+export and thread count; other versions' folders are removed), which later runs read back in about 0.35 s.
+Windows run one at a time, so a window's output never depends on what shares its batch; inputs of another
+shape run in PyTorch.
 """
 
 from __future__ import annotations

@@ -48,8 +48,9 @@ def main() -> None:
 
     t0 = time.perf_counter()
     code: int | str | None = 0
+    sys.argv = ["stemsplit", *argv]  # run as the console script runs (main() with no argv: its exit included)
     try:
-        stemsplit(argv)
+        stemsplit()
     except SystemExit as exit_:
         code = exit_.code
     wall = time.perf_counter() - t0

@@ -142,6 +142,45 @@ def test_openvino_equals_the_reference_and_caches_one_export_per_weights(
 
 
 @openvino_needed
+def test_a_bags_exports_are_spread_over_runs_within_the_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no time left in the budget after the first export, each run exports one more member and runs the
+    others in PyTorch (saying so), with the same results; once all are exported, nothing is exported."""
+    from stemsplit.inference import runner
+
+    members = [stemsplit_twin(make_small_reference_htdemucs(seed=seed)) for seed in (0, 1, 2)]
+    bag = ModelBag(tuple(members), tuple(members[0].sources), 44100, 2, members[0].segment_samples)
+    wav = _track(0.7, seed=5)
+    expected = separate_tensor(bag, wav, options=_options("torch", tmp_path))
+    exports: list[Path] = []
+    real_export = cpu_backend._export
+    monkeypatch.setattr(cpu_backend, "_export", lambda m, e, p: (exports.append(p), real_export(m, e, p)))
+    monkeypatch.setattr(runner, "EXPORT_BUDGET_S", 0.0)
+    for run in (1, 2, 3, 4):
+        got = separate_tensor(bag, wav, options=_options("openvino", tmp_path))
+        assert len(exports) == min(run, 3)
+        assert (got - expected).abs().max() <= 1e-4
+    notes: list[str] = []
+    fresh = runner.DeviceRunner(
+        bag.models,
+        torch.device("cpu"),
+        torch.float32,
+        1,
+        cpu_backend="openvino",
+        backend_cache_dir=tmp_path / "other",
+    )
+    with fresh:
+        fresh.prepare(notes.append)
+    assert [n.split(":")[0] for n in notes] == [
+        "preparing the OpenVINO backend",
+        "the OpenVINO backend",
+        "the OpenVINO backend",
+    ]
+    assert "(2 of 3) runs in PyTorch this time; a later run exports it" in notes[1]
+
+
+@openvino_needed
 def test_a_new_export_removes_those_of_other_versions_and_keeps_this_versions(
     small_pair: tuple[torch.nn.Module, torch.nn.Module], tmp_path: Path
 ) -> None:

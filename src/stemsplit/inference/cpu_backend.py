@@ -11,7 +11,7 @@ AMD EPYC OpenVINO was 0.91x (slower, issue 15). The other levers measured lost, 
 (``pip install 'stemsplit-cli[openvino]'``), PyTorch everywhere else. Reduced precisions stay in PyTorch
 (OpenVINO's bfloat16 measured 39.6 dB SNR against float32, under the 40 dB bar).
 
-:class:`OpenVinoTrunk` exports the trunk once per weights to ONNX (``torch.onnx.export``; about 11 s for the
+:class:`OpenVinoTrunk` exports the trunk once per weights to ONNX (``torch.onnx.export``; 11 to 23 s for the
 full-size ``htdemucs`` here) into the cache, keyed by a hash of the weights, the architecture, the trunk's
 input shapes, the versions of stemsplit and torch and the model package's source, written atomically (temp
 name, then rename; exports of other stemsplit or torch versions are removed then). While exporting, the
@@ -34,6 +34,7 @@ import os
 import platform
 import re
 import shutil
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ __all__ = [
     "OPENVINO_PACKAGES",
     "BackendChoice",
     "CpuBackend",
+    "ExportDeferred",
     "OpenVinoTrunk",
     "choose_cpu_backend",
     "cpu_vendor",
@@ -68,6 +70,10 @@ OPENVINO_PACKAGES = ("openvino", "onnx", "onnxscript")
 
 _INSTALL = "pip install 'stemsplit-cli[openvino]'"
 _FORMAT = 1  # bump when the export changes in a way the other key parts do not show
+
+
+class ExportDeferred(Exception):
+    """The trunk is not exported yet and the caller did not allow an export now (its budget is spent)."""
 
 
 @dataclass(frozen=True)
@@ -203,8 +209,13 @@ class OpenVinoTrunk:
         window: the runner's window in samples (the bag's segment, which may differ from the model's own);
             the trunk is exported for the shapes that window analyses to.
         on_export: called before an export starts (not when the export is cached).
+        allow_export: False: raise :class:`ExportDeferred` instead of exporting when no export is cached.
+
+    Attributes:
+        export_s: seconds the export took here (0 when it was cached).
 
     Raises:
+        ExportDeferred: no export is cached and ``allow_export`` is False.
         Exception: whatever the exporter or OpenVINO raise (the runner falls back to PyTorch).
     """
 
@@ -216,6 +227,7 @@ class OpenVinoTrunk:
         window: int,
         *,
         on_export: Callable[[], None] | None = None,
+        allow_export: bool = True,
     ) -> None:
         import openvino
 
@@ -226,10 +238,15 @@ class OpenVinoTrunk:
         self.shapes = tuple(tuple(t.shape[1:]) for t in example)  # per window
         self.path = cache_dir / f"trunk-{_generation()}-{trunk_key(model, self.shapes)[:32]}.onnx"
         self.blobs = cache_dir / f"blobs-{_safe(openvino.__version__)}"
+        self.export_s = 0.0
         if not self.path.is_file():
+            if not allow_export:
+                raise ExportDeferred(self.path.name)
             if on_export is not None:
                 on_export()
+            started = time.perf_counter()
             _export(model, example, self.path)
+            self.export_s = time.perf_counter() - started
             _prune(cache_dir, self.blobs)
         elif not self.blobs.is_dir():  # a new OpenVINO: the blobs of the old one are of no use
             _prune(cache_dir, self.blobs)

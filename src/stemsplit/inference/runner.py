@@ -46,7 +46,7 @@ from stemsplit.errors import (
     NonFiniteWarning,
     first_line,
 )
-from stemsplit.inference.cpu_backend import OpenVinoTrunk
+from stemsplit.inference.cpu_backend import ExportDeferred, OpenVinoTrunk
 from stemsplit.inference.devices import (
     COMPLEX_ON_CPU,
     autocast,
@@ -92,6 +92,11 @@ def batch_buckets(batch_size: int) -> tuple[int, ...]:
         sizes.append(size)
         size *= 2
     return (*sizes, batch_size)
+
+
+EXPORT_BUDGET_S = 40.0
+"""Seconds of OpenVINO exports one runner makes at most (about; see ``DeviceRunner._openvino_trunk``): with
+each export's compile and the members left in PyTorch, a first run stays under a minute of extra time."""
 
 
 class DeviceRunner:
@@ -144,6 +149,8 @@ class DeviceRunner:
         self.cpu_backend = cpu_backend
         self._backend_cache_dir = backend_cache_dir
         self._openvino: dict[int, OpenVinoTrunk] = {}
+        self._deferred: set[int] = set()  # members left in PyTorch this run: exports spread over runs
+        self._export_s: list[float] = []  # the exports made by this runner, seconds each
         self._models = list(models)
         self._compiled: list[Callable[..., Any] | None] = []
         self._settings: ExitStack | None = None
@@ -282,7 +289,8 @@ class DeviceRunner:
             return
         for member, model in enumerate(self._models):
             if _is_staged(model) and self._openvino_trunk(member, model, notify) is None:
-                return  # OpenVINO failed: the runner is on PyTorch now
+                if self.cpu_backend != "openvino":
+                    return  # OpenVINO failed: the runner is on PyTorch now
 
     def _openvino_trunk(
         self, member: int, staged: Any, notify: Callable[[str], None] | None = None
@@ -290,7 +298,7 @@ class DeviceRunner:
         """Member ``member``'s OpenVINO trunk, made on first use; None after OpenVINO failed (the runner
         moves to PyTorch for good, with a warning)."""
         trunk = self._openvino.get(member)
-        if trunk is not None or self.cpu_backend != "openvino":
+        if trunk is not None or self.cpu_backend != "openvino" or member in self._deferred:
             return trunk
         assert self._backend_cache_dir is not None
         window = self.window or int(staged.segment_samples)
@@ -304,13 +312,32 @@ class DeviceRunner:
                     f"for this model and window; later runs reuse it ({self._backend_cache_dir})"
                 )
 
+        # A bag's exports are spread over runs so that a run spends at most about EXPORT_BUDGET_S on them (the first export always happens; another one when the time spent so
+        # far plus the longest export made fits).
+        spent = sum(self._export_s)
+        allow = not self._export_s or spent + max(self._export_s) <= EXPORT_BUDGET_S
         try:
             trunk = OpenVinoTrunk(
-                staged, self._backend_cache_dir, torch.get_num_threads(), window, on_export=announce
+                staged,
+                self._backend_cache_dir,
+                torch.get_num_threads(),
+                window,
+                on_export=announce,
+                allow_export=allow,
             )
+        except ExportDeferred:
+            self._deferred.add(member)
+            if notify is not None:
+                notify(
+                    f"the OpenVINO backend: {type(staged).__name__} ({member + 1} of {len(self._models)}) runs in "
+                    "PyTorch this time; a later run exports it (each run spends at most about 40 s on exports)"
+                )
+            return None
         except Exception as err:
             self._leave_openvino(err)
             return None
+        if trunk.export_s:
+            self._export_s.append(trunk.export_s)
         self._openvino[member] = trunk
         return trunk
 

@@ -312,8 +312,8 @@ class DeviceRunner:
                     f"for this model and window; later runs reuse it ({self._backend_cache_dir})"
                 )
 
-        # A bag's exports are spread over runs so that a run spends at most about EXPORT_BUDGET_S on them (the first export always happens; another one when the time spent so
-        # far plus the longest export made fits).
+        # A bag's exports are spread over runs so that a run spends at most about EXPORT_BUDGET_S on them: the
+        # first export always happens, another one when the time spent so far plus the longest export fits.
         spent = sum(self._export_s)
         allow = not self._export_s or spent + max(self._export_s) <= EXPORT_BUDGET_S
         try:
@@ -330,7 +330,8 @@ class DeviceRunner:
             if notify is not None:
                 notify(
                     f"the OpenVINO backend: {type(staged).__name__} ({member + 1} of {len(self._models)}) runs in "
-                    "PyTorch this time; a later run exports it (each run spends at most about 40 s on exports)"
+                    "PyTorch this time; a later run exports it "
+                    f"(each run spends at most about {EXPORT_BUDGET_S:.0f} s on exports)"
                 )
             return None
         except Exception as err:

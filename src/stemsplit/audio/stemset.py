@@ -96,7 +96,7 @@ class StemSet:
             AudioDecodeError: a stem could not be decoded.
         """
         stop = self.frames if end is None else min(end, self.frames)
-        readers = [_stem_frames(stem, self.samplerate, block_frames) for stem in self.stems]
+        readers = [read_stem(stem, self.samplerate, block_frames) for stem in self.stems]
         position = 0
         for parts in itertools.zip_longest(*readers):
             if any(part is None for part in parts):
@@ -189,8 +189,12 @@ def _stem_mp4_stems(path: Path) -> StemSet:
     return StemSet(path, stems, info.samplerate, info.frames)
 
 
-def _stem_frames(stem: Stem, samplerate: int, block_frames: int) -> Iterator[FloatArray]:
-    """One stem as float32 ``(2, n)`` blocks at ``samplerate``."""
+def read_stem(stem: Stem, samplerate: int, block_frames: int = DEFAULT_BLOCK_FRAMES) -> Iterator[FloatArray]:
+    """One stem, from its start, as float32 ``(2, n)`` blocks at ``samplerate``.
+
+    Raises:
+        AudioDecodeError: the stem could not be decoded.
+    """
     if stem.track is None:
         yield from AudioReader(
             stem.path, samplerate=samplerate, channels=MODEL_CHANNELS, block_frames=block_frames

@@ -29,6 +29,7 @@ Commands:
 app = ui.typer_app(name="stemsplit", help=_HELP, no_args_is_help=True)
 app.add_typer(models.app, name="models")
 app.command("mix")(practice.mix_command)
+app.command("play")(practice.play_command)
 
 
 @app.callback()

@@ -220,3 +220,68 @@ def mix_command(
 
         write_mix(stems, settings, output, options)
         ui.emit(str(output))
+
+
+def play_command(
+    path: Annotated[
+        Path,
+        typer.Argument(
+            metavar="PATH", help="A stem folder, a .stem.mp4, or an audio file (separated first)."
+        ),
+    ],
+    port: Annotated[int, typer.Option("--port", metavar="N", help="The port (default: a free one).")] = 0,
+    host: Annotated[
+        str,
+        typer.Option(
+            "--host", metavar="ADDR", help="Listen on ADDR, not only this computer (a tablet on the stand)."
+        ),
+    ] = "127.0.0.1",
+    no_browser: Annotated[bool, typer.Option("--no-browser", help="Only print the address.")] = False,
+    model: ModelOpt = "htdemucs",
+    stems_dir: StemsDirOpt = Path("separated"),
+    quiet: QuietOpt = False,
+) -> None:
+    """Open the stems in a mixer in the browser: volume, mute, solo, loop, speed and key; Ctrl-C stops it.
+
+    Prints one line on stdout, the page's address with its token.
+    """
+    with ui.error_boundary():
+        from stemsplit.errors import InvalidOptionError
+
+        if not 0 <= port <= 65535:
+            raise InvalidOptionError.bad_value("--port", port, "a port from 1 to 65535 (0: a free one)")
+        stems = stems_of(path, model=model, stems_dir=stems_dir, quiet=quiet)
+        from stemsplit.player import PlayerServer
+
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            ui.warn(f"--host {host}: anyone who can reach this address and has the link can play the stems")
+        server = PlayerServer(stems, host=host, port=port)
+        try:
+            ui.emit(server.url)
+            if not quiet:
+                ui.info(f"{stems.source.name}: {len(stems.stems)} stems; Ctrl-C stops the player")
+            if not no_browser:
+                _open_browser(server.url)
+            server.serve_forever()
+        except KeyboardInterrupt:
+            if not quiet:
+                ui.info("player stopped")
+        finally:
+            server.close()
+
+
+def _open_browser(url: str) -> None:
+    """Open ``url`` in the default browser; whatever the browser prints goes to stderr, not stdout."""
+    import os
+    import sys
+    import webbrowser
+
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        if not webbrowser.open(url):
+            ui.warn("no browser could be opened; open the address above")
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)

@@ -148,6 +148,13 @@ def test_segment_joins_keep_the_level_and_the_length(tmp_path: Path, monkeypatch
     assert _frequency(y[0]) == pytest.approx(440 * 2 ** (2 / 12), rel=0.01)
 
 
+def test_a_last_segment_shorter_than_the_fade(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(mix, "SEGMENT_S", 1.0)
+    folder = write_stems(tmp_path / "s", {"vocals": _sine(440, 2.01)})  # the last segment: 10 ms
+    y = _render(folder, MixSettings(tempo=1.25, key=-1))
+    assert y.shape[1] == round(round(2.01 * SR) / 1.25)
+
+
 def test_write_mix_16_bit_equals_the_sum(four: tuple[Path, dict[str, Array]], tmp_path: Path) -> None:
     folder, sig = four
     out = tmp_path / "mix.wav"

@@ -320,9 +320,9 @@ class _SegmentStretch:
         lag = 0 if self._tail is None else self._best_lag(y, base)
         piece = np.ascontiguousarray(y[:, base + lag : base + lag + need])
         if self._tail is not None:
-            n = self._tail.shape[1]
+            n = min(self._tail.shape[1], piece.shape[1])  # a last segment may be shorter than the fade
             ramp = np.linspace(0.0, 1.0, n + 2, dtype=np.float32)[1:-1]
-            piece[:, :n] = self._tail * (1.0 - ramp) + piece[:, :n] * ramp
+            piece[:, :n] = self._tail[:, :n] * (1.0 - ramp) + piece[:, :n] * ramp
         self._tail = None if last else np.ascontiguousarray(piece[:, core:])
         self._next += 1
         drop = max(0, (k + 1) * self.segment - self.margin - self._buf_start)
@@ -336,6 +336,8 @@ class _SegmentStretch:
         n = self._tail.shape[1]
         lo = max(base - self.search, 0)
         window = y[:, lo : base + self.search + n].sum(axis=0)
+        if window.shape[0] <= n:
+            return 0
         score = np.correlate(window, self._tail.sum(axis=0), mode="valid")
         return int(np.argmax(score)) + lo - base
 

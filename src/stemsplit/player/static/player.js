@@ -163,7 +163,11 @@ function togglePlay() {
     status("Paused");
   } else {
     if (state.position >= state.track.duration - 0.05) state.position = state.loop.a ?? 0;
-    serial(() => {}).then(() => (state.position >= state.origin ? start() : seekTo(state.position).then(start)));
+    serial(() => {}).then(() => {
+      const loaded =
+        state.position >= state.origin + state.dropped && state.position * state.rate < state.loadedTo;
+      return loaded ? start() : seekTo(state.position).then(start);
+    });
   }
 }
 

@@ -67,18 +67,19 @@ def write_track(folder: Path, minutes: float) -> None:
 def time_play(folder: Path, chromium: str) -> dict[str, float]:
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=ARGS)
-        page = browser.new_page()
-        start = time.perf_counter()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "stemsplit", "play", str(folder), "--no-browser", "-q"],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            url = (proc.stdout.readline() if proc.stdout else "").strip()
-            printed = time.perf_counter()
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stemsplit", "play", str(folder), "--no-browser", "-q"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        url = (proc.stdout.readline() if proc.stdout else "").strip()
+        printed = time.perf_counter()
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=ARGS)
+            page = browser.new_page()
+            opened = time.perf_counter()  # the browser's own start is not the player's
             page.goto(url)
             page.wait_for_selector("body[data-ready=true]", timeout=120_000)
             ready = time.perf_counter()
@@ -87,15 +88,17 @@ def time_play(folder: Path, chromium: str) -> dict[str, float]:
             while float(position.input_value()) <= 0.0:
                 page.wait_for_timeout(20)
             playing = time.perf_counter()
-        finally:
-            proc.send_signal(signal.SIGINT)
-            proc.wait(30)
             browser.close()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        stop = time.perf_counter()
+        proc.wait(30)
+        stopped = time.perf_counter() - stop
     return {
-        "url printed": printed - start,
-        "page ready": ready - start,
-        "playing": playing - start,
-        "page open → playing": playing - printed,
+        "URL printed": printed - start,
+        "page open → ready": ready - opened,
+        "page open → playing": playing - opened,
+        "Ctrl-C → exit": stopped,
     }
 
 

@@ -26,6 +26,8 @@ import json
 import secrets
 import shutil
 import socket
+import socketserver
+import sys
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -39,7 +41,7 @@ from urllib.parse import parse_qs, urlsplit
 from stemsplit.audio.mix import MixSettings, parse_names, write_mix
 from stemsplit.audio.stemset import StemSet
 from stemsplit.audio.writer import WriteOptions
-from stemsplit.errors import InvalidOptionError, StemsplitError
+from stemsplit.errors import InvalidOptionError, StemsplitError, first_line
 from stemsplit.player.source import MAX_PART_S, StemSource
 
 STATIC_FILES: dict[str, tuple[str, str]] = {
@@ -95,7 +97,11 @@ class PlayerServer:
         try:
             self.source = StemSource(stems, self.workdir)
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            server_class = type("_Server", (http.server.ThreadingHTTPServer,), {"address_family": family})
+            server_class = type(
+                "_Server",
+                (http.server.ThreadingHTTPServer,),
+                {"address_family": family, "handle_error": _handle_error},
+            )
             self.httpd: http.server.ThreadingHTTPServer = server_class((host, port), _handler(self))
             self.httpd.daemon_threads = True
         except BaseException:
@@ -221,6 +227,16 @@ class PlayerServer:
             content_type="audio/wav",
             headers=(("Content-Disposition", disposition),),
             file=path,
+        )
+
+
+def _handle_error(self: socketserver.BaseServer, request: Any, client_address: Any) -> None:
+    """A request that failed: a closed connection is nothing (the page went away); else one line on stderr."""
+    error = sys.exc_info()[1]
+    if not isinstance(error, ConnectionError):
+        print(
+            f"stemsplit play: a request failed: {first_line(error) if error else 'unknown error'}",
+            file=sys.stderr,
         )
 
 

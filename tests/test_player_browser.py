@@ -208,3 +208,22 @@ def test_the_page_answers_403_without_the_token(browser: Any, server: PlayerServ
     assert page.goto(base + "static/player.js").status == 403
     assert page.goto(server.url.replace("token=", "token=x")).status == 403
     context.close()
+
+
+def test_dragging_on_a_waveform_or_l_sets_the_loop(page: Any) -> None:
+    canvas = page.locator(".stem canvas").first
+    box = canvas.bounding_box()
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + 0.25 * box["width"], y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 0.75 * box["width"], y, steps=5)
+    page.mouse.up()
+    label = page.get_by_role("button", name=re.compile(r"^Download mix")).inner_text()
+    start, end = (float(v) for v in re.findall(r"0:0(\d\.\d)", label))
+    assert label.startswith("Download mix (loop") and start == pytest.approx(0.75, abs=0.1)
+    assert end == pytest.approx(2.25, abs=0.1)
+    page.locator("h1").click()
+    page.keyboard.press("l")  # a loop is set: L clears it
+    expect(page.get_by_role("button", name="Download mix (whole track)")).to_be_visible()
+    page.keyboard.press("l")
+    expect(page.locator("#loop-label")).to_have_text(re.compile(r"^Loop from"))

@@ -239,9 +239,9 @@ function stemRow(stem) {
   row.innerHTML = `
     <div class="name"><span class="swatch"></span><span class="label"></span></div>
     <canvas height="56" width="600"></canvas>
-    <label class="volume"><input type="range" min="0" max="150" step="1" value="100"><output>100</output></label>
-    <div class="buttons"><button type="button" class="mute" aria-pressed="false">M</button>
-      <button type="button" class="solo" aria-pressed="false">S</button></div>`;
+    <label class="volume"><input type="range" min="0" max="150" step="1" value="100"><output aria-hidden="true">100</output></label>
+    <div class="buttons"><button type="button" class="mute" aria-pressed="false">Mute</button>
+      <button type="button" class="solo" aria-pressed="false">Solo</button></div>`;
   row.querySelector(".swatch").style.background = stem.color;
   row.querySelector(".label").textContent = stem.name;
   const volume = row.querySelector("input");

@@ -1,6 +1,6 @@
 """Architecture rules that keep the package honest: imports follow the arrows of ARCHITECTURE.md.
 
-``cli → {distributed →} pipeline → {weights, inference, audio} → model``, with ``weights → inference`` only for the
+``cli → {distributed →} pipeline → {weights, inference, audio} → model`` and ``cli → player → audio``, with ``weights → inference`` only for the
 :class:`~stemsplit.inference.ModelBag` it returns; ``errors``, ``settings``, ``_paths`` and ``_version`` are
 leaves anyone may use. Static rules read every import of every file (function-level ones included); the
 runtime rules import a module in a fresh interpreter and look at ``sys.modules``.
@@ -27,7 +27,8 @@ ALLOWED: dict[str, set[str]] = {
     "pipeline": {"weights", "inference", "audio"},
     "separator": {"pipeline", "weights", "inference", "audio"},
     "distributed": {"pipeline", "weights", "inference", "audio"},
-    "cli": {"distributed", "pipeline", "weights", "inference", "audio", "model"},
+    "player": {"audio"},
+    "cli": {"distributed", "pipeline", "weights", "inference", "audio", "model", "player"},
     "__init__": {"model", "weights", "pipeline", "separator"},
     "__main__": {"cli"},
     **{leaf: set() for leaf in LEAVES},
@@ -133,6 +134,8 @@ def _modules_after_import(module: str) -> set[str]:
         ("stemsplit.pipeline", "rich"),
         ("stemsplit.separator", "rich"),
         ("stemsplit.cli", "ray"),
+        ("stemsplit.player", "torch"),
+        ("stemsplit.player", "typer"),
         ("stemsplit.pipeline", "ray"),
         ("stemsplit.distributed", "ray"),
     ],

@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from stemsplit.cli import models, ui
+from stemsplit.cli import models, practice, ui
 
 _HELP = """Split music into stems (drums, bass, other, vocals) with Hybrid Transformer Demucs.
 
@@ -28,6 +28,8 @@ Commands:
 
 app = ui.typer_app(name="stemsplit", help=_HELP, no_args_is_help=True)
 app.add_typer(models.app, name="models")
+app.command("mix")(practice.mix_command)
+app.command("play")(practice.play_command)
 
 
 @app.callback()
@@ -59,7 +61,7 @@ def doctor_command(
             raise typer.Exit(ui.EXIT_FAILED)
 
 
-SUBCOMMANDS = frozenset({"models", "doctor"})
+SUBCOMMANDS = frozenset({"models", "doctor", "mix", "play"})
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -59,10 +59,13 @@ def test_what_starts_like_mpeg_audio(tmp_path: Path) -> None:
     }  # fmt: skip
 
 
-def test_a_real_mp3_is_probed_by_libsndfile_and_a_wav_named_mp3_by_ffmpeg(tmp_path: Path) -> None:
-    (tmp_path / "real.mp3").write_bytes(_id3(500) + _mp3_bytes(44100, 0.5))
-    info = probe(tmp_path / "real.mp3")
-    assert (info.backend, info.codec) == ("soundfile", "mp3")
+def test_mpeg_audio_is_probed_by_ffmpeg_whatever_its_name(tmp_path: Path) -> None:
+    """libsndfile would hand MPEG audio to libmpg123, which prints on stderr (#27): it goes to FFmpeg."""
+    content = _id3(500) + _mp3_bytes(44100, 0.5)
+    for name in ("real.mp3", "mislabelled.wav", "no-extension"):
+        (tmp_path / name).write_bytes(content)
+        info = probe(tmp_path / name)
+        assert (info.backend, info.codec) == ("pyav", "mp3")
     tone = np.zeros((4410, 2), np.float32)
     sf.write(str(tmp_path / "wave.wav"), tone, 44100)
     (tmp_path / "wave.wav").rename(tmp_path / "misnamed.mp3")

@@ -1,9 +1,9 @@
 """Recognise MPEG audio (MP3) by its content: an ID3v2 tag, then two consecutive valid frame headers.
 
-libsndfile takes a file named ``*.mp3`` for MPEG audio by its name alone and hands it to libmpg123,
-which prints its complaints about a file that is not MPEG audio (``Note: Illegal Audio-MPEG-Header …``)
-straight to the process's stderr. :func:`starts_like_mpeg_audio` lets the prober give such a file to the
-other decoder instead, which says what is wrong through an exception.
+libsndfile recognises MPEG audio by a ``.mp3`` name or by its content and hands it to libmpg123, which
+prints its complaints about damaged frames (``Note: Illegal Audio-MPEG-Header …``) straight to the
+process's stderr. :func:`starts_like_mpeg_audio` lets the prober send MPEG audio, whatever its name, to
+FFmpeg instead, which says what is wrong through exceptions.
 
 Frame header layout (ISO/IEC 11172-3 §2.4.2.3, 13818-3): 11 sync bits, version (2), layer (2),
 protection (1), bitrate index (4), sample-rate index (2), padding (1), then bits that do not change the

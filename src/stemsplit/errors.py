@@ -155,6 +155,21 @@ class AudioWriteError(AudioError, OSError):
     """A stem could not be written."""
 
 
+class InputError(AudioError):
+    """An unexpected error (not one of ours: a bug, or a library's surprise) while one input was probed,
+    decoded or written; that input fails with it and the batch goes on.
+
+    Attributes:
+        cause: the exception's type name (``AttributeError``).
+        detail: its traceback, kept when ``STEMSPLIT_DEBUG`` is on (else None); not part of the message.
+    """
+
+    def __init__(self, message: str, *, path: Path | str, cause: str, detail: str | None = None) -> None:
+        super().__init__(message, path=path)
+        self.cause = cause
+        self.detail = detail
+
+
 # --- models and downloads ----------------------------------------------------------------------
 
 

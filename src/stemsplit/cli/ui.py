@@ -174,8 +174,13 @@ ERROR_TABLE: tuple[tuple[type[BaseException], Callable[[BaseException], str], in
     (errors.UnknownModelError, lambda e: str(e), EXIT_USAGE, False),
     (errors.InvalidOptionError, lambda e: str(e), EXIT_USAGE, False),
     (errors.CheckpointError, lambda e: str(e), EXIT_MODEL_UNAVAILABLE, False),  # the model could not be had
-    (errors.StemsplitError, lambda e: str(e), EXIT_FAILED, False),
-    (OSError, lambda e: _os_error(e), EXIT_FAILED, True),  # disk full, permissions … raised from anywhere
+    (errors.StemsplitError, lambda e: errors.one_line(str(e)), EXIT_FAILED, False),
+    (
+        OSError,
+        lambda e: errors.one_line(_os_error(e)),
+        EXIT_FAILED,
+        True,
+    ),  # disk full, permissions … raised from anywhere
     (
         KeyboardInterrupt,
         lambda e: (
@@ -186,6 +191,15 @@ ERROR_TABLE: tuple[tuple[type[BaseException], Callable[[BaseException], str], in
         False,
     ),
 )
+
+
+def failure_text(message: str) -> str:
+    """A failure's message as shown: one line whatever the file names in it hold; under
+    ``STEMSPLIT_DEBUG=1`` the traceback an unexpected error carries stays on the lines after it."""
+    if settings.debug():
+        first, _, rest = message.partition("\n")
+        return errors.one_line(first) + (f"\n{rest}" if rest else "")
+    return errors.one_line(message)
 
 
 def _os_error(err: BaseException) -> str:
@@ -358,7 +372,7 @@ class BatchProgress:
     def track_started(self, index: int, total: int, path: Path, duration_s: float | None) -> None:
         # The column renders markup: a file name's brackets must stay text.
         self._tracks[index] = self._progress.add_task(
-            escape(path.name[:40]), total=max(duration_s or 0.0, 1e-9)
+            escape(errors.one_line(path.name)[:40]), total=max(duration_s or 0.0, 1e-9)
         )
         self._index[path] = index
         self._done_s[index] = 0.0

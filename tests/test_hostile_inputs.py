@@ -37,6 +37,11 @@ posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX files and
 FOUR = ("drums", "bass", "other", "vocals")
 
 
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_th(tmp_path_factory.mktemp("model"))
+
+
 # --- the fuzzer ----------------------------------------------------------------------------------------
 
 
@@ -110,12 +115,15 @@ def outcome(path: Path) -> str:
     return "decoded"
 
 
-def check_mutants(tmp_path: Path, count: int, seed: int, capfd: pytest.CaptureFixture[str]) -> None:
+def check_mutants(
+    tmp_path: Path, count: int, seed: int, capfd: pytest.CaptureFixture[str], model: Path
+) -> None:
     seeds = make_seeds(tmp_path / "seeds")
     capfd.readouterr()
     bad: list[str] = []
     outcomes: dict[str, int] = {}
-    for path in mutants(seeds, tmp_path / "mutants", count, seed):
+    made = list(mutants(seeds, tmp_path / "mutants", count, seed))
+    for path in made:
         try:
             got = outcome(path)
         except Exception as err:  # what the test is looking for
@@ -129,17 +137,28 @@ def check_mutants(tmp_path: Path, count: int, seed: int, capfd: pytest.CaptureFi
     assert set(outcomes) == {"decoded", "refused"}  # the mutants reach both ends
     err = capfd.readouterr().err
     assert "mpg123" not in err and "MPEG-Header" not in err and err.strip() == ""  # nobody prints on stderr
+    # --dry-run over them: a row per mutant, no traceback, exit 1 (some cannot be decoded)
+    result = CliRunner().invoke(
+        cli_separate.separate_app,
+        [str(tmp_path / "mutants"), "-n", str(model), "--dry-run", "--json", "-o", str(tmp_path / "out")],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 1
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert sorted(r["input"] for r in rows) == sorted(map(str, made))
 
 
 def test_300_mutants_of_six_formats_decode_or_fail_in_one_line(
-    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], model_file: Path
 ) -> None:
-    check_mutants(tmp_path, 330, seed=27, capfd=capfd)
+    check_mutants(tmp_path, 330, seed=27, capfd=capfd, model=model_file)
 
 
 @pytest.mark.slow
-def test_3000_mutants_decode_or_fail_in_one_line(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
-    check_mutants(tmp_path, 3000, seed=2027, capfd=capfd)
+def test_3000_mutants_decode_or_fail_in_one_line(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], model_file: Path
+) -> None:
+    check_mutants(tmp_path, 3000, seed=2027, capfd=capfd, model=model_file)
 
 
 # --- files that are not what their names say ----------------------------------------------------------
@@ -241,11 +260,6 @@ def test_a_name_with_control_characters_stays_on_one_line(tmp_path: Path) -> Non
 
 
 # --- one batch through the command line -----------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_th(tmp_path_factory.mktemp("model"))
 
 
 @posix_only

@@ -61,18 +61,16 @@ def doctor_command(
 
 SUBCOMMANDS = frozenset({"models", "doctor"})
 
-EXIT_INTERRUPTED = 130
-"""Ctrl-C (128 + SIGINT)."""
-
 
 def _end_before_workers(code: int) -> None:
-    """End the process now, with ``code``, if a batch's worker thread is still running after Ctrl-C.
+    """End the process now, with ``code``, if a batch's worker thread is still running (after Ctrl-C, or a
+    failure that stops the batch).
 
     The batch waits a bounded time for its workers to stop at a safe point; one still inside a long native
     call (a device batch on a busy CPU) would be torn down by the interpreter's exit, which makes C++
-    abort the process (``terminate called without an active exception``, exit 134). Everything the run
-    keeps is written by then (results, report, summary), and the temporaries a stopped writer could not
-    remove are swept by the next run, so the process ends here, skipping the teardown.
+    abort the process (``terminate called without an active exception``, exit 134 instead of 130).
+    Everything the run keeps is written by then (results, report, summary), and the temporaries a stopped
+    writer could not remove are swept by the next run, so the process ends here, skipping the teardown.
     """
     import os
     import threading
@@ -102,8 +100,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
             separate_app(args=args, prog_name="stemsplit")
     except SystemExit as done:
-        if argv is None and done.code == EXIT_INTERRUPTED:
-            _end_before_workers(EXIT_INTERRUPTED)
+        if argv is None and isinstance(done.code, int):
+            _end_before_workers(done.code)
         raise
     finally:
         if argv is None:  # the process's own command, which ends now

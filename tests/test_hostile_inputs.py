@@ -249,6 +249,27 @@ def test_the_probe_refuses_what_the_decoder_would(tmp_path: Path, make, reason: 
     _one_line_naming(str(info.value), path)
 
 
+@pytest.mark.parametrize("name", ["locked.mp3", "locked.wav"])
+def test_a_file_that_cannot_be_opened_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """An unreadable .mp3 aborted the run from the MPEG sniffing; a WAV's was told to re-download it. (The
+    tests may run as root, who reads anything: the refusal is simulated where the file is opened.)"""
+    path = _wav(tmp_path / "x.wav").rename(tmp_path / name)  # the contents do not matter
+    opened = Path.open
+
+    def refuse(self: Path, *args, **kwargs):
+        if self == path:
+            raise PermissionError(13, "Permission denied", str(self))
+        return opened(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", refuse)
+    with pytest.raises(
+        AudioDecodeError, match="cannot be opened \\(Permission denied\\); check the file's permissions"
+    ):
+        probe(path)
+
+
 def test_a_name_with_control_characters_stays_on_one_line(tmp_path: Path) -> None:
     path = tmp_path / "two\nlines\x1b[31m.wav"
     path.write_bytes(b"not audio at all" * 10)

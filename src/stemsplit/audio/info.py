@@ -4,7 +4,7 @@ Before any decoder sees it, the path must name a regular file that can be opened
 or folder is reported as what it is and never opened: a FIFO would block).
 
 libsndfile (through ``soundfile``) is asked first: it covers wav/aiff/flac/ogg/opus and sniffs the content,
-not the extension. MPEG audio (a ``.mp3`` name, an ID3 tag, or MPEG frames at the start:
+not the extension. MPEG audio (a ``.mp3`` name, an ID3 tag, or an MPEG frame sync at the start:
 :mod:`~stemsplit.audio.mpeg`) goes to FFmpeg instead: libsndfile would hand it to libmpg123, which prints
 its complaints about damaged frames (``Note: Illegal Audio-MPEG-Header``) on the process's stderr, where
 FFmpeg reports through exceptions. Anything libsndfile refuses also goes to FFmpeg's demuxers (through
@@ -22,7 +22,7 @@ from __future__ import annotations
 import errno
 import stat
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -30,7 +30,7 @@ import av
 import soundfile as sf
 
 from stemsplit.audio._common import MIN_SAMPLERATE
-from stemsplit.audio.mpeg import starts_like_mpeg_audio
+from stemsplit.audio.mpeg import may_be_mpeg_audio
 from stemsplit.errors import AudioDecodeError, AudioFileNotFoundError, UnsupportedAudioError, first_line
 
 Backend = Literal["soundfile", "pyav"]
@@ -87,7 +87,8 @@ class AudioInfo:
         frames: samples per channel as the header/index declares them; exact for wav/aiff/flac, the
             container's figure for compressed formats, ``None`` when the container does not say. A
             damaged file can decode fewer (the reader warns when more than 1 s is missing).
-        duration_s: ``frames / samplerate``, or the container's duration (seconds); ``None`` if unknown.
+        duration_s: ``frames / samplerate`` (at most what the file's size can hold), or the container's
+            duration (seconds); ``None`` if unknown.
         codec: ``pcm_s16``, ``pcm_s24``, ``pcm_f32``, ``flac``, ``mp3``, ``vorbis``, ``opus``, ``aac``,
             ``alac``, … (libsndfile subtypes mapped to FFmpeg-like names; FFmpeg codec names as is).
         container: ``wav``, ``aiff``, ``flac``, ``ogg``, ``mp3``, … for libsndfile; FFmpeg's demuxer
@@ -134,7 +135,7 @@ def probe(path: Path | str) -> AudioInfo:
     """
     path = Path(path)
     size = _regular_file_size(path)
-    if _named_mpeg(path) or _starts_like_mpeg(path):
+    if _named_mpeg(path) or _may_be_mpeg(path):
         # libsndfile would hand it to libmpg123, which prints on the process's stderr (see the module doc)
         info = _probe_pyav(path, size)
     else:
@@ -146,6 +147,9 @@ def probe(path: Path | str) -> AudioInfo:
             if info.codec in _MPEG_CODECS:  # MPEG audio libsndfile recognised past our look at the start
                 info = _probe_pyav(path, size)
     _check_decodable(info)
+    held = info.size_frames
+    if held is not None and held != info.frames:  # a truncated PCM file: its duration is what it holds
+        info = replace(info, duration_s=held / info.samplerate)
     return info
 
 
@@ -192,14 +196,9 @@ def _unreadable(path: Path, err: OSError) -> AudioDecodeError:
     )
 
 
-def _starts_like_mpeg(path: Path) -> bool:
+def _may_be_mpeg(path: Path) -> bool:
     try:
-        with path.open("rb") as fh:
-            id3 = fh.read(3) == b"ID3"
-    except OSError as err:
-        raise _unreadable(path, err) from None
-    try:
-        return id3 or starts_like_mpeg_audio(path)
+        return may_be_mpeg_audio(path)
     except OSError as err:
         raise _unreadable(path, err) from None
 

@@ -43,7 +43,8 @@ class InputFile:
             or glob matches with no audio file in them.
         no_audio: with ``missing``, ``"folder"`` or ``"glob"`` when the argument exists (a folder, or a
             glob with matches) but holds no audio file; None when it names nothing.
-        unlisted: with ``missing``, why the folder ``path`` (inside the argument) could not be listed.
+        unlisted: with ``missing``, why ``path`` (the argument, or a folder inside it) could not be looked
+            at or listed.
     """
 
     path: Path
@@ -68,8 +69,8 @@ def missing_reason(item: InputFile) -> str:
     looked_for = ", ".join(_SHOWN_EXTENSIONS) + " and more, any letter case"
     if item.unlisted is not None:
         return (
-            f"{item.path}: this folder (in {item.argument}) cannot be listed ({item.unlisted}); "
-            "check its permissions"
+            f"{item.path}: cannot be looked into ({item.unlisted}); check its permissions and those of the "
+            "folders above it"
         )
     if item.no_audio == "folder":
         return (
@@ -165,29 +166,40 @@ def discover_inputs(arguments: Sequence[str], out_dir: Path | None = None) -> li
             found.append(InputFile(path, argument))
 
     for argument in arguments:
-        path = Path(argument)
         unlisted: list[tuple[Path, str]] = []
-        if path.is_dir():
-            files = list(_walk(path, skip, unlisted))
-            if not files and not unlisted:
-                found.append(InputFile(path, argument, missing=True, no_audio="folder"))
-            for file in files:
+        try:
+            files = _expand(argument, skip, unlisted)
+        except OSError as err:  # the argument cannot even be looked at (a folder above it is closed)
+            files, unlisted = [], [(Path(argument), err.strerror or type(err).__name__)]
+        for file in files:
+            if isinstance(file, InputFile):
+                found.append(file)
+            else:
                 add(file, argument)
-        elif path.exists() or path.is_symlink():  # a link loop or a dangling link: the probe says which
-            add(path, argument)
-        elif _GLOB_CHARS & set(argument):
-            matches = sorted(glob.glob(argument, recursive=True))
-            # Anything but a folder is kept (a FIFO or a device named like audio is reported by the probe).
-            files = [Path(m) for m in matches if not Path(m).is_dir() and is_audio_name(Path(m))]
-            for folder in (Path(m) for m in matches if Path(m).is_dir()):
-                files.extend(_walk(folder, skip, unlisted))
-            files = [f for f in files if skip is None or not _inside(f, skip)]
-            if not files and not unlisted:
-                found.append(InputFile(path, argument, missing=True, no_audio="glob" if matches else None))
-            for file in files:
-                add(file, argument)
-        else:
-            found.append(InputFile(path, argument, missing=True))
         for folder, reason in unlisted:
             found.append(InputFile(folder, argument, missing=True, unlisted=reason))
     return found
+
+
+def _expand(argument: str, skip: Path | None, unlisted: list[tuple[Path, str]]) -> list[Path | InputFile]:
+    """The files one argument gives, or the ``missing`` input it is (folders that cannot be listed are
+    appended to ``unlisted``)."""
+    path = Path(argument)
+    if path.is_dir():
+        files = list(_walk(path, skip, unlisted))
+        if not files and not unlisted:
+            return [InputFile(path, argument, missing=True, no_audio="folder")]
+        return list(files)
+    if path.exists() or path.is_symlink():  # a link loop or a dangling link: the probe says which
+        return [path]
+    if _GLOB_CHARS & set(argument):
+        matches = sorted(glob.glob(argument, recursive=True))
+        # Anything but a folder is kept (a FIFO or a device named like audio is reported by the probe).
+        files = [Path(m) for m in matches if not Path(m).is_dir() and is_audio_name(Path(m))]
+        for folder in (Path(m) for m in matches if Path(m).is_dir()):
+            files.extend(_walk(folder, skip, unlisted))
+        files = [f for f in files if skip is None or not _inside(f, skip)]
+        if not files and not unlisted:
+            return [InputFile(path, argument, missing=True, no_audio="glob" if matches else None)]
+        return list(files)
+    return [InputFile(path, argument, missing=True)]

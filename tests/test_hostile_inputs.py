@@ -370,6 +370,41 @@ def test_a_batch_of_valid_and_hostile_files_fails_only_the_hostile_ones(
     assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize("debug", [False, True])
+def test_an_unexpected_error_on_one_file_fails_only_that_file(
+    model_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, debug: bool
+) -> None:
+    """A bug or a library's surprise on one file (here an ``AttributeError`` from the probe, as FFmpeg's
+    missing decoder once gave) ended the whole batch with a traceback."""
+    from stemsplit import pipeline
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("STEMSPLIT_DEBUG", "1" if debug else "0")
+    write_audio(tmp_path / "a.wav", seconds=0.2, seed=1)
+    write_audio(tmp_path / "b.wav", seconds=0.2, seed=2)
+    probe_one = pipeline.batch.probe
+
+    def surprised(path: Path):
+        if path.name == "b.wav":
+            raise AttributeError("'NoneType' object has no attribute 'sample_rate'")
+        return probe_one(path)
+
+    monkeypatch.setattr(pipeline.batch, "probe", surprised)
+    with OneThread():
+        result = CliRunner().invoke(
+            cli_separate.separate_app,
+            ["a.wav", "b.wav", "-n", str(model_file), "--stems", "vocals", "--report", "r.json"],
+            catch_exceptions=False,
+        )
+    assert result.exit_code == 1
+    tracks = json.loads(Path("r.json").read_text())["tracks"]
+    assert [t["status"] for t in tracks] == ["done", "failed"]
+    line = "b.wav: internal error while probing it (AttributeError: 'NoneType' object has no attribute 'sample_rate')"
+    assert tracks[1]["error"].startswith(line)
+    assert ("Traceback" in result.output) is debug
+    assert ("set STEMSPLIT_DEBUG=1" in tracks[1]["error"]) is not debug
+
+
 @posix_only
 def test_dry_run_agrees_with_the_run_on_hostile_files(model_file: Path, tmp_path: Path) -> None:
     lib = tmp_path / "lib"

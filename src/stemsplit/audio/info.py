@@ -1,4 +1,4 @@
-"""Probe an audio file: what it holds, read from its header, without decoding it.
+"""Probe an audio file: what it holds, read from its header, and whether the start of its audio decodes.
 
 Before any decoder sees it, the path must name a regular file that can be opened (a FIFO, device, socket
 or folder is reported as what it is and never opened: a FIFO would block).
@@ -12,7 +12,9 @@ PyAV): m4a/aac, alac, wma, webm, and the audio track of video files. The backend
 one that decodes it (``AudioInfo.backend``).
 
 A probe succeeds only for what the decoder will take: a stream FFmpeg has a decoder for, a sample rate
-and a channel count above 0, and a declared length the file's size can hold (a compressed file that
+and a channel count above 0, audio whose start decodes (libsndfile's first read, or FFmpeg's first
+packets; a file whose start libsndfile cannot decode goes to FFmpeg), and a declared length the file's size
+can hold (a compressed file that
 declares more is refused; a PCM file that declares more is truncated, and :attr:`AudioInfo.size_frames`
 bounds what is trusted). So ``--dry-run`` and the run agree.
 """
@@ -119,7 +121,7 @@ class AudioInfo:
 
 
 def probe(path: Path | str) -> AudioInfo:
-    """Describe an audio file from its header, without decoding its audio.
+    """Describe an audio file from its header, once one read shows that the start of its audio decodes.
 
     Args:
         path: the file to look at.
@@ -147,6 +149,20 @@ def probe(path: Path | str) -> AudioInfo:
             if info.codec in _MPEG_CODECS:  # MPEG audio libsndfile recognised past our look at the start
                 info = _probe_pyav(path, size)
     _check_decodable(info)
+    why = _first_audio_fails(info)
+    if why is not None and info.backend == "soundfile":  # libsndfile cannot decode its start: FFmpeg may
+        try:
+            other = _probe_pyav(path, size)
+            _check_decodable(other)
+        except AudioDecodeError:
+            pass
+        else:
+            if _first_audio_fails(other) is None:
+                info, why = other, None
+    if why is not None:
+        raise AudioDecodeError(
+            f"{path}: cannot be decoded ({why}); the file is damaged: re-export or re-download it", path=path
+        )
     held = info.size_frames
     if held is not None and held != info.frames:  # a truncated PCM file: its duration is what it holds
         info = replace(info, duration_s=held / info.samplerate)
@@ -201,6 +217,39 @@ def _may_be_mpeg(path: Path) -> bool:
         return may_be_mpeg_audio(path)
     except OSError as err:
         raise _unreadable(path, err) from None
+
+
+_FIRST_FRAMES = 8192
+"""Frames the probe decodes with libsndfile to see that the audio decodes (its decoder's first read)."""
+_FIRST_PACKETS = 64
+"""Packets the probe lets FFmpeg try before it gives up on finding audio that decodes."""
+
+
+def _first_audio_fails(info: AudioInfo) -> str | None:
+    """Why the start of the audio does not decode with ``info.backend`` (None when it does): the decoder's
+    first read, so that a file whose audio is damaged from the start is refused by the probe (and
+    ``--dry-run``) as by the run."""
+    if info.frames == 0:
+        return None  # nothing to decode: :func:`check_supported` says so
+    try:
+        if info.backend == "soundfile":
+            with sf.SoundFile(str(info.path)) as handle:
+                if handle.read(_FIRST_FRAMES, dtype="float32").shape[0] == 0:
+                    return "no audio decodes"
+            return None
+        with open_container(info.path) as container:
+            stream = container.streams.audio[0]
+            for count, packet in enumerate(container.demux(stream)):
+                if count >= _FIRST_PACKETS:
+                    break
+                try:
+                    if any(frame.samples for frame in packet.decode()):
+                        return None
+                except av.error.InvalidDataError:
+                    continue  # a damaged packet: the decoder skips it, and so does the run
+        return "no audio decodes at its start"
+    except (sf.SoundFileError, RuntimeError, av.error.FFmpegError, ValueError, OSError) as err:
+        return getattr(err, "strerror", None) or first_line(err)
 
 
 def _check_decodable(info: AudioInfo) -> None:

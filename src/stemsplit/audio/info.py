@@ -13,10 +13,9 @@ one that decodes it (``AudioInfo.backend``).
 
 A probe succeeds only for what the decoder will take: a stream FFmpeg has a decoder for, a sample rate
 and a channel count above 0, audio whose start decodes (libsndfile's first read, or FFmpeg's first
-packets; a file whose start libsndfile cannot decode goes to FFmpeg), and a declared length the file's size
-can hold (a compressed file that
-declares more is refused; a PCM file that declares more is truncated, and :attr:`AudioInfo.size_frames`
-bounds what is trusted). So ``--dry-run`` and the run agree.
+packets; a file whose start libsndfile cannot decode goes to FFmpeg), and a declared length the file's
+size can hold (a compressed file that declares more is refused; a PCM file that declares more is
+truncated, and :attr:`AudioInfo.size_frames` bounds what is trusted). So ``--dry-run`` and the run agree.
 """
 
 from __future__ import annotations
@@ -137,17 +136,7 @@ def probe(path: Path | str) -> AudioInfo:
     """
     path = Path(path)
     size = _regular_file_size(path)
-    if _named_mpeg(path) or _may_be_mpeg(path):
-        # libsndfile would hand it to libmpg123, which prints on the process's stderr (see the module doc)
-        info = _probe_pyav(path, size)
-    else:
-        try:
-            info = _probe_soundfile(path, size)
-        except (sf.SoundFileError, RuntimeError):
-            info = _probe_pyav(path, size)  # not a format libsndfile knows: FFmpeg gets its turn
-        else:
-            if info.codec in _MPEG_CODECS:  # MPEG audio libsndfile recognised past our look at the start
-                info = _probe_pyav(path, size)
+    info = _described(path, size)
     _check_decodable(info)
     why = _first_audio_fails(info)
     if why is not None and info.backend == "soundfile":  # libsndfile cannot decode its start: FFmpeg may
@@ -166,6 +155,20 @@ def probe(path: Path | str) -> AudioInfo:
     held = info.size_frames
     if held is not None and held != info.frames:  # a truncated PCM file: its duration is what it holds
         info = replace(info, duration_s=held / info.samplerate)
+    return info
+
+
+def _described(path: Path, size: int) -> AudioInfo:
+    """The header's description, by the backend that will decode the file."""
+    if _named_mpeg(path) or _may_be_mpeg(path):
+        # libsndfile would hand it to libmpg123, which prints on the process's stderr (see the module doc)
+        return _probe_pyav(path, size)
+    try:
+        info = _probe_soundfile(path, size)
+    except (sf.SoundFileError, RuntimeError):
+        return _probe_pyav(path, size)  # not a format libsndfile knows: FFmpeg gets its turn
+    if info.codec in _MPEG_CODECS:  # MPEG audio libsndfile recognised past our look at the start
+        return _probe_pyav(path, size)
     return info
 
 

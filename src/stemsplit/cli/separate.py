@@ -648,9 +648,10 @@ def _print_dry_run(batch: Batch, options: SeparationOptions, *, as_json: bool, q
             duration = _seconds(row["duration_s"]) if row["duration_s"] is not None else "? s"
             first = next(iter(row["outputs"].values()), "")
             picked = f", {row['model']}" if len(batch.models) > 1 else ""
+            folder = one_line(str(Path(first).parent)) if first else ""
             ui.emit(
-                f"{row['action']:15} {one_line(row['input'])}  ({duration}, {row['samplerate']} Hz, {row['channels']} ch, "
-                f"{row['codec']}{picked}) → {one_line(str(Path(first).parent)) if first else ''}"
+                f"{row['action']:15} {one_line(row['input'])}  ({duration}, {row['samplerate']} Hz, "
+                f"{row['channels']} ch, {row['codec']}{picked}) → {folder}"
             )
     if not quiet:
         ui.stderr.print(

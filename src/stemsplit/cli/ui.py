@@ -175,12 +175,7 @@ ERROR_TABLE: tuple[tuple[type[BaseException], Callable[[BaseException], str], in
     (errors.InvalidOptionError, lambda e: str(e), EXIT_USAGE, False),
     (errors.CheckpointError, lambda e: str(e), EXIT_MODEL_UNAVAILABLE, False),  # the model could not be had
     (errors.StemsplitError, lambda e: errors.one_line(str(e)), EXIT_FAILED, False),
-    (
-        OSError,
-        lambda e: errors.one_line(_os_error(e)),
-        EXIT_FAILED,
-        True,
-    ),  # disk full, permissions … raised from anywhere
+    (OSError, lambda e: _os_error(e), EXIT_FAILED, True),  # disk full, permissions … raised from anywhere
     (
         KeyboardInterrupt,
         lambda e: (
@@ -205,7 +200,9 @@ def failure_text(message: str) -> str:
 def _os_error(err: BaseException) -> str:
     assert isinstance(err, OSError)
     where = f"{err.filename}: " if err.filename else ""
-    return f"{where}{err.strerror or err}; check the path, its permissions and the free disk space"
+    return errors.one_line(
+        f"{where}{err.strerror or err}; check the path, its permissions and the free disk space"
+    )
 
 
 def describe_error(err: BaseException) -> tuple[str, int] | None:

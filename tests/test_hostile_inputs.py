@@ -3,7 +3,7 @@
 A deterministic fuzzer mutates small seed files the tests make (WAV, FLAC, MP3, OGG, M4A, WebM) with bit
 flips, truncations, header fields zeroed or set to 0xFF, lying lengths, junk and wrong extensions, and
 puts every mutant through the probe and a full decode: each one decodes, or fails with a
-:class:`StemsplitError` whose one-line message names it. Then special files, link loops, odd names and
+:class:`StemsplitError` whose one-line message names it, and the plan (what ``--dry-run`` shows) agrees. Then special files, link loops, odd names and
 NaN samples, one batch through the command line mixing valid files with the worst cases, and Ctrl-C at
 several moments of a batch under CPU load.
 """
@@ -29,9 +29,10 @@ from typer.testing import CliRunner
 
 from audio_fixtures import bandlimited_noise, write_pyav
 from separation_helpers import OneThread, make_tiny_th, write_audio
-from stemsplit.audio import AudioReader, probe
+from stemsplit.audio import AudioInfo, AudioReader, probe
 from stemsplit.cli import separate as cli_separate
 from stemsplit.errors import AudioDecodeError, AudioFileNotFoundError, StemsplitError
+from stemsplit.pipeline.batch import probe_input
 
 posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX files and signals")
 FOUR = ("drums", "bass", "other", "vocals")
@@ -131,6 +132,8 @@ def check_mutants(
             continue
         if got != "decoded" and (str(path) not in got or "\n" in got):
             bad.append(f"{path.name}: the message does not name the file on one line: {got!r}")
+        if isinstance(probe_input(path), AudioInfo) != (got == "decoded"):  # what --dry-run plans
+            bad.append(f"{path.name}: the plan and the run disagree (the run: {got!r})")
         key = "decoded" if got == "decoded" else "refused"
         outcomes[key] = outcomes.get(key, 0) + 1
     assert bad == []
@@ -417,6 +420,31 @@ def test_dry_run_agrees_with_the_run_on_hostile_files(model_file: Path, tmp_path
     assert result.exit_code == 1
     assert "separate " not in result.output
     assert result.output.count("cannot decode") == 2
+
+
+def test_a_resume_removes_what_a_killed_run_left_however_fresh(model_file: Path, tmp_path: Path) -> None:
+    """#27: after a kill, the stopped track's folder kept ``.<stem>.wav.*.partial`` and ``*.stage`` files
+    that the resume, minutes later, took for a live run's and left."""
+    from stemsplit.audio.writer import temp_token
+
+    write_audio(tmp_path / "a.wav", seconds=0.2, seed=1)
+    folder = tmp_path / "out" / model_file.stem / "a"
+    folder.mkdir(parents=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    token = f"{int(dead.stdout):x}-{temp_token().split('-')[1]}-0a1b2c"
+    left = [folder / f".{stem}.wav.{token}.{kind}" for stem in FOUR for kind in ("partial", "stage")]
+    for path in left:
+        path.write_bytes(b"half a stem")
+    with OneThread():
+        result = CliRunner().invoke(
+            cli_separate.separate_app,
+            [str(tmp_path / "a.wav"), "-n", str(model_file), "-o", str(tmp_path / "out")],
+            catch_exceptions=False,
+        )
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in folder.iterdir()) == sorted([*(f"{s}.wav" for s in FOUR), "stemsplit.json"])
 
 
 # --- Ctrl-C ----------------------------------------------------------------------------------------------

@@ -15,7 +15,8 @@ structured attributes (``path``, ``field``, ``expected`` …); only the CLI turn
     │   ├── AudioFileNotFoundError (FileNotFoundError)
     │   ├── AudioDecodeError (ValueError)             not audio, corrupt, no audio stream
     │   ├── UnsupportedAudioError (ValueError)        decodable but not usable (e.g. rate < 8 kHz)
-    │   └── AudioWriteError (OSError)
+    │   ├── AudioWriteError (OSError)
+    │   └── InputError                                an unexpected error on one input (a bug): it fails alone
     ├── ModelError                                    resolving and obtaining models
     │   ├── UnknownModelError (LookupError)           a name that is not in the registry
     │   ├── ModelUnavailableError (OSError)           could not be obtained (CLI exit code 3)

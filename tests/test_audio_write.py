@@ -334,6 +334,40 @@ def test_stale_temporaries_of_a_killed_run_are_removed_and_live_ones_kept(tmp_pa
     assert live.exists() and other.exists() and not any(p.exists() for p in stale)
 
 
+def test_fresh_temporaries_of_a_dead_run_are_removed_and_a_live_runs_kept(tmp_path: Path) -> None:
+    """#27: a resume right after a kill finds the dead run's temporaries fresh; their token names the dead
+    process, so they go whatever their age, while a live process's stay."""
+    import subprocess
+    import sys
+
+    from stemsplit.audio import remove_stale_temporaries
+    from stemsplit.audio.writer import temp_token
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        host = temp_token().split("-")[1]
+        final = tmp_path / "vocals.wav"
+        gone = [
+            tmp_path / f".vocals.wav.{int(dead.stdout):x}-{host}-abcdef.{s}" for s in ("partial", "stage")
+        ]
+        gone.append(tmp_path / f".vocals.wav.{int(dead.stdout):x}-{host}-abcdef.mux.partial")
+        kept = [
+            tmp_path / f".vocals.wav.{live.pid:x}-{host}-abcdef.partial",  # a live run's
+            tmp_path / f".vocals.wav.{temp_token()}.partial",  # this process's own
+            tmp_path / f".vocals.wav.{int(dead.stdout):x}-{'0000' if host != '0000' else '0001'}-ab.partial",
+        ]  # the last: another host's, where a process id says nothing
+        for path in (*gone, *kept):
+            path.write_bytes(b"x")
+        assert sorted(remove_stale_temporaries([final])) == sorted(gone)
+        assert all(p.exists() for p in kept)
+    finally:
+        live.kill()
+        live.wait()
+
+
 # --- disk space ------------------------------------------------------------------------------------
 
 

@@ -15,7 +15,8 @@ structured attributes (``path``, ``field``, ``expected`` …); only the CLI turn
     │   ├── AudioFileNotFoundError (FileNotFoundError)
     │   ├── AudioDecodeError (ValueError)             not audio, corrupt, no audio stream
     │   ├── UnsupportedAudioError (ValueError)        decodable but not usable (e.g. rate < 8 kHz)
-    │   └── AudioWriteError (OSError)
+    │   ├── AudioWriteError (OSError)
+    │   └── InputError                                an unexpected error on one input (a bug): it fails alone
     ├── ModelError                                    resolving and obtaining models
     │   ├── UnknownModelError (LookupError)           a name that is not in the registry
     │   ├── ModelUnavailableError (OSError)           could not be obtained (CLI exit code 3)
@@ -41,6 +42,18 @@ def first_line(err: BaseException, *, with_type: bool = False) -> str:
     if not lines:
         return type(err).__name__
     return f"{type(err).__name__}: {lines[0]}" if with_type else lines[0]
+
+
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+_CONTROL |= {0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+_CONTROL |= {0xDC00 + b: f"\\x{b:02x}" for b in range(0x80, 0x100)}  # undecodable bytes of a file name
+
+
+def one_line(text: str) -> str:
+    """``text`` with its control characters escaped (a newline as ``\\n``, others as ``\\xNN``), and so the
+    bytes of a file name that are not UTF-8 (Python's surrogate escapes), so that a message naming any file
+    stays on one printable line and cannot move the terminal's cursor."""
+    return text.translate(_CONTROL)
 
 
 class StemsplitError(Exception):
@@ -123,7 +136,7 @@ class AudioError(StemsplitError):
     """
 
     def __init__(self, message: str, *, path: Path | str) -> None:
-        super().__init__(message)
+        super().__init__(one_line(message))  # it names a file, whose name may hold a newline
         self.path = Path(path)
 
 
@@ -141,6 +154,21 @@ class UnsupportedAudioError(AudioError, ValueError):
 
 class AudioWriteError(AudioError, OSError):
     """A stem could not be written."""
+
+
+class InputError(AudioError):
+    """An unexpected error (not one of ours: a bug, or a library's surprise) while one input was probed,
+    decoded or written; that input fails with it and the batch goes on.
+
+    Attributes:
+        cause: the exception's type name (``AttributeError``).
+        detail: its traceback, kept when ``STEMSPLIT_DEBUG`` is on (else None); not part of the message.
+    """
+
+    def __init__(self, message: str, *, path: Path | str, cause: str, detail: str | None = None) -> None:
+        super().__init__(message, path=path)
+        self.cause = cause
+        self.detail = detail
 
 
 # --- models and downloads ----------------------------------------------------------------------
@@ -320,6 +348,10 @@ class DownmixWarning(AudioWarning):
 
 class TruncatedAudioWarning(AudioWarning):
     """An input ended early (damaged, or shorter than its header says); what decoded was used."""
+
+
+class DamagedAudioWarning(AudioWarning):
+    """Parts of an input could not be decoded (damaged packets); they became silence of their length."""
 
 
 class TagCopyWarning(AudioWarning):

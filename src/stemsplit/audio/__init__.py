@@ -1,7 +1,7 @@
 """Audio in and out for stemsplit: every decoder, resampler, encoder and tag call lives here.
 
-No system FFmpeg and no torch: libsndfile (``soundfile``) reads wav/aiff/flac/ogg/opus/mp3 and writes
-wav/flac/mp3; FFmpeg's libraries bundled in PyAV read everything else (m4a/aac, alac, wma, webm, the
+No system FFmpeg and no torch: libsndfile (``soundfile``) reads wav/aiff/flac/ogg/opus and writes
+wav/flac/mp3; FFmpeg's libraries bundled in PyAV read everything else (mp3, m4a/aac, alac, wma, webm, the
 audio of video files); ``soxr`` resamples; ``mutagen`` copies tags. Arrays are numpy float32
 ``(channels, frames)``, full scale = 1.0; the engine converts to and from tensors.
 
@@ -9,7 +9,9 @@ The contract the pipeline relies on:
 
 Probe
     :func:`probe` ``(path) -> AudioInfo``: rate, channels, header frame count, duration, codec,
-    container, bit depth, from the header only. :func:`check_supported` refuses rates below 8 kHz.
+    container, bit depth, from the header only; it refuses what the decoder would refuse (special
+    files, no decoder, 0 Hz, no channels, a length the file cannot hold). :func:`check_supported`
+    refuses rates below 8 kHz.
 
 Read
     :class:`AudioReader` ``(path, samplerate=44100, channels=2, block_frames=65536)`` is re-iterable;

@@ -3,11 +3,14 @@
 Two backends, chosen by :func:`stemsplit.audio.info.probe`: libsndfile (``soundfile``) and FFmpeg's
 libraries (PyAV). Both yield private ``(frames, channels)`` float32 chunks of varying length, full scale
 = 1.0. A failure in the middle of a file raises :class:`AudioDecodeError`; the reader decides whether
-what came before is usable (see :mod:`stemsplit.audio.reader`).
+what came before is usable (see :mod:`stemsplit.audio.reader`). FFmpeg's decoder refuses a damaged packet
+(an MP3 frame with a flipped bit) on its own: such a packet becomes silence of its length (so the rest
+stays in time) and the decode goes on, with a :class:`~stemsplit.errors.DamagedAudioWarning`.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Generator
 
 import av
@@ -15,8 +18,8 @@ import numpy as np
 import soundfile as sf
 
 from stemsplit.audio._common import FloatArray
-from stemsplit.audio.info import AudioInfo
-from stemsplit.errors import AudioDecodeError
+from stemsplit.audio.info import AudioInfo, open_container
+from stemsplit.errors import AudioDecodeError, DamagedAudioWarning, first_line
 
 SOUNDFILE_CHUNK_FRAMES = 8192
 """Frames per libsndfile read. Small enough that a read failing on damaged data loses little."""
@@ -70,15 +73,15 @@ def _pyav_chunks(info: AudioInfo) -> Generator[FloatArray, None, None]:
     limit = info.frames
     done = 0
     try:
-        container = av.open(str(info.path), metadata_errors="ignore")
-    except (av.error.FFmpegError, UnicodeDecodeError) as err:
+        container = open_container(info.path)
+    except (av.error.FFmpegError, UnicodeDecodeError, OSError) as err:
         raise _decode_error(info, err) from err
+    skipped: list[av.error.FFmpegError] = []
     with container:
         stream = container.streams.audio[0]
         try:
             for packet in container.demux(stream):
-                for frame in packet.decode():
-                    chunk = _frame_to_float(frame, info)
+                for chunk in _decode_packet(packet, stream, info, skipped):
                     if limit is not None and done + chunk.shape[0] > limit:
                         chunk = chunk[: max(limit - done, 0)]
                     done += chunk.shape[0]
@@ -88,6 +91,31 @@ def _pyav_chunks(info: AudioInfo) -> Generator[FloatArray, None, None]:
                         return
         except (av.error.FFmpegError, ValueError) as err:
             raise _decode_error(info, err) from err
+        finally:
+            if skipped:
+                warnings.warn(
+                    f"{info.path}: {len(skipped)} damaged packet(s) could not be decoded "
+                    f"({first_line(skipped[0])}) and became silence; the stems have gaps there",
+                    DamagedAudioWarning,
+                    stacklevel=2,
+                )
+
+
+def _decode_packet(
+    packet: av.Packet[av.AudioStream],
+    stream: av.AudioStream,
+    info: AudioInfo,
+    skipped: list[av.error.FFmpegError],
+) -> list[FloatArray]:
+    """One packet's audio; a packet the decoder refuses as damaged is silence of its length (noted)."""
+    try:
+        return [_frame_to_float(frame, info) for frame in packet.decode()]
+    except av.error.InvalidDataError as err:
+        skipped.append(err)
+        if packet.duration is None or stream.time_base is None:
+            return []
+        frames = round(float(packet.duration * stream.time_base) * info.samplerate)
+        return [np.zeros((max(0, frames), info.channels), np.float32)]
 
 
 def _frame_to_float(frame: av.AudioFrame, info: AudioInfo) -> FloatArray:

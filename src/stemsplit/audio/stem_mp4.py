@@ -44,7 +44,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import uuid
 import warnings
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -70,6 +69,7 @@ from stemsplit.audio.writer import (
     TrackWriteReport,
     WriteOptions,
     check_track_space,
+    temp_token,
 )
 from stemsplit.errors import AudioWriteError, TagCopyWarning, first_line
 
@@ -295,7 +295,7 @@ class StemMp4Writer:
         self.manifest = manifest or StemManifest()
         self.report: TrackWriteReport | None = None
         check_track_space([self.path], options, samplerate=samplerate, channels=MODEL_CHANNELS, frames=frames)
-        token = uuid.uuid4().hex[:8]
+        token = temp_token()
         self.temp_path = self.path.with_name(f".{self.path.name}.{token}.partial")
         self._mux_path = self.path.with_name(f".{self.path.name}.{token}.mux.partial")
         rescale = options.clip == "rescale"

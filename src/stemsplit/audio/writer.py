@@ -10,7 +10,9 @@ Atomic: every file is written under a hidden temporary name in its destination f
 :func:`os.replace` only when every stem of the track is complete, closed and tagged. An exception or
 interrupt before that (leaving the ``with`` block by an exception, or :meth:`TrackWriter.abort`) removes
 the temporary files; no file appears under a final name. Only a hard kill can leave temporary files,
-and only under those hidden names.
+and only under those hidden names. The token names the process that writes (:func:`temp_token`), so that
+the next run of the same track removes what a dead run left, whatever its age
+(:func:`remove_stale_temporaries`).
 
 Clipping (``clip``):
 
@@ -29,9 +31,11 @@ import glob
 import math
 import os
 import shutil
+import socket
 import time
 import uuid
 import warnings
+import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -281,23 +285,57 @@ class TrackWriteReport:
 
 
 STALE_TEMP_AGE_S = 600.0
-"""A temporary stem file untouched for this long belongs to a run that was killed (s)."""
+"""A temporary stem file untouched for this long belongs to a run that was killed (s), whoever wrote it."""
+
+_HOST_TAG = f"{zlib.crc32(socket.gethostname().encode()) & 0xFFFF:04x}"
+
+
+def temp_token() -> str:
+    """The token of this process's temporary names: ``<pid>-<host>-<random>`` (hexadecimal; the host as a
+    16-bit hash of its name), so that a later run can tell whether the writer is still alive."""
+    return f"{os.getpid():x}-{_HOST_TAG}-{uuid.uuid4().hex[:6]}"
+
+
+def _owner_is_gone(token: str) -> bool:
+    """Whether the process a token names is known to be dead: written on this host, by a process that no
+    longer exists (an older token, another host's or a live process's is not known to be)."""
+    parts = token.split("-")
+    if len(parts) != 3 or parts[1] != _HOST_TAG or os.name != "posix":
+        return False
+    try:
+        pid = int(parts[0], 16)
+    except ValueError:
+        return False
+    if pid == os.getpid():
+        return False  # ours: a writer of this process may be using it
+    try:
+        os.kill(pid, 0)  # signal 0: is there such a process?
+    except ProcessLookupError:
+        return True
+    except OSError:  # it exists (another user's)
+        return False
+    return False
 
 
 def remove_stale_temporaries(paths: Iterable[Path], *, older_than_s: float = STALE_TEMP_AGE_S) -> list[Path]:
-    """Delete temporaries a killed run left for these final stem paths (``.<name>.<token>.partial/.stage``).
+    """Delete temporaries a killed run left for these final stem paths (``.<name>.<token>[.mux].partial``,
+    ``.<name>.<token>.stage``).
 
-    A live writer touches its temporaries continuously, so only files untouched for ``older_than_s``
-    are removed. Returns what was removed.
+    A temporary whose writing process is dead (its token names a process of this host that no longer
+    exists) is removed whatever its age; any other only when untouched for ``older_than_s`` (a live writer
+    touches its temporaries continuously; a reused process id or another host's run is covered so).
+    Returns what was removed.
     """
     removed = []
     now = time.time()
     for final in paths:
-        for temp in final.parent.glob(f".{glob.escape(final.name)}.*"):
+        prefix = f".{final.name}."
+        for temp in final.parent.glob(f"{glob.escape(prefix)}*"):
             if temp.suffix not in (".partial", ".stage"):
                 continue
+            token = temp.name[len(prefix) :].split(".")[0]
             try:
-                if now - temp.stat().st_mtime > older_than_s:
+                if _owner_is_gone(token) or now - temp.stat().st_mtime > older_than_s:
                     temp.unlink()
                     removed.append(temp)
             except OSError:
@@ -346,7 +384,7 @@ class StemWriter:
         self.channels = channels
         self.channels_in = channels_in
         self.frames = None if frames is None else output_frames(frames, samplerate, self.samplerate)
-        token = uuid.uuid4().hex[:8]
+        token = temp_token()
         self.temp_path = self.path.with_name(f".{self.path.name}.{token}.partial")
         self.stage_path = self.path.with_name(f".{self.path.name}.{token}.stage")
         self._resampler = StreamResampler(samplerate_in, self.samplerate, channels, quality)

@@ -64,6 +64,28 @@ def doctor_command(
 SUBCOMMANDS = frozenset({"models", "doctor", "mix", "play"})
 
 
+def _end_before_workers(code: int) -> None:
+    """End the process now, with ``code``, if a batch's worker thread is still running (after Ctrl-C, or a
+    failure that stops the batch).
+
+    The batch waits a bounded time for its workers to stop at a safe point; one still inside a long native
+    call (a device batch on a busy CPU) would be torn down by the interpreter's exit, which makes C++
+    abort the process (``terminate called without an active exception``, exit 134 instead of 130).
+    Everything the run keeps is written by then (results, report, summary), and the temporaries a stopped
+    writer could not remove are swept by the next run, so the process ends here, skipping the teardown.
+    """
+    import os
+    import threading
+
+    if any(t.name.startswith("stemsplit-") and t.is_alive() for t in threading.enumerate()):
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point: ``models``/``doctor`` are subcommands, anything else separates.
 
@@ -79,6 +101,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             from stemsplit.cli.separate import separate_app
 
             separate_app(args=args, prog_name="stemsplit")
+    except SystemExit as done:
+        if argv is None and isinstance(done.code, int):
+            _end_before_workers(done.code)
+        raise
     finally:
         if argv is None:  # the process's own command, which ends now
             # The collector's last pass at exit walks every object (torch's modules alone are hundreds of

@@ -19,6 +19,7 @@ from rich.markup import escape
 
 from stemsplit._version import __version__
 from stemsplit.cli import ui
+from stemsplit.errors import one_line
 
 if TYPE_CHECKING:
     from stemsplit.distributed import ClusterOptions
@@ -464,7 +465,7 @@ def _run(
 
     def show(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
         if issubclass(category, StemsplitWarning):  # shown even with -q: it quiets progress, not problems
-            ui.warn(escape(str(message)))  # it names a file: brackets in it are not markup
+            ui.warn(escape(one_line(str(message))))  # it names a file: brackets are not markup, one line
         else:
             default_show(message, category, *args, **kwargs)
 
@@ -520,7 +521,9 @@ class _Reporter:
                 self.progress.print_result(str(path), end="\0" if self.output == "print0" else "\n")
         if result.status == "failed":
             ui.stderr.print(
-                f"[bold red]Failed:[/bold red] {escape(result.error or '')}", markup=True, emoji=False
+                f"[bold red]Failed:[/bold red] {escape(ui.failure_text(result.error or ''))}",
+                markup=True,
+                emoji=False,
             )
         elif self.verbose and not self.quiet:
             ui.stderr.print(_detail(result), markup=False, emoji=False)
@@ -529,7 +532,7 @@ class _Reporter:
 def _detail(result: TrackResult) -> str:
     """A finished track for ``-v``: how it ran, as far as its result knows (a track found complete on a
     retry on Ray was computed by a worker that was lost before it could tell how)."""
-    detail = f"{result.input}: {result.status}"
+    detail = f"{one_line(str(result.input))}: {result.status}"
     if result.status != "done":
         return detail
     if "total" in result.timings:
@@ -583,7 +586,7 @@ def _print_summary(results: list[TrackResult], note: str | None, *, show_model: 
             count = len(r.warnings)
             status = Text(f"done, {count} warning{'s' if count > 1 else ''}", style="yellow")
         model = (r.model or "",) if show_model else ()
-        rows.append((r.input.name, status, *model, duration, spent, folder))
+        rows.append((one_line(r.input.name), status, *model, duration, spent, one_line(folder)))
     ui.print_table(
         ("track", "status", *(("model",) if show_model else ()), "duration", "time", "output folder"),
         rows,
@@ -608,6 +611,7 @@ def _print_dry_run(batch: Batch, options: SeparationOptions, *, as_json: bool, q
     from stemsplit.audio import AudioInfo
     from stemsplit.errors import AudioFileNotFoundError
     from stemsplit.pipeline.batch import triage
+    from stemsplit.pipeline.inputs import failure_message
 
     skipped: set[int] = set()  # the tracks a real run would skip, by the run's own rule
 
@@ -633,20 +637,21 @@ def _print_dry_run(batch: Batch, options: SeparationOptions, *, as_json: bool, q
             )
         else:  # the error's message names the file
             action = "not found" if isinstance(probed, AudioFileNotFoundError) else "cannot decode"
-            row.update(action=action, error=str(probed))
+            row.update(action=action, error=failure_message(probed))
         rows.append(row)
     for row in rows:
         if as_json:  # JSON Lines, as a real run prints them
             ui.emit(json.dumps(row, ensure_ascii=False))
         elif "error" in row:
-            ui.emit(f"{row['action']:15} {row['error']}")
+            ui.emit(f"{row['action']:15} {ui.failure_text(row['error'])}")
         else:
             duration = _seconds(row["duration_s"]) if row["duration_s"] is not None else "? s"
             first = next(iter(row["outputs"].values()), "")
             picked = f", {row['model']}" if len(batch.models) > 1 else ""
+            folder = one_line(str(Path(first).parent)) if first else ""
             ui.emit(
-                f"{row['action']:15} {row['input']}  ({duration}, {row['samplerate']} Hz, {row['channels']} ch, "
-                f"{row['codec']}{picked}) → {Path(first).parent if first else ''}"
+                f"{row['action']:15} {one_line(row['input'])}  ({duration}, {row['samplerate']} Hz, "
+                f"{row['channels']} ch, {row['codec']}{picked}) → {folder}"
             )
     if not quiet:
         ui.stderr.print(

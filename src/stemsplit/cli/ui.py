@@ -174,7 +174,7 @@ ERROR_TABLE: tuple[tuple[type[BaseException], Callable[[BaseException], str], in
     (errors.UnknownModelError, lambda e: str(e), EXIT_USAGE, False),
     (errors.InvalidOptionError, lambda e: str(e), EXIT_USAGE, False),
     (errors.CheckpointError, lambda e: str(e), EXIT_MODEL_UNAVAILABLE, False),  # the model could not be had
-    (errors.StemsplitError, lambda e: str(e), EXIT_FAILED, False),
+    (errors.StemsplitError, lambda e: errors.one_line(str(e)), EXIT_FAILED, False),
     (OSError, lambda e: _os_error(e), EXIT_FAILED, True),  # disk full, permissions … raised from anywhere
     (
         KeyboardInterrupt,
@@ -188,10 +188,21 @@ ERROR_TABLE: tuple[tuple[type[BaseException], Callable[[BaseException], str], in
 )
 
 
+def failure_text(message: str) -> str:
+    """A failure's message as shown: one line whatever the file names in it hold; under
+    ``STEMSPLIT_DEBUG=1`` the traceback an unexpected error carries stays on the lines after it."""
+    if settings.debug():
+        first, _, rest = message.partition("\n")
+        return errors.one_line(first) + (f"\n{rest}" if rest else "")
+    return errors.one_line(message)
+
+
 def _os_error(err: BaseException) -> str:
     assert isinstance(err, OSError)
     where = f"{err.filename}: " if err.filename else ""
-    return f"{where}{err.strerror or err}; check the path, its permissions and the free disk space"
+    return errors.one_line(
+        f"{where}{err.strerror or err}; check the path, its permissions and the free disk space"
+    )
 
 
 def describe_error(err: BaseException) -> tuple[str, int] | None:
@@ -358,7 +369,7 @@ class BatchProgress:
     def track_started(self, index: int, total: int, path: Path, duration_s: float | None) -> None:
         # The column renders markup: a file name's brackets must stay text.
         self._tracks[index] = self._progress.add_task(
-            escape(path.name[:40]), total=max(duration_s or 0.0, 1e-9)
+            escape(errors.one_line(path.name)[:40]), total=max(duration_s or 0.0, 1e-9)
         )
         self._index[path] = index
         self._done_s[index] = 0.0

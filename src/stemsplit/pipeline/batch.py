@@ -18,16 +18,18 @@ import torch
 
 from stemsplit.audio import (
     AudioInfo,
+    check_supported,
     probe,
 )
 from stemsplit.errors import (
+    AudioFileNotFoundError,
     SlowPrecisionWarning,
     StemsplitError,
 )
 from stemsplit.inference import ModelBag
 from stemsplit.inference.cpu_backend import BackendChoice, resolve_cpu_backend
 from stemsplit.inference.devices import PrecisionChoice, choose_precision, resolve_devices
-from stemsplit.pipeline.inputs import discover_inputs, missing_reason
+from stemsplit.pipeline.inputs import discover_inputs, failure_message, missing_reason, unexpected_error
 from stemsplit.pipeline.options import (
     SeparationOptions,
     StemPlan,
@@ -144,14 +146,9 @@ def plan_batch(arguments: Sequence[str], options: SeparationOptions, *, dry_run:
     probes: list[tuple[Path, AudioInfo | StemsplitError]] = []
     for item in inputs:
         if item.missing:
-            from stemsplit.errors import AudioFileNotFoundError
-
             probes.append((item.path, AudioFileNotFoundError(missing_reason(item), path=item.path)))
-            continue
-        try:
-            probes.append((item.path, probe(item.path)))
-        except StemsplitError as err:
-            probes.append((item.path, err))
+        else:
+            probes.append((item.path, probe_input(item.path)))
     picks = [_pick(options.model, models, probed) for _, probed in probes]
     readable = [
         (p, pick) for (p, probed), pick in zip(probes, picks, strict=True) if isinstance(probed, AudioInfo)
@@ -168,6 +165,20 @@ def plan_batch(arguments: Sequence[str], options: SeparationOptions, *, dry_run:
     planned = dict(zip([p for p, _ in readable], paths, strict=True))
     tracks = [(p, probed, planned.get(p)) for p, probed in probes]
     return Batch(models, plan, tracks, compute, picks)
+
+
+def probe_input(path: Path) -> AudioInfo | StemsplitError:
+    """``path``'s probe, checked as the run will check it, or the error that makes it fail alone: whatever
+    one file raises (an unexpected error included, as an ``InputError`` naming its type) is its own.
+    """
+    try:
+        info = probe(path)
+        check_supported(info)
+    except StemsplitError as err:
+        return err
+    except Exception as err:  # a bug or a library's surprise on this file must not end the batch
+        return unexpected_error(path, err, "probing")
+    return info
 
 
 def _pick(requested: str, models: Sequence[ModelInfo], probed: AudioInfo | StemsplitError) -> int:
@@ -298,7 +309,8 @@ def triage(
         group = groups[batch.picks[index]]
         if isinstance(probed, StemsplitError) or outputs is None:
             reporter.track_started(index, total, path, duration)
-            finished(index, TrackResult(path, "failed", error=str(probed)))
+            error = failure_message(probed) if isinstance(probed, StemsplitError) else "no output paths"
+            finished(index, TrackResult(path, "failed", error=error))
         elif (
             not options.overwrite
             and outputs.sidecar.is_file()  # else no need for the provenance (a dry run hashes no model for it)

@@ -116,7 +116,8 @@ def decode_track(
         stop: polled between blocks; True abandons the decode (``KeyboardInterrupt``).
 
     Raises:
-        StemsplitError: unreadable input, or not enough disk space for the stems.
+        StemsplitError: unreadable input, an input holding NaN or infinite samples, or not enough disk
+            space for the stems.
         KeyboardInterrupt: ``stop`` said so.
     """
     started = time.perf_counter()
@@ -127,13 +128,13 @@ def decode_track(
     write_options = options.write_options()
     out_rate = write_options.samplerate_for(options.samplerate or info.samplerate)
     remove_stale_temporaries(outputs.stems.values())  # left by a run that was killed outright
-    if info.frames is not None:  # before decoding, which takes a while on a long track
+    if info.size_frames is not None:  # before decoding, which takes a while on a long track
         check_track_space(
             outputs.stems.values(),
             write_options,
             samplerate=out_rate,
             channels=stem_channels(info),
-            frames=output_frames(info.frames, info.samplerate, out_rate),
+            frames=output_frames(info.size_frames, info.samplerate, out_rate),  # what the file can hold
         )
     in_memory = memory_frames if memory_frames is not None else int(MEMORY_SECONDS * bag.samplerate)
     audio = TrackBuffer(bag.audio_channels, memory_frames=in_memory)
@@ -143,10 +144,13 @@ def decode_track(
         for block in reader:
             if stop():
                 raise KeyboardInterrupt
+            if block.size:
+                block_peak = float(np.abs(block).max())  # NaN or inf when any sample is
+                if not math.isfinite(block_peak):
+                    raise _non_finite(path, audio.end / bag.samplerate)
+                peak = max(peak, block_peak)
             audio.append(block)
             running.update(block)
-            if block.size:
-                peak = max(peak, float(np.abs(block).max()))
     except BaseException:
         audio.close()
         raise
@@ -169,6 +173,14 @@ def decode_track(
     )
     track.timings["decode"] = time.perf_counter() - started
     return track
+
+
+def _non_finite(path: Path, at_s: float) -> AudioDecodeError:
+    return AudioDecodeError(
+        f"{path}: the input holds NaN or infinite samples (from about {at_s:.1f} s); the file is damaged "
+        "(floating-point samples written by a faulty program): re-export it",
+        path=path,
+    )
 
 
 class StemSink:

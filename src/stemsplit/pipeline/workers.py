@@ -25,7 +25,6 @@ import copy
 import queue
 import threading
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,6 @@ from typing import Any
 
 import torch
 
-from stemsplit import settings
 from stemsplit.errors import InvalidOptionError, StemsplitError
 from stemsplit.inference import (
     DeviceRunner,
@@ -46,6 +44,7 @@ from stemsplit.inference import (
     make_runner,
 )
 from stemsplit.inference.stream import BagPlan
+from stemsplit.pipeline.inputs import failure_message, unexpected_error
 from stemsplit.pipeline.options import SeparationOptions, StemPlan
 from stemsplit.pipeline.outputs import TrackOutputs, folders_removed_unless_finished
 from stemsplit.pipeline.results import (
@@ -354,14 +353,10 @@ class _Budget:
 
 
 def failed_result(path: Path, err: BaseException, notes: TrackNotes | None = None) -> TrackResult:
-    """The ``failed`` result of a track that raised ``err`` (an unexpected error says how to get details)."""
-    if isinstance(err, StemsplitError):
-        message = str(err)
-    else:
-        detail = "".join(traceback.format_exception(err)) if settings.debug() else ""
-        message = f"{path}: internal error {type(err).__name__}: {err}"
-        message += f"\n{detail}" if detail else " (set STEMSPLIT_DEBUG=1 for the traceback)"
-    result = TrackResult(path, "failed", error=message)
+    """The ``failed`` result of a track that raised ``err`` (an unexpected error names its type and says how
+    to get its traceback)."""
+    error = err if isinstance(err, StemsplitError) else unexpected_error(path, err, "separating")
+    result = TrackResult(path, "failed", error=failure_message(error))
     if notes is not None:
         result.warnings = tuple(notes.records)
     return result

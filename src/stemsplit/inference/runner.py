@@ -14,7 +14,10 @@ track. It owns what must not change per batch or per track:
   is two or more, because one window alone takes another kernel path (its float32 rounding differs), and a
   track's output must not depend on what shares its batches;
 * process settings (CPU threads, TF32 off for exact float32 on CUDA, cuDNN autotuning for fixed shapes) set
-  when the runner is entered and restored when it is left, never per batch;
+  when the runner is entered and restored when it is left, never per batch (the CUDA ones are counted
+  across runners, :func:`~stemsplit.inference.devices.cuda_tuning`: the last one leaving restores them);
+* in reduced precision, a finite flag per batch copied to the host behind its forward and read when the
+  batch is finished (:meth:`DeviceRunner.result`), so launching never waits for the device;
 * on the CPU in float32 and not compiled, the trunk's backend (:mod:`~stemsplit.inference.cpu_backend`):
   PyTorch, or OpenVINO, exported and compiled for each bag member when the runner is prepared
   (:meth:`DeviceRunner.prepare`), else on its first window;

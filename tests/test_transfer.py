@@ -5,19 +5,23 @@ from __future__ import annotations
 
 import torch
 
-from stemsplit.inference.transfer import HostBlock, HostFlag, Transfers, _Staging
+from stemsplit.inference.transfer import MAX_STAGING, HostBlock, HostFlag, Transfers, _Ring, _Staging
 
 CPU = torch.device("cpu")
 
 
 class Copied:
-    """Stands for a CUDA event: records that the host waited for it."""
+    """Stands for a CUDA event: done or not yet, and records that the host waited for it."""
 
-    def __init__(self) -> None:
+    def __init__(self, done: bool = True) -> None:
+        self.done = done
         self.waited = False
 
+    def query(self) -> bool:
+        return self.done
+
     def synchronize(self) -> None:
-        self.waited = True
+        self.waited = self.done = True
 
 
 def test_an_unread_block_is_taken_out_before_its_buffer_is_reused() -> None:
@@ -50,3 +54,23 @@ def test_on_the_cpu_transfers_copy_nothing() -> None:
     assert transfers.upload(x) is x
     assert transfers.download(x).get() is x
     assert HostFlag(torch.tensor(False)).get() is False and transfers.flag(torch.tensor(True)).get() is True
+
+
+def test_the_ring_adds_a_buffer_rather_than_wait_and_waits_only_when_full() -> None:
+    """Several tracks finishing blocks in one step: a copy still in flight is not waited for while the ring
+    may grow; once it has MAX_STAGING buffers, the oldest is reused (after its copy)."""
+    ring = _Ring()
+    taken = []
+    for _ in range(MAX_STAGING):
+        staging = ring.next()
+        assert staging not in taken
+        staging.take(torch.Size([3]), CPU)
+        staging.done = Copied(done=False)
+        taken.append(staging)
+    assert len(ring.items) == MAX_STAGING
+    oldest = ring.next()
+    assert oldest is taken[0] and not oldest.done.waited
+    oldest.take(torch.Size([3]), CPU)
+    assert taken[0].done is None  # waited for, then cleared
+    taken[3].done.done = True  # a copy that finished: reused before any older busy one
+    assert ring.next() is taken[3]

@@ -1,13 +1,14 @@
 """Copies between the host and one device that never make the host wait for the device.
 
-On CUDA a :class:`Transfers` owns a copy stream of its device and two pinned staging buffers per direction,
-reused in turn (grown when a copy needs more): an upload is copied by the host into a staging buffer, then
-to the device on the copy stream, and the compute stream waits for it there (an event, not the host); a
-download waits on the device for the compute stream's event, is copied on the copy stream into a staging
-buffer and handed out as a :class:`HostBlock`, whose reader waits for that copy alone. The host waits only
-before it reuses a staging buffer, for the copy two transfers ago (long done in a steady state), and a
-download not yet read by then is first taken out of the buffer (so a slow reader costs a host copy, never
-a wrong block).
+On CUDA a :class:`Transfers` owns two copy streams of its device (one per direction, so an upload never
+queues behind a download that waits for the compute stream) and pinned staging buffers per direction,
+reused in turn: two to begin with, another one (up to :data:`MAX_STAGING`) when the next is still in use,
+each grown when a copy needs more. An upload is copied by the host into a staging buffer, then to the
+device on the upload stream, and the compute stream waits for it there (an event, not the host). A
+download waits on the device for the compute stream's event, is copied on the download stream into a
+staging buffer and handed out as a :class:`HostBlock`, whose reader waits for that copy alone. The host
+waits only when every staging buffer of a direction is in use: for the oldest one's copy, and a download
+not read by then is first taken out of its buffer (a slow reader costs a host copy, never a wrong block).
 
 Everywhere else (CPU, MPS) the same calls are plain copies (on the CPU, none at all), so the batch loop is
 one code path on every device.
@@ -49,6 +50,11 @@ class HostBlock:
             self._settle()
             return self._data
 
+    @property
+    def taken(self) -> bool:
+        """Whether the block is in its own memory (read, or never staged)."""
+        return self._ready is None
+
     def release(self) -> None:
         """Take the block out of its staging buffer now (before that buffer is reused)."""
         with self._lock:
@@ -77,6 +83,10 @@ class HostFlag:
         return bool(self._host.numpy())
 
 
+MAX_STAGING = 8
+"""Pinned staging buffers per direction at most (a step copies one span per track in its batch)."""
+
+
 class _Staging:
     """One pinned staging buffer, and what must happen before it is reused."""
 
@@ -85,13 +95,17 @@ class _Staging:
         self.done: Any = None  # event of the last copy through it
         self.block: HostBlock | None = None  # the download it holds, perhaps unread
 
+    def free(self) -> bool:
+        """Whether it can be reused without waiting (its copy done, its download read)."""
+        return (self.done is None or bool(self.done.query())) and (self.block is None or self.block.taken)
+
     def take(self, shape: torch.Size, device: torch.device) -> torch.Tensor:
-        """The buffer, free for a new copy, viewed as float32 ``shape``."""
+        """The buffer, free for a new copy, viewed as float32 ``shape`` (waits if it was not :meth:`free`)."""
         if self.block is not None:
             self.block.release()
             self.block = None
         if self.done is not None:
-            self.done.synchronize()  # the copy through it two transfers ago
+            self.done.synchronize()
             self.done = None
         need = shape.numel()
         if self.buffer.numel() < need:
@@ -100,35 +114,57 @@ class _Staging:
         return self.buffer[:need].view(shape)
 
 
+class _Ring:
+    """The staging buffers of one direction, used in turn (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.items = [_Staging(), _Staging()]
+        self._next = 0
+
+    def next(self) -> _Staging:
+        """The next free buffer; a new one while there are fewer than :data:`MAX_STAGING`; else the oldest."""
+        n = len(self.items)
+        for i in range(n):
+            item = self.items[(self._next + i) % n]
+            if item.free():
+                self._next = (self._next + i + 1) % n
+                return item
+        if n < MAX_STAGING:
+            self.items.insert(self._next, _Staging())  # just before the oldest: the last to be reused
+            self._next = (self._next + 1) % (n + 1)
+            return self.items[self._next - 1]
+        item = self.items[self._next]
+        self._next = (self._next + 1) % n
+        return item
+
+
 class Transfers:
     """Uploads and downloads for one device (see the module docstring).
 
     Args:
-        device: the device; a copy stream and pinned staging buffers on CUDA, plain copies elsewhere.
+        device: the device; copy streams and pinned staging buffers on CUDA, plain copies elsewhere.
     """
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self._cuda = device.type == "cuda"
-        self._stream: Any = torch.cuda.Stream(device=device) if self._cuda else None  # type: ignore[no-untyped-call]
-        self._up = [_Staging(), _Staging()]
-        self._down = [_Staging(), _Staging()]
-        self._turn_up = 0
-        self._turn_down = 0
+        streams: Any = [torch.cuda.Stream(device=device) for _ in "ud"] if self._cuda else [None, None]  # type: ignore[no-untyped-call]
+        self._up_stream, self._down_stream = streams
+        self._up = _Ring()
+        self._down = _Ring()
 
     def upload(self, host: torch.Tensor) -> torch.Tensor:
         """A float32 CPU tensor, on the device: usable by the compute stream at once (it waits there)."""
         if not self._cuda:
             return host.to(self.device, dtype=torch.float32)
-        staging = self._up[self._turn_up]
-        self._turn_up ^= 1
+        staging = self._up.next()
         buffer = staging.take(host.shape, self.device)
         buffer.copy_(host)
         compute = torch.cuda.current_stream(self.device)
-        with torch.cuda.stream(self._stream):
+        with torch.cuda.stream(self._up_stream):
             dest = torch.empty(host.shape, device=self.device)
             dest.copy_(buffer, non_blocking=True)
-            staging.done = self._record(self._stream)
+            staging.done = self._record(self._up_stream)
         compute.wait_event(staging.done)
         dest.record_stream(compute)  # freed only after the compute stream is done with it
         return dest
@@ -137,14 +173,13 @@ class Transfers:
         """A device tensor's values on the host, once the compute stream has made them (no host wait)."""
         if not self._cuda:
             return HostBlock(block.to("cpu"))
-        staging = self._down[self._turn_down]
-        self._turn_down ^= 1
+        staging = self._down.next()
         buffer = staging.take(block.shape, self.device)
-        self._stream.wait_event(self._record(torch.cuda.current_stream(self.device)))
-        with torch.cuda.stream(self._stream):
+        self._down_stream.wait_event(self._record(torch.cuda.current_stream(self.device)))
+        with torch.cuda.stream(self._down_stream):
             buffer.copy_(block, non_blocking=True)
-            staging.done = self._record(self._stream)
-        block.record_stream(self._stream)  # not reused before the copy has read it
+            staging.done = self._record(self._down_stream)
+        block.record_stream(self._down_stream)  # not reused before the copy has read it
         staging.block = HostBlock(buffer, staging.done)
         return staging.block
 

@@ -6,6 +6,7 @@ Usage::
     python benchmarks/bench_engine.py --seconds 60 --repeats 3 --also-torch --unit-scales  # + torch CPU backend
     python benchmarks/bench_engine.py --seconds 20 --memory-minutes 5 60 --reference-memory-minutes 5 15
     python benchmarks/bench_engine.py --model hdemucs_mmi --seconds 60 --repeats 2 --profile-context
+    python benchmarks/bench_engine.py --device cuda --seconds 600 --gpu-step eager --precisions float16
 
 Parts:
 
@@ -25,7 +26,10 @@ Parts:
    tracks run in seconds; ours streams the track from a block generator to a discarding sink (the pipeline's
    situation), the reference holds it as a tensor (its only mode). Clearly labelled "stand-in".
 
-The last line is machine-readable:
+``--gpu-step eager|matrix|compiled`` is one step of ``benchmarks/gpu_check.sh`` (see :func:`gpu_step`): every
+figure is printed as a row and a ``device=… step=…`` line the moment it is measured.
+
+Otherwise the last line is machine-readable:
 ``device=cpu seconds=60 ours_s=… demucs_s=… speedup=… ours_peak_rss_mb=… demucs_peak_rss_mb=…``.
 """
 

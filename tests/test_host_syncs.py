@@ -9,7 +9,9 @@ that would block the host on a GPU:
 * ``Tensor.tolist`` (patched, since it reads memory without going through the dispatcher);
 * ``aten.lift_fresh`` (a tensor built from Python data: on CUDA, ``torch.tensor(..., device=cuda)`` is a
   blocking upload) and indexing a tensor with a Python list (it is turned into such a tensor);
-* a copy between devices that is not ``non_blocking``.
+* a copy between devices that is not ``non_blocking``;
+* operations whose output size depends on the data (``nonzero``, ``masked_select``, ``unique``, indexing
+  by a boolean mask): CUDA must copy a count to the host before it can allocate their output.
 
 The first batch may make any of them (weights, caches); every later one must make none, also when a new
 track joins. What a CPU cannot see: the copy stream's uploads and downloads
@@ -46,7 +48,17 @@ from stemsplit.weights.loading import describe_model, load_model
 CPU = torch.device("cpu")
 aten = torch.ops.aten
 
-BLOCKING = {aten._local_scalar_dense.default, aten.lift_fresh.default, aten.lift_fresh_copy.default}
+BLOCKING = {
+    aten._local_scalar_dense.default,
+    aten.lift_fresh.default,
+    aten.lift_fresh_copy.default,
+    aten.nonzero.default,
+    aten.masked_select.default,
+    aten._unique2.default,
+    aten.unique_consecutive.default,
+    aten.unique_dim.default,
+    aten.repeat_interleave.Tensor,
+}
 
 
 class HostSyncs(TorchDispatchMode):
@@ -67,6 +79,8 @@ class HostSyncs(TorchDispatchMode):
         kwargs = kwargs or {}
         if func in BLOCKING:
             self.note(str(func))
+        elif func is aten.index.Tensor and any(i is not None and i.dtype == torch.bool for i in args[1]):
+            self.note(f"{func} by a boolean mask")
         elif func in (aten._to_copy.default, aten.copy_.default):
             src = args[1] if func is aten.copy_.default else args[0]
             dst_device = args[0].device if func is aten.copy_.default else kwargs.get("device", src.device)
@@ -159,6 +173,9 @@ def test_the_recorder_sees_each_kind_of_sync() -> None:
         x[[0, 2]]
         x.to("meta")
         x.to("meta", non_blocking=True)
+        x[x > 0.5]
+        torch.nonzero(x)
     assert any("_local_scalar_dense" in op for op in mode.seen[0])
     assert sum("lift_fresh" in op for op in mode.seen[0]) >= 2
     assert sum("cpu -> meta" in op for op in mode.seen[0]) == 1
+    assert any("boolean mask" in op for op in mode.seen[0]) and any("nonzero" in op for op in mode.seen[0])

@@ -481,7 +481,7 @@ def gpu_step(args: argparse.Namespace) -> None:
     * ``eager``: our engine in the first of ``--precisions``, eager;
     * ``matrix``: each of ``--precisions`` eager (float32 with TF32 off, ``tf32``, float16, bfloat16), with
       its SNR against our float32, then demucs 4.1.0 ``apply_model`` on the same weights;
-    * ``compiled``: the engine compiled in the automatic precision, in two fresh processes sharing one
+    * ``compiled``: the engine compiled in the first of ``--precisions``, in two fresh processes sharing one
       on-disk Inductor cache (cold, then warm).
     """
     bench = GpuBench(args)
@@ -533,7 +533,7 @@ def gpu_step(args: argparse.Namespace) -> None:
             key = "cuda_time_total" if bench.cuda else "cpu_time_total"
             print(prof.key_averages().table(sort_by=key, row_limit=20))
     else:
-        compiled_runs(args, bench.auto, common)
+        compiled_runs(args, args.precisions.split(",")[0], common)
 
 
 def compiled_runs(args: argparse.Namespace, precision: str, common: dict[str, object]) -> None:

@@ -28,6 +28,7 @@ python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version "
     --abi "$abi" --abi abi3 --abi none "${platforms[@]}" -d .whl \
     soundfile cffi pycparser soxr "av==18.1.0" platformdirs mutagen \
     demucs==4.1.0 julius lameenc sphn
+echo "$version" > .whl/python-version  # gpu_check.sh installs the set only for this Python
 ls .whl
 du -sh .whl
 

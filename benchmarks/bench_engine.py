@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import functools
 import json
 import os
 import shutil
@@ -544,6 +545,7 @@ def compiled_runs(args: argparse.Namespace, precision: str, common: dict[str, ob
     for label in ("cold", "warm"):
         command = [sys.executable, __file__, "--_compiled-worker", precision, "--device", args.device]
         command += ["--seconds", str(args.seconds), "--network", args.network]
+        command += ["--compile-backend", args.compile_backend]
         command += ["--batch-size", str(args.batch_size)] if args.batch_size else []
         done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
         r = json.loads(done.stdout.strip().splitlines()[-1])
@@ -551,7 +553,8 @@ def compiled_runs(args: argparse.Namespace, precision: str, common: dict[str, ob
             f"compile, {label} cache: first run {r['first_s']:.1f} s (compiling), then {r['steady_s']:.2f} s"
         )
         result_line(
-            **common, step="compiled", precision=precision, cache=label, first_s=r["first_s"],
+            **common, step="compiled", precision=precision, backend=args.compile_backend, cache=label,
+            first_s=r["first_s"],
             ours_s=r["steady_s"], xrt=args.seconds / r["steady_s"], snr_vs_float32_db=r["snr_db"],
             peak_gib=r["peak_gib"],
         )  # fmt: skip
@@ -560,6 +563,8 @@ def compiled_runs(args: argparse.Namespace, precision: str, common: dict[str, ob
 def compiled_worker(args: argparse.Namespace, precision: str) -> None:
     """Subprocess body of :func:`compiled_runs`: the first compiled run (compiling), a second one and our
     float32 eager (for the SNR)."""
+    if args.compile_backend != "inductor":  # a rehearsal of the step: Dynamo's tracing, not Inductor's code
+        torch.compile = functools.partial(torch.compile, backend=args.compile_backend)  # type: ignore[assignment]
     bench = GpuBench(args)
     times, outs, peak = [], [], float("nan")
     for compile_ in (True, True, False):
@@ -610,6 +615,11 @@ def main() -> None:
         "--gpu-step", choices=["eager", "matrix", "compiled"], help="one step of gpu_check.sh (see gpu_step)"
     )
     parser.add_argument("--network", choices=["full", "small"], default="full", help="with --gpu-step")
+    parser.add_argument(
+        "--compile-backend",
+        default="inductor",
+        help="with --gpu-step compiled: torch.compile's backend (aot_eager: a quick rehearsal on a CPU)",
+    )
     parser.add_argument(
         "--profile", action="store_true", help="with --gpu-step matrix: a torch profiler table"
     )

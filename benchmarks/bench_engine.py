@@ -523,7 +523,7 @@ def gpu_step(args: argparse.Namespace) -> None:
         row("demucs 4.1.0 apply_model", demucs_s, snr_db(exact, ref), demucs_mem)
         result_line(
             **common, step="matrix", precision="demucs_apply_model", demucs_s=demucs_s,
-            xrt=args.seconds / demucs_s, max_abs_vs_ours_float32=float((exact - ref).abs().max()),
+            xrt=args.seconds / demucs_s, max_abs_vs_ours_float32=f"{float((exact - ref).abs().max()):.3g}",
         )  # fmt: skip
         if args.profile:
             from torch.profiler import ProfilerActivity, profile

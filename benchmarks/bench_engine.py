@@ -6,6 +6,7 @@ Usage::
     python benchmarks/bench_engine.py --seconds 60 --repeats 3 --also-torch --unit-scales  # + torch CPU backend
     python benchmarks/bench_engine.py --seconds 20 --memory-minutes 5 60 --reference-memory-minutes 5 15
     python benchmarks/bench_engine.py --model hdemucs_mmi --seconds 60 --repeats 2 --profile-context
+    python benchmarks/bench_engine.py --device cuda --seconds 600 --gpu-step eager --precisions float16
 
 Parts:
 
@@ -25,7 +26,10 @@ Parts:
    tracks run in seconds; ours streams the track from a block generator to a discarding sink (the pipeline's
    situation), the reference holds it as a tensor (its only mode). Clearly labelled "stand-in".
 
-The last line is machine-readable:
+``--gpu-step eager|matrix|compiled`` is one step of ``benchmarks/gpu_check.sh`` (see :func:`gpu_step`): every
+figure is printed as a row and a ``device=… step=…`` line the moment it is measured.
+
+Otherwise the last line is machine-readable:
 ``device=cpu seconds=60 ours_s=… demucs_s=… speedup=… ours_peak_rss_mb=… demucs_peak_rss_mb=…``.
 """
 
@@ -33,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import functools
 import json
 import os
 import shutil
@@ -391,138 +396,185 @@ def memory_runs(args: argparse.Namespace) -> None:
         print(f"{name:<44}{minutes:>10g}{r['seconds']:>12.1f}{r['peak_mb']:>13.0f}", flush=True)
 
 
-def gpu_matrix(args: argparse.Namespace) -> None:
-    """Every precision eager, the automatic one compiled (cold and warm on-disk cache), against the reference.
+def result_line(**fields: object) -> None:
+    """Print one machine-readable result line (``device=… step=… key=value …``) at once."""
+    print(
+        " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items()),
+        flush=True,
+    )
 
-    Prints one row per run (seconds, x real time, SNR against our float32, peak device memory, batch size)
-    and the machine-readable last line, where ``ours_s`` is the fastest run in the precision ``auto`` picks.
+
+class GpuBench:
+    """What the GPU steps share: the device, the network (random weights, seed 0), the track, the batch size.
+
+    ``--network small`` is a narrow HT Demucs (the same code path), for a rehearsal on a CPU.
     """
-    from contextlib import nullcontext
 
-    from engine_models import make_reference_htdemucs, stemsplit_twin
-    from stemsplit.inference import devices
+    def __init__(self, args: argparse.Namespace) -> None:
+        from engine_models import make_reference_htdemucs, make_small_reference_htdemucs, stemsplit_twin
+        from stemsplit.inference import devices
 
-    device = resolve_device(args.device)
-    model = make_reference_htdemucs(seed=0)
-    bag = ModelBag.single(stemsplit_twin(model))
-    wav = torch.cat(list(synthetic_blocks(args.seconds)), dim=-1)
-    cuda = device.type == "cuda"
+        self.args = args
+        self.device = resolve_device(args.device)
+        self.cuda = self.device.type == "cuda"
+        small = args.network == "small"
+        self.model = make_small_reference_htdemucs(seed=0) if small else make_reference_htdemucs(seed=0)
+        self.bag = ModelBag.single(stemsplit_twin(self.model))
+        self.wav = torch.cat(list(synthetic_blocks(args.seconds)), dim=-1)
+        self.auto = str(resolve_dtype("auto", self.device)).removeprefix("torch.")
+        self.batch = args.batch_size or devices.auto_batch_size(
+            self.device, resolve_dtype("auto", self.device), self.bag.segment_samples
+        )
+        print(
+            f"gpu bench: {args.seconds:g} s track on {self.device}, {args.network} network, "
+            f"auto precision {self.auto}, batch size {self.batch}",
+            flush=True,
+        )
 
-    def measure(fn: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, float, float]:
-        if cuda:
+    def measure(self, fn: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, float, float]:
+        """``fn()``, its wall seconds (the device finished) and the peak device memory in GiB (CUDA)."""
+        if self.cuda:
             torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats(device)
+            torch.cuda.reset_peak_memory_stats(self.device)
         t0 = time.perf_counter()
         out = fn()
-        if cuda:
+        if self.cuda:
             torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated(device) / 2**30 if cuda else float("nan")
+        peak = torch.cuda.max_memory_allocated(self.device) / 2**30 if self.cuda else float("nan")
         return out, time.perf_counter() - t0, peak
 
-    def ours(precision: str, *, tf32: bool = False, compile_: bool = False) -> torch.Tensor:
-        opts = EngineOptions(device=device, precision=precision, batch_size=args.batch_size, compile=compile_)  # type: ignore[arg-type]
-        if not tf32:
-            return separate_tensor(bag, wav, options=opts)
+    def ours(self, precision: str, *, compile_: bool = False) -> torch.Tensor:
+        """Our engine on the track; ``tf32`` is float32 with TensorFloat-32 left on (the process default)."""
+        from contextlib import nullcontext
+
+        from stemsplit.inference import devices
+
+        opts = EngineOptions(
+            device=self.device,
+            precision="float32" if precision == "tf32" else precision,  # type: ignore[arg-type]
+            batch_size=self.batch,
+            compile=compile_,
+            cpu_backend="torch",
+        )
+        if precision != "tf32":
+            return separate_tensor(self.bag, self.wav, options=opts)
         saved = devices._ieee_float32, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
         devices._ieee_float32 = nullcontext  # type: ignore[assignment]
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         try:
-            return separate_tensor(bag, wav, options=opts)
+            return separate_tensor(self.bag, self.wav, options=opts)
         finally:
             devices._ieee_float32, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = (
                 saved
             )
 
-    auto = str(resolve_dtype("auto", device)).removeprefix("torch.")
-    batch = args.batch_size or devices.auto_batch_size(
-        device, resolve_dtype("auto", device), bag.segment_samples
-    )
-    print(
-        f"\ngpu matrix: {args.seconds:g} s track on {device}, auto precision {auto}, auto batch size {batch}"
-    )
-    ours("float32")  # warm-up (cuDNN autotuning, allocator), not timed
-    rows: list[tuple[str, float, float, float]] = []
-    exact, f32_s, f32_mem = measure(lambda: ours("float32"))
-    rows.append(("ours float32 (TF32 off) eager", f32_s, float("inf"), f32_mem))
-    runs: dict[str, float] = {"float32": f32_s}
-    variants = {"tf32": ("float32", True), "float16": ("float16", False), "bfloat16": ("bfloat16", False)}
-    for name in args.precisions.split(","):
-        if name == "float32":
-            continue
-        precision, tf32 = variants[name]
-        out, secs, mem = measure(lambda p=precision, t=tf32: ours(p, tf32=t))
-        rows.append((f"ours {name} eager", secs, snr_db(exact, out), mem))
-        runs[name] = secs
-    best = runs.get(auto, f32_s)
-    if cuda:
-        for label, result in compiled_runs(args, auto).items():
-            rows.append(
-                (f"ours {auto} compiled, {label}", result["steady_s"], result["snr_db"], result["peak_gib"])
-            )
-            print(
-                f"compile {label}: first run {result['first_s']:.1f} s (compiling), then {result['steady_s']:.2f} s"
-            )
-            best = min(best, result["steady_s"])
-    model = model.to(device)
-    ref, demucs_s, demucs_mem = measure(lambda: reference_separate(model, wav.to(device)).cpu())
-    rows.append(("demucs 4.1.0 apply_model", demucs_s, snr_db(exact, ref), demucs_mem))
-    print(f"{'run':<44}{'seconds':>9}{'x realtime':>12}{'SNR dB':>9}{'peak GiB':>10}")
-    for name, secs, snr, mem in rows:
-        print(f"{name:<44}{secs:>9.2f}{args.seconds / secs:>12.1f}{snr:>9.1f}{mem:>10.2f}")
-    print(f"max|ours float32 - reference| = {float((exact - ref).abs().max()):.3g}")
-    if args.profile:
-        from torch.profiler import ProfilerActivity, profile
-
-        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-        with profile(activities=activities) as prof:
-            ours(auto)
-        key = "cuda_time_total" if cuda else "cpu_time_total"
-        print(prof.key_averages().table(sort_by=key, row_limit=20))
-    print(
-        f"device={device.type} seconds={args.seconds:g} ours_s={best:.2f} demucs_s={demucs_s:.2f} "
-        f"speedup={demucs_s / best:.3f} auto={auto} batch={batch} xrt={args.seconds / best:.1f}"
-    )
+    def warm_then_measure(self, precision: str) -> tuple[torch.Tensor, float, float]:
+        """One untimed run of the whole track (cuDNN autotuning of every batch shape, the allocator), then
+        one timed run."""
+        self.ours(precision)
+        return self.measure(lambda: self.ours(precision))
 
 
-def compiled_runs(args: argparse.Namespace, precision: str) -> dict[str, dict[str, float]]:
-    """The compiled engine in two fresh processes sharing one on-disk Inductor cache: cold, then warm."""
+def gpu_step(args: argparse.Namespace) -> None:
+    """One step of ``benchmarks/gpu_check.sh``; every figure is printed (a row and a result line) the moment
+    it is measured, so a step cut short by its time limit keeps what it had.
+
+    * ``eager``: our engine in the first of ``--precisions``, eager;
+    * ``matrix``: each of ``--precisions`` eager (float32 with TF32 off, ``tf32``, float16, bfloat16), with
+      its SNR against our float32, then demucs 4.1.0 ``apply_model`` on the same weights;
+    * ``compiled``: the engine compiled in the first of ``--precisions``, in two fresh processes sharing one
+      on-disk Inductor cache (cold, then warm).
+    """
+    bench = GpuBench(args)
+    common = {"device": bench.device.type, "network": args.network, "seconds": args.seconds}
+    header = f"{'run':<44}{'seconds':>9}{'x realtime':>12}{'SNR dB':>9}{'peak GiB':>10}"
+
+    def row(name: str, secs: float, snr: float, mem: float) -> None:
+        print(f"{name:<44}{secs:>9.2f}{args.seconds / secs:>12.1f}{snr:>9.1f}{mem:>10.2f}", flush=True)
+
+    if args.gpu_step == "eager":
+        precision = args.precisions.split(",")[0]
+        _, secs, mem = bench.warm_then_measure(precision)
+        print(header)
+        row(f"ours {precision} eager", secs, float("nan"), mem)
+        result_line(
+            **common, step="engine", precision=precision, compile="off", batch=bench.batch,
+            ours_s=secs, xrt=args.seconds / secs, peak_gib=mem,
+        )  # fmt: skip
+    elif args.gpu_step == "matrix":
+        print(header)
+        exact, f32_s, f32_mem = bench.warm_then_measure("float32")
+        row("ours float32 (TF32 off) eager", f32_s, float("inf"), f32_mem)
+        result_line(**common, step="matrix", precision="float32", ours_s=f32_s, xrt=args.seconds / f32_s)
+        for name in args.precisions.split(","):
+            if name == "float32":
+                continue
+            out, secs, mem = bench.warm_then_measure(name)
+            snr = snr_db(exact, out)
+            row(f"ours {name} eager", secs, snr, mem)
+            result_line(
+                **common, step="matrix", precision=name, ours_s=secs, xrt=args.seconds / secs,
+                snr_vs_float32_db=snr, peak_gib=mem,
+            )  # fmt: skip
+        model = bench.model.to(bench.device)
+        ref, demucs_s, demucs_mem = bench.measure(
+            lambda: reference_separate(model, bench.wav.to(bench.device)).cpu()
+        )
+        row("demucs 4.1.0 apply_model", demucs_s, snr_db(exact, ref), demucs_mem)
+        result_line(
+            **common, step="matrix", precision="demucs_apply_model", demucs_s=demucs_s,
+            xrt=args.seconds / demucs_s, max_abs_vs_ours_float32=f"{float((exact - ref).abs().max()):.3g}",
+        )  # fmt: skip
+        if args.profile:
+            from torch.profiler import ProfilerActivity, profile
+
+            activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if bench.cuda else [])
+            with profile(activities=activities) as prof:
+                bench.ours(bench.auto)
+            key = "cuda_time_total" if bench.cuda else "cpu_time_total"
+            print(prof.key_averages().table(sort_by=key, row_limit=20))
+    else:
+        compiled_runs(args, args.precisions.split(",")[0], common)
+
+
+def compiled_runs(args: argparse.Namespace, precision: str, common: dict[str, object]) -> None:
+    """The compiled engine in two fresh processes sharing one on-disk Inductor cache: cold, then warm; each
+    printed as it ends."""
     cache = tempfile.mkdtemp(prefix="bench_engine_inductor_")
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}
-    results = {}
-    for label in ("cold cache", "warm cache"):
+    for label in ("cold", "warm"):
         command = [sys.executable, __file__, "--_compiled-worker", precision, "--device", args.device]
-        command += ["--seconds", str(args.seconds)] + (
-            ["--batch-size", str(args.batch_size)] if args.batch_size else []
-        )
+        command += ["--seconds", str(args.seconds), "--network", args.network]
+        command += ["--compile-backend", args.compile_backend]
+        command += ["--batch-size", str(args.batch_size)] if args.batch_size else []
         done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
-        results[label] = json.loads(done.stdout.strip().splitlines()[-1])
-    return results
+        r = json.loads(done.stdout.strip().splitlines()[-1])
+        print(
+            f"compile, {label} cache: first run {r['first_s']:.1f} s (compiling), then {r['steady_s']:.2f} s"
+        )
+        result_line(
+            **common, step="compiled", precision=precision, backend=args.compile_backend, cache=label,
+            first_s=r["first_s"],
+            ours_s=r["steady_s"], xrt=args.seconds / r["steady_s"], snr_vs_float32_db=r["snr_db"],
+            peak_gib=r["peak_gib"],
+        )  # fmt: skip
 
 
 def compiled_worker(args: argparse.Namespace, precision: str) -> None:
-    """Subprocess body of :func:`compiled_runs`: the first compiled run (compiling) and a second one."""
-    from engine_models import make_reference_htdemucs, stemsplit_twin
-
-    device = resolve_device(args.device)
-    bag = ModelBag.single(stemsplit_twin(make_reference_htdemucs(seed=0)))
-    wav = torch.cat(list(synthetic_blocks(args.seconds)), dim=-1)
-    times = []
-    outs = []
+    """Subprocess body of :func:`compiled_runs`: the first compiled run (compiling), a second one and our
+    float32 eager (for the SNR)."""
+    if args.compile_backend != "inductor":  # a rehearsal of the step: Dynamo's tracing, not Inductor's code
+        torch.compile = functools.partial(torch.compile, backend=args.compile_backend)  # type: ignore[assignment]
+    bench = GpuBench(args)
+    times, outs, peak = [], [], float("nan")
     for compile_ in (True, True, False):
-        opts = EngineOptions(
-            device=device,
-            precision=precision if compile_ else "float32",
-            batch_size=args.batch_size,
-            compile=compile_,
-        )  # type: ignore[arg-type]
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats(device)
-        t0 = time.perf_counter()
-        outs.append(separate_tensor(bag, wav, options=opts))
-        torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
+        out, secs, mem = bench.measure(
+            lambda c=compile_: bench.ours(precision if c else "float32", compile_=c)
+        )
+        times.append(secs)
+        outs.append(out)
         if compile_:
-            peak = torch.cuda.max_memory_allocated(device) / 2**30
+            peak = mem
     print(
         json.dumps(
             {"first_s": times[0], "steady_s": times[1], "snr_db": snr_db(outs[2], outs[1]), "peak_gib": peak}
@@ -559,10 +611,22 @@ def main() -> None:
     parser.add_argument("--memory-minutes", type=float, nargs="*", default=[], help="stand-in runs of ours")
     parser.add_argument("--reference-memory-minutes", type=float, nargs="*", default=[])
     parser.add_argument("--_memory-worker", nargs=2, metavar=("WHICH", "MINUTES"), help=argparse.SUPPRESS)
-    parser.add_argument("--gpu-matrix", action="store_true", help="every precision, eager and compiled (GPU)")
-    parser.add_argument("--profile", action="store_true", help="with --gpu-matrix: a torch profiler table")
     parser.add_argument(
-        "--precisions", default="float32,tf32,float16,bfloat16", help="with --gpu-matrix: which to run eager"
+        "--gpu-step", choices=["eager", "matrix", "compiled"], help="one step of gpu_check.sh (see gpu_step)"
+    )
+    parser.add_argument("--network", choices=["full", "small"], default="full", help="with --gpu-step")
+    parser.add_argument(
+        "--compile-backend",
+        default="inductor",
+        help="with --gpu-step compiled: torch.compile's backend (aot_eager: a quick rehearsal on a CPU)",
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="with --gpu-step matrix: a torch profiler table"
+    )
+    parser.add_argument(
+        "--precisions",
+        default="float32,tf32,float16,bfloat16",
+        help="with --gpu-step eager/matrix: which to run",
     )
     parser.add_argument("--_compiled-worker", metavar="PRECISION", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -588,8 +652,8 @@ def main() -> None:
     for dtype in (resolve_dtype(args.precision, resolve_device(args.device)), torch.float32):
         choice = resolve_cpu_backend(args.cpu_backend, dtype)
         print(f"cpu backend in {str(dtype).removeprefix('torch.')}: {choice.name} ({choice.why})")
-    if args.gpu_matrix:
-        gpu_matrix(args)
+    if args.gpu_step:
+        gpu_step(args)
         return
     memory_runs(args)
     results = real_model_run(args)

@@ -10,11 +10,15 @@ model calls on the CPU); ``device_busy`` is that time over ours' wall time.
 Usage::
 
     python benchmarks/bench_folder.py --device cpu --tracks 2 --seconds 30
-    python benchmarks/bench_folder.py --device cuda --tracks 10 --seconds 180
+    python benchmarks/bench_folder.py --device cuda --tracks 10 --seconds 180 --compile off,auto
 
-The last line is machine-readable:
-``device=… tracks=… audio_s=… ours_s=… demucs_s=… speedup=… device_busy=…`` (each the best of
-``--repeats`` runs, made in alternating order; ``baseline_s=…`` is added with ``--baseline-src``).
+``--compile off,auto`` times ours once per setting (in that order, demucs after the first). Every command's
+time is printed as a machine-readable line the moment it is measured
+(``device=… step=folder run=… compile=… seconds=… xrt=…``), and the last line sums up:
+``device=… tracks=… audio_s=… ours_s=… demucs_s=… speedup=… device_busy=…`` (ours_s: the first
+``--compile`` setting; each the best of ``--repeats`` runs, made in alternating order; ``baseline_s=…`` is
+added with ``--baseline-src``, ``ours_<setting>_s=…`` for each further setting). No other line starts
+with ``device=``.
 """
 
 from __future__ import annotations
@@ -36,14 +40,19 @@ ROOT = Path(__file__).resolve().parents[1]
 SR = 44100
 
 
-def make_model(folder: Path) -> Path:
-    """Random full-size htdemucs weights as ``<sig>-<sha256[:8]>.th`` (the official name pattern)."""
+SMALL = {"channels": 8, "bottom_channels": 0, "t_layers": 1, "t_heads": 2, "t_hidden_scale": 1.0}
+"""``--network small``: a narrow htdemucs (the same code path), for a rehearsal on a CPU."""
+
+
+def make_model(folder: Path, network: str = "full") -> Path:
+    """Random htdemucs weights (full size, or :data:`SMALL`) as ``<sig>-<sha256[:8]>.th`` (the official name
+    pattern)."""
     sys.path.insert(0, str(ROOT / "tests"))
     from checkpoints import random_state, reference_kwargs, save_th
     from stemsplit.model import HTDemucs
     from stemsplit.weights.checkpoint import config_from_kwargs
 
-    kwargs = reference_kwargs()
+    kwargs = reference_kwargs(**(SMALL if network == "small" else {}))
     folder.mkdir(parents=True, exist_ok=True)
     path = save_th(folder / "random.th", kwargs, random_state(HTDemucs(config_from_kwargs(kwargs))))
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:8]
@@ -87,7 +96,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=180.0, help="length of each track")
     parser.add_argument("--inputs", choices=["wav", "mp3", "mixed"], default="wav")
     parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--compile", choices=["auto", "on", "off"], default="auto")
+    parser.add_argument(
+        "--compile", default="auto", help="ours' --compile: auto, on, off, or several (off,auto), each timed"
+    )
+    parser.add_argument("--network", choices=["full", "small"], default="full", help="see SMALL")
     parser.add_argument(
         "--precision", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
         help="ours' (and the baseline's) --precision; demucs runs float32",
@@ -106,7 +118,10 @@ def main() -> None:
     args = parser.parse_args()
 
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-folder-"))
-    model = make_model(work / "models")
+    settings = args.compile.split(",")
+    if any(c not in ("auto", "on", "off") for c in settings):
+        parser.error(f"--compile: auto, on or off (comma-separated), got {args.compile}")
+    model = make_model(work / "models", args.network)
     tracks = make_tracks(work / "in", args.tracks, args.seconds, args.inputs)
     audio_s = args.tracks * args.seconds
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
@@ -115,17 +130,25 @@ def main() -> None:
         env["OMP_NUM_THREADS"] = str(args.jobs)
     ours_env = {**env, **({"STEMSPLIT_CPU_BACKEND": args.cpu_backend} if args.cpu_backend else {})}
     print(
-        f"device={args.device} tracks={args.tracks} x {args.seconds:g} s ({args.inputs}), work={work}, "
+        f"bench_folder on {args.device}: {args.tracks} x {args.seconds:g} s ({args.inputs}), work={work}, "
         f"ours: --precision {args.precision}, STEMSPLIT_CPU_BACKEND={args.cpu_backend or 'auto'}",
         flush=True,
     )
 
     probe = work / "busy.json"
-    ours = [sys.executable, str(ROOT / "benchmarks" / "_busy_probe.py"), str(probe), "--", str(work / "in")]
-    ours += ["-n", str(model), "-o", str(work / "ours"), "-d", args.device, "--overwrite", "-q"]
-    ours += ["--compile", args.compile, "--precision", args.precision]
-    ours += ["--batch-size", str(args.batch_size)] if args.batch_size else []
-    commands: dict[str, tuple[list[str], dict[str, str]]] = {"ours": (ours, ours_env)}
+    commands: dict[str, tuple[list[str], dict[str, str]]] = {}
+    for setting in settings:
+        ours = [
+            sys.executable,
+            str(ROOT / "benchmarks" / "_busy_probe.py"),
+            str(probe),
+            "--",
+            str(work / "in"),
+        ]
+        ours += ["-n", str(model), "-o", str(work / "ours"), "-d", args.device, "--overwrite", "-q"]
+        ours += ["--compile", setting, "--precision", args.precision]
+        ours += ["--batch-size", str(args.batch_size)] if args.batch_size else []
+        commands[f"ours_{setting}"] = (ours, ours_env)
     if args.baseline_src:
         baseline = [sys.executable, "-m", "stemsplit", str(work / "in"), "-n", str(model)]
         baseline += ["-o", str(work / "baseline"), "-d", args.device, "--overwrite", "-q"]
@@ -143,7 +166,13 @@ def main() -> None:
         ]
         reference += ["-o", str(work / "demucs"), "-d", args.device, "--shifts", "0", *map(str, tracks)]
         commands["demucs"] = (reference, env)
+    order = list(commands)  # the first of ours, demucs, then the rest: the most telling figure first
+    if "demucs" in commands:
+        order.remove("demucs")
+        order.insert(1, "demucs")
+        commands = {name: commands[name] for name in order}
 
+    first = f"ours_{settings[0]}"
     best = {name: float("inf") for name in commands}
     busy = float("nan")
     for repeat in range(args.repeats):  # alternate the order, so that a change of load hits every command
@@ -152,18 +181,23 @@ def main() -> None:
             command, command_env = commands[name]
             seconds = timed(command, command_env)
             note = ""
-            if name == "ours":
+            fields = f"device={args.device} step=folder run={name.split('_')[0]} "
+            if name.startswith("ours_"):
                 run_busy = json.loads(probe.read_text())["busy_s"]
-                note = f"  device busy {run_busy / seconds:.0%}"
-                if seconds < best[name]:
+                note = f" device_busy={run_busy / seconds:.3f}"
+                fields += f"compile={name.removeprefix('ours_')} "
+                if name == first and seconds < best[name]:
                     busy = run_busy
             best[name] = min(best[name], seconds)
-            print(f"{name:8s} {seconds:8.2f} s  {audio_s / seconds:8.1f}x real time{note}", flush=True)
-    ours_s = best["ours"]
+            print(f"{fields}seconds={seconds:.2f} xrt={audio_s / seconds:.1f}{note}", flush=True)
+    ours_s = best[first]
     demucs_s = best.get("demucs", float("nan"))
+    more = "".join(
+        f" {name}_s={best[name]:.2f}" for name in best if name.startswith("ours_") and name != first
+    )
     print(
         f"device={args.device} tracks={args.tracks} audio_s={audio_s:g} ours_s={ours_s:.2f} "
-        f"demucs_s={demucs_s:.2f} speedup={demucs_s / ours_s:.3f} device_busy={busy / ours_s:.3f}"
+        f"demucs_s={demucs_s:.2f} speedup={demucs_s / ours_s:.3f} device_busy={busy / ours_s:.3f}{more}"
         + (f" baseline_s={best['baseline']:.2f}" if "baseline" in best else "")
     )
 

@@ -345,6 +345,35 @@ def test_float32_on_cuda_switches_tf32_off_and_restores_the_callers_setting(call
         cudnn.allow_tf32 = saved[1]
 
 
+def test_cuda_settings_stay_until_the_last_runner_leaves() -> None:
+    """Two device threads' runners: the settings are the process's, so the one leaving first must not
+    restore them under the other; a float32 runner joining a reduced-precision one switches TF32 off."""
+    from stemsplit.inference.devices import cuda_tuning
+
+    cudnn = torch.backends.cudnn
+    saved = (torch.get_float32_matmul_precision(), cudnn.allow_tf32, cudnn.benchmark)
+    try:
+        torch.set_float32_matmul_precision("high")
+        cudnn.allow_tf32, cudnn.benchmark = True, False
+        first = cuda_tuning(torch.device("cuda", 0), exact=False)
+        second = cuda_tuning(torch.device("cuda", 1), exact=True)
+        first.__enter__()
+        assert cudnn.benchmark is True and cudnn.allow_tf32 is True  # reduced precision: TF32 left alone
+        second.__enter__()
+        assert cudnn.allow_tf32 is False and torch.get_float32_matmul_precision() == "highest"
+        first.__exit__(None, None, None)
+        assert cudnn.benchmark is True and cudnn.allow_tf32 is False  # the other runner still runs
+        second.__exit__(None, None, None)
+        assert (torch.get_float32_matmul_precision(), cudnn.allow_tf32, cudnn.benchmark) == (
+            "high",
+            True,
+            False,
+        )
+    finally:
+        torch.set_float32_matmul_precision(saved[0])
+        cudnn.allow_tf32, cudnn.benchmark = saved[1], saved[2]
+
+
 # --- MPS: complex-valued stages on the CPU ---------------------------------------------------------
 
 

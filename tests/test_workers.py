@@ -188,6 +188,59 @@ def test_two_devices_share_the_tracks_and_change_nothing(
         assert all(np.array_equal(sa[k], sb[k]) for k in sa)
 
 
+def test_each_device_thread_makes_its_device_current(
+    model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without ``torch.cuda.set_device`` in its thread, ``cuda:1``'s events would be recorded on ``cuda:0``'s
+    stream (and a writer could read a block still being copied): each device thread binds its own device."""
+    bound: list[tuple[str, torch.device]] = []
+    bind = pipeline.workers.bind_thread
+
+    def noting(device: torch.device) -> None:
+        bound.append((threading.current_thread().name, device))
+        bind(device)
+
+    monkeypatch.setattr(pipeline.workers, "bind_thread", noting)
+    cpu = torch.device("cpu")
+    options = SeparationOptions(model=str(model), out_dir=tmp_path / "out", batch_size=2, **FLOAT)
+    separate_batch(plan_batch([str(p) for p in songs(tmp_path / "in")], options), options, devices=[cpu, cpu])
+    assert sorted(name for name, _ in bound) == ["stemsplit-device-0-cpu", "stemsplit-device-1-cpu"]
+
+    calls: list[object] = []
+    monkeypatch.setattr(torch.cuda, "set_device", calls.append)
+    bind(torch.device("cpu"))
+    bind(torch.device("cuda", 1))
+    assert calls == [torch.device("cuda", 1)]
+
+
+def test_a_writer_that_is_behind_holds_back_the_device(
+    model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slow encoder: its queue of finished blocks stays at the bound (memory does not grow with the track),
+    and a writer that failed does not hold the device thread up."""
+    monkeypatch.setattr(pipeline.workers, "WRITER_QUEUE_BLOCKS", 1)
+    sizes: list[int] = []
+    send = pipeline.workers._Run._send
+
+    def noting(self, live, item) -> None:
+        send(self, live, item)
+        sizes.append(live.blocks.qsize())
+
+    write = StemWriter.write
+
+    def slow(stem_writer: StemWriter, block: np.ndarray) -> None:
+        if "/song1/" in str(stem_writer.path):
+            raise AudioWriteError("disk on fire (simulated)", path=stem_writer.path)
+        time.sleep(0.02)
+        write(stem_writer, block)
+
+    monkeypatch.setattr(pipeline.workers._Run, "_send", noting)
+    monkeypatch.setattr(StemWriter, "write", slow)
+    results = run(songs(tmp_path / "in"), tmp_path / "out", model, batch_size=1)
+    assert [r.status for r in results] == ["done", "failed", "done", "done"]
+    assert len(sizes) > 10 and max(sizes) == 1
+
+
 _RSS_RUN = """
 import json, resource, sys, time
 from pathlib import Path

@@ -22,8 +22,9 @@ from __future__ import annotations
 import os
 import platform
 import shutil
+import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -348,22 +349,58 @@ def autocast(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
 
 @contextmanager
 def cuda_tuning(device: torch.device, *, exact: bool) -> Iterator[None]:
-    """The CUDA settings of a runner's lifetime, restored on exit (nothing on other devices).
+    """The CUDA settings of a runner's lifetime (nothing on other devices).
 
     ``exact`` (float32) switches TensorFloat-32 off for matmuls and cuDNN convolutions: PyTorch lets cuDNN
     use TF32 by default, about 10 bits of mantissa on Ampere and later cards. ``cudnn.benchmark`` is on,
     since the runner's shapes are fixed (one per batch bucket) and autotuning pays off on the first batch.
+
+    These are process settings (torch has no per-device or per-thread form of them): the first user
+    applies them, the last restores them, and users in between change nothing, so one device thread never
+    switches them under another. The pipeline enters them once, in the calling thread, before its device
+    threads start. A float32 user joining reduced-precision ones switches TF32 off then (stricter for all,
+    never looser).
     """
     if device.type != "cuda":
         yield
         return
-    benchmark = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = True
+    _CUDA_SETTINGS.enter(exact=exact)
     try:
-        with _ieee_float32() if exact else nullcontext():
-            yield
+        yield
     finally:
-        torch.backends.cudnn.benchmark = benchmark
+        _CUDA_SETTINGS.leave()
+
+
+class _CudaSettings:
+    """The reference-counted process state behind :func:`cuda_tuning`."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._exact = False
+        self._restore = ExitStack()
+
+    def enter(self, *, exact: bool) -> None:
+        with self._lock:
+            if self._users == 0:
+                self._restore.callback(
+                    setattr, torch.backends.cudnn, "benchmark", torch.backends.cudnn.benchmark
+                )
+                torch.backends.cudnn.benchmark = True
+                self._exact = False
+            if exact and not self._exact:
+                self._restore.enter_context(_ieee_float32())
+                self._exact = True
+            self._users += 1
+
+    def leave(self) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users == 0:
+                self._restore.close()
+
+
+_CUDA_SETTINGS = _CudaSettings()
 
 
 @contextmanager

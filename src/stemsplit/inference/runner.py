@@ -14,7 +14,10 @@ track. It owns what must not change per batch or per track:
   is two or more, because one window alone takes another kernel path (its float32 rounding differs), and a
   track's output must not depend on what shares its batches;
 * process settings (CPU threads, TF32 off for exact float32 on CUDA, cuDNN autotuning for fixed shapes) set
-  when the runner is entered and restored when it is left, never per batch;
+  when the runner is entered and restored when it is left, never per batch (the CUDA ones are counted
+  across runners, :func:`~stemsplit.inference.devices.cuda_tuning`: the last one leaving restores them);
+* in reduced precision, a finite flag per batch copied to the host behind its forward and read when the
+  batch is finished (:meth:`DeviceRunner.result`), so launching never waits for the device;
 * on the CPU in float32 and not compiled, the trunk's backend (:mod:`~stemsplit.inference.cpu_backend`):
   PyTorch, or OpenVINO, exported and compiled for each bag member when the runner is prepared
   (:meth:`DeviceRunner.prepare`), else on its first window;
@@ -54,6 +57,7 @@ from stemsplit.inference.devices import (
     note_compile_failure,
     thread_settings,
 )
+from stemsplit.inference.transfer import HostFlag, transfers_for
 
 __all__ = ["OOM", "DeviceRunner", "Launched", "ModelFn", "batch_buckets"]
 
@@ -72,7 +76,7 @@ class Launched:
     member: int
     batch: torch.Tensor  # (bucket, C, T) the windows as run, padded
     out: torch.Tensor  # (bucket, S, C, T)
-    finite: torch.Tensor | None  # a device bool, in reduced precision only
+    finite: HostFlag | None  # whether ``out`` is finite, on its way to the host; in reduced precision only
     count: int  # the real windows, first in the batch
 
 
@@ -206,20 +210,23 @@ class DeviceRunner:
         if size > n:  # pad with silent windows to the bucket: fixed shapes, one kernel path per size
             batch = torch.cat([windows, windows.new_zeros((size - n, *windows.shape[1:]))])
         out = self._run(member, batch, self.dtype, eager=self.window not in (None, batch.shape[-1]))
-        finite = None if self.dtype == torch.float32 else torch.isfinite(out).all()
+        finite = None
+        if self.dtype != torch.float32:  # copied behind the batch, read when it is finished
+            finite = transfers_for(self.device).flag(torch.isfinite(out).all())
         return Launched(member, batch, out, finite, n)
 
     def result(self, launched: Launched) -> torch.Tensor:
         """The (n, S, C, T) float32 output of a launched batch, on :attr:`device`.
 
-        In reduced precision this waits for that batch (not for later ones) to check it is finite; a
-        batch with a non-finite value is redone in float32 with a :class:`NonFiniteWarning`.
+        In reduced precision this waits for that batch (not for later ones: an event behind its finite
+        flag, copied to pinned memory when it was launched) to check it is finite; a batch with a
+        non-finite value is redone in float32 with a :class:`NonFiniteWarning`.
 
         Raises:
             OOM: out of memory while redoing; call :meth:`shrink` and retry.
         """
         out = launched.out
-        if launched.finite is not None and not bool(launched.finite):
+        if launched.finite is not None and not launched.finite.get():
             warnings.warn(
                 NonFiniteWarning(
                     f"{str(self.dtype).removeprefix('torch.')} produced a non-finite value on {self.device}; "

@@ -6,7 +6,9 @@ removed when done; each :meth:`Scheduler.step` takes the next batch of windows f
 oldest streams first (so tracks finish in the order they came and memory stays bounded), cuts them on the
 device, queues the forward, and only then finishes the previous batch (accumulate, emit). On CUDA the
 device therefore always has the next batch queued while the host accumulates and copies out the last
-one; the only wait is for the previous batch's own non-finite check in reduced precision.
+one. Nothing in a step makes the host wait for the device (no ``item``, no index built from host data, no
+blocking copy; ``tests/test_host_syncs.py``), except, in reduced precision, the previous batch's own finite
+flag, copied behind its forward and read here through an event that waits for that batch alone.
 
 A track's output does not depend on what shares its batches: windows are computed independently per
 row, every batch runs at one of the runner's fixed bucket sizes, and each stream accumulates its own

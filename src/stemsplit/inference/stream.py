@@ -29,6 +29,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Protocol
 
 import numpy as np
@@ -44,6 +45,7 @@ from stemsplit.inference.planner import (
     window_count,
 )
 from stemsplit.inference.stats import TrackStats
+from stemsplit.inference.transfer import HostBlock, transfers_for
 
 __all__ = ["BagPlan", "HostBlock", "InputBuffer", "TrackAudio", "TrackStream", "Window", "make_plan"]
 
@@ -217,43 +219,6 @@ class InputBuffer:
             self._pending = []
 
 
-# --- output ----------------------------------------------------------------------------------------------
-
-
-class HostBlock:
-    """A finished block of stems copied to the host, perhaps still in flight from the device.
-
-    :meth:`get` waits for the copy (a CUDA event) and returns the (S, C, n) float32 CPU tensor, so the thread
-    that writes the stems waits, not the one that drives the device.
-    """
-
-    def __init__(self, data: torch.Tensor, ready: torch.cuda.Event | None = None) -> None:
-        self._data = data
-        self._ready = ready
-
-    @property
-    def frames(self) -> int:
-        """Samples per channel in the block."""
-        return int(self._data.shape[-1])
-
-    def get(self) -> torch.Tensor:
-        """The block, (S, C, n) float32 on the CPU."""
-        if self._ready is not None:
-            self._ready.synchronize()
-            self._ready = None
-        return self._data
-
-
-def _to_host(block: torch.Tensor) -> HostBlock:
-    if block.device.type != "cuda":
-        return HostBlock(block.cpu())
-    host = torch.empty(block.shape, dtype=block.dtype, pin_memory=True)
-    host.copy_(block, non_blocking=True)
-    event = torch.cuda.Event()  # type: ignore[no-untyped-call]
-    event.record()
-    return HostBlock(host, event)
-
-
 # --- lanes and windows --------------------------------------------------------------------------------------
 
 
@@ -300,8 +265,8 @@ class _Lane:
         if rest:  # shift the rest to the front (one copy), then clear the freed tail
             self.acc[..., :rest] = self.acc[..., n : self.used].clone()
             self.wsum[:rest] = self.wsum[n : self.used].clone()
-        self.acc[..., rest : self.used] = 0
-        self.wsum[rest : self.used] = 0
+        self.acc[..., rest : self.used].zero_()  # not ``= 0``: a Python number is a host tensor on the way
+        self.wsum[rest : self.used].zero_()
         self.used = rest
         self.acc_start += n
         return out
@@ -360,13 +325,11 @@ class TrackStream:
         self._place(device)
 
     def _place(self, device: torch.device) -> None:
-        plan = self.plan
         self.device = device
-        self._weights = triangle_weights(plan.segment).to(device)
-        self._member_weights = [torch.tensor(w, device=device)[:, None, None] for w in plan.weights]
-        self._totals = torch.tensor(plan.totals, device=device)[:, None, None]
+        self._const = _constants(self.plan, device)
         if self.stats is not None:
-            self._mean, self._std = self.stats.mean.to(device), self.stats.std.to(device)
+            transfers = transfers_for(device)
+            self._mean, self._std = transfers.upload(self.stats.mean), transfers.upload(self.stats.std)
         for lane in self.lanes:
             lane.to(device)
 
@@ -440,8 +403,9 @@ class TrackStream:
     def cut(self, windows: Sequence[Window]) -> torch.Tensor:
         """The model inputs of ``windows`` (of this stream, of one input length), (n, C, size) on the device.
 
-        The span they cover is read once, uploaded once, normalised there and zero-padded past the track's
-        ends; the windows are views of it, gathered in one operation.
+        The span they cover is read once, uploaded once (:mod:`~stemsplit.inference.transfer`, without a host
+        wait), normalised there and zero-padded past the track's ends; the windows are views of it, gathered
+        in one operation.
         """
         seg = windows[0].plan.size
         starts = [w.plan.read_start - w.lane.delay for w in windows]  # track coordinates
@@ -450,16 +414,12 @@ class TrackStream:
         valid_lo, valid_hi = max(lo, 0), min(hi, end)
         span = torch.zeros(self.audio.channels, hi - lo, device=self.device)
         if valid_lo < valid_hi:
-            raw = torch.as_tensor(self.audio.read(valid_lo, valid_hi))
-            if self.device.type == "cuda":
-                raw = raw.pin_memory().to(self.device, non_blocking=True)
-            else:
-                raw = raw.to(self.device)
+            raw = transfers_for(self.device).upload(torch.as_tensor(self.audio.read(valid_lo, valid_hi)))
             span[:, valid_lo - lo : valid_hi - lo] = (
                 raw if self.stats is None else (raw - self._mean) / self._std
             )
-        index = torch.tensor([s - lo for s in starts], device=self.device)
-        return span.unfold(-1, seg, 1).transpose(0, 1).index_select(0, index)  # (n, C, size)
+        # Views of the span stacked in one copy: no index tensor to build from host data.
+        return torch.stack([span[:, s - lo : s - lo + seg] for s in starts])  # (n, C, size)
 
     # -- accumulating ---------------------------------------------------------------------------------------
 
@@ -470,16 +430,14 @@ class TrackStream:
             windows: this stream's windows of one batch, in the order :meth:`take` handed them out.
             out: (n, S, C, size) float32 on the device, the model's outputs for them.
         """
-        out = out[:, list(self.plan.source_index)]  # (n, S_sel, C, segment)
+        out = self._const.select(out)  # (n, S_sel, C, segment)
         by_lane: dict[int, list[int]] = {}
         for i, w in enumerate(windows):
             by_lane.setdefault(id(w.lane), []).append(i)
         for rows in by_lane.values():
             lane = windows[rows[0]].lane
             contiguous = rows == list(range(rows[0], rows[-1] + 1))
-            lane_out = (
-                out[rows[0] : rows[-1] + 1] if contiguous else out[torch.tensor(rows, device=out.device)]
-            )
+            lane_out = out[rows[0] : rows[-1] + 1] if contiguous else torch.stack([out[i] for i in rows])
             self._accumulate_lane(lane, [windows[i].plan for i in rows], lane_out)
         self.windows_done += len(windows)
 
@@ -526,9 +484,9 @@ class TrackStream:
                 acc.storage_offset() + start,
             )  # (S_sel, C, k, seg), no two windows overlapping
             chunks = out[picked[0] : picked[-1] + 1 : 2]  # (k, S_sel, C, seg)
-            adds.append((view, (self._weights * chunks).permute(1, 2, 0, 3)))
+            adds.append((view, (self._const.weights * chunks).permute(1, 2, 0, 3)))
             wview = wsum.as_strided((k, seg), (2 * stride, 1), wsum.storage_offset() + start)
-            adds.append((wview, self._weights.expand(k, seg)))
+            adds.append((wview, self._const.weights.expand(k, seg)))
         return adds
 
     def _one_add(
@@ -536,7 +494,7 @@ class TrackStream:
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         assert lane.acc is not None and lane.wsum is not None
         chunk = y[..., p.trim : p.trim + p.length]  # (S_sel, C, length)
-        weight = self._weights[: p.length]
+        weight = self._const.weights[: p.length]
         position = p.offset - lane.delay
         if position < 0:  # the lane's leading delay: dropped, as the reference drops it
             chunk, weight, position = chunk[..., -position:], weight[-position:], 0
@@ -557,7 +515,7 @@ class TrackStream:
         if n > 0:
             estimate = self._combine(n)
             self.emitted = frontier
-            self.sink(_to_host(estimate))
+            self.sink(transfers_for(self.device).download(estimate))
         # Earliest sample a window still to hand out may read: its start minus at most half a window.
         keep = min(lane.next_offset - lane.delay for lane in self.lanes) - self.plan.segment // 2
         self.audio.discard_before(min(keep, self.emitted))
@@ -573,11 +531,11 @@ class TrackStream:
             if plan.shifts:
                 out = out / plan.shifts
             if plan.is_bag:
-                out = out * self._member_weights[slot]
+                out = out * self._const.member_weights[slot]
             estimate = out if estimate is None else estimate + out
         assert estimate is not None
         if plan.is_bag:
-            estimate = estimate / self._totals
+            estimate = estimate / self._const.totals
         if self.stats is not None:
             estimate = estimate * self._std + self._mean
         return estimate
@@ -585,3 +543,36 @@ class TrackStream:
     def move(self, device: torch.device) -> None:
         """Continue on ``device`` (after the runner fell back to the CPU)."""
         self._place(device)
+
+
+@dataclass(frozen=True)
+class _Constants:
+    """A plan's constant tensors on one device, made once per process (a new track builds none)."""
+
+    weights: torch.Tensor  # (segment,) the cross-fade
+    member_weights: tuple[torch.Tensor, ...]  # per running member, (S_sel, 1, 1)
+    totals: torch.Tensor  # (S_sel, 1, 1)
+    first: int  # the model output of the first returned stem
+    count: int  # returned stems
+    index: torch.Tensor | None  # their model outputs when not consecutive (else None: a slice)
+
+    def select(self, out: torch.Tensor) -> torch.Tensor:
+        """The returned stems of ``out`` (n, S, C, T): a view (all of it when every stem is kept, in order)
+        or one gather by a device index; never an index made from host data."""
+        if self.index is None:
+            return out.narrow(1, self.first, self.count)
+        return out.index_select(1, self.index)
+
+
+@lru_cache(maxsize=16)
+def _constants(plan: BagPlan, device: torch.device) -> _Constants:
+    index = plan.source_index
+    consecutive = index == tuple(range(index[0], index[0] + len(index)))
+    return _Constants(
+        weights=triangle_weights(plan.segment).to(device),
+        member_weights=tuple(torch.tensor(w, device=device)[:, None, None] for w in plan.weights),
+        totals=torch.tensor(plan.totals, device=device)[:, None, None],
+        first=index[0],
+        count=len(index),
+        index=None if consecutive else torch.tensor(index, device=device),
+    )

@@ -15,17 +15,24 @@ processes (``benchmarks/bench_folder.py`` measures the overlap as ``device_busy`
   worker stops within a block or a window, writers delete their temporaries, nothing is left under a final
   name.
 
-Queues are bounded: at most ``in_flight`` tracks are decoded or being separated at once, so memory does not
-grow with the number of tracks.
+Queues are bounded: at most ``in_flight`` tracks are decoded or being separated at once, and a writer's queue
+holds at most :data:`WRITER_QUEUE_BLOCKS` blocks (the device thread waits for a writer that is behind), so
+memory does not grow with the number of tracks or their length.
+
+A device thread makes its device the thread's current CUDA device first (``torch.cuda.set_device``), so
+everything it queues without naming a device goes there; the process-wide CUDA settings (cuDNN autotuning,
+TF32) are applied once, in the calling thread, before the device threads start, and restored after they end.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +50,7 @@ from stemsplit.inference import (
     bag_plan,
     make_runner,
 )
+from stemsplit.inference.devices import cuda_tuning
 from stemsplit.inference.stream import BagPlan
 from stemsplit.pipeline.inputs import failure_message, unexpected_error
 from stemsplit.pipeline.options import SeparationOptions, StemPlan
@@ -63,6 +71,9 @@ __all__ = ["Job", "run_jobs"]
 STOP_WAIT_S = 2.0
 """How long Ctrl-C waits for the workers to stop before the batch gives up on them (they are daemons)."""
 
+WRITER_QUEUE_BLOCKS = 4
+"""Finished blocks (a batch's worth of stems each) that may wait for one track's writer."""
+
 
 @dataclass
 class Job:
@@ -82,8 +93,11 @@ class _Live:
     job: Job
     track: DecodedTrack
     device: int  # index of the device thread it was given to
-    blocks: queue.Queue[HostBlock | _End | BaseException] = field(default_factory=queue.Queue)
+    blocks: queue.Queue[HostBlock | _End | BaseException] = field(
+        default_factory=lambda: queue.Queue(WRITER_QUEUE_BLOCKS)
+    )
     stream: TrackStream | None = None
+    closed: threading.Event = field(default_factory=threading.Event)  # the writer has ended
 
 
 @dataclass(frozen=True)
@@ -128,6 +142,7 @@ class _Run:
         self.events: queue.Queue[tuple[str, Any]] = queue.Queue()
         self.stop = threading.Event()
         self.threads: list[threading.Thread] = []
+        self.settings = ExitStack()  # the process-wide CUDA settings, for the whole run
 
     # -- threads ---------------------------------------------------------------------------------------------
 
@@ -141,6 +156,7 @@ class _Run:
                 self.bag.segment_samples, self.bag.weights, self.bag.fixed_window,
             )  # fmt: skip
             runner = make_runner(bag, self.bag_plan, self.engine, seconds=total_seconds, device=device)
+            self.settings.enter_context(cuda_tuning(runner.device, exact=runner.dtype == torch.float32))
             self._spawn(f"stemsplit-device-{i}-{device}", self._device_loop, runner, self.ready[i])
         self._spawn("stemsplit-decoder", self._decode_loop)
 
@@ -201,6 +217,7 @@ class _Run:
     # -- the device(s) ---------------------------------------------------------------------------------------
 
     def _device_loop(self, runner: DeviceRunner, ready: queue.Queue[_Live | None]) -> None:
+        bind_thread(runner.device)
         scheduler = Scheduler(runner, self.bag_plan.members)
         active: list[_Live] = []
         more = True
@@ -217,14 +234,16 @@ class _Run:
                     with noting(*(live.job.notes for live in active)):
                         if not scheduler.step():
                             scheduler.drain()
+                except _Stop:
+                    raise
                 except Exception as err:  # the model failed on these tracks: they fail, the batch goes on
                     for live in active:
-                        live.blocks.put(err)
+                        self._send(live, err)
                     active.clear()
                     scheduler = Scheduler(runner, self.bag_plan.members)
                     continue
                 for live in [a for a in active if a.stream is not None and a.stream.done]:
-                    live.blocks.put(_End(runner))
+                    self._send(live, _End(runner))
                     active.remove(live)
 
     def _admit(
@@ -243,11 +262,24 @@ class _Run:
             if live is None:
                 return False
             live.stream = TrackStream(
-                self.bag_plan, live.track.audio, live.track.stats, live.blocks.put, runner.device
+                self.bag_plan,
+                live.track.audio,
+                live.track.stats,
+                functools.partial(self._send, live),
+                runner.device,
             )
             scheduler.add(live.stream)
             active.append(live)
         return True
+
+    def _send(self, live: _Live, item: HostBlock | _End | BaseException) -> None:
+        """Hand ``item`` to the track's writer, waiting while its queue is full; dropped once it has ended."""
+        while not live.closed.is_set():
+            try:
+                live.blocks.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                self._check_stop()
 
     # -- writing ------------------------------------------------------------------------------------------
 
@@ -263,6 +295,7 @@ class _Run:
         except BaseException as err:
             self._fail(job, err)
         finally:
+            live.closed.set()
             self.budget.release(live.track.audio)
             with self._assign_lock:
                 self.assigned[live.device] -= 1
@@ -317,6 +350,14 @@ class _Run:
         deadline = time.monotonic() + STOP_WAIT_S
         for thread in self.threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+        self.settings.close()
+
+
+def bind_thread(device: torch.device) -> None:
+    """Make ``device`` the calling thread's current CUDA device (nothing elsewhere): streams, events and
+    kernels queued without naming a device then go to it, not to ``cuda:0``."""
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
 
 
 class _Budget:
@@ -398,8 +439,8 @@ def run_jobs(
     remaining = len(jobs)
     total_tracks = total_tracks or len(jobs)
     with route_warnings():
-        run.start(total_seconds)
         try:
+            run.start(total_seconds)
             while remaining:
                 try:
                     kind, payload = run.events.get(timeout=0.1)

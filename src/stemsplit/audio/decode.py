@@ -14,7 +14,7 @@ import av
 import numpy as np
 import soundfile as sf
 
-from stemsplit.audio._common import FloatArray
+from stemsplit.audio._common import AV_READ_OPTIONS, FloatArray
 from stemsplit.audio.info import AudioInfo
 from stemsplit.errors import AudioDecodeError
 
@@ -70,7 +70,7 @@ def _pyav_chunks(info: AudioInfo) -> Generator[FloatArray, None, None]:
     limit = info.frames
     done = 0
     try:
-        container = av.open(str(info.path), metadata_errors="ignore")
+        container = av.open(str(info.path), **AV_READ_OPTIONS)
     except (av.error.FFmpegError, UnicodeDecodeError) as err:
         raise _decode_error(info, err) from err
     with container:

@@ -18,7 +18,7 @@ from typing import Literal
 import av
 import soundfile as sf
 
-from stemsplit.audio._common import MIN_SAMPLERATE
+from stemsplit.audio._common import AV_READ_OPTIONS, MIN_SAMPLERATE
 from stemsplit.audio.mpeg import starts_like_mpeg_audio
 from stemsplit.errors import AudioDecodeError, AudioFileNotFoundError, UnsupportedAudioError, first_line
 
@@ -160,7 +160,7 @@ def _probe_soundfile(path: Path) -> AudioInfo:
 
 def _probe_pyav(path: Path) -> AudioInfo:
     try:
-        container = av.open(str(path), metadata_errors="ignore")
+        container = av.open(str(path), **AV_READ_OPTIONS)
     except (av.error.FFmpegError, UnicodeDecodeError) as err:
         # libsndfile's reason for a file it does not recognise is misleading ("File does not exist or is
         # not a regular file"), so only FFmpeg's (the more tolerant decoder) is shown.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -44,3 +45,22 @@ def tiny_th(tmp_path: Path) -> Path:
     path = save_th(tmp_path / "tiny.th", kwargs, state)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:8]
     return path.rename(tmp_path / f"0123abcd-{digest}.th")
+
+
+@pytest.fixture
+def one_thread_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The CLI tests' setting (``pytestmark = pytest.mark.usefixtures("one_thread_in_tmp")``): run in the
+    test's own folder, with torch on one thread."""
+    from separation_helpers import OneThread
+
+    monkeypatch.chdir(tmp_path)
+    with OneThread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random HT Demucs ``.th``, made once per test module."""
+    from separation_helpers import make_tiny_th
+
+    return make_tiny_th(tmp_path_factory.mktemp("model"))

@@ -7,6 +7,7 @@ import subprocess
 from fractions import Fraction
 from pathlib import Path
 
+import mutagen.mp4
 import numpy as np
 import pytest
 import soundfile as sf
@@ -236,6 +237,23 @@ def test_webm_opus_is_read_through_pyav(tmp_path: Path) -> None:
     got, info = read_audio(path, samplerate=None)
     assert (info.codec, info.backend) == ("opus", "pyav")
     assert abs(got.shape[1] - audio.shape[1]) <= 960  # opus pre-skip/padding: within one frame
+
+
+def test_tags_that_are_not_utf8_do_not_stop_a_pyav_read(tmp_path: Path) -> None:
+    # PyAV before 19 raises UnicodeDecodeError on such a tag unless av.open is told to ignore it; PyAV 19
+    # removed that argument (passing it is a TypeError). Either way the audio is read.
+    path = tmp_path / "latin1-title.m4a"
+    audio = sweep(44100, 0.5, f1=8000)
+    write_pyav(path, audio, 44100, "aac")
+    tags = mutagen.mp4.MP4(path)
+    tags["\xa9nam"] = ["Cafe!"]
+    tags.save()
+    data = path.read_bytes()
+    assert data.count(b"Cafe!") == 1
+    path.write_bytes(data.replace(b"Cafe!", b"Caf\xe9!"))  # same length: no box size changes
+    got, info = read_audio(path)
+    assert info.backend == "pyav"
+    assert got.shape == audio.shape
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")

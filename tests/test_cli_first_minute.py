@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ import soundfile as sf
 import torch
 from typer.testing import CliRunner
 
-from separation_helpers import OneThread, make_tiny_th, write_audio
+from separation_helpers import write_audio
 from stemsplit import pipeline
 from stemsplit.audio import StemWriter
 from stemsplit.cli import app as cli
@@ -31,21 +30,11 @@ from stemsplit.cli import separate as cli_separate
 from stemsplit.inference import devices
 from stemsplit.weights.cache import ModelCache
 
+pytestmark = pytest.mark.usefixtures("one_thread_in_tmp")
+
 runner = CliRunner()
 FOUR = ("drums", "bass", "other", "vocals")
 posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and /proc")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.chdir(tmp_path)
-    with OneThread():
-        yield
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_th(tmp_path_factory.mktemp("model"))
 
 
 def invoke(*args: str | Path):

@@ -106,6 +106,19 @@ def test_list_table_names_the_released_models() -> None:
         assert name in out
 
 
+@pytest.mark.parametrize("args", [[], ["--json"]], ids=["table", "json"])
+def test_list_states_the_weights_licence_on_stderr(args: list[str]) -> None:
+    code, out, err = _invoke("models", "list", *args)
+    assert code == 0
+    assert err.splitlines() == [
+        "The pretrained weights are Meta's, not covered by stemsplit's MIT licence: their author says they "
+        "are for research use (facebookresearch/demucs issues #327 and #508)."
+    ]
+    assert "licence" not in out
+    if args:
+        json.loads(out)  # stdout is the JSON document alone
+
+
 def test_download_prints_the_path_and_leaves_a_verified_file(
     served: tuple[WeightFile, Path], payload: bytes
 ) -> None:

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from checkpoints import damage_tensors
 from httpserver import LoopbackServer
-from separation_helpers import OneThread, make_tiny_th, read_audio, write_audio
+from separation_helpers import read_audio, write_audio
 from stemsplit import pipeline
 from stemsplit._version import __version__
 from stemsplit.audio import StemWriter
@@ -30,21 +30,11 @@ from stemsplit.weights import registry as models
 from stemsplit.weights.cache import ModelCache
 from stemsplit.weights.registry import ModelSpec, WeightFile, make_registry
 
+pytestmark = pytest.mark.usefixtures("one_thread_in_tmp")
+
 FOUR = ("drums", "bass", "other", "vocals")
 EXACT = ("--bit-depth", "32f", "--clip", "none", "--precision", "float32", "-d", "cpu")
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def _one_thread_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.chdir(tmp_path)
-    with OneThread():
-        yield
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_th(tmp_path_factory.mktemp("model"))
 
 
 @pytest.fixture

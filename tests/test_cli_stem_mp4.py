@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import av
@@ -15,25 +14,15 @@ from typer.testing import CliRunner
 
 from checkpoints import SIX, random_state, save_th, tiny_kwargs
 from mp4_boxes import Mp4
-from separation_helpers import OneThread, make_tiny_th, write_audio
+from separation_helpers import write_audio
 from stemsplit.audio import StemMp4Writer
 from stemsplit.cli import separate as cli_separate
 from stemsplit.weights import loading
 
+pytestmark = pytest.mark.usefixtures("one_thread_in_tmp")
+
 runner = CliRunner()
 EXACT = ("--precision", "float32", "-d", "cpu")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.chdir(tmp_path)
-    with OneThread():
-        yield
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_th(tmp_path_factory.mktemp("model"))
 
 
 @pytest.fixture(scope="module")

@@ -535,25 +535,27 @@ def _race(url: str, dest: Path, digest: str, n: int = 2) -> list[object]:
     return results
 
 
-def test_two_concurrent_downloaders_share_one_download(server: LoopbackServer, tmp_path: Path) -> None:
-    data = payload(seed=16)
-    url, name = serve_file(server, data, full(delay_s=0.3))
-    dest = tmp_path / name
-
-    results = _race(url, dest, sha256(data)[:8])
-
-    assert results == [dest, dest]
-    assert dest.read_bytes() == data
-    assert leftovers(tmp_path) == []
-    assert len(server.hits) == 1  # the lock made the second one wait for the first
-
-
-def test_concurrent_downloaders_are_correct_without_the_lock(
-    server: LoopbackServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("locked", "seed", "hits"),
+    [
+        (True, 16, 1),  # the lock made the second one wait for the first
+        (False, 17, 2),  # both really downloaded, each into its own temp file
+    ],
+    ids=["with-the-lock", "without-the-lock"],
+)
+def test_concurrent_downloaders_share_or_each_do_one_correct_download(
+    locked: bool,
+    seed: int,
+    hits: int,
+    server: LoopbackServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The lock is only an optimisation (it may silently fail on network filesystems)."""
-    monkeypatch.setattr(download, "_open_lock_file", lambda dest: None)
-    data = payload(seed=17)
+    """Two downloaders of one file both get it whole. The lock is only an optimisation (it may silently fail
+    on network filesystems): with it the second waits for the first's download, without it each downloads."""
+    if not locked:
+        monkeypatch.setattr(download, "_open_lock_file", lambda dest: None)
+    data = payload(seed=seed)
     url, name = serve_file(server, data, full(delay_s=0.3))
     dest = tmp_path / name
 
@@ -562,7 +564,7 @@ def test_concurrent_downloaders_are_correct_without_the_lock(
     assert results == [dest, dest]
     assert dest.read_bytes() == data
     assert leftovers(tmp_path) == []
-    assert len(server.hits) == 2  # both really downloaded, each into its own temp file
+    assert len(server.hits) == hits
 
 
 _DOWNLOAD_IN_A_PROCESS = """

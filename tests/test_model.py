@@ -175,6 +175,22 @@ def test_segment_samples_is_exact_for_the_released_segment() -> None:
     assert cfg.segment_samples == 343980
 
 
+@pytest.mark.parametrize("segment", [Fraction(39, 5), Fraction(7, 3)])
+def test_segment_samples_truncates_like_int_and_traces_in_a_strict_export(segment: Fraction) -> None:
+    """The OpenVINO export traces code that reads ``segment_samples``; Python 3.10 has no ``Fraction.__int__``
+    (3.11 added it), which dynamo cannot trace through there. The samples are ``int(segment × rate)``."""
+    cfg = HTDemucsConfig(sources=tuple(FOUR), segment=segment)
+
+    class Crop(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x[..., : cfg.segment_samples]
+
+    assert cfg.segment_samples == int(segment * cfg.samplerate)
+    x = torch.arange(2.0 * 400_000).reshape(2, -1)
+    exported = torch.export.export(Crop(), (x,), strict=True)
+    assert exported.module()(x).shape == (2, min(400_000, int(segment * cfg.samplerate)))
+
+
 # --- blocks ------------------------------------------------------------------------------------
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal, TypeAlias
+from typing import Literal, TypeAlias, TypedDict
 
+import av
 import numpy as np
 import numpy.typing as npt
 
@@ -25,3 +26,17 @@ MIN_SAMPLERATE = 8000
 
 DEFAULT_BLOCK_FRAMES = 65536
 """Default block length (frames per channel) of the streaming reader."""
+
+
+class AvReadOptions(TypedDict, total=False):
+    """The keyword arguments of ``av.open`` that reading passes on top of the path."""
+
+    metadata_errors: str
+
+
+AV_READ_OPTIONS: AvReadOptions = (
+    {"metadata_errors": "ignore"} if int(av.__version__.split(".")[0]) < 19 else {}
+)
+"""Keyword arguments of ``av.open`` for reading. Before PyAV 19, tags that are not UTF-8 raise
+``UnicodeDecodeError`` unless ``metadata_errors="ignore"``; PyAV 19 removed the argument (a ``TypeError``)
+and keeps such bytes as surrogate escapes itself."""

@@ -30,7 +30,7 @@ from typing import Literal
 import av
 import soundfile as sf
 
-from stemsplit.audio._common import MIN_SAMPLERATE
+from stemsplit.audio._common import AV_READ_OPTIONS, MIN_SAMPLERATE
 from stemsplit.audio.mpeg import may_be_mpeg_audio
 from stemsplit.errors import AudioDecodeError, AudioFileNotFoundError, UnsupportedAudioError, first_line
 
@@ -345,16 +345,13 @@ def _probe_soundfile(path: Path, size: int) -> AudioInfo:
 
 
 def open_container(path: Path) -> av.container.InputContainer:
-    """Open ``path`` with FFmpeg's demuxers, undecodable metadata ignored where this PyAV can be told so
-    (PyAV 19 dropped ``metadata_errors``).
+    """Open ``path`` with FFmpeg's demuxers, undecodable metadata ignored (``AV_READ_OPTIONS``: PyAV 19
+    dropped ``metadata_errors`` and keeps such bytes itself).
 
     Raises:
         av.error.FFmpegError, UnicodeDecodeError, OSError: FFmpeg cannot open it.
     """
-    try:
-        return av.open(str(path), metadata_errors="ignore")
-    except TypeError:  # a PyAV without the argument
-        return av.open(str(path))
+    return av.open(str(path), **AV_READ_OPTIONS)
 
 
 def _probe_pyav(path: Path, size: int) -> AudioInfo:

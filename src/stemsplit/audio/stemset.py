@@ -18,7 +18,7 @@ import numpy as np
 
 from stemsplit.audio._common import DEFAULT_BLOCK_FRAMES, MODEL_CHANNELS, FloatArray
 from stemsplit.audio.convert import Reblocker, StreamResampler, remix_frames
-from stemsplit.audio.info import probe
+from stemsplit.audio.info import open_container, probe
 from stemsplit.audio.ni_stems import DEFAULT_COLORS, NI_STEMS
 from stemsplit.audio.reader import AudioReader
 from stemsplit.errors import AudioDecodeError, InvalidOptionError
@@ -175,7 +175,7 @@ def _folder_stems(folder: Path) -> StemSet:
 def _stem_mp4_stems(path: Path) -> StemSet:
     info = probe(path)
     try:
-        with av.open(str(path), metadata_errors="ignore") as container:
+        with open_container(path) as container:
             tracks = len(container.streams.audio)
     except av.error.FFmpegError as err:
         raise AudioDecodeError(
@@ -208,7 +208,7 @@ def _stem_track_frames(stem: Stem, samplerate: int, block_frames: int) -> Iterat
     reblock = Reblocker(MODEL_CHANNELS, block_frames)
     resampler: StreamResampler | None = None
     try:
-        with av.open(str(stem.path), metadata_errors="ignore") as container:
+        with open_container(stem.path) as container:
             stream = container.streams.audio[stem.track]
             resample = av.AudioResampler(format="fltp", layout="stereo")
             for packet in container.demux(stream):

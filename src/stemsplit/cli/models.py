@@ -23,9 +23,12 @@ def models_list(
 ) -> None:
     """List the models: stems, size, published SDR (MUSDB18-HQ), speed against htdemucs, cached or not."""
     from stemsplit.weights.cache import ModelCache
+    from stemsplit.weights.registry import WEIGHTS_LICENCE
 
     with ui.error_boundary():
         rows = ModelCache().status()
+        # On stderr: stdout stays the list alone (JSON with --json).
+        ui.stderr.print(WEIGHTS_LICENCE, markup=False, emoji=False)
         if as_json:
             ui.stdout.print_json(json.dumps([row.to_dict() for row in rows]))
             return

@@ -164,6 +164,10 @@ OfflineOpt = Annotated[
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_MODEL_UNAVAILABLE = 3
+EXIT_INTERRUPTED = 130
+"""Ctrl-C: 128 + SIGINT, what a shell reports for a tool that SIGINT stopped."""
+EXIT_BROKEN_PIPE = 141
+"""The exit code when stdout's reader went away (128 + SIGPIPE, what a shell reports for such a tool)."""
 
 
 # Ordered: the first matching type wins, so subclasses come before their parents. The last field says
@@ -182,7 +186,7 @@ ERROR_TABLE: tuple[tuple[type[BaseException], Callable[[BaseException], str], in
             "interrupted; nothing half-written was left under a final name; "
             "run the same command again to resume (finished tracks are skipped)"
         ),
-        130,
+        EXIT_INTERRUPTED,
         False,
     ),
 )
@@ -246,10 +250,6 @@ def error_boundary() -> Iterator[None]:
         if not settings.debug() and _debug_helps(err):
             stderr.print("[dim](set STEMSPLIT_DEBUG=1 for the full traceback)[/dim]", markup=True)
         raise typer.Exit(code) from None
-
-
-EXIT_BROKEN_PIPE = 141
-"""The exit code when stdout's reader went away (128 + SIGPIPE, what a shell reports for such a tool)."""
 
 
 def _silence_stdout() -> None:

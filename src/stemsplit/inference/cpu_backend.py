@@ -338,15 +338,20 @@ def _export(model: torch.nn.Module, example: tuple[torch.Tensor, torch.Tensor], 
 
 
 _EXPORTER_NOISE = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
-"""The one warning torch's exporter gives about its own internals (torch 2.13, a deprecation in torch)."""
+"""A warning torch's exporter gives about its own internals (torch 2.13, a deprecation in torch)."""
+
+_PY3130_NOISE = r"Guards may run slower on Python 3\.13\.0"
+"""Dynamo's advice to upgrade Python 3.13.0 (its guards are slower there): the exported graph does not
+run guards, so nothing of it applies to an export."""
 
 
 @contextlib.contextmanager
 def _quiet_exporter() -> Iterator[None]:
     """The exporter logs notes about packages it does not need (torchvision) and warns about its own
-    internals: neither is the user's business. Only that warning is filtered, by its text: the warnings
+    internals: neither is the user's business. Only those warnings are filtered, by their text: the warnings
     filters are process-wide, and other threads (stem writers) warn while the export runs."""
     warnings.filterwarnings("ignore", message=_EXPORTER_NOISE, category=FutureWarning)
+    warnings.filterwarnings("ignore", message=_PY3130_NOISE, category=RuntimeWarning)
     logger = logging.getLogger("torch.onnx")
     level = logger.level
     logger.setLevel(logging.ERROR)

@@ -64,7 +64,9 @@ class HybridConfig:
     @property
     def segment_samples(self) -> int:
         """The training window in samples (343980 for the HT models)."""
-        return int(self.segment * self.samplerate)
+        # Floor division, not int(Fraction): dynamo cannot trace Fraction.__int__ on Python 3.10 (it exists
+        # from 3.11), and the OpenVINO export traces this.
+        return self.segment.numerator * self.samplerate // self.segment.denominator
 
     @property
     def hop_length(self) -> int:

@@ -27,6 +27,12 @@ from stemsplit.errors import UnknownModelError
 OFFICIAL_BASE_URL = "https://dl.fbaipublicfiles.com/demucs/"
 DEFAULT_MODEL = "htdemucs"
 
+WEIGHTS_LICENCE = (
+    "The pretrained weights are Meta's, not covered by stemsplit's MIT licence: their author says they are "
+    "for research use (facebookresearch/demucs issues #327 and #508)."
+)
+"""One line that ``stemsplit models list`` shows (on stderr), as the README's Models section says."""
+
 AUTO = "auto"
 """``--model auto``: each track gets the model :func:`pick_auto` names for its duration."""
 LONG_TRACK_MODEL = "hdemucs_mmi"

@@ -96,7 +96,7 @@ def _stems(text: str | None) -> tuple[str, ...] | None:
     return names
 
 
-@separate_app.command(help=_HELP, no_args_is_help=True)
+@separate_app.command(help=_HELP, no_args_is_help=True, cls=ui.PanelledCommand)
 def separate(
     paths: Annotated[
         list[str],
@@ -110,11 +110,12 @@ def separate(
             metavar="NAME|PATH",
             help="Registry name (htdemucs, htdemucs_ft, htdemucs_6s, hdemucs_mmi), auto (hdemucs_mmi for "
             "tracks of 7 minutes or more, else htdemucs), or a .th/.safetensors/.yaml path.",
+            rich_help_panel="Model and quality",
         ),
     ] = "htdemucs",
-    out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="Output folder.")] = Path(
-        "separated"
-    ),
+    out: Annotated[
+        Path, typer.Option("--out", "-o", metavar="DIR", help="Output folder.", rich_help_panel="Output")
+    ] = Path("separated"),
     filename: Annotated[
         str | None,
         typer.Option(
@@ -123,22 +124,32 @@ def separate(
             help="Output path template: {model} {track} {trackext} {stem} {ext} "
             "[default: {model}/{track}/{stem}.{ext}; stem.mp4: {model}/{track}.{ext}].",
             show_default=False,
+            rich_help_panel="Output",
         ),
     ] = None,
     two_stems: Annotated[
         str | None,
-        typer.Option("--two-stems", metavar="STEM", help="Write STEM and no_STEM (karaoke: vocals)."),
+        typer.Option(
+            "--two-stems",
+            metavar="STEM",
+            help="Write STEM and no_STEM (karaoke: vocals).",
+            rich_help_panel="Stems",
+        ),
     ] = None,
     other_method: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--other-method",
             metavar="<add|minus|none>",
-            help="no_STEM as the sum of the other stems (add), mix minus STEM (minus) or not at all (none).",
+            help="With --two-stems: no_STEM as the sum of the other stems (add), mix minus STEM (minus) "
+            "or not at all (none) [default: add].",
+            show_default=False,
+            rich_help_panel="Stems",
         ),
-    ] = "add",
+    ] = None,
     stems: Annotated[
-        str | None, typer.Option("--stems", metavar="A,B", help="Keep only these stems.")
+        str | None,
+        typer.Option("--stems", metavar="A,B", help="Keep only these stems.", rich_help_panel="Stems"),
     ] = None,
     fmt: Annotated[
         str,
@@ -146,16 +157,24 @@ def separate(
             "--format",
             metavar="<wav|flac|mp3|stem.mp4>",
             help="Output format; stem.mp4: one NI stem file per track (Traktor, Mixxx).",
+            rich_help_panel="Output",
         ),
     ] = "wav",
     bit_depth: Annotated[
+        str | None,
+        typer.Option(
+            "--bit-depth",
+            metavar="<16|24|32f>",
+            help="16, 24 or 32f (float) [default: 16]; wav, flac and ALAC stem files.",
+            show_default=False,
+            rich_help_panel="Output",
+        ),
+    ] = None,
+    mp3_bitrate: Annotated[
         str,
         typer.Option(
-            "--bit-depth", metavar="<16|24|32f>", help="16, 24 or 32f (float); mp3 and AAC ignore it."
+            "--mp3-bitrate", metavar="KBPS", help="MP3 bitrate in kbit/s, 8 to 320.", rich_help_panel="Output"
         ),
-    ] = "16",
-    mp3_bitrate: Annotated[
-        str, typer.Option("--mp3-bitrate", metavar="KBPS", help="MP3 bitrate in kbit/s, 8 to 320.")
     ] = "320",
     stem_codec: Annotated[
         str,
@@ -163,12 +182,16 @@ def separate(
             "--stem-codec",
             metavar="<aac|alac>",
             help="stem.mp4 codec: aac (opens everywhere) or alac (lossless).",
+            rich_help_panel="Stem files (--format stem.mp4)",
         ),
     ] = "aac",
     aac_bitrate: Annotated[
         str,
         typer.Option(
-            "--aac-bitrate", metavar="KBPS", help="stem.mp4 AAC bitrate per track in kbit/s, 32 to 512."
+            "--aac-bitrate",
+            metavar="KBPS",
+            help="stem.mp4 AAC bitrate per track in kbit/s, 32 to 512.",
+            rich_help_panel="Stem files (--format stem.mp4)",
         ),
     ] = "256",
     stem_names: Annotated[
@@ -177,6 +200,7 @@ def separate(
             "--stem-names",
             metavar="STEM=NAME,...",
             help="stem.mp4 stem names shown in Traktor/Mixxx, e.g. vocals=Acapella [default: Drums, Bass, Other, Vocals].",
+            rich_help_panel="Stem files (--format stem.mp4)",
         ),
     ] = None,
     stem_colors: Annotated[
@@ -185,12 +209,16 @@ def separate(
             "--stem-colors",
             metavar="STEM=#RRGGBB,...",
             help="stem.mp4 stem colours, e.g. vocals=#FF00FF [default: NI's].",
+            rich_help_panel="Stem files (--format stem.mp4)",
         ),
     ] = None,
     sample_rate: Annotated[
         str,
         typer.Option(
-            "--sample-rate", metavar="N|input", help="Output sample rate in Hz, or 'input' for the input's."
+            "--sample-rate",
+            metavar="N|input",
+            help="Output sample rate in Hz, or 'input' for the input's.",
+            rich_help_panel="Output",
         ),
     ] = "input",
     clip: Annotated[
@@ -199,6 +227,7 @@ def separate(
             "--clip",
             metavar="<rescale|clamp|none>",
             help="rescale: one gain for all stems of a track, only when one would clip.",
+            rich_help_panel="Output",
         ),
     ] = "rescale",
     device: Annotated[
@@ -208,6 +237,7 @@ def separate(
             "-d",
             metavar="DEVICE",
             help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps, or several GPUs: cuda:0,cuda:1 or cuda:all.",
+            rich_help_panel="Performance",
         ),
     ] = "auto",
     precision: Annotated[
@@ -216,12 +246,16 @@ def separate(
             "--precision",
             metavar="<auto|float32|bfloat16|float16>",
             help="auto: reduced precision only where measured accurate and faster (CUDA; CPUs with AMX); float32 is exact.",
+            rich_help_panel="Model and quality",
         ),
     ] = "auto",
     batch_size: Annotated[
         str | None,
         typer.Option(
-            "--batch-size", metavar="N", help="Windows per forward pass, 1 or more [default: auto]."
+            "--batch-size",
+            metavar="N",
+            help="Windows per forward pass, 1 or more [default: auto].",
+            rich_help_panel="Performance",
         ),
     ] = None,
     compile_mode: Annotated[
@@ -230,6 +264,7 @@ def separate(
             "--compile",
             metavar="<auto|on|off>",
             help="torch.compile the network: auto compiles on CUDA when the batch has enough audio to repay it.",
+            rich_help_panel="Performance",
         ),
     ] = "auto",
     jobs: Annotated[
@@ -239,6 +274,7 @@ def separate(
             "-j",
             metavar="N",
             help="CPU threads [default: one per physical core; OMP_NUM_THREADS overrides].",
+            rich_help_panel="Performance",
         ),
     ] = None,
     segment: Annotated[
@@ -247,47 +283,93 @@ def separate(
             "--segment",
             metavar="SECONDS",
             help="Window length, at most the model's (7.8 s; hdemucs_mmi: 44 s) [default: the model's].",
+            rich_help_panel="Model and quality",
         ),
     ] = None,
     overlap: Annotated[
         str,
-        typer.Option("--overlap", metavar="FRACTION", help="Overlap between windows, 0 to 0.99."),
+        typer.Option(
+            "--overlap",
+            metavar="FRACTION",
+            help="Overlap between windows, 0 to 0.99.",
+            rich_help_panel="Model and quality",
+        ),
     ] = "0.25",
     shifts: Annotated[
         str,
         typer.Option(
-            "--shifts", metavar="N", help="Average N passes with random delays (slower, slightly better)."
+            "--shifts",
+            metavar="N",
+            help="Average N passes with random delays (slower, slightly better).",
+            rich_help_panel="Model and quality",
         ),
     ] = "0",
-    seed: Annotated[str, typer.Option("--seed", metavar="N", help="Seed of the --shifts delays.")] = "0",
+    seed: Annotated[
+        str,
+        typer.Option(
+            "--seed", metavar="N", help="Seed of the --shifts delays.", rich_help_panel="Model and quality"
+        ),
+    ] = "0",
     skip_existing: Annotated[
         bool,
         typer.Option(
             "--skip-existing/--overwrite",
             help="Skip tracks whose stems are complete and made with the same model and settings.",
+            rich_help_panel="Batch, resume and results",
         ),
     ] = True,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="List what would be done; load no model.")
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="List what would be done; load no model.",
+            rich_help_panel="Batch, resume and results",
+        ),
     ] = False,
     report: Annotated[
-        Path | None, typer.Option("--report", metavar="FILE.json", help="Write a JSON report of the run.")
+        Path | None,
+        typer.Option(
+            "--report",
+            metavar="FILE.json",
+            help="Write a JSON report of the run.",
+            rich_help_panel="Batch, resume and results",
+        ),
     ] = None,
     offline: ui.OfflineOpt = False,
     as_json: Annotated[
         bool,
-        typer.Option("--json", help="Print one JSON object per track and line on stdout, as each ends."),
+        typer.Option(
+            "--json",
+            help="Print one JSON object per track and line on stdout, as each ends.",
+            rich_help_panel="Batch, resume and results",
+        ),
     ] = False,
     print0: Annotated[
-        bool, typer.Option("--print0", help="End each printed path with a NUL, not a newline (xargs -0).")
+        bool,
+        typer.Option(
+            "--print0",
+            help="End each printed path with a NUL, not a newline (xargs -0).",
+            rich_help_panel="Batch, resume and results",
+        ),
     ] = False,
     quiet: Annotated[
         bool,
         typer.Option(
-            "--quiet", "-q", help="No progress bars, notices or summary; warnings and errors still show."
+            "--quiet",
+            "-q",
+            help="No progress bars, notices or summary; warnings and errors still show.",
+            rich_help_panel="Batch, resume and results",
         ),
     ] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Per-track details on stderr.")] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Per-track details on stderr.",
+            rich_help_panel="Batch, resume and results",
+        ),
+    ] = False,
     ray: Annotated[
         str | None,
         typer.Option(
@@ -295,6 +377,7 @@ def separate(
             metavar="local|auto|ADDRESS",
             help="Separate on a Ray cluster: local (a private one for this run), auto (the running one) "
             "or the head's ADDRESS; needs stemsplit-cli[ray].",
+            rich_help_panel="Ray",
         ),
     ] = None,
     ray_workers_per_gpu: Annotated[
@@ -303,6 +386,7 @@ def separate(
             "--ray-workers-per-gpu",
             metavar="N",
             help="With --ray on GPUs: workers sharing each GPU [default: 1].",
+            rich_help_panel="Ray",
         ),
     ] = None,
     ray_cpus_per_worker: Annotated[
@@ -311,6 +395,7 @@ def separate(
             "--ray-cpus-per-worker",
             metavar="N",
             help="With --ray on CPUs: CPU slots (and threads) per worker [default: 1].",
+            rich_help_panel="Ray",
         ),
     ] = None,
     ray_in_flight: Annotated[
@@ -319,6 +404,7 @@ def separate(
             "--ray-in-flight",
             metavar="N",
             help="With --ray: the most tracks handed to workers at once [default: 2 per worker].",
+            rich_help_panel="Ray",
         ),
     ] = None,
     version: ui.VersionOpt = False,
@@ -339,9 +425,9 @@ def separate(
             filename=filename,
             stems=_stems(stems),
             two_stems=two_stems,
-            other_method=other_method,  # type: ignore[arg-type]  # checked by SeparationOptions
+            other_method=other_method or "add",  # type: ignore[arg-type]  # checked by SeparationOptions
             format=fmt,  # type: ignore[arg-type]
-            bit_depth=bit_depth,  # type: ignore[arg-type]
+            bit_depth=bit_depth or "16",  # type: ignore[arg-type]
             mp3_bitrate=_number("--mp3-bitrate", mp3_bitrate),
             samplerate=_samplerate(sample_rate),
             clip=clip,  # type: ignore[arg-type]
@@ -361,6 +447,7 @@ def separate(
             overwrite=not skip_existing,
             offline=True if offline else None,
         )
+        _check_applies(options, other_method=other_method, bit_depth=bit_depth, quiet=quiet)
         if report is not None:
             _check_report(report)
         if cluster is not None:
@@ -430,6 +517,27 @@ def _cluster(
     )
     distributed.import_ray()  # a missing Ray says how to install it before anything else happens
     return cluster
+
+
+def _check_applies(
+    options: SeparationOptions, *, other_method: str | None, bit_depth: str | None, quiet: bool
+) -> None:
+    """Refuse ``--other-method`` without ``--two-stems``; note a ``--bit-depth`` the format has no use for.
+
+    Raises:
+        InvalidOptionError: ``--other-method`` given without ``--two-stems``.
+    """
+    from stemsplit.errors import InvalidOptionError
+
+    if other_method is not None and options.two_stems is None:
+        raise InvalidOptionError(
+            f"--other-method {other_method} only applies with --two-stems STEM (it says how no_STEM is "
+            "made); add --two-stems vocals, or drop --other-method",
+            option="--other-method",
+        )
+    if bit_depth is not None and not quiet and options.output_settings()["bit_depth"] is None:
+        codec = "AAC" if options.format == "stem.mp4" else options.format
+        ui.info(f"note: --bit-depth {bit_depth} is ignored: {codec} has no bit depth")
 
 
 def _check_report(report: Path) -> None:
@@ -579,9 +687,9 @@ def _print_summary(results: list[TrackResult], note: str | None, *, show_model: 
         duration = _seconds(r.duration_s) if r.duration_s is not None else ""
         spent = _seconds(r.timings["total"]) if "total" in r.timings else ""
         status = Text(r.status, style=_STATUS_STYLES[r.status])
-        if r.status == "done" and r.warnings:
+        if r.status in ("done", "skipped") and r.warnings:  # a skipped track's: those of the run that made it
             count = len(r.warnings)
-            status = Text(f"done, {count} warning{'s' if count > 1 else ''}", style="yellow")
+            status = Text(f"{r.status}, {count} warning{'s' if count > 1 else ''}", style="yellow")
         model = (r.model or "",) if show_model else ()
         rows.append((r.input.name, status, *model, duration, spent, folder))
     ui.print_table(

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import typer.core
 from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape
@@ -31,6 +32,7 @@ from rich.progress import (
 )
 from rich.table import Table
 from rich.text import Text
+from typer import _click as click  # Typer carries its own Click: its commands take these types
 
 from stemsplit import errors, settings
 
@@ -136,6 +138,49 @@ def typer_app(**settings: Any) -> typer.Typer:
     }
     context = {"help_option_names": list(HELP_OPTION_NAMES), **settings.pop("context_settings", {})}
     return typer.Typer(**{**defaults, **settings, "context_settings": context})
+
+
+class PanelledCommand(typer.core.TyperCommand):
+    """A command whose plain-text help lists its options under headings, and names its arguments as
+    people write them.
+
+    Each option's heading is its ``rich_help_panel`` (options without one go under "Options", after the
+    others), in the order the headings first appear. The usage line and the arguments show the metavar
+    alone (``PATHS...``), never Typer's type names (``{PATHS}``, ``<list[str]>``).
+    """
+
+    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        return pieces + [_argument_name(p) for p in self.get_params(ctx) if _is_argument(p)]
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        arguments: list[tuple[str, str]] = []
+        panels: dict[str, list[tuple[str, str]]] = {}
+        for param in self.get_params(ctx):
+            if _is_argument(param):
+                arguments.append((_argument_name(param), getattr(param, "help", None) or ""))
+                continue
+            record = param.get_help_record(ctx)
+            if record is not None:
+                panel = getattr(param, "rich_help_panel", None) or "Options"
+                panels.setdefault(panel, []).append(record)
+        if arguments:
+            with formatter.section("Arguments"):
+                formatter.write_dl(arguments)
+        rest = panels.pop("Options", [])
+        for title, records in [*panels.items(), ("Options", rest)]:
+            if records:
+                with formatter.section(title):
+                    formatter.write_dl(records)
+
+
+def _is_argument(param: click.Parameter) -> bool:
+    return param.param_type_name == "argument"  # Typer's arguments are no click.Argument
+
+
+def _argument_name(param: click.Parameter) -> str:
+    name = param.metavar or (param.name or "").upper()
+    return f"{name}..." if param.nargs != 1 else name
 
 
 def version_callback(value: bool) -> None:

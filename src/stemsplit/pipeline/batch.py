@@ -37,8 +37,21 @@ from stemsplit.pipeline.options import (
     plan_stems,
 )
 from stemsplit.pipeline.outputs import TrackOutputs, check_writable_folder, plan_outputs
-from stemsplit.pipeline.results import BatchInterrupted, BatchReporter, NullBatchReporter, TrackResult
-from stemsplit.pipeline.sidecar import Provenance, is_complete, made_from_other_input
+from stemsplit.pipeline.results import (
+    BatchInterrupted,
+    BatchReporter,
+    NullBatchReporter,
+    TrackResult,
+    TrackWarning,
+    tell,
+)
+from stemsplit.pipeline.sidecar import (
+    Provenance,
+    changed_settings,
+    is_complete,
+    made_from_other_input,
+    recorded_facts,
+)
 from stemsplit.pipeline.workers import Job, run_jobs
 from stemsplit.weights.download import DownloadReporter
 from stemsplit.weights.loading import ModelInfo, describe_model, load_model, weights_identity
@@ -293,6 +306,7 @@ def triage(
     """
     groups = [ModelGroup(m, options.output_settings(), []) for m in batch.models]
     total = len(batch.tracks)
+    changed: dict[str, list[Path]] = {}  # a setting changed since the stems were made: its tracks
     for index, (path, probed, outputs) in enumerate(batch.tracks):
         duration = probed.duration_s if isinstance(probed, AudioInfo) else None
         group = groups[batch.picks[index]]
@@ -305,13 +319,40 @@ def triage(
             and is_complete(outputs.sidecar, group.provenance, outputs.stems, path)
         ):
             reporter.track_started(index, total, path, duration)
-            finished(index, TrackResult(
-                path, "skipped", outputs=dict(outputs.stems), duration_s=duration,
-                samplerate=probed.samplerate, channels=probed.channels, codec=probed.codec,
-            ))  # fmt: skip
+            finished(index, skipped_result(path, probed, outputs))
         else:
+            if outputs.sidecar.is_file() and not made_from_other_input(outputs.sidecar, path):
+                for change in changed_settings(outputs.sidecar, group.provenance):
+                    changed.setdefault(change, []).append(path)
             group.jobs.append(Job(index, path, outputs, duration))
+    for change, paths in changed.items():
+        which = paths[0].name if len(paths) == 1 else f"{len(paths)} tracks"
+        tell(
+            reporter,
+            f"{change} since {which}'s stems were made: separating again (the files the new settings do not "
+            "write are removed)",
+        )
     return groups
+
+
+def skipped_result(path: Path, probed: AudioInfo, outputs: TrackOutputs) -> TrackResult:
+    """A complete track's result: its stems, and the facts and warnings of the run that made them (from
+    its sidecar; the probe's where the sidecar predates them)."""
+    facts = recorded_facts(outputs.sidecar)
+    notes = tuple(
+        TrackWarning(str(w.get("kind")), str(w.get("message")))
+        for w in facts.get("warnings") or ()
+        if isinstance(w, dict)
+    )
+    return TrackResult(
+        path, "skipped", outputs=dict(outputs.stems),
+        duration_s=facts.get("duration_s", probed.duration_s),
+        samplerate=facts.get("samplerate", probed.samplerate),
+        channels=facts.get("channels", probed.channels),
+        codec=facts.get("codec", probed.codec),
+        output_samplerate=facts.get("output_samplerate"),
+        warnings=notes,
+    )  # fmt: skip
 
 
 def with_model(batch: Batch, index: int, result: TrackResult) -> TrackResult:

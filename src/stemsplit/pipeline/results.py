@@ -90,6 +90,13 @@ def noting(*notes: TrackNotes) -> Iterator[None]:
         _CURRENT.reset(token)
 
 
+def noted_so_far() -> tuple[TrackWarning, ...]:
+    """The warnings filed so far under the one track this thread works on (:func:`noting`); empty when it
+    works on none, or on several at once."""
+    notes = _CURRENT.get()
+    return tuple(notes[0].records) if len(notes) == 1 else ()
+
+
 @contextmanager
 def route_warnings() -> Iterator[None]:
     """While inside, every :class:`StemsplitWarning` is filed under the track(s) its thread is working on

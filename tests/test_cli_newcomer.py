@@ -17,6 +17,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -276,6 +277,7 @@ def test_a_rerun_with_other_settings_says_what_changed_and_leaves_exactly_its_fi
     karaoke = invoke("a.wav", "-n", model_file, "--two-stems", "vocals")
     assert karaoke.exit_code == 0, karaoke.stderr
     assert "--two-stems none → vocals since a.wav's stems were made: separating again" in flat(karaoke.stderr)
+    assert "--other-method" not in karaoke.stderr  # recorded only with --two-stems: no change of its own
     files = {"vocals.wav", "no_vocals.wav", "stemsplit.json", "my notes.txt"}
     assert {p.name for p in folder.iterdir()} == files
 
@@ -328,3 +330,68 @@ def test_a_skipped_track_reports_the_facts_and_warnings_of_the_run_that_made_it(
     assert skipped["duration_s"] == made["duration_s"] < 2.5  # what was decoded, not the header's 2.5 s
     assert skipped["warnings"] == made["warnings"]
     assert "skipped, 1 warning" in rerun.stderr  # the summary's row
+
+
+# --- 2. progress that says what is happening --------------------------------------------------------------
+
+
+def test_progress_says_what_is_happening_on_a_terminal(
+    model_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch row on an 80-column terminal: the stage while the model loads (held for a moment here, so
+    that a frame shows it), then ``separating``; a single file is never "batch 0/1 tracks"."""
+    import time
+
+    from stemsplit import pipeline
+
+    write_audio(Path("a.wav"), seconds=2.0)
+    screen = io.StringIO()
+    monkeypatch.setattr(ui, "stderr", Console(file=screen, force_terminal=True, width=80, color_system=None))
+    load = pipeline.batch.load_model
+
+    def slow_load(*args, **kwargs):
+        time.sleep(1.0)  # the live display redraws 10 times a second
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline.batch, "load_model", slow_load)
+    result = invoke("a.wav", "-n", model_file)
+    assert result.exit_code == 0
+    drawn = screen.getvalue()
+    assert f"loading {model_file.stem}…" in drawn
+    assert "batch" not in drawn and "h of audio/h" not in drawn
+    assert re.search(r"1 done, 0 skipped \(already complete\), 0 failed in [0-9.]+ m?s", drawn)
+
+
+def test_the_summary_says_the_runs_time_and_what_the_time_column_measures(model_file: Path) -> None:
+    write_audio(Path("a.wav"), seconds=1.0)
+    write_audio(Path("b.wav"), seconds=1.0, seed=1)
+    result = invoke("a.wav", "b.wav", "-n", model_file)
+    assert result.exit_code == 0
+    text = flat(result.stderr)
+    assert re.search(
+        r"2 done, 0 skipped \(already complete\), 0 failed in [0-9.]+ m?s \([0-9.]+× real time\)", text
+    )
+    assert "time: each track's own, from decoding to its last stem; tracks run overlapped" in text
+
+
+def test_the_readme_python_snippet_runs(model_file: Path, tmp_path: Path) -> None:
+    """The README's Python example, as written but for a local model: it shows how a file becomes a tensor."""
+    text = README.read_text(encoding="utf-8")
+    (snippet,) = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert 'model="htdemucs"' in snippet
+    _library(tmp_path)
+    namespace: dict[str, Any] = {}
+    exec(snippet.replace('model="htdemucs"', f"model={str(model_file)!r}"), namespace)
+    assert set(namespace["paths"]) == {"vocals", "no_vocals"}
+    stems = namespace["stems"]
+    assert set(stems) == {"drums", "bass", "other", "vocals"}
+    assert stems["vocals"].shape == (2, 44100)
+
+
+def test_a_24_bit_input_written_at_the_default_16_bits_is_noted_before_the_work(model_file: Path) -> None:
+    write_audio(Path("hi.flac"), seconds=0.3, rate=96000, subtype="PCM_24")
+    result = invoke("hi.flac", "-n", model_file, "--dry-run")
+    assert result.exit_code == 0, result.stderr
+    assert "note: hi.flac is 24-bit; the stems will be 16-bit: --bit-depth 24 keeps it" in flat(result.stderr)
+    for given in (["--bit-depth", "16"], ["--format", "mp3"]):  # asked for, or no bit depth at all
+        assert "24-bit" not in invoke("hi.flac", "-n", model_file, "--dry-run", *given).stderr

@@ -68,8 +68,7 @@ SHORT_USAGE = """Usage: stemsplit [OPTIONS] PATHS...
   stemsplit song.mp3 --two-stems vocals  vocals.wav and no_vocals.wav (karaoke)
   stemsplit ~/Music/album/               a whole folder; run it again to resume
 
-Every option: stemsplit --help. Models: stemsplit models list. Set-up: stemsplit
-doctor.
+More: stemsplit --help (every option), stemsplit models list, stemsplit doctor
 """
 """What ``stemsplit`` with no arguments prints (on stderr, exit 2): the commonest commands."""
 

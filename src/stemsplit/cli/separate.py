@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -17,7 +18,6 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import typer
 from rich.markup import escape
 
-from stemsplit._version import __version__
 from stemsplit.cli import ui
 
 if TYPE_CHECKING:
@@ -456,6 +456,8 @@ def separate(
             batch = distributed.plan(paths, options, dry_run=dry_run)
         else:
             batch = pipeline.plan_batch(paths, options, dry_run=dry_run)
+        if bit_depth is None and not quiet:
+            _note_deeper_inputs(batch, options)
         if dry_run:
             _print_dry_run(batch, options, as_json=as_json, quiet=quiet)
             if any(outputs is None for _, _, outputs in batch.tracks):
@@ -469,11 +471,19 @@ def separate(
             )
             ui.stderr.print(f"compute: {compute}", markup=False, emoji=False)
         output: Output = "json" if as_json else "print0" if print0 else "paths"
+        started = time.monotonic()
         results, interrupted = _run(batch, options, cluster, quiet=quiet, verbose=verbose, output=output)
         if not quiet:
-            _print_summary(results, _fold_note(batch, options), show_model=len(batch.models) > 1)
+            _print_summary(
+                results,
+                _fold_note(batch),
+                show_model=len(batch.models) > 1,
+                wall_s=time.monotonic() - started,
+            )
         if report is not None:
-            _write_report(report, batch, options, results)
+            from stemsplit.pipeline.report import report_document, write_report
+
+            write_report(report, report_document(batch, options, results))
         if interrupted is not None:
             raise interrupted  # the error boundary says how to resume and exits 130
         if any(r.status == "failed" for r in results):
@@ -538,6 +548,21 @@ def _check_applies(
     if bit_depth is not None and not quiet and options.output_settings()["bit_depth"] is None:
         codec = "AAC" if options.format == "stem.mp4" else options.format
         ui.info(f"note: --bit-depth {bit_depth} is ignored: {codec} has no bit depth")
+
+
+def _note_deeper_inputs(batch: Batch, options: SeparationOptions) -> None:
+    """Say, before the work, that inputs with more bits per sample than the default stems lose them."""
+    from stemsplit.pipeline.report import deeper_inputs
+
+    deeper = deeper_inputs(batch, options)
+    if deeper:
+        bits = max(b for _, b in deeper)
+        which = deeper[0][0].name if len(deeper) == 1 else f"{len(deeper)} inputs"
+        keep = "24" if bits <= 24 else "32f"
+        ui.info(
+            f"note: {which} {'is' if len(deeper) == 1 else 'are'} {bits}-bit; the stems will be "
+            f"{options.bit_depth}-bit: --bit-depth {keep} keeps it"
+        )
 
 
 def _check_report(report: Path) -> None:
@@ -619,6 +644,9 @@ class _Reporter:
         if not self.quiet:
             ui.info(message)
 
+    def stage(self, message: str) -> None:
+        self.progress.stage(message)
+
     def track_finished(self, result: TrackResult) -> None:
         self.progress.track_finished(result)
         if self.output == "json":
@@ -659,13 +687,11 @@ def _seconds(seconds: float) -> str:
 _STATUS_STYLES = {"done": "green", "skipped": "", "failed": "red", "interrupted": "yellow"}
 
 
-def _fold_note(batch: Batch, options: SeparationOptions) -> str | None:
+def _fold_note(batch: Batch) -> str | None:
     """The summary's note when a stem file sums some of the model's sources into other."""
-    from stemsplit.audio import fold_sources
+    from stemsplit.pipeline.report import folded_sources
 
-    if not batch.plan.stem_file:
-        return None
-    folded = [s for s in fold_sources(batch.plan.computed)["other"] if s != "other"]
+    folded = folded_sources(batch)
     if not folded:
         return None
     return (
@@ -674,9 +700,11 @@ def _fold_note(batch: Batch, options: SeparationOptions) -> str | None:
     )
 
 
-def _print_summary(results: list[TrackResult], note: str | None, *, show_model: bool = False) -> None:
+def _print_summary(
+    results: list[TrackResult], note: str | None, *, show_model: bool = False, wall_s: float | None = None
+) -> None:
     """The summary table on stderr (with a model column when the tracks got different models), then the
-    counts and ``note``."""
+    counts, the run's wall-clock time ``wall_s`` and speed, what the time column measures, and ``note``."""
     from rich.text import Text
 
     from stemsplit import pipeline
@@ -701,49 +729,34 @@ def _print_summary(results: list[TrackResult], note: str | None, *, show_model: 
     counts = pipeline.summarise(results)
     warned = f" ({counts['done_with_warnings']} with warnings)" if counts["done_with_warnings"] else ""
     stopped = f", {counts['interrupted']} interrupted" if counts["interrupted"] else ""
+    took = ""
+    if wall_s is not None:
+        took = f" in {_seconds(wall_s)}"
+        separated = sum(r.duration_s or 0.0 for r in results if r.status == "done")
+        if separated > 0 and wall_s > 0:
+            speed = separated / wall_s
+            took += f" ({speed:.1f}× real time)" if speed >= 0.1 else f" ({speed:.2f}× real time)"
     ui.stderr.print(
         f"{counts['done']} done{warned}, {counts['skipped']} skipped (already complete), "
-        f"{counts['failed']} failed{stopped}",
+        f"{counts['failed']} failed{stopped}{took}",
         markup=False,
         emoji=False,
     )
+    if counts["done"] > 1:
+        ui.stderr.print(
+            "time: each track's own, from decoding to its last stem; tracks run overlapped",
+            markup=False,
+            emoji=False,
+        )
     if note is not None:
         ui.stderr.print(note, markup=False, emoji=False)
 
 
 def _print_dry_run(batch: Batch, options: SeparationOptions, *, as_json: bool, quiet: bool) -> None:
-    from stemsplit import pipeline
-    from stemsplit.audio import AudioInfo
-    from stemsplit.errors import AudioFileNotFoundError
-    from stemsplit.pipeline.batch import triage
+    """The ``--dry-run`` rows on stdout (JSON Lines with ``--json``), then what the run would write."""
+    from stemsplit.pipeline.report import dry_run_rows, model_label
 
-    skipped: set[int] = set()  # the tracks a real run would skip, by the run's own rule
-
-    def settled(index: int, result: TrackResult) -> None:
-        if result.status == "skipped":
-            skipped.add(index)
-
-    triage(batch, options, pipeline.NullBatchReporter(), settled)
-    rows = []
-    for index, (path, probed, outputs) in enumerate(batch.tracks):
-        row: dict[str, Any] = {"input": str(path)}
-        if isinstance(probed, AudioInfo):
-            model = batch.model_of(index)
-            complete = index in skipped
-            row.update(
-                action="skip (complete)" if complete else "separate",
-                model=model.name,
-                duration_s=probed.duration_s,
-                samplerate=probed.samplerate,
-                channels=probed.channels,
-                codec=probed.codec,
-                outputs={k: str(v) for k, v in (outputs.stems if outputs else {}).items()},
-            )
-        else:  # the error's message names the file
-            action = "not found" if isinstance(probed, AudioFileNotFoundError) else "cannot decode"
-            row.update(action=action, error=str(probed))
-        rows.append(row)
-    for row in rows:
+    for row in dry_run_rows(batch, options):
         if as_json:  # JSON Lines, as a real run prints them
             ui.emit(json.dumps(row, ensure_ascii=False))
         elif "error" in row:
@@ -758,50 +771,11 @@ def _print_dry_run(batch: Batch, options: SeparationOptions, *, as_json: bool, q
             )
     if not quiet:
         ui.stderr.print(
-            f"model {_model_label(options)}: stems {', '.join(batch.plan.written)}; nothing was separated "
+            f"model {model_label(options)}: stems {', '.join(batch.plan.written)}; nothing was separated "
             "(--dry-run)",
             markup=False,
             emoji=False,
         )
-        note = _fold_note(batch, options)
+        note = _fold_note(batch)
         if note is not None:
             ui.stderr.print(note, markup=False, emoji=False)
-
-
-def _model_label(options: SeparationOptions) -> str:
-    """The model as the user named it; ``auto`` with its rule."""
-    from stemsplit.weights import registry
-
-    if options.model != registry.AUTO:
-        return options.model
-    limit = registry.LONG_TRACK_S
-    when = f"{limit / 60:g} min" if limit % 60 == 0 else f"{limit:g} s"
-    return f"auto ({registry.DEFAULT_MODEL} under {when}, {registry.LONG_TRACK_MODEL} from {when})"
-
-
-def _write_report(path: Path, batch: Batch, options: SeparationOptions, results: list[TrackResult]) -> None:
-    from dataclasses import asdict
-
-    from stemsplit import pipeline
-
-    settings = asdict(options)
-    settings["out_dir"] = str(options.out_dir)
-    described = [
-        {"name": m.name, "weights": m.weights_id, "path": str(m.path) if m.path else None}
-        for m in batch.models
-    ]
-    document = {
-        "stemsplit_version": __version__,
-        # One model, or with --model auto the ones it picks from (each track's is in tracks[].model).
-        "model": described[0] if len(described) == 1 else {"name": options.model, "choices": described},
-        "settings": settings,
-        "summary": dict(pipeline.summarise(results)),
-        "tracks": [r.to_dict() for r in results],
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.partial")
-    try:
-        temp.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-        temp.replace(path)
-    finally:
-        temp.unlink(missing_ok=True)

@@ -43,6 +43,7 @@ from stemsplit.pipeline.results import (
     NullBatchReporter,
     TrackResult,
     TrackWarning,
+    show_stage,
     tell,
 )
 from stemsplit.pipeline.sidecar import (
@@ -240,6 +241,7 @@ def separate_batch(
             if not group.jobs:
                 continue
             model, provenance, model_jobs = group.model, group.provenance, group.jobs
+            show_stage(reporter, f"loading {model.name}")
             bag = loader(model) if loader else load_model(model, model_cache(options, download_reporter))
             seconds = sum(j.duration_s or 0.0 for j in model_jobs) * max(1, options.shifts)
             run_jobs(
@@ -294,8 +296,10 @@ def triage(
     """Settle the tracks that need no separation and group the others by model (local and Ray runs alike).
 
     An input that could not be probed (or got no output paths) is ``failed``; one whose stems are complete
-    for its model (per its sidecar, unless ``options.overwrite``) is ``skipped``. Each is announced to
-    ``reporter`` and passed to ``finished(index, result)`` here.
+    for its model (per its sidecar, unless ``options.overwrite``) is ``skipped``, with the facts and warnings
+    its sidecar recorded. Each is announced to ``reporter`` and passed to ``finished(index, result)`` here.
+    Tracks whose stems were made with other settings are told to ``reporter`` as a note (which settings,
+    old → new), one per distinct change.
 
     Returns:
         One group per model of ``batch.models``, in that order.
@@ -322,15 +326,17 @@ def triage(
             finished(index, skipped_result(path, probed, outputs))
         else:
             if outputs.sidecar.is_file() and not made_from_other_input(outputs.sidecar, path):
-                for change in changed_settings(outputs.sidecar, group.provenance):
-                    changed.setdefault(change, []).append(path)
+                changes = ", ".join(changed_settings(outputs.sidecar, group.provenance))
+                if changes:
+                    changed.setdefault(changes, []).append(path)
             group.jobs.append(Job(index, path, outputs, duration))
-    for change, paths in changed.items():
-        which = paths[0].name if len(paths) == 1 else f"{len(paths)} tracks"
+    for changes, paths in changed.items():
+        which = (
+            f"{paths[0].name}'s stems were" if len(paths) == 1 else f"the stems of {len(paths)} tracks were"
+        )
         tell(
             reporter,
-            f"{change} since {which}'s stems were made: separating again (the files the new settings do not "
-            "write are removed)",
+            f"{changes} since {which} made: separating again (what the new settings do not write is removed)",
         )
     return groups
 

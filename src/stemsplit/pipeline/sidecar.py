@@ -193,6 +193,11 @@ _OPTIONS: dict[str, tuple[str, str]] = {
 }
 
 
+_DEPENDENT = frozenset({"other_method", "seed", "bit_depth", "mp3_bitrate", "stem_codec", "aac_bitrate",
+                        "stem_names", "stem_colors"})  # fmt: skip
+"""The settings recorded as None where they do not apply (``--other-method`` without ``--two-stems`` …)."""
+
+
 def _shown(value: object, unset: str) -> str:
     if value is None:
         return unset
@@ -216,6 +221,8 @@ def changed_settings(path: Path, provenance: Provenance) -> list[str]:
     for key in sorted(set(old) | set(new), key=lambda k: list(_OPTIONS).index(k) if k in _OPTIONS else 99):
         if old.get(key) == new.get(key):
             continue
+        if key in _DEPENDENT and (old.get(key) is None or new.get(key) is None):
+            continue  # recorded only where it applies: its coming or going follows another change
         option, unset = _OPTIONS.get(key, (key, "none"))
         if key == "weights":
             changes.append("the model's weights changed")

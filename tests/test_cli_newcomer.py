@@ -125,7 +125,9 @@ def test_other_method_without_two_stems_is_a_usage_error_naming_both(model_file:
     Path("a.wav").write_bytes(b"")  # never read: the options are refused first
     result = invoke("a.wav", "-n", model_file, "--other-method", "minus")
     assert result.exit_code == 2
-    assert "--other-method minus only applies with --two-stems" in flat(result.stderr)
+    assert result.stderr.splitlines() == [
+        "Error: --other-method minus needs --two-stems STEM (e.g. --two-stems vocals)"
+    ]
     assert not Path("separated").exists()
 
 
@@ -395,3 +397,9 @@ def test_a_24_bit_input_written_at_the_default_16_bits_is_noted_before_the_work(
     assert "note: hi.flac is 24-bit; the stems will be 16-bit: --bit-depth 24 keeps it" in flat(result.stderr)
     for given in (["--bit-depth", "16"], ["--format", "mp3"]):  # asked for, or no bit depth at all
         assert "24-bit" not in invoke("hi.flac", "-n", model_file, "--dry-run", *given).stderr
+
+
+def test_a_mistyped_subcommand_is_not_taken_for_a_missing_file() -> None:
+    run = _console_script("doctr")
+    assert run.returncode == 2
+    assert run.stderr.splitlines() == ["Error: no file named 'doctr'; did you mean `stemsplit doctor`?"]

@@ -12,6 +12,7 @@ import gc
 import json
 import sys
 from collections.abc import Sequence
+from difflib import get_close_matches
 from pathlib import Path
 from typing import Annotated
 
@@ -85,6 +86,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         if not args:
             ui.stderr.print(SHORT_USAGE, markup=False, emoji=False, end="")
+            raise SystemExit(ui.EXIT_USAGE)
+        typo = get_close_matches(args[0], SUBCOMMANDS, n=1, cutoff=0.75)
+        if len(args) == 1 and typo and not Path(args[0]).exists():  # ``stemsplit doctr``
+            ui.stderr.print(
+                f"Error: no file named {args[0]!r}; did you mean `stemsplit {typo[0]}`?", markup=False
+            )
             raise SystemExit(ui.EXIT_USAGE)
         if args[0] in SUBCOMMANDS:
             try:

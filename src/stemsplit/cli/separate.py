@@ -541,8 +541,7 @@ def _check_applies(
 
     if other_method is not None and options.two_stems is None:
         raise InvalidOptionError(
-            f"--other-method {other_method} only applies with --two-stems STEM (it says how no_STEM is "
-            "made); add --two-stems vocals, or drop --other-method",
+            f"--other-method {other_method} needs --two-stems STEM (e.g. --two-stems vocals)",
             option="--other-method",
         )
     if bit_depth is not None and not quiet and options.output_settings()["bit_depth"] is None:

@@ -403,3 +403,43 @@ def test_a_mistyped_subcommand_is_not_taken_for_a_missing_file() -> None:
     run = _console_script("doctr")
     assert run.returncode == 2
     assert run.stderr.splitlines() == ["Error: no file named 'doctr'; did you mean `stemsplit doctor`?"]
+
+
+def test_fewer_stems_than_on_disk_are_kept_without_running_the_network(
+    model_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stemsplit import pipeline
+
+    write_audio(
+        Path("a.wav"), seconds=0.5, peak=0.1
+    )  # quiet: no clip gain, so the stems do not depend on each other
+    folder = Path("separated", model_file.stem, "a")
+    assert invoke("a.wav", "-n", model_file).exit_code == 0
+    assert json.loads((folder / "stemsplit.json").read_text())["gain"] == 1.0
+    vocals = (folder / "vocals.wav").read_bytes()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the network must not run: the stems are on disk")
+
+    monkeypatch.setattr(pipeline.batch, "load_model", refuse)
+    planned = invoke("a.wav", "-n", model_file, "--stems", "vocals,drums", "--dry-run")
+    assert planned.stdout.startswith("keep (on disk)")
+    assert {p.name for p in folder.iterdir()} == {
+        "drums.wav",
+        "bass.wav",
+        "other.wav",
+        "vocals.wav",
+        "stemsplit.json",
+    }
+
+    kept = invoke("a.wav", "-n", model_file, "--stems", "vocals,drums", "--json")
+    assert kept.exit_code == 0, kept.stderr
+    assert "--stems all → vocals,drums since a.wav's stems were made: kept from the stems on disk" in flat(
+        kept.stderr
+    )
+    result = json.loads(kept.stdout)
+    assert result["status"] == "skipped" and list(result["outputs"]) == ["vocals", "drums"]
+    assert {p.name for p in folder.iterdir()} == {"vocals.wav", "drums.wav", "stemsplit.json"}
+    assert (folder / "vocals.wav").read_bytes() == vocals
+    again = invoke("a.wav", "-n", model_file, "--stems", "vocals,drums")
+    assert again.exit_code == 0 and "since" not in again.stderr  # complete for the new settings

@@ -49,7 +49,9 @@ from stemsplit.pipeline.results import (
 from stemsplit.pipeline.sidecar import (
     Provenance,
     changed_settings,
+    derivable_subset,
     is_complete,
+    keep_subset,
     made_from_other_input,
     recorded_facts,
 )
@@ -292,6 +294,8 @@ def triage(
     options: SeparationOptions,
     reporter: BatchReporter,
     finished: Callable[[int, TrackResult], None],
+    *,
+    derive: bool = True,
 ) -> list[ModelGroup]:
     """Settle the tracks that need no separation and group the others by model (local and Ray runs alike).
 
@@ -299,7 +303,10 @@ def triage(
     for its model (per its sidecar, unless ``options.overwrite``) is ``skipped``, with the facts and warnings
     its sidecar recorded. Each is announced to ``reporter`` and passed to ``finished(index, result)`` here.
     Tracks whose stems were made with other settings are told to ``reporter`` as a note (which settings,
-    old → new), one per distinct change.
+    old → new), one per distinct change. With ``derive``, a track whose ``--stems`` now asks for some of the
+    stems already on disk, all else equal (:func:`~stemsplit.pipeline.sidecar.derivable_subset`), is settled
+    here too: its sidecar is rewritten for those stems, the others removed, and it is ``skipped``; without
+    ``derive`` (a dry run writes nothing) it is grouped for separating.
 
     Returns:
         One group per model of ``batch.models``, in that order.
@@ -311,6 +318,7 @@ def triage(
     groups = [ModelGroup(m, options.output_settings(), []) for m in batch.models]
     total = len(batch.tracks)
     changed: dict[str, list[Path]] = {}  # a setting changed since the stems were made: its tracks
+    kept: dict[str, list[Path]] = {}  # only --stems changed, to fewer stems already on disk: its tracks
     for index, (path, probed, outputs) in enumerate(batch.tracks):
         duration = probed.duration_s if isinstance(probed, AudioInfo) else None
         group = groups[batch.picks[index]]
@@ -324,20 +332,30 @@ def triage(
         ):
             reporter.track_started(index, total, path, duration)
             finished(index, skipped_result(path, probed, outputs))
+        elif (
+            derive
+            and not options.overwrite
+            and outputs.sidecar.is_file()
+            and derivable_subset(outputs.sidecar, group.provenance, outputs.stems, path)
+        ):
+            changes = ", ".join(changed_settings(outputs.sidecar, group.provenance))
+            keep_subset(outputs.sidecar, group.provenance, outputs.stems, path)
+            kept.setdefault(changes, []).append(path)
+            reporter.track_started(index, total, path, duration)
+            finished(index, skipped_result(path, probed, outputs))
         else:
             if outputs.sidecar.is_file() and not made_from_other_input(outputs.sidecar, path):
                 changes = ", ".join(changed_settings(outputs.sidecar, group.provenance))
                 if changes:
                     changed.setdefault(changes, []).append(path)
             group.jobs.append(Job(index, path, outputs, duration))
-    for changes, paths in changed.items():
-        which = (
-            f"{paths[0].name}'s stems were" if len(paths) == 1 else f"the stems of {len(paths)} tracks were"
-        )
-        tell(
-            reporter,
-            f"{changes} since {which} made: separating again (what the new settings do not write is removed)",
-        )
+    for notes, outcome in (
+        (kept, "kept from the stems on disk, nothing to separate"),
+        (changed, "separating again (what the new settings do not write is removed)"),
+    ):
+        for changes, paths in notes.items():
+            which = f"{paths[0].name}'s" if len(paths) == 1 else f"{len(paths)} tracks'"
+            tell(reporter, f"{changes} since {which} stems were made: {outcome}")
     return groups
 
 

@@ -18,6 +18,7 @@ from stemsplit.errors import AudioFileNotFoundError
 from stemsplit.pipeline.batch import Batch, triage
 from stemsplit.pipeline.options import SeparationOptions
 from stemsplit.pipeline.results import NullBatchReporter, TrackResult, summarise
+from stemsplit.pipeline.sidecar import derivable_subset
 from stemsplit.weights import registry
 
 
@@ -25,7 +26,8 @@ def dry_run_rows(batch: Batch, options: SeparationOptions) -> list[dict[str, Any
     """One JSON-able row per input of a planned batch, in input order: what a real run would do with it.
 
     Each row has ``input`` and ``action``: ``separate``, ``skip (complete)`` (by the run's own rule,
-    :func:`~stemsplit.pipeline.batch.triage`), ``not found`` or ``cannot decode``. A readable input adds
+    :func:`~stemsplit.pipeline.batch.triage`), ``keep (on disk)`` (fewer ``--stems`` than a run made, kept
+    without separating), ``not found`` or ``cannot decode``. A readable input adds
     ``model``, ``duration_s``, ``samplerate``, ``channels``, ``codec`` and ``outputs`` (stem → path); an
     unreadable one ``error`` (its message names the file).
     """
@@ -35,13 +37,18 @@ def dry_run_rows(batch: Batch, options: SeparationOptions) -> list[dict[str, Any
         if result.status == "skipped":
             skipped.add(index)
 
-    triage(batch, options, NullBatchReporter(), settled)
+    groups = triage(batch, options, NullBatchReporter(), settled, derive=False)
     rows = []
     for index, (path, probed, outputs) in enumerate(batch.tracks):
         row: dict[str, Any] = {"input": str(path)}
         if isinstance(probed, AudioInfo):
+            action = "skip (complete)" if index in skipped else "separate"
+            if action == "separate" and outputs is not None and outputs.sidecar.is_file():
+                provenance = groups[batch.picks[index]].provenance
+                if derivable_subset(outputs.sidecar, provenance, outputs.stems, path):
+                    action = "keep (on disk)"
             row.update(
-                action="skip (complete)" if index in skipped else "separate",
+                action=action,
                 model=batch.model_of(index).name,
                 duration_s=probed.duration_s,
                 samplerate=probed.samplerate,

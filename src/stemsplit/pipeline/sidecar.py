@@ -263,3 +263,53 @@ def recorded_facts(path: Path) -> dict[str, Any]:
     record = _record_of(path)
     facts = record.get("facts") if record is not None else None
     return facts if isinstance(facts, dict) else {}
+
+
+def derivable_subset(path: Path, provenance: Provenance, stems: Mapping[str, Path], source: Path) -> bool:
+    """Whether ``stems`` are already on disk, byte for byte what a run would write: the sidecar at ``path``
+    records them from the same input, model, weights and settings but ``--stems`` (a run that kept more
+    stems), in its own folder at their recorded sizes, and no clip gain was applied (one gain is shared by
+    the stems a run writes, so fewer stems could get another). Not for ``--two-stems`` or stem files, whose
+    files mix several stems."""
+    record = _record_of(path)
+    if record is None or (record.get("model"), record.get("weights")) != (
+        provenance.model,
+        provenance.weights_id,
+    ):
+        return False
+    new = json.loads(json.dumps(dict(provenance.settings)))
+    old = record.get("settings")
+    if not isinstance(old, dict) or {k: v for k, v in old.items() if k != "stems"} != {
+        k: v for k, v in new.items() if k != "stems"
+    }:
+        return False
+    if new.get("two_stems") is not None or new.get("format") == "stem.mp4":
+        return False
+    if new.get("clip") == "rescale" and record.get("gain") != 1.0:
+        return False
+    recorded = record.get("stems")
+    if not isinstance(recorded, dict) or not _same_source(record.get("input"), source):
+        return False
+    for stem, file in stems.items():
+        entry = recorded.get(stem)
+        try:
+            if (
+                not isinstance(entry, dict)
+                or file.parent != path.parent
+                or entry.get("file") != file.name
+                or file.stat().st_size != entry.get("bytes")
+            ):
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def keep_subset(path: Path, provenance: Provenance, stems: Mapping[str, Path], source: Path) -> None:
+    """Make the stems on disk that :func:`derivable_subset` accepts the track's result: the sidecar
+    rewritten for ``stems`` (its facts and gain kept), then the stems it no longer lists removed."""
+    record = _record_of(path) or {}
+    stale = superseded_files(path, stems)
+    write_sidecar(path, provenance, stems, source, {k: record[k] for k in ("gain", "facts") if k in record})
+    for file in stale:
+        file.unlink(missing_ok=True)

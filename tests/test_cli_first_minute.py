@@ -529,13 +529,12 @@ def test_models_list_shows_sizes_and_does_not_wrap_in_a_pipe() -> None:
     result = invoke_models("list")
     assert result.exit_code == 0
     lines = result.stdout.splitlines()
-    assert len(lines) == 5
-    assert flat(lines[1]) == "htdemucs (default) drums, bass, other, vocals 1 ~80 MiB 8.80 dB 1.0x no"
-    assert flat(lines[2]) == "htdemucs_ft drums, bass, other, vocals 4 ~320 MiB 9.00 dB - no"
-    assert (
-        flat(lines[3]) == "htdemucs_6s drums, bass, other, vocals, guitar, piano 1 ~52 MiB unpublished - no"
-    )
-    assert flat(lines[4]) == f"hdemucs_mmi drums, bass, other, vocals 1 ~160 MiB 8.34 dB {HDEMUCS_SPEED} no"
+    assert len(lines) == 8  # the table, then its legend (#30: whole at 80 columns)
+    assert flat(lines[1]) == "htdemucs (default) 4 ~80 MiB 8.80 dB 1.0x no"
+    assert flat(lines[2]) == "htdemucs_ft 4, bag of 4 ~320 MiB 9.00 dB - no"
+    assert flat(lines[3]) == "htdemucs_6s 6 (+guitar, piano) ~52 MiB - - no"
+    assert flat(lines[4]) == f"hdemucs_mmi 4 ~160 MiB 8.34 dB {HDEMUCS_SPEED} no"
+    assert lines[6].startswith("stems: 4 = drums, bass, other, vocals")
     rows = json.loads(invoke_models("list", "--json").stdout)
     # No exact size is invented (none was measured from a download of ours).
     assert [row["size_bytes"] for row in rows] == [None, None, None, None]

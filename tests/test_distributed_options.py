@@ -39,7 +39,8 @@ def test_ray_without_ray_installed_says_how_to_install_it(
     assert code == 2
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert lines == [
-        'Error: --ray needs Ray, which is not installed; install it with: pip install "stemsplit-cli[ray]"'
+        'Error: --ray needs Ray, which is not installed; install it with: pip install "stemsplit-cli[ray]" '
+        '(from a checkout: pip install ".[ray]")'
     ]
     assert not out.exists()  # nothing was done
     with pytest.raises(InvalidOptionError, match="stemsplit-cli"):

@@ -32,6 +32,8 @@ structured attributes (``path``, ``field``, ``expected`` …); only the CLI turn
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextvars import ContextVar
 from pathlib import Path
 
 
@@ -330,12 +332,28 @@ class InvalidOptionError(StemsplitError, ValueError):
 # --- warnings ----------------------------------------------------------------------------------
 
 
+WARNING_SINK: ContextVar[Callable[[StemsplitWarning], None] | None] = ContextVar(
+    "stemsplit_warning_sink", default=None
+)
+"""Where this thread's :class:`StemsplitWarning` s are filed as they are made: the tracks it works on
+(set by :func:`stemsplit.pipeline.results.noting`); None: nowhere."""
+
+
 class StemsplitWarning(UserWarning):
     """Base class of the warnings stemsplit issues (something worked, but not quite as asked).
 
     They go through Python's :mod:`warnings` module, and those issued while a track is processed are
-    also kept in its :class:`~stemsplit.pipeline.TrackResult` (``warnings``) and in ``--report``.
+    also kept in its :class:`~stemsplit.pipeline.TrackResult` (``warnings``) and in ``--report``: a
+    warning is filed under its thread's track(s) (:data:`WARNING_SINK`) when it is made, which
+    ``warnings.warn`` does before any filter is consulted, so the record holds it whatever the filters
+    do with its display.
     """
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        sink = WARNING_SINK.get()
+        if sink is not None:
+            sink(self)
 
 
 class AudioWarning(StemsplitWarning):

@@ -59,6 +59,19 @@ MAX_NAME_CHARS = 64
 _COLOR = re.compile(r"#[0-9A-Fa-f]{6}")
 
 
+def _check_color(stem: str, color: str) -> None:
+    """Refuse a colour that is not ``#RRGGBB``.
+
+    Raises:
+        InvalidOptionError: naming the stem and quoting the colour.
+    """
+    if not _COLOR.fullmatch(color):
+        raise InvalidOptionError(
+            f"--stem-colors: the colour of {stem} must be #RRGGBB (six hex digits), got {color!r}",
+            option="--stem-colors",
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class StemManifest:
     """The names and colours of the four stems, in :data:`NI_STEMS` order.
@@ -85,11 +98,7 @@ class StemManifest:
                     option="--stem-names",
                 )
         for stem, color in zip(NI_STEMS, self.colors, strict=True):
-            if not _COLOR.fullmatch(color):
-                raise InvalidOptionError(
-                    f"--stem-colors: the colour of {stem} must be #RRGGBB (six hex digits), got {color!r}",
-                    option="--stem-colors",
-                )
+            _check_color(stem, color)
 
     def relabel(
         self, names: Mapping[str, str] | None = None, colors: Mapping[str, str] | None = None
@@ -106,6 +115,8 @@ class StemManifest:
                     f"{option}: {unknown[0]!r} is not a stem of a stem file; use {', '.join(NI_STEMS)}",
                     option=option,
                 )
+        for stem, color in (colors or {}).items():  # checked as given, so that the message quotes it
+            _check_color(stem, color)
         return StemManifest(
             names=tuple((names or {}).get(s, n) for s, n in zip(NI_STEMS, self.names, strict=True)),
             colors=tuple(

@@ -12,6 +12,8 @@ import gc
 import json
 import sys
 from collections.abc import Sequence
+from difflib import get_close_matches
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -86,17 +88,45 @@ def _end_before_workers(code: int) -> None:
         os._exit(code)
 
 
+SHORT_USAGE = """Usage: stemsplit [OPTIONS] PATHS...
+
+  stemsplit song.mp3                     4 stems in separated/htdemucs/song/
+  stemsplit song.mp3 --two-stems vocals  vocals.wav and no_vocals.wav (karaoke)
+  stemsplit ~/Music/album/               a whole folder; run it again to resume
+
+More: stemsplit --help (every option), stemsplit models list, stemsplit doctor
+"""
+"""What ``stemsplit`` with no arguments prints (on stderr, exit 2): the commonest commands."""
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point: ``models``/``doctor`` are subcommands, anything else separates.
 
-    A file literally named ``models`` or ``doctor`` is reached as ``./models``. ``argv`` None (the console
+    No arguments print :data:`SHORT_USAGE` (exit 2). A file literally named ``models`` or ``doctor`` is
+    reached as ``./models`` (said when the subcommand's parsing fails and such a path exists). ``argv`` None (the console
     script, ``python -m stemsplit``) means the process ends with the command: its objects are then frozen
     (:func:`gc.freeze`) for a shorter exit; with ``argv`` given (a caller's own process) they are not.
     """
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        if args and args[0] in SUBCOMMANDS:
-            app(args=args, prog_name="stemsplit")
+        if not args:
+            ui.stderr.print(SHORT_USAGE, markup=False, emoji=False, end="")
+            raise SystemExit(ui.EXIT_USAGE)
+        typo = get_close_matches(args[0], SUBCOMMANDS, n=1, cutoff=0.75)
+        if len(args) == 1 and typo and not Path(args[0]).exists():  # ``stemsplit doctr``
+            ui.stderr.print(
+                f"Error: no file named {args[0]!r}; did you mean `stemsplit {typo[0]}`?", markup=False
+            )
+            raise SystemExit(ui.EXIT_USAGE)
+        if args[0] in SUBCOMMANDS:
+            try:
+                app(args=args, prog_name="stemsplit")
+            except SystemExit as stop:
+                here = Path(args[0])
+                if stop.code == ui.EXIT_USAGE and here.exists():
+                    kind = "folder" if here.is_dir() else "file"
+                    ui.info(f"note: to separate the {kind} {args[0]!r} here, write ./{args[0]}")
+                raise
         else:
             from stemsplit.cli.separate import separate_app
 

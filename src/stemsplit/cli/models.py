@@ -32,16 +32,27 @@ def models_list(
         if as_json:
             ui.stdout.print_json(json.dumps([row.to_dict() for row in rows]))
             return
+        four = ("drums", "bass", "other", "vocals")
         table = []
         for row in rows:
             mib = row.approx_size_mib
             size = "unknown" if mib is None else f"{'' if row.cached else '~'}{mib:.0f} MiB"
-            sdr = f"{row.sdr.overall:.2f} dB" if row.sdr else "unpublished"
+            extra = [s for s in row.sources if s not in four]
+            stems = f"{len(row.sources)}" + (f" (+{', '.join(extra)})" if extra else "")
+            if len(row.files) > 1:
+                stems += f", bag of {len(row.files)}"
+            sdr = f"{row.sdr.overall:.2f} dB" if row.sdr else "-"
             speed = f"{row.speed:.1f}x" if row.speed is not None else "-"
             name = row.name + (" (default)" if row.default else "")
-            cached = "yes" if row.cached else "no"
-            table.append((name, ", ".join(row.sources), str(len(row.files)), size, sdr, speed, cached))
-        ui.print_table(("name", "stems", "files", "size", "SDR", "speed", "cached"), table, console=ui.stdout)
+            table.append((name, stems, size, sdr, speed, "yes" if row.cached else "no"))
+        ui.print_table(("name", "stems", "size", "SDR", "speed", "cached"), table, console=ui.stdout)
+        ui.stdout.print(_LEGEND, markup=False, emoji=False, end="")
+
+
+_LEGEND = """
+stems: 4 = drums, bass, other, vocals; a bag averages several networks (slower).
+SDR: as published, on MUSDB18-HQ. speed: against htdemucs. -: not known.
+"""
 
 
 @app.command("download")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -17,7 +18,6 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import typer
 from rich.markup import escape
 
-from stemsplit._version import __version__
 from stemsplit.cli import ui
 from stemsplit.errors import one_line
 
@@ -97,7 +97,7 @@ def _stems(text: str | None) -> tuple[str, ...] | None:
     return names
 
 
-@separate_app.command(help=_HELP, no_args_is_help=True)
+@separate_app.command(help=_HELP, no_args_is_help=True, cls=ui.PanelledCommand)
 def separate(
     paths: Annotated[
         list[str],
@@ -111,11 +111,12 @@ def separate(
             metavar="NAME|PATH",
             help="Registry name (htdemucs, htdemucs_ft, htdemucs_6s, hdemucs_mmi), auto (hdemucs_mmi for "
             "tracks of 7 minutes or more, else htdemucs), or a .th/.safetensors/.yaml path.",
+            rich_help_panel="Model and quality",
         ),
     ] = "htdemucs",
-    out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="Output folder.")] = Path(
-        "separated"
-    ),
+    out: Annotated[
+        Path, typer.Option("--out", "-o", metavar="DIR", help="Output folder.", rich_help_panel="Output")
+    ] = Path("separated"),
     filename: Annotated[
         str | None,
         typer.Option(
@@ -124,22 +125,32 @@ def separate(
             help="Output path template: {model} {track} {trackext} {stem} {ext} "
             "[default: {model}/{track}/{stem}.{ext}; stem.mp4: {model}/{track}.{ext}].",
             show_default=False,
+            rich_help_panel="Output",
         ),
     ] = None,
     two_stems: Annotated[
         str | None,
-        typer.Option("--two-stems", metavar="STEM", help="Write STEM and no_STEM (karaoke: vocals)."),
+        typer.Option(
+            "--two-stems",
+            metavar="STEM",
+            help="Write STEM and no_STEM (karaoke: vocals).",
+            rich_help_panel="Stems",
+        ),
     ] = None,
     other_method: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--other-method",
             metavar="<add|minus|none>",
-            help="no_STEM as the sum of the other stems (add), mix minus STEM (minus) or not at all (none).",
+            help="With --two-stems: no_STEM as the sum of the other stems (add), mix minus STEM (minus) "
+            "or not at all (none) [default: add].",
+            show_default=False,
+            rich_help_panel="Stems",
         ),
-    ] = "add",
+    ] = None,
     stems: Annotated[
-        str | None, typer.Option("--stems", metavar="A,B", help="Keep only these stems.")
+        str | None,
+        typer.Option("--stems", metavar="A,B", help="Keep only these stems.", rich_help_panel="Stems"),
     ] = None,
     fmt: Annotated[
         str,
@@ -147,16 +158,24 @@ def separate(
             "--format",
             metavar="<wav|flac|mp3|stem.mp4>",
             help="Output format; stem.mp4: one NI stem file per track (Traktor, Mixxx).",
+            rich_help_panel="Output",
         ),
     ] = "wav",
     bit_depth: Annotated[
+        str | None,
+        typer.Option(
+            "--bit-depth",
+            metavar="<16|24|32f>",
+            help="16, 24 or 32f (float) [default: 16]; wav, flac and ALAC stem files.",
+            show_default=False,
+            rich_help_panel="Output",
+        ),
+    ] = None,
+    mp3_bitrate: Annotated[
         str,
         typer.Option(
-            "--bit-depth", metavar="<16|24|32f>", help="16, 24 or 32f (float); mp3 and AAC ignore it."
+            "--mp3-bitrate", metavar="KBPS", help="MP3 bitrate in kbit/s, 8 to 320.", rich_help_panel="Output"
         ),
-    ] = "16",
-    mp3_bitrate: Annotated[
-        str, typer.Option("--mp3-bitrate", metavar="KBPS", help="MP3 bitrate in kbit/s, 8 to 320.")
     ] = "320",
     stem_codec: Annotated[
         str,
@@ -164,12 +183,16 @@ def separate(
             "--stem-codec",
             metavar="<aac|alac>",
             help="stem.mp4 codec: aac (opens everywhere) or alac (lossless).",
+            rich_help_panel="Stem files (--format stem.mp4)",
         ),
     ] = "aac",
     aac_bitrate: Annotated[
         str,
         typer.Option(
-            "--aac-bitrate", metavar="KBPS", help="stem.mp4 AAC bitrate per track in kbit/s, 32 to 512."
+            "--aac-bitrate",
+            metavar="KBPS",
+            help="stem.mp4 AAC bitrate per track in kbit/s, 32 to 512.",
+            rich_help_panel="Stem files (--format stem.mp4)",
         ),
     ] = "256",
     stem_names: Annotated[
@@ -178,6 +201,7 @@ def separate(
             "--stem-names",
             metavar="STEM=NAME,...",
             help="stem.mp4 stem names shown in Traktor/Mixxx, e.g. vocals=Acapella [default: Drums, Bass, Other, Vocals].",
+            rich_help_panel="Stem files (--format stem.mp4)",
         ),
     ] = None,
     stem_colors: Annotated[
@@ -186,12 +210,16 @@ def separate(
             "--stem-colors",
             metavar="STEM=#RRGGBB,...",
             help="stem.mp4 stem colours, e.g. vocals=#FF00FF [default: NI's].",
+            rich_help_panel="Stem files (--format stem.mp4)",
         ),
     ] = None,
     sample_rate: Annotated[
         str,
         typer.Option(
-            "--sample-rate", metavar="N|input", help="Output sample rate in Hz, or 'input' for the input's."
+            "--sample-rate",
+            metavar="N|input",
+            help="Output sample rate in Hz, or 'input' for the input's.",
+            rich_help_panel="Output",
         ),
     ] = "input",
     clip: Annotated[
@@ -200,6 +228,7 @@ def separate(
             "--clip",
             metavar="<rescale|clamp|none>",
             help="rescale: one gain for all stems of a track, only when one would clip.",
+            rich_help_panel="Output",
         ),
     ] = "rescale",
     device: Annotated[
@@ -209,6 +238,7 @@ def separate(
             "-d",
             metavar="DEVICE",
             help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps, or several GPUs: cuda:0,cuda:1 or cuda:all.",
+            rich_help_panel="Performance",
         ),
     ] = "auto",
     precision: Annotated[
@@ -217,12 +247,16 @@ def separate(
             "--precision",
             metavar="<auto|float32|bfloat16|float16>",
             help="auto: reduced precision only where measured accurate and faster (CUDA; CPUs with AMX); float32 is exact.",
+            rich_help_panel="Model and quality",
         ),
     ] = "auto",
     batch_size: Annotated[
         str | None,
         typer.Option(
-            "--batch-size", metavar="N", help="Windows per forward pass, 1 or more [default: auto]."
+            "--batch-size",
+            metavar="N",
+            help="Windows per forward pass, 1 or more [default: auto].",
+            rich_help_panel="Performance",
         ),
     ] = None,
     compile_mode: Annotated[
@@ -231,6 +265,7 @@ def separate(
             "--compile",
             metavar="<auto|on|off>",
             help="torch.compile the network: auto compiles on CUDA when the batch has enough audio to repay it.",
+            rich_help_panel="Performance",
         ),
     ] = "auto",
     jobs: Annotated[
@@ -240,6 +275,7 @@ def separate(
             "-j",
             metavar="N",
             help="CPU threads [default: one per physical core; OMP_NUM_THREADS overrides].",
+            rich_help_panel="Performance",
         ),
     ] = None,
     segment: Annotated[
@@ -248,47 +284,93 @@ def separate(
             "--segment",
             metavar="SECONDS",
             help="Window length, at most the model's (7.8 s; hdemucs_mmi: 44 s) [default: the model's].",
+            rich_help_panel="Model and quality",
         ),
     ] = None,
     overlap: Annotated[
         str,
-        typer.Option("--overlap", metavar="FRACTION", help="Overlap between windows, 0 to 0.99."),
+        typer.Option(
+            "--overlap",
+            metavar="FRACTION",
+            help="Overlap between windows, 0 to 0.99.",
+            rich_help_panel="Model and quality",
+        ),
     ] = "0.25",
     shifts: Annotated[
         str,
         typer.Option(
-            "--shifts", metavar="N", help="Average N passes with random delays (slower, slightly better)."
+            "--shifts",
+            metavar="N",
+            help="Average N passes with random delays (slower, slightly better).",
+            rich_help_panel="Model and quality",
         ),
     ] = "0",
-    seed: Annotated[str, typer.Option("--seed", metavar="N", help="Seed of the --shifts delays.")] = "0",
+    seed: Annotated[
+        str,
+        typer.Option(
+            "--seed", metavar="N", help="Seed of the --shifts delays.", rich_help_panel="Model and quality"
+        ),
+    ] = "0",
     skip_existing: Annotated[
         bool,
         typer.Option(
             "--skip-existing/--overwrite",
             help="Skip tracks whose stems are complete and made with the same model and settings.",
+            rich_help_panel="Batch, resume and results",
         ),
     ] = True,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="List what would be done; load no model.")
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="List what would be done; load no model.",
+            rich_help_panel="Batch, resume and results",
+        ),
     ] = False,
     report: Annotated[
-        Path | None, typer.Option("--report", metavar="FILE.json", help="Write a JSON report of the run.")
+        Path | None,
+        typer.Option(
+            "--report",
+            metavar="FILE.json",
+            help="Write a JSON report of the run.",
+            rich_help_panel="Batch, resume and results",
+        ),
     ] = None,
     offline: ui.OfflineOpt = False,
     as_json: Annotated[
         bool,
-        typer.Option("--json", help="Print one JSON object per track and line on stdout, as each ends."),
+        typer.Option(
+            "--json",
+            help="Print one JSON object per track and line on stdout, as each ends.",
+            rich_help_panel="Batch, resume and results",
+        ),
     ] = False,
     print0: Annotated[
-        bool, typer.Option("--print0", help="End each printed path with a NUL, not a newline (xargs -0).")
+        bool,
+        typer.Option(
+            "--print0",
+            help="End each printed path with a NUL, not a newline (xargs -0).",
+            rich_help_panel="Batch, resume and results",
+        ),
     ] = False,
     quiet: Annotated[
         bool,
         typer.Option(
-            "--quiet", "-q", help="No progress bars, notices or summary; warnings and errors still show."
+            "--quiet",
+            "-q",
+            help="No progress bars, notices or summary; warnings and errors still show.",
+            rich_help_panel="Batch, resume and results",
         ),
     ] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Per-track details on stderr.")] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Per-track details on stderr.",
+            rich_help_panel="Batch, resume and results",
+        ),
+    ] = False,
     ray: Annotated[
         str | None,
         typer.Option(
@@ -296,6 +378,7 @@ def separate(
             metavar="local|auto|ADDRESS",
             help="Separate on a Ray cluster: local (a private one for this run), auto (the running one) "
             "or the head's ADDRESS; needs stemsplit-cli[ray].",
+            rich_help_panel="Ray",
         ),
     ] = None,
     ray_workers_per_gpu: Annotated[
@@ -304,6 +387,7 @@ def separate(
             "--ray-workers-per-gpu",
             metavar="N",
             help="With --ray on GPUs: workers sharing each GPU [default: 1].",
+            rich_help_panel="Ray",
         ),
     ] = None,
     ray_cpus_per_worker: Annotated[
@@ -312,6 +396,7 @@ def separate(
             "--ray-cpus-per-worker",
             metavar="N",
             help="With --ray on CPUs: CPU slots (and threads) per worker [default: 1].",
+            rich_help_panel="Ray",
         ),
     ] = None,
     ray_in_flight: Annotated[
@@ -320,6 +405,7 @@ def separate(
             "--ray-in-flight",
             metavar="N",
             help="With --ray: the most tracks handed to workers at once [default: 2 per worker].",
+            rich_help_panel="Ray",
         ),
     ] = None,
     version: ui.VersionOpt = False,
@@ -340,9 +426,9 @@ def separate(
             filename=filename,
             stems=_stems(stems),
             two_stems=two_stems,
-            other_method=other_method,  # type: ignore[arg-type]  # checked by SeparationOptions
+            other_method=other_method or "add",  # type: ignore[arg-type]  # checked by SeparationOptions
             format=fmt,  # type: ignore[arg-type]
-            bit_depth=bit_depth,  # type: ignore[arg-type]
+            bit_depth=bit_depth or "16",  # type: ignore[arg-type]
             mp3_bitrate=_number("--mp3-bitrate", mp3_bitrate),
             samplerate=_samplerate(sample_rate),
             clip=clip,  # type: ignore[arg-type]
@@ -362,6 +448,7 @@ def separate(
             overwrite=not skip_existing,
             offline=True if offline else None,
         )
+        _check_applies(options, other_method=other_method, bit_depth=bit_depth, quiet=quiet)
         if report is not None:
             _check_report(report)
         if cluster is not None:
@@ -370,6 +457,8 @@ def separate(
             batch = distributed.plan(paths, options, dry_run=dry_run)
         else:
             batch = pipeline.plan_batch(paths, options, dry_run=dry_run)
+        if bit_depth is None and not quiet:
+            _note_deeper_inputs(batch, options)
         if dry_run:
             _print_dry_run(batch, options, as_json=as_json, quiet=quiet)
             if any(outputs is None for _, _, outputs in batch.tracks):
@@ -383,11 +472,19 @@ def separate(
             )
             ui.stderr.print(f"compute: {compute}", markup=False, emoji=False)
         output: Output = "json" if as_json else "print0" if print0 else "paths"
+        started = time.monotonic()
         results, interrupted = _run(batch, options, cluster, quiet=quiet, verbose=verbose, output=output)
         if not quiet:
-            _print_summary(results, _fold_note(batch, options), show_model=len(batch.models) > 1)
+            _print_summary(
+                results,
+                _fold_note(batch),
+                show_model=len(batch.models) > 1,
+                wall_s=time.monotonic() - started,
+            )
         if report is not None:
-            _write_report(report, batch, options, results)
+            from stemsplit.pipeline.report import report_document, write_report
+
+            write_report(report, report_document(batch, options, results))
         if interrupted is not None:
             raise interrupted  # the error boundary says how to resume and exits 130
         if any(r.status == "failed" for r in results):
@@ -431,6 +528,41 @@ def _cluster(
     )
     distributed.import_ray()  # a missing Ray says how to install it before anything else happens
     return cluster
+
+
+def _check_applies(
+    options: SeparationOptions, *, other_method: str | None, bit_depth: str | None, quiet: bool
+) -> None:
+    """Refuse ``--other-method`` without ``--two-stems``; note a ``--bit-depth`` the format has no use for.
+
+    Raises:
+        InvalidOptionError: ``--other-method`` given without ``--two-stems``.
+    """
+    from stemsplit.errors import InvalidOptionError
+
+    if other_method is not None and options.two_stems is None:
+        raise InvalidOptionError(
+            f"--other-method {other_method} needs --two-stems STEM (e.g. --two-stems vocals)",
+            option="--other-method",
+        )
+    if bit_depth is not None and not quiet and options.output_settings()["bit_depth"] is None:
+        codec = "AAC" if options.format == "stem.mp4" else options.format
+        ui.info(f"note: --bit-depth {bit_depth} is ignored: {codec} has no bit depth")
+
+
+def _note_deeper_inputs(batch: Batch, options: SeparationOptions) -> None:
+    """Say, before the work, that inputs with more bits per sample than the default stems lose them."""
+    from stemsplit.pipeline.report import deeper_inputs
+
+    deeper = deeper_inputs(batch, options)
+    if deeper:
+        bits = max(b for _, b in deeper)
+        which = deeper[0][0].name if len(deeper) == 1 else f"{len(deeper)} inputs"
+        keep = "24" if bits <= 24 else "32f"
+        ui.info(
+            f"note: {which} {'is' if len(deeper) == 1 else 'are'} {bits}-bit; the stems will be "
+            f"{options.bit_depth}-bit: --bit-depth {keep} keeps it"
+        )
 
 
 def _check_report(report: Path) -> None:
@@ -512,6 +644,9 @@ class _Reporter:
         if not self.quiet:
             ui.info(message)
 
+    def stage(self, message: str) -> None:
+        self.progress.stage(message)
+
     def track_finished(self, result: TrackResult) -> None:
         self.progress.track_finished(result)
         if self.output == "json":
@@ -554,13 +689,11 @@ def _seconds(seconds: float) -> str:
 _STATUS_STYLES = {"done": "green", "skipped": "", "failed": "red", "interrupted": "yellow"}
 
 
-def _fold_note(batch: Batch, options: SeparationOptions) -> str | None:
+def _fold_note(batch: Batch) -> str | None:
     """The summary's note when a stem file sums some of the model's sources into other."""
-    from stemsplit.audio import fold_sources
+    from stemsplit.pipeline.report import folded_sources
 
-    if not batch.plan.stem_file:
-        return None
-    folded = [s for s in fold_sources(batch.plan.computed)["other"] if s != "other"]
+    folded = folded_sources(batch)
     if not folded:
         return None
     return (
@@ -569,9 +702,11 @@ def _fold_note(batch: Batch, options: SeparationOptions) -> str | None:
     )
 
 
-def _print_summary(results: list[TrackResult], note: str | None, *, show_model: bool = False) -> None:
+def _print_summary(
+    results: list[TrackResult], note: str | None, *, show_model: bool = False, wall_s: float | None = None
+) -> None:
     """The summary table on stderr (with a model column when the tracks got different models), then the
-    counts and ``note``."""
+    counts, the run's wall-clock time ``wall_s`` and speed, what the time column measures, and ``note``."""
     from rich.text import Text
 
     from stemsplit import pipeline
@@ -582,9 +717,9 @@ def _print_summary(results: list[TrackResult], note: str | None, *, show_model: 
         duration = _seconds(r.duration_s) if r.duration_s is not None else ""
         spent = _seconds(r.timings["total"]) if "total" in r.timings else ""
         status = Text(r.status, style=_STATUS_STYLES[r.status])
-        if r.status == "done" and r.warnings:
+        if r.status in ("done", "skipped") and r.warnings:  # a skipped track's: those of the run that made it
             count = len(r.warnings)
-            status = Text(f"done, {count} warning{'s' if count > 1 else ''}", style="yellow")
+            status = Text(f"{r.status}, {count} warning{'s' if count > 1 else ''}", style="yellow")
         model = (r.model or "",) if show_model else ()
         rows.append((one_line(r.input.name), status, *model, duration, spent, one_line(folder)))
     ui.print_table(
@@ -596,50 +731,34 @@ def _print_summary(results: list[TrackResult], note: str | None, *, show_model: 
     counts = pipeline.summarise(results)
     warned = f" ({counts['done_with_warnings']} with warnings)" if counts["done_with_warnings"] else ""
     stopped = f", {counts['interrupted']} interrupted" if counts["interrupted"] else ""
+    took = ""
+    if wall_s is not None:
+        took = f" in {_seconds(wall_s)}"
+        separated = sum(r.duration_s or 0.0 for r in results if r.status == "done")
+        if separated > 0 and wall_s > 0:
+            speed = separated / wall_s
+            took += f" ({speed:.1f}× real time)" if speed >= 0.1 else f" ({speed:.2f}× real time)"
     ui.stderr.print(
         f"{counts['done']} done{warned}, {counts['skipped']} skipped (already complete), "
-        f"{counts['failed']} failed{stopped}",
+        f"{counts['failed']} failed{stopped}{took}",
         markup=False,
         emoji=False,
     )
+    if counts["done"] > 1:
+        ui.stderr.print(
+            "time: each track's own, from decoding to its last stem; tracks run overlapped",
+            markup=False,
+            emoji=False,
+        )
     if note is not None:
         ui.stderr.print(note, markup=False, emoji=False)
 
 
 def _print_dry_run(batch: Batch, options: SeparationOptions, *, as_json: bool, quiet: bool) -> None:
-    from stemsplit import pipeline
-    from stemsplit.audio import AudioInfo
-    from stemsplit.errors import AudioFileNotFoundError
-    from stemsplit.pipeline.batch import triage
-    from stemsplit.pipeline.inputs import failure_message
+    """The ``--dry-run`` rows on stdout (JSON Lines with ``--json``), then what the run would write."""
+    from stemsplit.pipeline.report import dry_run_rows, model_label
 
-    skipped: set[int] = set()  # the tracks a real run would skip, by the run's own rule
-
-    def settled(index: int, result: TrackResult) -> None:
-        if result.status == "skipped":
-            skipped.add(index)
-
-    triage(batch, options, pipeline.NullBatchReporter(), settled)
-    rows = []
-    for index, (path, probed, outputs) in enumerate(batch.tracks):
-        row: dict[str, Any] = {"input": str(path)}
-        if isinstance(probed, AudioInfo):
-            model = batch.model_of(index)
-            complete = index in skipped
-            row.update(
-                action="skip (complete)" if complete else "separate",
-                model=model.name,
-                duration_s=probed.duration_s,
-                samplerate=probed.samplerate,
-                channels=probed.channels,
-                codec=probed.codec,
-                outputs={k: str(v) for k, v in (outputs.stems if outputs else {}).items()},
-            )
-        else:  # the error's message names the file
-            action = "not found" if isinstance(probed, AudioFileNotFoundError) else "cannot decode"
-            row.update(action=action, error=failure_message(probed))
-        rows.append(row)
-    for row in rows:
+    for row in dry_run_rows(batch, options):
         if as_json:  # JSON Lines, as a real run prints them
             ui.emit(json.dumps(row, ensure_ascii=False))
         elif "error" in row:
@@ -655,50 +774,11 @@ def _print_dry_run(batch: Batch, options: SeparationOptions, *, as_json: bool, q
             )
     if not quiet:
         ui.stderr.print(
-            f"model {_model_label(options)}: stems {', '.join(batch.plan.written)}; nothing was separated "
+            f"model {model_label(options)}: stems {', '.join(batch.plan.written)}; nothing was separated "
             "(--dry-run)",
             markup=False,
             emoji=False,
         )
-        note = _fold_note(batch, options)
+        note = _fold_note(batch)
         if note is not None:
             ui.stderr.print(note, markup=False, emoji=False)
-
-
-def _model_label(options: SeparationOptions) -> str:
-    """The model as the user named it; ``auto`` with its rule."""
-    from stemsplit.weights import registry
-
-    if options.model != registry.AUTO:
-        return options.model
-    limit = registry.LONG_TRACK_S
-    when = f"{limit / 60:g} min" if limit % 60 == 0 else f"{limit:g} s"
-    return f"auto ({registry.DEFAULT_MODEL} under {when}, {registry.LONG_TRACK_MODEL} from {when})"
-
-
-def _write_report(path: Path, batch: Batch, options: SeparationOptions, results: list[TrackResult]) -> None:
-    from dataclasses import asdict
-
-    from stemsplit import pipeline
-
-    settings = asdict(options)
-    settings["out_dir"] = str(options.out_dir)
-    described = [
-        {"name": m.name, "weights": m.weights_id, "path": str(m.path) if m.path else None}
-        for m in batch.models
-    ]
-    document = {
-        "stemsplit_version": __version__,
-        # One model, or with --model auto the ones it picks from (each track's is in tracks[].model).
-        "model": described[0] if len(described) == 1 else {"name": options.model, "choices": described},
-        "settings": settings,
-        "summary": dict(pipeline.summarise(results)),
-        "tracks": [r.to_dict() for r in results],
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.partial")
-    try:
-        temp.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-        temp.replace(path)
-    finally:
-        temp.unlink(missing_ok=True)

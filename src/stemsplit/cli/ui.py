@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import typer.core
 from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape
@@ -31,6 +32,7 @@ from rich.progress import (
 )
 from rich.table import Table
 from rich.text import Text
+from typer import _click as click  # Typer carries its own Click: its commands take these types
 
 from stemsplit import errors, settings
 
@@ -136,6 +138,49 @@ def typer_app(**settings: Any) -> typer.Typer:
     }
     context = {"help_option_names": list(HELP_OPTION_NAMES), **settings.pop("context_settings", {})}
     return typer.Typer(**{**defaults, **settings, "context_settings": context})
+
+
+class PanelledCommand(typer.core.TyperCommand):
+    """A command whose plain-text help lists its options under headings, and names its arguments as
+    people write them.
+
+    Each option's heading is its ``rich_help_panel`` (options without one go under "Options", after the
+    others), in the order the headings first appear. The usage line and the arguments show the metavar
+    alone (``PATHS...``), never Typer's type names (``{PATHS}``, ``<list[str]>``).
+    """
+
+    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        return pieces + [_argument_name(p) for p in self.get_params(ctx) if _is_argument(p)]
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        arguments: list[tuple[str, str]] = []
+        panels: dict[str, list[tuple[str, str]]] = {}
+        for param in self.get_params(ctx):
+            if _is_argument(param):
+                arguments.append((_argument_name(param), getattr(param, "help", None) or ""))
+                continue
+            record = param.get_help_record(ctx)
+            if record is not None:
+                panel = getattr(param, "rich_help_panel", None) or "Options"
+                panels.setdefault(panel, []).append(record)
+        if arguments:
+            with formatter.section("Arguments"):
+                formatter.write_dl(arguments)
+        rest = panels.pop("Options", [])
+        for title, records in [*panels.items(), ("Options", rest)]:
+            if records:
+                with formatter.section(title):
+                    formatter.write_dl(records)
+
+
+def _is_argument(param: click.Parameter) -> bool:
+    return param.param_type_name == "argument"  # Typer's arguments are no click.Argument
+
+
+def _argument_name(param: click.Parameter) -> str:
+    name = param.metavar or (param.name or "").upper()
+    return f"{name}..." if param.nargs != 1 else name
 
 
 def version_callback(value: bool) -> None:
@@ -313,9 +358,11 @@ class DownloadProgress:
 class BatchProgress:
     """A :class:`stemsplit.pipeline.BatchReporter` drawing Rich bars on stderr, in audio seconds.
 
-    One bar per track in flight (several are separated at once on a GPU) and one for the batch (tracks done
-    / total, hours of audio separated per hour of wall time, audio processed, ETA). Nothing is drawn when
-    ``quiet`` or when stderr is not a terminal (Rich's own rule). Results are printed with
+    One bar per track in flight (several are separated at once on a GPU) and one for the batch. The
+    batch's row says what is happening: the stage before any track moves (``loading htdemucs``,
+    ``starting Ray``), then ``separating`` (or the tracks done / total), with the speed as audio seconds
+    per wall-clock second (``2.1× real time``) once audio has been separated, and an ETA. Nothing is drawn
+    when ``quiet`` or when stderr is not a terminal (Rich's own rule). Results are printed with
     :meth:`print_result` while the bars are shown.
     """
 
@@ -324,8 +371,10 @@ class BatchProgress:
         # Bars drawn on the same terminal as stdout: a result must go above them, through their console.
         self._shares_terminal = not quiet and stderr.is_terminal and stdout.is_terminal
         self._done_before = 0.0
-        self._separated_s = 0.0  # audio of the tracks separated (not skipped) so far
-        self._started = time.monotonic()
+        self._separated_s = 0.0  # audio of the tracks separated (not skipped) and finished so far
+        self._moving: float | None = None  # when the first track moved (the speed's clock)
+        self._base_s = 0.0  # the audio separated by then
+        self._stage: str | None = None
         self._tracks_done = 0
         self._total_tracks = total_tracks
         self._progress = Progress(
@@ -338,20 +387,25 @@ class BatchProgress:
             disable=quiet or not stderr.is_terminal,  # else Rich ends with a blank line in logs
             redirect_stdout=False,  # Rich would send stdout to its own console (stderr) on a terminal
         )
-        self._batch = self._progress.add_task(self._batch_label(), total=max(total_seconds, 1e-9))
         self._tracks: dict[int, TaskID] = {}
         self._index: dict[Path, int] = {}
         self._done_s: dict[int, float] = {}
+        self._batch = self._progress.add_task(self._batch_label(), total=max(total_seconds, 1e-9))
 
     def _batch_label(self) -> str:
-        label = f"[bold]batch[/bold] {self._tracks_done}/{self._total_tracks} tracks"
-        elapsed = time.monotonic() - self._started
-        if self._separated_s > 0 and elapsed > 0:  # audio hours per hour = audio seconds per second
-            label += f", {self._separated_s / elapsed:.1f} h of audio/h"
+        if self._stage is not None:
+            return f"[bold]{escape(self._stage)}…[/bold]"
+        if self._total_tracks == 1:
+            label = "[bold]separating[/bold]"
+        else:
+            label = f"[bold]{self._tracks_done}/{self._total_tracks} tracks[/bold]"
+        separated = self._separated_s + sum(self._done_s.values()) - self._base_s
+        elapsed = time.monotonic() - self._moving if self._moving is not None else 0.0
+        if separated > 0 and elapsed > 1.0:  # audio seconds per second: how many times real time
+            label += f", {separated / elapsed:.1f}× real time"
         return label
 
     def __enter__(self) -> BatchProgress:
-        self._started = time.monotonic()
         self._progress.start()
         return self
 
@@ -366,6 +420,10 @@ class BatchProgress:
         else:
             emit(text, end=end)
 
+    def stage(self, message: str) -> None:
+        self._stage = message
+        self._progress.update(self._batch, description=self._batch_label())
+
     def track_started(self, index: int, total: int, path: Path, duration_s: float | None) -> None:
         # The column renders markup: a file name's brackets must stay text.
         self._tracks[index] = self._progress.add_task(
@@ -377,9 +435,17 @@ class BatchProgress:
     def track_progress(self, index: int, done_s: float) -> None:
         task = self._tracks.get(index)
         if task is not None:
+            self._stage = None  # the tracks move: the stage is over
             self._done_s[index] = done_s
+            if self._moving is None:  # the speed counts the audio separated from here on
+                self._moving = time.monotonic()
+                self._base_s = self._separated_s + sum(self._done_s.values())
             self._progress.update(task, completed=done_s)
-            self._progress.update(self._batch, completed=self._done_before + sum(self._done_s.values()))
+            self._progress.update(
+                self._batch,
+                completed=self._done_before + sum(self._done_s.values()),
+                description=self._batch_label(),
+            )
 
     def track_finished(self, result: object) -> None:
         index = self._index.pop(getattr(result, "input", Path()), None)

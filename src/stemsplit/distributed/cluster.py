@@ -19,8 +19,9 @@ from typing import Any
 
 from stemsplit.errors import ClusterError, InvalidOptionError, first_line
 
-INSTALL_HINT = 'pip install "stemsplit-cli[ray]"'
-"""How to get Ray with the version stemsplit is tested with."""
+INSTALL_HINT = 'pip install "stemsplit-cli[ray]" (from a checkout: pip install ".[ray]")'
+"""How to get Ray with the version stemsplit is tested with (the release's name, and what works from a
+checkout before it is released)."""
 
 DEVICES = ("auto", "cpu", "cuda")
 """The ``--device`` values a Ray run accepts: each worker gets one GPU (or a share of one) or CPU slots."""

@@ -66,7 +66,7 @@ from stemsplit.pipeline import (
 )
 from stemsplit.pipeline.batch import interrupted, triage, with_model
 from stemsplit.pipeline.outputs import TrackOutputs
-from stemsplit.pipeline.results import tell, warning_kind
+from stemsplit.pipeline.results import show_stage, tell, warning_kind
 from stemsplit.pipeline.workers import Job
 from stemsplit.weights.loading import ModelInfo
 
@@ -158,6 +158,8 @@ def run_batch(
     try:
         groups = [g for g in triage(batch, options, reporter, finished) if g.jobs]
         if groups:
+            local = cluster.address == "local"
+            show_stage(reporter, "starting Ray" if local else f"joining the Ray cluster ({cluster.address})")
             with connected(cluster.address) as ray:
                 shape = worker_shape(node_resources(ray), cluster, options.device)
                 for group in groups:  # with --model auto, the workers of one model, then the next's

@@ -10,6 +10,7 @@ Modules, one job each:
 * :mod:`~stemsplit.pipeline.track`: one track's steps: decode once, separate, write atomically.
 * :mod:`~stemsplit.pipeline.workers`: the threads that run a batch (decode ahead, device, write behind).
 * :mod:`~stemsplit.pipeline.batch`: plan a batch before any work, run it, go on after a bad track.
+* :mod:`~stemsplit.pipeline.report`: the ``--dry-run`` rows and the ``--report`` document, as data.
 
 The pipeline never prints: it reports through :class:`BatchReporter` and returns :class:`TrackResult` s.
 """

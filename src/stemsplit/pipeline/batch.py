@@ -39,8 +39,24 @@ from stemsplit.pipeline.options import (
     plan_stems,
 )
 from stemsplit.pipeline.outputs import TrackOutputs, check_writable_folder, plan_outputs
-from stemsplit.pipeline.results import BatchInterrupted, BatchReporter, NullBatchReporter, TrackResult
-from stemsplit.pipeline.sidecar import Provenance, is_complete, made_from_other_input
+from stemsplit.pipeline.results import (
+    BatchInterrupted,
+    BatchReporter,
+    NullBatchReporter,
+    TrackResult,
+    TrackWarning,
+    show_stage,
+    tell,
+)
+from stemsplit.pipeline.sidecar import (
+    Provenance,
+    changed_settings,
+    derivable_subset,
+    is_complete,
+    keep_subset,
+    made_from_other_input,
+    recorded_facts,
+)
 from stemsplit.pipeline.workers import Job, run_jobs
 from stemsplit.weights.download import DownloadReporter
 from stemsplit.weights.loading import ModelInfo, describe_model, load_model, weights_identity
@@ -238,6 +254,7 @@ def separate_batch(
             if not group.jobs:
                 continue
             model, provenance, model_jobs = group.model, group.provenance, group.jobs
+            show_stage(reporter, f"loading {model.name}")
             bag = loader(model) if loader else load_model(model, model_cache(options, download_reporter))
             seconds = sum(j.duration_s or 0.0 for j in model_jobs) * max(1, options.shifts)
             run_jobs(
@@ -288,12 +305,19 @@ def triage(
     options: SeparationOptions,
     reporter: BatchReporter,
     finished: Callable[[int, TrackResult], None],
+    *,
+    derive: bool = True,
 ) -> list[ModelGroup]:
     """Settle the tracks that need no separation and group the others by model (local and Ray runs alike).
 
     An input that could not be probed (or got no output paths) is ``failed``; one whose stems are complete
-    for its model (per its sidecar, unless ``options.overwrite``) is ``skipped``. Each is announced to
-    ``reporter`` and passed to ``finished(index, result)`` here.
+    for its model (per its sidecar, unless ``options.overwrite``) is ``skipped``, with the facts and warnings
+    its sidecar recorded. Each is announced to ``reporter`` and passed to ``finished(index, result)`` here.
+    Tracks whose stems were made with other settings are told to ``reporter`` as a note (which settings,
+    old → new), one per distinct change. With ``derive``, a track whose ``--stems`` now asks for some of the
+    stems already on disk, all else equal (:func:`~stemsplit.pipeline.sidecar.derivable_subset`), is settled
+    here too: its sidecar is rewritten for those stems, the others removed, and it is ``skipped``; without
+    ``derive`` (a dry run writes nothing) it is grouped for separating.
 
     Returns:
         One group per model of ``batch.models``, in that order.
@@ -304,6 +328,8 @@ def triage(
     """
     groups = [ModelGroup(m, options.output_settings(), []) for m in batch.models]
     total = len(batch.tracks)
+    changed: dict[str, list[Path]] = {}  # a setting changed since the stems were made: its tracks
+    kept: dict[str, list[Path]] = {}  # only --stems changed, to fewer stems already on disk: its tracks
     for index, (path, probed, outputs) in enumerate(batch.tracks):
         duration = probed.duration_s if isinstance(probed, AudioInfo) else None
         group = groups[batch.picks[index]]
@@ -317,13 +343,52 @@ def triage(
             and is_complete(outputs.sidecar, group.provenance, outputs.stems, path)
         ):
             reporter.track_started(index, total, path, duration)
-            finished(index, TrackResult(
-                path, "skipped", outputs=dict(outputs.stems), duration_s=duration,
-                samplerate=probed.samplerate, channels=probed.channels, codec=probed.codec,
-            ))  # fmt: skip
+            finished(index, skipped_result(path, probed, outputs))
+        elif (
+            derive
+            and not options.overwrite
+            and outputs.sidecar.is_file()
+            and derivable_subset(outputs.sidecar, group.provenance, outputs.stems, path)
+        ):
+            changes = ", ".join(changed_settings(outputs.sidecar, group.provenance))
+            keep_subset(outputs.sidecar, group.provenance, outputs.stems, path)
+            kept.setdefault(changes, []).append(path)
+            reporter.track_started(index, total, path, duration)
+            finished(index, skipped_result(path, probed, outputs))
         else:
+            if outputs.sidecar.is_file() and not made_from_other_input(outputs.sidecar, path):
+                changes = ", ".join(changed_settings(outputs.sidecar, group.provenance))
+                if changes:
+                    changed.setdefault(changes, []).append(path)
             group.jobs.append(Job(index, path, outputs, duration))
+    for notes, outcome in (
+        (kept, "kept from the stems on disk, nothing to separate"),
+        (changed, "separating again (what the new settings do not write is removed)"),
+    ):
+        for changes, paths in notes.items():
+            which = f"{paths[0].name}'s" if len(paths) == 1 else f"{len(paths)} tracks'"
+            tell(reporter, f"{changes} since {which} stems were made: {outcome}")
     return groups
+
+
+def skipped_result(path: Path, probed: AudioInfo, outputs: TrackOutputs) -> TrackResult:
+    """A complete track's result: its stems, and the facts and warnings of the run that made them (from
+    its sidecar; the probe's where the sidecar predates them)."""
+    facts = recorded_facts(outputs.sidecar)
+    notes = tuple(
+        TrackWarning(str(w.get("kind")), str(w.get("message")))
+        for w in facts.get("warnings") or ()
+        if isinstance(w, dict)
+    )
+    return TrackResult(
+        path, "skipped", outputs=dict(outputs.stems),
+        duration_s=facts.get("duration_s", probed.duration_s),
+        samplerate=facts.get("samplerate", probed.samplerate),
+        channels=facts.get("channels", probed.channels),
+        codec=facts.get("codec", probed.codec),
+        output_samplerate=facts.get("output_samplerate"),
+        warnings=notes,
+    )  # fmt: skip
 
 
 def with_model(batch: Batch, index: int, result: TrackResult) -> TrackResult:

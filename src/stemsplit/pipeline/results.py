@@ -8,19 +8,15 @@ from __future__ import annotations
 
 import math
 import re
-import sys
 import threading
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol, TextIO
+from typing import Any, Literal, Protocol
 
-from stemsplit.errors import (
-    StemsplitWarning,
-)
+from stemsplit.errors import WARNING_SINK, StemsplitWarning
 
 # --- results and progress -------------------------------------------------------------------------
 
@@ -81,89 +77,40 @@ _CURRENT: ContextVar[tuple[TrackNotes, ...]] = ContextVar("stemsplit_track_notes
 
 @contextmanager
 def noting(*notes: TrackNotes) -> Iterator[None]:
-    """File the stemsplit warnings that this thread issues inside under these tracks (a device step that
-    serves several tracks notes its warnings in each). Needs :func:`route_warnings` to be active."""
-    token = _CURRENT.set(notes)
+    """File the stemsplit warnings that this thread makes inside under these tracks (a device step that
+    serves several tracks notes its warnings in each), whatever the warning filters then do with them.
+
+    Nothing global is replaced: a :class:`StemsplitWarning` files itself when it is made
+    (:data:`stemsplit.errors.WARNING_SINK`, this thread's own), and is shown, raised or dropped by the
+    caller's filters and ``warnings.showwarning`` as any warning is.
+    """
+
+    def file(warning: StemsplitWarning) -> None:
+        for n in notes:
+            n.add(type(warning), str(warning))
+
+    token, sink = _CURRENT.set(notes), WARNING_SINK.set(file)
     try:
         yield
     finally:
+        WARNING_SINK.reset(sink)
         _CURRENT.reset(token)
 
 
-@contextmanager
-def route_warnings() -> Iterator[None]:
-    """While inside, every :class:`StemsplitWarning` is filed under the track(s) its thread is working on
-    (:func:`noting`), whatever the filters say, and is passed on at once through the caller's own filters
-    and ``warnings.showwarning``: shown, raised (``error``) or dropped (``ignore``) as it would be without
-    this block (once per track rather than once per code location). Other warnings are not touched.
-
-    The hook is process-wide (Python's ``warnings`` state is), so it is installed once for a whole batch,
-    by the thread that runs it, and works for every worker thread; nesting it is harmless.
-    """
-    if getattr(warnings.showwarning, "_stemsplit_router", False):
-        yield
-        return
-    outer_filters = list(warnings.filters)
-    with warnings.catch_warnings():
-        outer_show = warnings.showwarning
-        warnings.simplefilter("always", StemsplitWarning)  # so that every one reaches the router
-
-        def route(
-            message: Warning | str,
-            category: type[Warning],
-            filename: str,
-            lineno: int,
-            file: TextIO | None = None,
-            line: str | None = None,
-        ) -> None:
-            if not issubclass(category, StemsplitWarning):
-                outer_show(message, category, filename, lineno, file, line)
-                return
-            notes = _CURRENT.get()
-            new = [n.add(category, str(message)) for n in notes]
-            if notes and not any(new):
-                return  # already filed (and passed on) for these tracks
-            action = _filter_action(outer_filters, category, str(message), _module_name(filename), lineno)
-            if action == "error":
-                raise message if isinstance(message, Warning) else category(message)
-            if action != "ignore":
-                outer_show(message, category, filename, lineno, file, line)
-
-        route._stemsplit_router = True  # type: ignore[attr-defined]
-        warnings.showwarning = route
-        yield
+def noted_so_far() -> tuple[TrackWarning, ...]:
+    """The warnings filed so far under the one track this thread works on (:func:`noting`); empty when it
+    works on none, or on several at once."""
+    notes = _CURRENT.get()
+    return tuple(notes[0].records) if len(notes) == 1 else ()
 
 
 @contextmanager
 def collect_warnings() -> Iterator[list[TrackWarning]]:
-    """Record the :class:`StemsplitWarning` s issued inside (in this thread), while still showing them
-    as they happen (see :func:`route_warnings`); for one track worked on by the calling thread."""
+    """Record the :class:`StemsplitWarning` s made inside (in this thread), whatever the filters say, while
+    they are shown as usual; for one track worked on by the calling thread."""
     notes = TrackNotes()
-    with route_warnings(), noting(notes):
+    with noting(notes):
         yield notes.records
-
-
-def _filter_action(
-    filters: Sequence[Any], category: type[Warning], message: str, module: str | None, lineno: int
-) -> str:
-    """The action of the first of ``warnings.filters`` that matches (``default`` when none does)."""
-    for action, msg, cat, mod, ln in filters:
-        if (
-            (msg is None or msg.match(message))
-            and issubclass(category, cat)
-            and (mod is None or mod.match(module or ""))
-            and (ln == 0 or lineno == ln)
-        ):
-            return str(action)
-    return "default"
-
-
-def _module_name(filename: str) -> str | None:
-    """The imported module defined in ``filename`` (for filters by module), if any."""
-    for name, module in list(sys.modules.items()):
-        if getattr(module, "__file__", None) == filename:
-            return name
-    return None
 
 
 @dataclass
@@ -258,6 +205,10 @@ class BatchReporter(Protocol):
         """A one-line notice for people about the run, not about a track: a one-time preparation that takes
         a while (the OpenVINO export of a model's network). Optional: a reporter without it is not told."""
 
+    def stage(self, message: str) -> None:
+        """What the batch is doing now, before its tracks move (``loading htdemucs``, ``starting Ray``): shown
+        until the next stage or the tracks' progress. Optional: a reporter without it is not told."""
+
 
 class NullBatchReporter:
     """A reporter that shows nothing (the library default)."""
@@ -273,6 +224,16 @@ class NullBatchReporter:
 
     def note(self, message: str) -> None:
         pass
+
+    def stage(self, message: str) -> None:
+        pass
+
+
+def show_stage(reporter: BatchReporter, message: str) -> None:
+    """Pass ``message`` to ``reporter.stage``, when the reporter has it (see :func:`tell`)."""
+    stage = getattr(reporter, "stage", None)
+    if stage is not None:
+        stage(message)
 
 
 def tell(reporter: BatchReporter, message: str) -> None:

@@ -158,3 +158,158 @@ def is_complete(path: Path, provenance: Provenance, stems: Mapping[str, Path], s
         except OSError:
             return False
     return True
+
+
+def _record_of(path: Path) -> dict[str, Any] | None:
+    """The sidecar at ``path`` as a mapping, or None (none, unreadable, or another format)."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and record.get("format") == FORMAT else None
+
+
+# The option behind each recorded setting, as a person would type it, and how its unset value reads.
+_OPTIONS: dict[str, tuple[str, str]] = {
+    "model": ("--model", ""),
+    "weights": ("the model's weights", ""),
+    "stems": ("--stems", "all"),
+    "two_stems": ("--two-stems", "none"),
+    "other_method": ("--other-method", "none"),
+    "format": ("--format", ""),
+    "bit_depth": ("--bit-depth", "none"),
+    "mp3_bitrate": ("--mp3-bitrate", "none"),
+    "samplerate": ("--sample-rate", "input"),
+    "clip": ("--clip", ""),
+    "segment": ("--segment", "the model's"),
+    "overlap": ("--overlap", ""),
+    "shifts": ("--shifts", ""),
+    "seed": ("--seed", "none"),
+    "precision": ("--precision", ""),
+    "stem_codec": ("--stem-codec", "none"),
+    "aac_bitrate": ("--aac-bitrate", "none"),
+    "stem_names": ("--stem-names", "none"),
+    "stem_colors": ("--stem-colors", "none"),
+}
+
+
+_DEPENDENT = frozenset({"other_method", "seed", "bit_depth", "mp3_bitrate", "stem_codec", "aac_bitrate",
+                        "stem_names", "stem_colors"})  # fmt: skip
+"""The settings recorded as None where they do not apply (``--other-method`` without ``--two-stems`` …)."""
+
+
+def _shown(value: object, unset: str) -> str:
+    if value is None:
+        return unset
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def changed_settings(path: Path, provenance: Provenance) -> list[str]:
+    """What differs between the stems the sidecar at ``path`` records and those ``provenance`` makes, each
+    as ``--option old → new`` (the weights as a whole), in a fixed order; empty when there is no readable
+    sidecar or nothing differs."""
+    record = _record_of(path)
+    if record is None:
+        return []
+    old = {"model": record.get("model"), "weights": record.get("weights")}
+    old.update(record.get("settings") or {})
+    new = {"model": provenance.model, "weights": provenance.weights_id}
+    new.update(json.loads(json.dumps(dict(provenance.settings))))
+    changes = []
+    for key in sorted(set(old) | set(new), key=lambda k: list(_OPTIONS).index(k) if k in _OPTIONS else 99):
+        if old.get(key) == new.get(key):
+            continue
+        if key in _DEPENDENT and (old.get(key) is None or new.get(key) is None):
+            continue  # recorded only where it applies: its coming or going follows another change
+        option, unset = _OPTIONS.get(key, (key, "none"))
+        if key == "weights":
+            changes.append("the model's weights changed")
+        else:
+            changes.append(f"{option} {_shown(old.get(key), unset)} → {_shown(new.get(key), unset)}")
+    return changes
+
+
+def superseded_files(path: Path, keep: Mapping[str, Path]) -> list[Path]:
+    """The stem files the sidecar at ``path`` lists that a new run writing ``keep`` leaves behind.
+
+    Only a file the sidecar records in its own folder, still of the recorded size (so, its stems' file),
+    and not among ``keep`` counts; nothing else is ever named.
+    """
+    record = _record_of(path)
+    stems = record.get("stems") if record is not None else None
+    if not isinstance(stems, dict):
+        return []
+    kept = {p.resolve() for p in keep.values()}
+    stale = []
+    for entry in stems.values():
+        name = entry.get("file") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or Path(name).name != name:
+            continue  # a name with a folder in it is no name of ours
+        file = path.parent / name
+        try:
+            if file.resolve() not in kept and file.is_file() and file.stat().st_size == entry.get("bytes"):
+                stale.append(file)
+        except OSError:
+            continue
+    return stale
+
+
+def recorded_facts(path: Path) -> dict[str, Any]:
+    """What the run that made the stems recorded of the input and of the run (``duration_s``,
+    ``samplerate``, ``channels``, ``codec``, ``output_samplerate``, ``warnings``: a list of
+    ``{"kind", "message"}``); empty for a sidecar written before they were recorded."""
+    record = _record_of(path)
+    facts = record.get("facts") if record is not None else None
+    return facts if isinstance(facts, dict) else {}
+
+
+def derivable_subset(path: Path, provenance: Provenance, stems: Mapping[str, Path], source: Path) -> bool:
+    """Whether ``stems`` are already on disk, byte for byte what a run would write: the sidecar at ``path``
+    records them from the same input, model, weights and settings but ``--stems`` (a run that kept more
+    stems), in its own folder at their recorded sizes, and no clip gain was applied (one gain is shared by
+    the stems a run writes, so fewer stems could get another). Not for ``--two-stems`` or stem files, whose
+    files mix several stems."""
+    record = _record_of(path)
+    if record is None or (record.get("model"), record.get("weights")) != (
+        provenance.model,
+        provenance.weights_id,
+    ):
+        return False
+    new = json.loads(json.dumps(dict(provenance.settings)))
+    old = record.get("settings")
+    if not isinstance(old, dict) or {k: v for k, v in old.items() if k != "stems"} != {
+        k: v for k, v in new.items() if k != "stems"
+    }:
+        return False
+    if new.get("two_stems") is not None or new.get("format") == "stem.mp4":
+        return False
+    if new.get("clip") == "rescale" and record.get("gain") != 1.0:
+        return False
+    recorded = record.get("stems")
+    if not isinstance(recorded, dict) or not _same_source(record.get("input"), source):
+        return False
+    for stem, file in stems.items():
+        entry = recorded.get(stem)
+        try:
+            if (
+                not isinstance(entry, dict)
+                or file.parent != path.parent
+                or entry.get("file") != file.name
+                or file.stat().st_size != entry.get("bytes")
+            ):
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def keep_subset(path: Path, provenance: Provenance, stems: Mapping[str, Path], source: Path) -> None:
+    """Make the stems on disk that :func:`derivable_subset` accepts the track's result: the sidecar
+    rewritten for ``stems`` (its facts and gain kept), then the stems it no longer lists removed."""
+    record = _record_of(path) or {}
+    stale = superseded_files(path, stems)
+    write_sidecar(path, provenance, stems, source, {k: record[k] for k in ("gain", "facts") if k in record})
+    for file in stale:
+        file.unlink(missing_ok=True)

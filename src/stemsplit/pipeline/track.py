@@ -21,8 +21,9 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -59,8 +60,8 @@ from stemsplit.inference import (
 )
 from stemsplit.pipeline.options import STEM_FILE, SeparationOptions, StemPlan, engine_options
 from stemsplit.pipeline.outputs import TrackOutputs, folders_removed_unless_finished
-from stemsplit.pipeline.results import NEAR_SILENT_DBFS, TrackResult, collect_warnings
-from stemsplit.pipeline.sidecar import Provenance, write_sidecar
+from stemsplit.pipeline.results import NEAR_SILENT_DBFS, TrackResult, collect_warnings, noted_so_far
+from stemsplit.pipeline.sidecar import Provenance, superseded_files, write_sidecar
 
 _BLOCK_FRAMES = 1 << 16
 
@@ -262,17 +263,31 @@ class StemSink:
             )
         if self.master is not None:
             self.master.finish()
+        # The files of an earlier run with other settings that this one does not write (its sidecar lists
+        # them): removed once the new stems and sidecar are in place, so the folder holds this run's files.
+        stale = superseded_files(track.outputs.sidecar, track.outputs.stems) if self.provenance else []
         # The stems are renamed into place one by one: an old sidecar must not vouch for a set that an
         # interrupt leaves half replaced. A new one is written once every stem is in place.
         track.outputs.sidecar.unlink(missing_ok=True)
         written = self.writer.close()
         track.audio.close()
-        if self.provenance is not None:
-            _record(track.outputs, self.provenance, track.path, written.gain)
         stems = {st.name: st.peak_dbfs for st in written.stems if st.name != MASTER}
         _check_levels(track.path, track.peak_dbfs, stems, self.sources)
-        finished = time.perf_counter()
         info = track.info
+        facts = {
+            "duration_s": track.frames_in / info.samplerate,
+            "samplerate": info.samplerate,
+            "channels": info.channels,
+            "codec": info.codec,
+            "output_samplerate": track.out_rate,
+            "warnings": [asdict(w) for w in noted_so_far()],  # a skipped re-run reports them
+        }
+        if self.provenance is not None and _record(
+            track.outputs, self.provenance, track.path, {"gain": written.gain, "facts": facts}
+        ):
+            for file in stale:
+                file.unlink(missing_ok=True)
+        finished = time.perf_counter()
         timings = {**track.timings, "total": finished - track.started}
         timings["separate"] = timings["total"] - timings.get("decode", 0.0)
         return TrackResult(
@@ -385,10 +400,12 @@ def separate_track(
     return result
 
 
-def _record(outputs: TrackOutputs, provenance: Provenance, path: Path, gain: float) -> None:
-    """Write the sidecar; a failure only costs the skip on a re-run, so it is a warning."""
+def _record(outputs: TrackOutputs, provenance: Provenance, path: Path, extra: Mapping[str, Any]) -> bool:
+    """Write the sidecar (``extra``: its informational fields); a failure only costs the skip on a re-run,
+    so it is a warning. Whether it was written."""
     try:
-        write_sidecar(outputs.sidecar, provenance, outputs.stems, path, {"gain": gain})
+        write_sidecar(outputs.sidecar, provenance, outputs.stems, path, extra)
+        return True
     except OSError as err:
         warnings.warn(
             f"{outputs.sidecar}: could not record how the stems were made ({err.strerror or err}); "
@@ -396,6 +413,7 @@ def _record(outputs: TrackOutputs, provenance: Provenance, path: Path, gain: flo
             SidecarWarning,
             stacklevel=3,
         )
+        return False
 
 
 def _level(dbfs: float) -> str:

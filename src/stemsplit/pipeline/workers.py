@@ -60,7 +60,6 @@ from stemsplit.pipeline.results import (
     TrackNotes,
     TrackResult,
     noting,
-    route_warnings,
     tell,
 )
 from stemsplit.pipeline.sidecar import Provenance
@@ -438,30 +437,29 @@ def run_jobs(
     run = _Run(bag, options, plan, engine, provenance, devices, jobs)
     remaining = len(jobs)
     total_tracks = total_tracks or len(jobs)
-    with route_warnings():
-        try:
-            run.start(total_seconds)
-            while remaining:
-                try:
-                    kind, payload = run.events.get(timeout=0.1)
-                except queue.Empty:
-                    continue
-                if kind == "started":
-                    job = payload
-                    reporter.track_started(job.index, total_tracks, job.path, job.duration_s)
-                elif kind == "progress":
-                    reporter.track_progress(*payload)
-                elif kind == "note":
-                    tell(reporter, payload)
-                elif kind == "finished":
-                    job, result = payload
-                    remaining -= 1
-                    on_result(job, result)
-                elif kind == "interrupt":
-                    raise KeyboardInterrupt
-                elif kind == "fatal":
-                    raise payload
-        except BaseException:
-            run.shutdown()
-            raise
+    try:
+        run.start(total_seconds)
+        while remaining:
+            try:
+                kind, payload = run.events.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if kind == "started":
+                job = payload
+                reporter.track_started(job.index, total_tracks, job.path, job.duration_s)
+            elif kind == "progress":
+                reporter.track_progress(*payload)
+            elif kind == "note":
+                tell(reporter, payload)
+            elif kind == "finished":
+                job, result = payload
+                remaining -= 1
+                on_result(job, result)
+            elif kind == "interrupt":
+                raise KeyboardInterrupt
+            elif kind == "fatal":
+                raise payload
+    except BaseException:
         run.shutdown()
+        raise
+    run.shutdown()

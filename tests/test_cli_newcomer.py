@@ -185,6 +185,10 @@ def _not_run(command: str) -> str | None:
         return "needs the network or real weights"
     if command.startswith("stemsplit doctor"):
         return "tested in test_doctor.py"
+    if command.startswith("stemsplit play"):
+        return "a server: tested in test_player.py and test_player_browser.py"
+    if command.startswith("stemsplit mix"):
+        return "tested in test_cli_mix.py"
     return None
 
 

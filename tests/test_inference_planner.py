@@ -216,11 +216,33 @@ def test_device_resolution_on_this_machine() -> None:
 
 
 def test_compile_and_batch_policies() -> None:
+    from stemsplit.inference.compute import COLD_COMPILE_S, compile_choice
+
+    def should_compile(requested: bool | None, device: torch.device, seconds: float | None) -> bool:
+        return compile_choice(requested, device, seconds, warm=False).on
+
     cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
     assert devices.auto_batch_size(cpu, torch.float32, 343980) == 1
-    assert not devices.should_compile(None, cpu, 10_000.0)
-    assert not devices.should_compile(None, cuda, 60.0)  # too short to repay compilation
-    assert not devices.should_compile(None, cuda, None)
-    assert devices.should_compile(None, cuda, 2 * devices.COMPILE_MIN_SECONDS)
-    assert devices.should_compile(True, cpu, 1.0) and not devices.should_compile(False, cuda, 1e9)
+    assert not should_compile(None, cpu, 10_000.0)
+    assert not should_compile(None, cuda, 60.0)  # too short to repay compilation
+    assert not should_compile(None, cuda, None)
+    assert should_compile(None, cuda, 2 * COLD_COMPILE_S / (1 / 574 - 1 / 1650))
+    assert should_compile(True, cpu, 1.0) and not should_compile(False, cuda, 1e9)
     assert devices.thread_count(3) == 3 and devices.thread_count(None) >= 1
+
+
+def test_compiling_pays_when_the_saving_exceeds_the_compile_time() -> None:
+    """The policy's break-even, from its stated speeds and compile times (issue 26's H100 figures): the saving
+    per audio second is 1/eager - 1/compiled; a warm cache pays back sooner than a cold one."""
+    from stemsplit.inference import compute
+
+    cuda = torch.device("cuda", 0)
+    saving = 1 / compute.EAGER_SPEED - 1 / compute.COMPILED_SPEED
+    for warm, cost in ((True, compute.WARM_COMPILE_S), (False, compute.COLD_COMPILE_S)):
+        even = cost / saving
+        assert not compute.compile_choice(None, cuda, 0.99 * even, warm=warm).on
+        choice = compute.compile_choice(None, cuda, 1.01 * even, warm=warm)
+        assert choice.on and f"{cost:.0f} s" in choice.why and f"{even / 3600:.1f} h" in choice.why
+    warm_even = compute.WARM_COMPILE_S / saving
+    assert warm_even < compute.COLD_COMPILE_S / saving
+    assert not compute.compile_choice(None, cuda, 1800.0, warm=True).on  # bench_folder's 30 minutes: eager

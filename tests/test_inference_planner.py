@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -246,3 +247,64 @@ def test_compiling_pays_when_the_saving_exceeds_the_compile_time() -> None:
     warm_even = compute.WARM_COMPILE_S / saving
     assert warm_even < compute.COLD_COMPILE_S / saving
     assert not compute.compile_choice(None, cuda, 1800.0, warm=True).on  # bench_folder's 30 minutes: eager
+
+
+def test_a_compiled_runner_runs_one_batch_shape(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Compiled, every batch is padded to the batch size (one shape, one compile); eager keeps its buckets;
+    the first compiled batch marks the kernel cache warm, once."""
+    from stemsplit.inference.runner import DeviceRunner
+
+    shapes: list[int] = []
+
+    def recording_compile(fn, **kwargs):
+        def compiled(mix: torch.Tensor) -> torch.Tensor:
+            shapes.append(mix.shape[0])
+            return fn(mix)
+
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", recording_compile)
+    marks: list[int] = []
+
+    def model(mix: torch.Tensor) -> torch.Tensor:
+        return mix[:, None]
+
+    runner = DeviceRunner(
+        [model],
+        torch.device("cpu"),
+        torch.float32,
+        8,
+        compile_trunk=True,
+        on_compiled=lambda: marks.append(1),
+    )
+    for n in (8, 3, 1):
+        out = runner.result(runner.launch(0, torch.ones(n, 2, 10)))
+        assert out.shape[0] == n
+    assert shapes == [8, 8, 8] and marks == [1]
+    eager = DeviceRunner([model], torch.device("cpu"), torch.float32, 8)
+    assert eager.buckets == (2, 4, 8)
+
+
+def test_the_kernel_cache_is_warm_after_a_compile_on_that_gpu(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from stemsplit.inference import compute
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
+    assert not compute.compile_cache_warm(tmp_path, cuda)
+    compute.mark_compile_cache_warm(tmp_path, cuda)
+    assert compute.compile_cache_warm(tmp_path, cuda)
+    assert not compute.compile_cache_warm(tmp_path, cpu)  # only CUDA compiles automatically
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA GeForce RTX 4090")
+    assert not compute.compile_cache_warm(tmp_path, cuda)  # another GPU's kernels do not count
+
+
+def test_the_kernel_cache_lives_under_the_cache_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from stemsplit import settings as stemsplit_settings
+    from stemsplit.inference import compute
+
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    assert compute.compile_cache_dir() == stemsplit_settings.cache_dir() / "compiled"
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    assert compute.compile_cache_dir() == tmp_path  # the user's Inductor setting wins

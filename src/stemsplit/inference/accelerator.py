@@ -13,13 +13,14 @@ so the track fails with that one line.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 
 from stemsplit.errors import AcceleratorError, InvalidOptionError, first_line
 
-__all__ = ["WHAT_TO_DO", "accelerator_error", "kernel_gap", "usable_devices"]
+__all__ = ["WHAT_TO_DO", "accelerator_error", "accelerator_errors", "kernel_gap", "usable_devices"]
 
 WHAT_TO_DO = (
     "install a torch built for this GPU (https://pytorch.org/get-started/locally/; an RTX 50-series card "
@@ -106,7 +107,25 @@ def usable_devices(
 
 def accelerator_error(err: BaseException, device: torch.device) -> AcceleratorError | None:
     """``err`` as an :class:`AcceleratorError` naming ``device`` and what to do, when it is a GPU failure
-    (no kernel image, a CUDA, cuDNN or cuBLAS error); None for any other error."""
-    if device.type == "cpu" or not isinstance(err, RuntimeError) or not _ACCELERATOR.search(str(err)):
+    (no kernel image, a CUDA, cuDNN or cuBLAS error); None for any other error (out of memory included)."""
+    oom = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+    if isinstance(err, oom) or not isinstance(err, RuntimeError) or not _ACCELERATOR.search(str(err)):
         return None
     return AcceleratorError(f"{device} failed running the model ({first_line(err)[:200]}): {WHAT_TO_DO}")
+
+
+@contextmanager
+def accelerator_errors(device: torch.device) -> Iterator[None]:
+    """Raise a GPU failure inside as an :class:`AcceleratorError` (:func:`accelerator_error`); anything else
+    passes unchanged.
+
+    Raises:
+        AcceleratorError: the block failed on the accelerator; the original error is its cause.
+    """
+    try:
+        yield
+    except RuntimeError as err:
+        failure = accelerator_error(err, device)
+        if failure is None:
+            raise
+        raise failure from err

@@ -26,7 +26,8 @@ track. It owns what must not change per batch or per track:
   a non-finite value in reduced precision is redone in float32 with a
   :class:`~stemsplit.errors.NonFiniteWarning`; out of memory first drops the compiled trunk, then halves the
   batch, and at one window falls back to the CPU with a :class:`~stemsplit.errors.DeviceFallbackWarning` (the
-  scheduler retries the whole device step).
+  scheduler retries the whole device step); a GPU failure (no kernel image for this card, a CUDA, cuDNN or
+  cuBLAS error) is raised as an :class:`~stemsplit.errors.AcceleratorError` that says what to do.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from stemsplit.errors import (
     NonFiniteWarning,
     first_line,
 )
+from stemsplit.inference.accelerator import accelerator_errors
 from stemsplit.inference.cpu_backend import ExportDeferred, OpenVinoTrunk
 from stemsplit.inference.devices import (
     COMPLEX_ON_CPU,
@@ -241,7 +243,7 @@ class DeviceRunner:
         self, member: int, batch: torch.Tensor, dtype: torch.dtype, *, eager: bool = False
     ) -> torch.Tensor:
         model = self._models[member]
-        with torch.no_grad():
+        with torch.no_grad(), accelerator_errors(self.device):
             if not _is_staged(model):
                 with autocast(self.device, dtype):
                     return cast(torch.Tensor, self._compiled_or_eager(member, model, eager, batch)).float()

@@ -127,13 +127,21 @@ class Compute:
         line = f"{self.device}, {dtype} ({self.precision.why})"
         if self.cpu_backend is not None:
             line += f", {self.cpu_backend.name} ({self.cpu_backend.why})"
-        if self.devices[0].type == "cuda":
-            batch = "from free memory" if self.batch_size is None else str(self.batch_size)
-            warm = "warm" if compile_cache_warm(self.cache_dir, self.devices[0]) else "cold"
-            line += f", batch size {batch}, {self.compile.why}; kernel cache {warm} ({self.cache_dir})"
+        detail = self.cuda_detail()
+        if detail is not None:
+            line += f", {detail}"
         elif self.compile.on:
             line += f", {self.compile.why}"
         return line
+
+    def cuda_detail(self) -> str | None:
+        """On CUDA, the batch size, the compile decision with the policy's numbers, and whether the kernel
+        cache is warm, in one line (for ``-v`` and ``doctor``); None on other devices."""
+        if self.devices[0].type != "cuda":
+            return None
+        batch = "from free memory" if self.batch_size is None else str(self.batch_size)
+        warm = "warm" if compile_cache_warm(self.cache_dir, self.devices[0]) else "cold"
+        return f"batch size {batch}, {self.compile.why}; kernel cache {warm} ({self.cache_dir})"
 
     def for_audio(self, seconds: float | None) -> Compute:
         """This compute with the compile decision made for ``seconds`` of audio (known once the batch's
@@ -221,7 +229,7 @@ def compile_choice(
         f"here), so it pays after {pays_after / 3600:.1f} h of audio"
     )
     if seconds is None:
-        return CompileChoice(False, f"not compiled: the audio's length is unknown ({rule})")
+        return CompileChoice(False, f"compiled only for {pays_after / 3600:.1f} h of audio or more ({rule})")
     if seconds * SAVING_PER_SECOND > cost:
         return CompileChoice(True, f"compiled: {seconds / 3600:.1f} h of audio, and {rule}")
     return CompileChoice(False, f"not compiled: {seconds / 3600:.1f} h of audio, and {rule}")

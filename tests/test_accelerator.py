@@ -126,3 +126,41 @@ def test_a_track_whose_batch_hits_a_kernel_error_fails_with_that_line(tmp_path: 
     assert result.status == "failed" and result.error is not None
     assert "no kernel image" in result.error and "internal error" not in result.error
     assert "--device cpu" in result.error and "\n" not in result.error
+
+
+class FailsOnce(torch.nn.Module):
+    """A GPU failure on the first batch only, then a working network (the CPU run after it)."""
+
+    sources = ("drums", "bass", "other", "vocals")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed = False
+
+    def forward(self, mix: torch.Tensor) -> torch.Tensor:
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError(NO_KERNEL)
+        return torch.stack([mix * 0.25] * 4, dim=1)
+
+
+def test_with_auto_a_kernel_error_mid_run_moves_the_batch_to_the_cpu(tmp_path: Path) -> None:
+    """``--device auto`` on a GPU (``cpu_fallback``, set by hand: this machine has none) that fails in its
+    first batch: one warning, and every track is separated on the CPU."""
+    import dataclasses
+
+    for i in range(2):
+        write_audio(tmp_path / f"song{i}.wav", seconds=0.3, seed=i)
+    options = SeparationOptions(model=str(make_tiny_th(tmp_path)), out_dir=tmp_path / "out", device="cpu")
+    with OneThread():
+        batch = plan_batch([str(tmp_path / f"song{i}.wav") for i in range(2)], options)
+        batch = dataclasses.replace(batch, compute=dataclasses.replace(batch.compute, cpu_fallback=True))
+        bag = ModelBag((FailsOnce(),), FailsOnce.sources, 44100, 2, 11025)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            results = separate_batch(batch, options, loader=lambda _model: bag)
+    assert [r.status for r in results] == ["done", "done"], [r.error for r in results]
+    assert all(r.device == "cpu" for r in results)
+    fallbacks = [w for w in caught if issubclass(w.category, DeviceFallbackWarning)]
+    assert len(fallbacks) == 1 and "no kernel image" in str(fallbacks[0].message)
+    assert "continuing on the CPU" in str(fallbacks[0].message)

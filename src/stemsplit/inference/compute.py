@@ -17,8 +17,8 @@ audio second, so compiling pays after about 2.9 hours of audio with a warm cache
 one. Both sides grow with the number of networks in a bag, so the ratio holds for bags. Only CUDA compiles
 automatically (on the CPU Inductor needs a C++ compiler); ``--compile on`` forces it anywhere, ``off`` never.
 
-The kernel cache lives in ``<cache root>/compiled`` (``$STEMSPLIT_CACHE``, else the user cache folder;
-``$TORCHINDUCTOR_CACHE_DIR`` wins when set); a compiled run leaves a marker there
+The kernel cache lives in ``<cache root>/compiled`` (the stemsplit cache folder; Inductor's kernels go to
+``$TORCHINDUCTOR_CACHE_DIR`` instead when the user set it); a compiled run leaves a marker there
 (``stemsplit-warm/``), which :func:`compile_cache_warm` and ``stemsplit doctor`` read.
 """
 
@@ -97,6 +97,8 @@ class Compute:
         note: why the device is not the one ``auto`` would have picked (a GPU that cannot run this torch),
             warned once per run; else None.
         compile_asked: ``--compile`` as asked (True/False forced, None automatic), for :meth:`for_audio`.
+        cpu_fallback: ``--device auto`` chose an accelerator, so a GPU failure mid-run moves the batch to the
+            CPU (:meth:`on_cpu`) rather than failing its tracks.
     """
 
     devices: tuple[torch.device, ...]
@@ -109,6 +111,7 @@ class Compute:
     fallback_dtype: torch.dtype = torch.float32
     note: str | None = None
     compile_asked: bool | None = None
+    cpu_fallback: bool = False
 
     @property
     def device(self) -> str:
@@ -133,6 +136,20 @@ class Compute:
         elif self.compile.on:
             line += f", {self.compile.why}"
         return line
+
+    def on_cpu(self) -> Compute:
+        """This compute moved to the CPU after the accelerator failed (``--device auto`` only): float32, or
+        what ``auto`` picks there, uncompiled, in PyTorch."""
+        cpu = torch.device("cpu")
+        return replace(
+            self,
+            devices=(cpu,),
+            precision=choose_precision("auto", cpu),
+            compile=CompileChoice(False, "not compiled: the batch moved to the CPU"),
+            cpu_backend=BackendChoice("torch", "PyTorch: the batch moved to the CPU after the GPU failed"),
+            batch_size=None,
+            cpu_fallback=False,
+        )
 
     def cuda_detail(self) -> str | None:
         """On CUDA, the batch size, the compile decision with the policy's numbers, and whether the kernel
@@ -193,8 +210,9 @@ def resolve_compute(
         backend = resolve_cpu_backend(cpu_backend, chosen.dtype, compiled=compiling.on)
     cpu = torch.device("cpu")
     fallback = choose_precision("float32" if precision == "float32" else "auto", cpu).dtype
+    auto = device == "auto" and devices[0].type != "cpu"
     return Compute(
-        tuple(devices), chosen, compiling, backend, threads, batch_size, cache, fallback, note, compile
+        tuple(devices), chosen, compiling, backend, threads, batch_size, cache, fallback, note, compile, auto
     )
 
 
@@ -236,11 +254,10 @@ def compile_choice(
 
 
 def compile_cache_dir(path: Path | None = None) -> Path:
-    """The compiled-kernel cache: ``$TORCHINDUCTOR_CACHE_DIR`` when set, else ``path``, else
-    ``<cache root>/compiled`` (the same folder every run, so a later run finds the kernels warm)."""
-    env = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-    if env:
-        return Path(env)
+    """The compiled-kernel cache: ``path``, else ``<cache root>/compiled`` (the same folder every run, so a
+    later run finds the kernels warm). Inductor's kernels go there unless ``$TORCHINDUCTOR_CACHE_DIR`` is set
+    (:func:`use_compile_cache`); the OpenVINO exports (``openvino/``) and the warm marker always do. The
+    variable is not read here: torch sets it itself once Inductor or the ONNX exporter first runs."""
     return path if path is not None else settings.cache_dir() / "compiled"
 
 

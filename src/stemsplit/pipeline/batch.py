@@ -21,6 +21,7 @@ from stemsplit.audio import (
     probe,
 )
 from stemsplit.errors import (
+    AcceleratorError,
     DeviceFallbackWarning,
     SlowPrecisionWarning,
     StemsplitError,
@@ -167,6 +168,10 @@ def separate_batch(
     Returns:
         One result per input, in input order, each naming the model of its track (``TrackResult.model``).
 
+    Warns:
+        DeviceFallbackWarning: with ``--device auto``, the GPU failed (an :class:`AcceleratorError`); the
+            tracks it had not finished run again on the CPU.
+
     Raises:
         ModelUnavailableError: the model could not be obtained (the batch stops: nothing could be done).
         BatchInterrupted: Ctrl-C; every worker stopped, and the exception carries every input's result, the
@@ -190,17 +195,20 @@ def separate_batch(
                 continue
             model, provenance, model_jobs = group.model, group.provenance, group.jobs
             bag = loader(model) if loader else load_model(model, model_cache(options, download_reporter))
-            run_jobs(
-                bag,
-                model_jobs,
-                options,
-                batch.plan,
-                compute,
-                provenance,
-                reporter,
-                total_tracks=total,
-                on_result=lambda job, result: finished(job.index, result),
-            )
+            jobs = model_jobs
+            while jobs:
+                try:
+                    run_jobs(
+                        bag, jobs, options, batch.plan, compute, provenance, reporter,
+                        total_tracks=total, on_result=lambda job, result: finished(job.index, result),
+                    )  # fmt: skip
+                    jobs = []
+                except AcceleratorError as err:  # only with --device auto: the rest of the batch on the CPU
+                    warnings.warn(
+                        DeviceFallbackWarning(f"{err}; continuing on the CPU (slower)"), stacklevel=2
+                    )
+                    compute = compute.on_cpu()
+                    jobs = [job for job in jobs if job.index not in results]
             del bag  # one model in memory at a time
     except KeyboardInterrupt:
         raise interrupted(batch, results, reporter) from None

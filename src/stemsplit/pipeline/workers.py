@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from stemsplit import settings
-from stemsplit.errors import InvalidOptionError, StemsplitError
+from stemsplit.errors import AcceleratorError, InvalidOptionError, StemsplitError
 from stemsplit.inference import (
     DeviceRunner,
     HostBlock,
@@ -300,7 +300,9 @@ class _Run:
     # -- results -------------------------------------------------------------------------------------------
 
     def _fail(self, job: Job, err: BaseException) -> None:
-        if isinstance(err, InvalidOptionError):
+        if isinstance(err, InvalidOptionError) or (
+            isinstance(err, AcceleratorError) and self.compute.cpu_fallback  # the batch goes on on the CPU
+        ):
             self.events.put(("fatal", err))  # the same for every track: stop and say so once
             return
         self.events.put(("finished", (job, failed_result(job.path, err, job.notes))))
@@ -391,6 +393,8 @@ def run_jobs(
 
     Raises:
         InvalidOptionError: an option that fails for every track (raised once, the batch stops).
+        AcceleratorError: the GPU failed and ``compute.cpu_fallback`` (``--device auto``) lets the caller
+            go on on the CPU (tracks that had not ended got no result).
         KeyboardInterrupt: after stopping every worker (tracks that had not ended got no result).
     """
     if not jobs:

@@ -71,7 +71,7 @@ def test_the_compute_line_says_torch_when_compile_on_wins_over_openvino(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from stemsplit.pipeline import SeparationOptions
-    from stemsplit.pipeline.batch import resolve_compute
+    from stemsplit.pipeline import compute_for as resolve_compute
 
     monkeypatch.setattr(cpu_backend, "cpu_vendor", lambda: INTEL)
     monkeypatch.setattr(cpu_backend, "missing_packages", lambda: ())

@@ -96,7 +96,7 @@ def test_tracks_sharing_batches_on_cuda_give_the_same_output_as_alone(model: HTD
     wavs = [_track(s) for s in (3.0, 11.0, 17.5)]
 
     def run(group: list[torch.Tensor]) -> list[torch.Tensor]:
-        runner = make_runner(bag, plan, options, seconds=None)
+        runner = make_runner(bag, plan, options.compute(None))
         outs: list[list[torch.Tensor]] = [[] for _ in group]
         scheduler = Scheduler(runner, plan.members)
         with runner:

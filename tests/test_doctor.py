@@ -450,7 +450,14 @@ _SCHEMA: dict[str, Any] = {
         "cpu_count": int,
         "cpu_flags": list,
     },
-    "device": {"device": str, "precision": str, "why": str, "cpu_backend": str, "cpu_backend_why": str},
+    "device": {
+        "device": str,
+        "precision": str,
+        "why": str,
+        "cpu_backend": str,
+        "cpu_backend_why": str,
+        "compute": (str, type(None)),
+    },
     "decoders": [
         {
             "name": str,
@@ -577,3 +584,42 @@ def test_doctor_help_does_not_import_torch() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "--no-verify" in done.stdout and done.stdout.strip().endswith("False")
+
+
+def test_on_cuda_doctor_says_batch_size_compile_policy_and_kernel_cache(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A simulated H100 (torch.cuda answers; no kernel runs): the auto device's line says float16, the batch
+    size, the compile rule with its numbers, and whether the compiled-kernel cache is warm."""
+    from stemsplit.cli.doctor import render as doctor_render
+    from stemsplit.inference import accelerator, compute
+
+    name = "NVIDIA H100 80GB HBM3"
+    monkeypatch.setattr(torch.version, "cuda", "12.8")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: ["sm_80", "sm_90"])
+    props = SimpleNamespace(name=name, total_memory=80 * 2**30, major=9, minor=0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: props)
+    monkeypatch.setattr(accelerator, "_probe", lambda device: None)
+    report = doctor.collect(verify=False)
+    assert report.device is not None and (report.device.device, report.device.precision) == (
+        "cuda:0",
+        "float16",
+    )
+    detail = report.device.compute
+    assert detail is not None and "batch size from free memory" in detail
+    cold_hours = compute.COLD_COMPILE_S / (1 / 574 - 1 / 1650) / 3600
+    assert (
+        f"compiled only for {cold_hours:.1f} h of audio or more" in detail and "kernel cache cold" in detail
+    )
+    compute.mark_compile_cache_warm(compute.compile_cache_dir(), torch.device("cuda", 0))
+    warm = doctor.collect(verify=False).device
+    warm_hours = compute.WARM_COMPILE_S / (1 / 574 - 1 / 1650) / 3600
+    assert warm is not None and warm.compute is not None and "kernel cache warm" in warm.compute
+    assert f"compiled only for {warm_hours:.1f} h of audio or more" in warm.compute
+    rows = dict(row for _, section in doctor_render.summary(report) for row in section)
+    assert rows["CUDA batches"] == detail

@@ -282,19 +282,22 @@ def test_a_failing_torch_compile_falls_back_to_the_eager_model(monkeypatch) -> N
 
         return compiled
 
-    from stemsplit.inference import devices
+    from stemsplit.inference.compute import compile_choice
+
+    def should_compile(requested: bool | None, device: torch.device, seconds: float) -> bool:
+        return compile_choice(requested, device, seconds, warm=True).on
 
     monkeypatch.setattr(torch, "compile", broken_compile)
-    cuda, hour = torch.device("cuda", 0), 3600.0
-    assert devices.should_compile(None, cuda, hour)
+    cuda, hour = torch.device("cuda", 0), 100 * 3600.0  # long enough to repay any compile
+    assert should_compile(None, cuda, hour)
     runner = DeviceRunner([identity_model(2)], torch.device("cpu"), torch.float32, 2, compile_trunk=True)
     windows = torch.randn(2, 2, 50)
     with pytest.warns(CompileFallbackWarning, match="no working C\\+\\+ compiler found\\); continuing"):
         out = runner.result(runner.launch(0, windows))
     again = runner.result(runner.launch(0, windows))  # later batches stay eager
     assert calls == [2] and not runner.compiled
-    assert not devices.should_compile(None, cuda, hour)  # the next long track does not try again
-    assert devices.should_compile(True, cuda, hour)  # asked for explicitly: still tried
+    assert not should_compile(None, cuda, hour)  # the next long track does not try again
+    assert should_compile(True, cuda, hour)  # asked for explicitly: still tried
     torch.testing.assert_close(out, torch.stack([windows, 2 * windows], dim=1))
     torch.testing.assert_close(again, out)
 

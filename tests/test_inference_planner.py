@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -216,11 +217,96 @@ def test_device_resolution_on_this_machine() -> None:
 
 
 def test_compile_and_batch_policies() -> None:
+    from stemsplit.inference.compute import COLD_COMPILE_S, compile_choice
+
+    def should_compile(requested: bool | None, device: torch.device, seconds: float | None) -> bool:
+        return compile_choice(requested, device, seconds, warm=False).on
+
     cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
     assert devices.auto_batch_size(cpu, torch.float32, 343980) == 1
-    assert not devices.should_compile(None, cpu, 10_000.0)
-    assert not devices.should_compile(None, cuda, 60.0)  # too short to repay compilation
-    assert not devices.should_compile(None, cuda, None)
-    assert devices.should_compile(None, cuda, 2 * devices.COMPILE_MIN_SECONDS)
-    assert devices.should_compile(True, cpu, 1.0) and not devices.should_compile(False, cuda, 1e9)
+    assert not should_compile(None, cpu, 10_000.0)
+    assert not should_compile(None, cuda, 60.0)  # too short to repay compilation
+    assert not should_compile(None, cuda, None)
+    assert should_compile(None, cuda, 2 * COLD_COMPILE_S / (1 / 574 - 1 / 1650))
+    assert should_compile(True, cpu, 1.0) and not should_compile(False, cuda, 1e9)
     assert devices.thread_count(3) == 3 and devices.thread_count(None) >= 1
+
+
+def test_compiling_pays_when_the_saving_exceeds_the_compile_time() -> None:
+    """The policy's break-even, from its stated speeds and compile times (issue 26's H100 figures): the saving
+    per audio second is 1/eager - 1/compiled; a warm cache pays back sooner than a cold one."""
+    from stemsplit.inference import compute
+
+    cuda = torch.device("cuda", 0)
+    saving = 1 / compute.EAGER_SPEED - 1 / compute.COMPILED_SPEED
+    for warm, cost in ((True, compute.WARM_COMPILE_S), (False, compute.COLD_COMPILE_S)):
+        even = cost / saving
+        assert not compute.compile_choice(None, cuda, 0.99 * even, warm=warm).on
+        choice = compute.compile_choice(None, cuda, 1.01 * even, warm=warm)
+        assert choice.on and f"{cost:.0f} s" in choice.why and f"{even / 3600:.1f} h" in choice.why
+    warm_even = compute.WARM_COMPILE_S / saving
+    assert warm_even < compute.COLD_COMPILE_S / saving
+    assert not compute.compile_choice(None, cuda, 1800.0, warm=True).on  # bench_folder's 30 minutes: eager
+
+
+def test_a_compiled_runner_runs_one_batch_shape(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Compiled, every batch is padded to the batch size (one shape, one compile); eager keeps its buckets;
+    the first compiled batch marks the kernel cache warm, once."""
+    from stemsplit.inference.runner import DeviceRunner
+
+    shapes: list[int] = []
+
+    def recording_compile(fn, **kwargs):
+        def compiled(mix: torch.Tensor) -> torch.Tensor:
+            shapes.append(mix.shape[0])
+            return fn(mix)
+
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", recording_compile)
+    marks: list[int] = []
+
+    def model(mix: torch.Tensor) -> torch.Tensor:
+        return mix[:, None]
+
+    runner = DeviceRunner(
+        [model],
+        torch.device("cpu"),
+        torch.float32,
+        8,
+        compile_trunk=True,
+        on_compiled=lambda: marks.append(1),
+    )
+    for n in (8, 3, 1):
+        out = runner.result(runner.launch(0, torch.ones(n, 2, 10)))
+        assert out.shape[0] == n
+    assert shapes == [8, 8, 8] and marks == [1]
+    eager = DeviceRunner([model], torch.device("cpu"), torch.float32, 8)
+    assert eager.buckets == (2, 4, 8)
+
+
+def test_the_kernel_cache_is_warm_after_a_compile_on_that_gpu(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from stemsplit.inference import compute
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
+    assert not compute.compile_cache_warm(tmp_path, cuda)
+    compute.mark_compile_cache_warm(tmp_path, cuda)
+    assert compute.compile_cache_warm(tmp_path, cuda)
+    assert not compute.compile_cache_warm(tmp_path, cpu)  # only CUDA compiles automatically
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA GeForce RTX 4090")
+    assert not compute.compile_cache_warm(tmp_path, cuda)  # another GPU's kernels do not count
+
+
+def test_the_kernel_cache_lives_under_the_cache_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from stemsplit import settings as stemsplit_settings
+    from stemsplit.inference import compute
+
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    assert compute.compile_cache_dir() == stemsplit_settings.cache_dir() / "compiled"
+    assert compute.compile_cache_dir(tmp_path) == tmp_path
+    # torch sets the variable itself once Inductor or the ONNX exporter ran: the exports must not move then
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    assert compute.compile_cache_dir() == stemsplit_settings.cache_dir() / "compiled"

@@ -160,3 +160,35 @@ def test_importing_the_whole_package_does_not_import_demucs() -> None:
     count, bad = done.stdout.split(" ", 1)
     assert int(count) > 5
     assert bad.strip() == "[]"
+
+
+RESOLVERS = {"resolve_device", "resolve_devices", "choose_precision", "resolve_dtype", "resolve_cpu_backend",
+             "compile_choice"}  # fmt: skip
+# Where those may be called: their own modules, the one place a batch's compute is resolved, and doctor, which
+# reports what the CPU would do besides the device a run picks.
+RESOLVING = {
+    "inference/devices.py",
+    "inference/cpu_backend.py",
+    "inference/compute.py",
+    "cli/doctor/checks.py",
+}
+
+
+def _called(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Call):
+            func = node.func
+            names.add(func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", ""))
+    return names
+
+
+def test_how_a_batch_computes_is_resolved_in_one_place() -> None:
+    """Device, precision, CPU backend and compile decision are resolved by ``inference/compute.py`` (once per
+    batch); runners, the pipeline, the library and Ray workers read the resulting ``Compute``."""
+    offenders = {
+        f"{path.relative_to(SRC)}: {sorted(_called(path) & RESOLVERS)}"
+        for path in _sources()
+        if path.relative_to(SRC).as_posix() not in RESOLVING and _called(path) & RESOLVERS
+    }
+    assert not offenders

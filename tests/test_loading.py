@@ -53,3 +53,26 @@ def test_a_header_description_still_loads_the_same_network(model_file: Path) -> 
 
 def test_registry_names_are_described_alike_with_or_without_load() -> None:
     assert loading.describe_model("htdemucs", load=False) == loading.describe_model("htdemucs")
+
+
+def test_a_registry_model_is_looked_up_once_and_loaded_from_its_entry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The description carries the registry entry; loading hands that entry to the cache, not the name."""
+    from stemsplit.weights import registry
+
+    info = loading.describe_model("htdemucs")
+    assert info.members is not None and info.members.spec == registry.get_model_spec("htdemucs")
+    assert info.members.checkpoints is None
+    lookups: list[str] = []
+    monkeypatch.setattr(registry, "get_model_spec", lambda name, *a: lookups.append(name))  # type: ignore[func-returns-value]
+    asked: list[object] = []
+
+    class Recording:
+        def resolve(self, model: object) -> None:
+            asked.append(model)
+            raise LookupError("stop here: nothing is downloaded")
+
+    with pytest.raises(LookupError, match="stop here"):
+        loading.load_model(info, Recording())  # type: ignore[arg-type]
+    assert asked == [info.members.spec] and lookups == []

@@ -61,7 +61,7 @@ def separate(
     """Every track in ``wavs`` through one shared runner and scheduler; their outputs, in order."""
     plan = bag_plan(bag, options)
     runner = make_runner(
-        bag, plan, EngineOptions(device="cpu", precision="float32", batch_size=batch_size), seconds=None
+        bag, plan, EngineOptions(device="cpu", precision="float32", batch_size=batch_size).compute(None)
     )
     outputs: list[list[torch.Tensor]] = [[] for _ in wavs]
     scheduler = Scheduler(runner, plan.members)
@@ -112,7 +112,7 @@ def test_batches_are_filled_from_several_tracks(bag: ModelBag) -> None:
     sizes: list[int] = []
     plan = bag_plan(bag, EngineOptions())
     runner = make_runner(
-        bag, plan, EngineOptions(device="cpu", precision="float32", batch_size=4), seconds=None
+        bag, plan, EngineOptions(device="cpu", precision="float32", batch_size=4).compute(None)
     )
     launch = runner.launch
     runner.launch = lambda member, windows: sizes.append(windows.shape[0]) or launch(member, windows)  # type: ignore[method-assign]

@@ -309,6 +309,11 @@ class ClusterError(StemsplitError, ConnectionError):
 # --- options -----------------------------------------------------------------------------------
 
 
+class AcceleratorError(StemsplitError, RuntimeError):
+    """The GPU failed running the model (no kernel image for this card, a CUDA, cuDNN or cuBLAS error); the
+    message names the device and what to do."""
+
+
 class InvalidOptionError(StemsplitError, ValueError):
     """An option value, or a combination of options, is invalid.
 
@@ -425,7 +430,8 @@ class SidecarWarning(StemsplitWarning):
 
 
 class DeviceFallbackWarning(StemsplitWarning):
-    """The accelerator ran out of memory even with one window per batch; work continued on the CPU."""
+    """The accelerator ran out of memory even with one window per batch, or (``--device auto``) the GPU cannot
+    run this torch's kernels; work continued on the CPU."""
 
 
 class NonFiniteWarning(StemsplitWarning):

@@ -33,19 +33,20 @@ import torch
 
 from stemsplit.audio import convert
 from stemsplit.errors import InvalidOptionError
-from stemsplit.inference import DeviceRunner, ModelBag, bag_plan, make_runner, separate_tensor
+from stemsplit.inference import DeviceRunner, ModelBag, make_runner, separate_tensor
 from stemsplit.pipeline import (
     SeparationOptions,
     TrackResult,
+    compute_for,
     engine_options,
     model_cache,
     plan_stems,
-    resolve_compute,
+    plan_track_outputs,
+    run_plan,
     separate_track,
-    warn_slow_precision,
+    warn_compute,
 )
-from stemsplit.pipeline.outputs import plan_outputs
-from stemsplit.pipeline.sidecar import Provenance, made_from_other_input
+from stemsplit.pipeline.sidecar import Provenance
 from stemsplit.weights.download import DownloadReporter
 from stemsplit.weights.loading import describe_model, load_model, weights_identity
 
@@ -81,18 +82,18 @@ class Separator:
         **settings: Any,
     ) -> None:
         self.options = SeparationOptions(model=model, device=device, **settings)
-        warn_slow_precision(resolve_compute(self.options))  # once per separator, before any work
+        self.compute = compute_for(self.options)  # resolved once: every runner of this separator uses it
+        warn_compute(self.compute)  # once per separator, before any work
         self.model = describe_model(model)
         self.bag: ModelBag = load_model(self.model, model_cache(self.options, download_reporter))
         self._runners: dict[tuple[int, ...], DeviceRunner] = {}  # models placed once, per set of members
 
     def _runner(self, options: SeparationOptions, stems: tuple[str, ...]) -> DeviceRunner:
         """The long-lived runner for the bag members these stems need (made on first use)."""
-        engine = engine_options(self.bag, options, stems)
-        plan = bag_plan(self.bag, engine)
+        plan = run_plan(self.bag, options, stems)
         runner = self._runners.get(plan.members)
         if runner is None:
-            runner = self._runners[plan.members] = make_runner(self.bag, plan, engine, seconds=None)
+            runner = self._runners[plan.members] = make_runner(self.bag, plan, self.compute)
         return runner
 
     @property
@@ -188,15 +189,7 @@ class Separator:
         options = dataclasses.replace(self.options, out_dir=Path(out_dir), **output)
         plan = plan_stems(self.sources, options)
         path = Path(path)
-        (outputs,) = plan_outputs(
-            [path],
-            out_dir=options.out_dir,
-            template=options.template,
-            models=[self.model.name],
-            stems=plan.files,
-            ext=options.write_options().extension,
-            owned_by_other=made_from_other_input,
-        )
+        (outputs,) = plan_track_outputs([path], [self.model.name], options, plan)
         provenance = Provenance(self.model.name, weights_identity(self.model), options.output_settings())
         runner = self._runner(options, plan.computed)
-        return separate_track(self.bag, path, outputs, options, plan, provenance=provenance, runner=runner)
+        return separate_track(self.bag, path, outputs, options, plan, runner=runner, provenance=provenance)

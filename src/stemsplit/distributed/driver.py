@@ -168,7 +168,8 @@ def run_batch(
                         model=dataclasses.replace(
                             group.model,
                             path=group.model.path.resolve() if group.model.path else None,
-                            members=None,  # each worker reads the file itself: no weights through the store
+                            # each worker reads a local file itself: no weights through the store
+                            members=None if group.model.path else group.model.members,
                         ),
                         options=dataclasses.replace(
                             options, device=shape.device, jobs=options.jobs or shape.threads

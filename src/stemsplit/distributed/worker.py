@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Literal
 
 from stemsplit.errors import InvalidOptionError, ModelUnavailableError, StemsplitError, StemsplitWarning
-from stemsplit.inference import DeviceRunner, ModelBag, bag_plan, make_runner
-from stemsplit.pipeline import SeparationOptions, StemPlan, TrackResult, engine_options, model_cache
+from stemsplit.inference import DeviceRunner, ModelBag, make_runner
+from stemsplit.pipeline import SeparationOptions, StemPlan, TrackResult, compute_for, model_cache, run_plan
 from stemsplit.pipeline.outputs import TrackOutputs
 from stemsplit.pipeline.sidecar import Provenance, is_complete
 from stemsplit.pipeline.track import separate_track
@@ -101,8 +101,8 @@ class TrackWorker:
         spec = self.spec
         try:
             bag = spec.loader(spec.model) if spec.loader is not None else self._load_model()
-            engine = engine_options(bag, spec.options, spec.plan.computed)
-            runner = make_runner(bag, bag_plan(bag, engine), engine, seconds=spec.seconds)
+            compute = compute_for(spec.options, seconds=spec.seconds)  # resolved on this node, once
+            runner = make_runner(bag, run_plan(bag, spec.options, spec.plan.computed), compute)
             with runner:
                 runner.prepare()  # a first OpenVINO export here, while the worker counts as loading
         except InvalidOptionError as err:
@@ -154,7 +154,7 @@ class TrackWorker:
                 warnings.simplefilter("ignore", StemsplitWarning)
                 result = separate_track(
                     self._bag, path, outputs, spec.options, spec.plan,
-                    provenance=spec.provenance, runner=self._runner,
+                    runner=self._runner, provenance=spec.provenance,
                 )  # fmt: skip
         except InvalidOptionError as err:
             return Outcome(failed_result(path, err), fatal=True)

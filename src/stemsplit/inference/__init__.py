@@ -4,7 +4,10 @@ Modules, one job each:
 
 * :mod:`~stemsplit.inference.planner`: pure window / weight / shift planners.
 * :mod:`~stemsplit.inference.stats`: track normalisation statistics (whole-track or streamed).
-* :mod:`~stemsplit.inference.devices`: device, precision, batch-size and compile policy.
+* :mod:`~stemsplit.inference.devices`: device, precision and batch-size rules, the process settings.
+* :mod:`~stemsplit.inference.compute`: how a batch computes, resolved once (:class:`Compute`), and the
+  compile policy.
+* :mod:`~stemsplit.inference.accelerator`: whether a GPU runs this torch's kernels; GPU failures in words.
 * :mod:`~stemsplit.inference.runner`: one device runner (models placed once, batches, precision, failures).
 * :mod:`~stemsplit.inference.stream`: one track's windows and overlap-add state, on the device.
 * :mod:`~stemsplit.inference.scheduler`: batches filled from the windows of several tracks in flight.
@@ -14,6 +17,7 @@ Modules, one job each:
 
 from __future__ import annotations
 
+from stemsplit.inference.compute import Compute, resolve_compute
 from stemsplit.inference.devices import (
     Precision,
     PrecisionChoice,
@@ -45,6 +49,7 @@ from stemsplit.inference.stats import RunningStats, TrackStats, stats_from_block
 from stemsplit.inference.stream import HostBlock, TrackAudio, TrackStream
 
 __all__ = [
+    "Compute",
     "DeviceRunner",
     "EngineOptions",
     "HostBlock",
@@ -65,6 +70,7 @@ __all__ = [
     "make_runner",
     "plan_lane",
     "plan_window",
+    "resolve_compute",
     "resolve_device",
     "resolve_dtype",
     "separate_stream",

@@ -13,8 +13,9 @@ Decisions and the numbers behind them:
   on CUDA, from free memory (an estimate; an out-of-memory error halves the batch anyway).
 * A device that is asked for but not available is refused with the reason (a CPU-only torch, no driver,
   no such GPU): :func:`cuda_unavailable_reason`, which ``stemsplit doctor`` words its findings with too.
-* ``torch.compile``: only on CUDA and only for enough audio to repay the compilation; its artefacts are
-  cached on disk by Inductor (directory configurable), so only the first run pays the full cost.
+* ``torch.compile``: the policy is :func:`stemsplit.inference.compute.compile_choice` (only on CUDA, and
+  only for enough audio to repay the compilation); a failure here stops automatic compiling for the process
+  (:func:`note_compile_failure`).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ __all__ = [
     "auto_batch_size",
     "autocast",
     "choose_precision",
+    "compile_failed",
     "cpu_flags",
     "cpu_precision",
     "cuda_tuning",
@@ -55,8 +57,6 @@ __all__ = [
     "resolve_device",
     "resolve_devices",
     "resolve_dtype",
-    "set_compile_cache_dir",
-    "should_compile",
     "thread_count",
     "thread_settings",
     "torch_build",
@@ -69,10 +69,6 @@ _DTYPES: dict[str, torch.dtype] = {
     "bfloat16": torch.bfloat16,
     "float16": torch.float16,
 }
-
-# Audio (seconds) below which compiling is not worth it even with a warm on-disk cache: a warm compile
-# still costs a few seconds, and eager float16 on an H100 already separates an hour in about 6 s.
-COMPILE_MIN_SECONDS = 1800.0
 
 
 def resolve_device(spec: str | torch.device = "auto") -> torch.device:
@@ -486,26 +482,6 @@ def auto_batch_size(device: torch.device, dtype: torch.dtype, segment: int) -> i
     return int(min(32, max(1, (0.8 * free) // per_window)))
 
 
-def should_compile(requested: bool | None, device: torch.device, seconds: float | None) -> bool:
-    """Whether to wrap the model in ``torch.compile``.
-
-    Args:
-        requested: True/False forces the choice; None means automatic.
-        device: the compute device (automatic mode compiles only on CUDA: on the CPU, Inductor needs a
-            C++ compiler, which a user's machine may lack; on a 2-core Intel Xeon it made the trunk 1.25x
-            faster after a 64 s cold compile, 6 s warm, ``benchmarks/RESULTS.md``).
-        seconds: audio the compiled model will process (None when unknown: do not compile).
-
-    Automatic mode also stops compiling for the rest of the process once compiling failed
-    (:func:`note_compile_failure`), so a batch of long tracks pays for a broken toolchain only once.
-    """
-    if requested is not None:
-        return requested
-    if _COMPILE_FAILED:
-        return False
-    return device.type == "cuda" and seconds is not None and seconds >= COMPILE_MIN_SECONDS
-
-
 _COMPILE_FAILED: list[BaseException] = []  # the first failure of torch.compile in this process, if any
 
 
@@ -515,11 +491,9 @@ def note_compile_failure(err: BaseException) -> None:
         _COMPILE_FAILED.append(err)
 
 
-def set_compile_cache_dir(path: Path | None) -> None:
-    """Point Inductor's on-disk cache at ``path`` unless the user set ``TORCHINDUCTOR_CACHE_DIR``."""
-    if path is not None and "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
-        path.mkdir(parents=True, exist_ok=True)
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(path)
+def compile_failed() -> bool:
+    """Whether ``torch.compile`` failed earlier in this process (:func:`note_compile_failure`)."""
+    return bool(_COMPILE_FAILED)
 
 
 # Devices whose complex-number support is missing or partial: the STFT and iSTFT of a staged model

@@ -14,6 +14,7 @@ length.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,16 +23,10 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from stemsplit import settings
-from stemsplit.inference.cpu_backend import CpuBackend, resolve_cpu_backend
-from stemsplit.inference.devices import (
-    Precision,
-    auto_batch_size,
-    resolve_devices,
-    resolve_dtype,
-    set_compile_cache_dir,
-    should_compile,
-)
+from stemsplit.errors import DeviceFallbackWarning
+from stemsplit.inference.compute import Compute, mark_compile_cache_warm, resolve_compute, use_compile_cache
+from stemsplit.inference.cpu_backend import CpuBackend
+from stemsplit.inference.devices import Precision, auto_batch_size
 from stemsplit.inference.runner import DeviceRunner, ModelFn
 from stemsplit.inference.scheduler import Scheduler
 from stemsplit.inference.stats import TrackStats, track_stats
@@ -128,6 +123,11 @@ class ModelBag:
 class EngineOptions:
     """How to run the engine (all defaults are the reference's, ``--precision`` aside).
 
+    The compute settings (device, precision, batch size, threads, compile, the kernel cache and the CPU
+    backend) are plain values for the standalone engine, which resolves them once per call
+    (:meth:`compute`); the pipeline builds its runners from its batch's
+    :class:`~stemsplit.inference.compute.Compute` instead and leaves them at their defaults.
+
     Attributes:
         segment_samples: window length; None = the bag's (must not exceed it: HT models are trained on
             a fixed length and pad shorter inputs themselves; for models of any length it is the longest
@@ -143,8 +143,8 @@ class EngineOptions:
         threads: CPU threads for the forward (restored afterwards); None = torch's default, one per
             physical core (every core; SMT siblings only slow the convolutions down).
         compile: ``torch.compile`` the model: True, False, or None = automatic (CUDA and long inputs).
-        compile_cache_dir: where Inductor caches compiled kernels (None: Inductor's default) and the OpenVINO
-            backend its exports, under ``openvino/`` (None: ``<cache root>/compiled``).
+        compile_cache_dir: where Inductor caches compiled kernels and the OpenVINO backend its exports, under
+            ``openvino/`` (None: :func:`~stemsplit.inference.compute.compile_cache_dir`).
         cpu_backend: what runs the trunk on the CPU: ``auto`` (OpenVINO for float32 on Intel CPUs when it is
             installed, else PyTorch), ``torch`` or ``openvino``; None: ``$STEMSPLIT_CPU_BACKEND``, else auto.
         block_samples: block size used by :func:`separate_tensor` to feed the stream.
@@ -163,6 +163,24 @@ class EngineOptions:
     compile_cache_dir: Path | None = None
     cpu_backend: CpuBackend | None = None
     block_samples: int = 262144
+
+    def compute(self, seconds: float | None) -> Compute:
+        """The compute settings resolved (:func:`~stemsplit.inference.compute.resolve_compute`), for
+        ``seconds`` of audio when known.
+
+        Raises:
+            InvalidOptionError: as :func:`~stemsplit.inference.compute.resolve_compute`.
+        """
+        return resolve_compute(
+            self.device,
+            self.precision,
+            self.compile,
+            self.cpu_backend,
+            threads=self.threads,
+            batch_size=self.batch_size,
+            seconds=seconds,
+            cache_dir=self.compile_cache_dir,
+        )
 
 
 @dataclass
@@ -213,48 +231,44 @@ def bag_plan(bag: ModelBag, options: EngineOptions) -> BagPlan:
 
 
 def make_runner(
-    bag: ModelBag,
-    plan: BagPlan,
-    options: EngineOptions,
-    *,
-    seconds: float | None,
-    device: torch.device | None = None,
+    bag: ModelBag, plan: BagPlan, compute: Compute, *, device: torch.device | None = None
 ) -> DeviceRunner:
-    """The runner for ``bag`` on ``device`` (default: ``options.device``), as the options ask.
+    """The runner for ``bag`` on ``device`` (default: the first of ``compute.devices``), as ``compute`` says.
+
+    Nothing is resolved here: the device, dtype, compile decision, CPU backend, threads and kernel cache all
+    come from ``compute`` (the batch size too, else :func:`~stemsplit.inference.devices.auto_batch_size`
+    for this device and window).
 
     Args:
         bag: the networks.
         plan: from :func:`bag_plan` (only its members are placed and run).
-        options: device, precision, batch size, threads and compile settings.
-        seconds: audio the runner will separate in all (for the automatic compile decision), if known.
-        device: the device, resolved (the pipeline makes one runner per device of a ``-d`` list).
+        compute: from :func:`~stemsplit.inference.compute.resolve_compute`, once per batch.
+        device: one of ``compute.devices`` (the pipeline makes one runner per device of a ``-d`` list).
 
     Raises:
-        InvalidOptionError: an unavailable device, unknown precision or CPU backend, the OpenVINO backend
-            asked for but not installed, or a batch size below 1.
+        InvalidOptionError: a batch size below 1.
     """
-    if device is None:  # the first of a ``cuda:0,cuda:1`` list: one runner is one device
-        spec = options.device
-        device = spec if isinstance(spec, torch.device) else resolve_devices(spec)[0]
-    dtype = resolve_dtype(options.precision, device)
-    compile_trunk = should_compile(options.compile, device, seconds)
-    if compile_trunk:
-        set_compile_cache_dir(options.compile_cache_dir)
-    cpu = torch.device("cpu")
-    backend = resolve_cpu_backend(options.cpu_backend, dtype).name if device.type == "cpu" else "torch"
-    cache = options.compile_cache_dir or settings.cache_dir() / "compiled"
+    device = compute.devices[0] if device is None else device
+    dtype = compute.dtype
+    if compute.compile.on:
+        use_compile_cache(compute.cache_dir)
+    backend = (
+        compute.cpu_backend.name if device.type == "cpu" and compute.cpu_backend is not None else "torch"
+    )
+    cache = compute.cache_dir
     return DeviceRunner(
         [bag.models[m] if m in plan.members else _unused for m in range(len(bag.models))],
         device,
         dtype,
-        options.batch_size or auto_batch_size(device, dtype, plan.segment),
-        fallback_device=None if device.type == "cpu" else cpu,
-        fallback_dtype=resolve_dtype("float32" if options.precision == "float32" else "auto", cpu),
-        compile_trunk=compile_trunk,
-        threads=options.threads,
+        compute.batch_size or auto_batch_size(device, dtype, plan.segment),
+        fallback_device=None if device.type == "cpu" else torch.device("cpu"),
+        fallback_dtype=compute.fallback_dtype,
+        compile_trunk=compute.compile.on,
+        threads=compute.threads,
         window=plan.segment,
         cpu_backend=backend,
         backend_cache_dir=cache / "openvino",
+        on_compiled=(lambda: mark_compile_cache_warm(cache, device)) if compute.compile.on else None,
     )
 
 
@@ -311,7 +325,11 @@ def separate_stream(
     options = options or EngineOptions()
     plan = bag_plan(bag, options)
     seconds = None if stats is None else stats.frames / bag.samplerate * max(1, plan.shifts)
-    runner = runner or make_runner(bag, plan, options, seconds=seconds)
+    if runner is None:
+        compute = options.compute(seconds)
+        if compute.note is not None:
+            warnings.warn(DeviceFallbackWarning(compute.note), stacklevel=2)
+        runner = make_runner(bag, plan, compute)
     report = SeparationReport(sources=tuple(bag.sources[k] for k in plan.source_index))
     audio = InputBuffer(bag.audio_channels)
 

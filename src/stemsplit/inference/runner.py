@@ -10,7 +10,8 @@ track. It owns what must not change per batch or per track:
   full window's shape only: a short last window of a model that takes any length runs eager, rather than
   compiling once more for each track;
 * batch sizes from a few fixed buckets (1, or 2, 4, 8 … up to the batch size), so a short last batch
-  neither pays for a full one nor recompiles; a batch of one window is padded to two when the batch size
+  does not pay for a full one; compiled, one bucket only (the batch size: a short last batch is padded),
+  so the trunk compiles for one shape; a batch of one window is padded to two when the batch size
   is two or more, because one window alone takes another kernel path (its float32 rounding differs), and a
   track's output must not depend on what shares its batches;
 * process settings (CPU threads, TF32 off for exact float32 on CUDA, cuDNN autotuning for fixed shapes) set
@@ -18,7 +19,8 @@ track. It owns what must not change per batch or per track:
   across runners, :func:`~stemsplit.inference.devices.cuda_tuning`: the last one leaving restores them);
 * in reduced precision, a finite flag per batch copied to the host behind its forward and read when the
   batch is finished (:meth:`DeviceRunner.result`), so launching never waits for the device;
-* on the CPU in float32 and not compiled, the trunk's backend (:mod:`~stemsplit.inference.cpu_backend`):
+* on the CPU in float32, the trunk's backend as resolved (:mod:`~stemsplit.inference.cpu_backend`; with
+  ``--compile on`` that is PyTorch, compiled):
   PyTorch, or OpenVINO, exported and compiled for each bag member when the runner is prepared
   (:meth:`DeviceRunner.prepare`), else on its first window;
 * what happens when something fails: a failed compile falls back to eager once, with a
@@ -27,7 +29,8 @@ track. It owns what must not change per batch or per track:
   a non-finite value in reduced precision is redone in float32 with a
   :class:`~stemsplit.errors.NonFiniteWarning`; out of memory first drops the compiled trunk, then halves the
   batch, and at one window falls back to the CPU with a :class:`~stemsplit.errors.DeviceFallbackWarning` (the
-  scheduler retries the whole device step).
+  scheduler retries the whole device step); a GPU failure (no kernel image for this card, a CUDA, cuDNN or
+  cuBLAS error) is raised as an :class:`~stemsplit.errors.AcceleratorError` that says what to do.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from stemsplit.errors import (
     NonFiniteWarning,
     first_line,
 )
+from stemsplit.inference.accelerator import accelerator_errors
 from stemsplit.inference.cpu_backend import ExportDeferred, OpenVinoTrunk
 from stemsplit.inference.devices import (
     COMPLEX_ON_CPU,
@@ -120,6 +124,7 @@ class DeviceRunner:
             eager (None: every batch may run compiled).
         cpu_backend: what runs the trunk of staged models on the CPU in float32 (ignored elsewhere).
         backend_cache_dir: where the OpenVINO backend keeps its exports (required for ``openvino``).
+        on_compiled: called once, after the first compiled batch ran (to mark the kernel cache warm).
 
     Use it as a context manager: entering applies the process settings, leaving restores them.
     """
@@ -138,10 +143,14 @@ class DeviceRunner:
         window: int | None = None,
         cpu_backend: Literal["torch", "openvino"] = "torch",
         backend_cache_dir: Path | None = None,
+        on_compiled: Callable[[], None] | None = None,
     ) -> None:
         if cpu_backend == "openvino" and backend_cache_dir is None:
             raise ValueError("the openvino backend needs a backend_cache_dir")
         self.buckets = batch_buckets(batch_size)
+        if compile_trunk:  # one compiled shape: every batch padded to the batch size
+            self.buckets = self.buckets[-1:]
+        self._on_compiled = on_compiled
         self.window = window
         self.device = device
         self.dtype = dtype
@@ -241,7 +250,7 @@ class DeviceRunner:
         self, member: int, batch: torch.Tensor, dtype: torch.dtype, *, eager: bool = False
     ) -> torch.Tensor:
         model = self._models[member]
-        with torch.no_grad():
+        with torch.no_grad(), accelerator_errors(self.device):
             if not _is_staged(model):
                 with autocast(self.device, dtype):
                     return cast(torch.Tensor, self._compiled_or_eager(member, model, eager, batch)).float()
@@ -269,20 +278,19 @@ class DeviceRunner:
         if compiled is None:
             return eager_fn(*args)
         try:
-            return compiled(*args)
+            out = compiled(*args)
         except OOM:
             raise
         except Exception as err:
             self._uncompile(err)
             return eager_fn(*args)
+        if self._on_compiled is not None:
+            self._on_compiled()
+            self._on_compiled = None
+        return out
 
     def _on_openvino(self, dtype: torch.dtype) -> bool:
-        return (
-            self.cpu_backend == "openvino"
-            and self.device.type == "cpu"
-            and dtype == torch.float32
-            and not self.compiled  # an explicit --compile on the CPU wins
-        )
+        return self.cpu_backend == "openvino" and self.device.type == "cpu" and dtype == torch.float32
 
     def prepare(self, notify: Callable[[str], None] | None = None) -> None:
         """Prepare now what the first batch would: on the OpenVINO backend, each network's trunk exported
@@ -384,6 +392,7 @@ class DeviceRunner:
         if self.compiled:
             self.compiled = False
             self._compiled = [None] * len(self._models)
+            self.buckets = batch_buckets(self.batch_size)
             return True
         if self.batch_size > 1:
             self.buckets = batch_buckets(max(1, self.batch_size // 2))
@@ -413,6 +422,7 @@ class DeviceRunner:
         note_compile_failure(err)
         self.compiled = False
         self._compiled = [None] * len(self._models)
+        self.buckets = batch_buckets(self.batch_size)
 
     def _place(self) -> None:
         for model in self._models:

@@ -17,22 +17,24 @@ The pipeline never prints: it reports through :class:`BatchReporter` and returns
 
 from __future__ import annotations
 
+from stemsplit.inference.compute import Compute
 from stemsplit.pipeline.batch import (
     Batch,
-    Compute,
     plan_batch,
-    resolve_compute,
     separate_batch,
-    warn_slow_precision,
+    warn_compute,
 )
 from stemsplit.pipeline.options import (
     OtherMethod,
     SeparationOptions,
     StemPlan,
     check_segment,
+    compute_for,
     engine_options,
     model_cache,
     plan_stems,
+    plan_track_outputs,
+    run_plan,
 )
 from stemsplit.pipeline.results import (
     NEAR_SILENT_DBFS,
@@ -63,14 +65,16 @@ __all__ = [
     "TrackWarning",
     "check_segment",
     "collect_warnings",
+    "compute_for",
     "engine_options",
     "model_cache",
     "plan_batch",
     "plan_stems",
-    "resolve_compute",
+    "plan_track_outputs",
+    "run_plan",
     "separate_batch",
     "separate_track",
     "summarise",
-    "warn_slow_precision",
+    "warn_compute",
     "warning_kind",
 ]

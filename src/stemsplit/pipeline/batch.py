@@ -22,23 +22,25 @@ from stemsplit.audio import (
     probe,
 )
 from stemsplit.errors import (
+    AcceleratorError,
     AudioFileNotFoundError,
+    DeviceFallbackWarning,
     SlowPrecisionWarning,
     StemsplitError,
 )
 from stemsplit.inference import ModelBag
-from stemsplit.inference.cpu_backend import BackendChoice, resolve_cpu_backend
-from stemsplit.inference.devices import PrecisionChoice, choose_precision, resolve_devices
+from stemsplit.inference.compute import Compute
 from stemsplit.pipeline.inputs import discover_inputs, failure_message, missing_reason, unexpected_error
 from stemsplit.pipeline.options import (
     SeparationOptions,
     StemPlan,
     check_segment,
-    engine_options,
+    compute_for,
     model_cache,
     plan_stems,
+    plan_track_outputs,
 )
-from stemsplit.pipeline.outputs import TrackOutputs, check_writable_folder, plan_outputs
+from stemsplit.pipeline.outputs import TrackOutputs, check_writable_folder
 from stemsplit.pipeline.results import (
     BatchInterrupted,
     BatchReporter,
@@ -65,48 +67,13 @@ from stemsplit.weights.registry import AUTO, auto_models, pick_auto
 # --- a batch -----------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Compute:
-    """Where and in what precision a run computes (resolved before any input is read).
-
-    Attributes:
-        device: the resolved device(s) (``cpu``, ``cuda:0``, ``cuda:0,cuda:1`` ...).
-        precision: the dtype ``--precision`` resolves to there, and why.
-        cpu_backend: on the CPU, what runs the networks' trunk, and why (None on other devices).
-    """
-
-    device: str
-    precision: PrecisionChoice
-    cpu_backend: BackendChoice | None = None
-
-    def describe(self) -> str:
-        """One line for ``-v``: ``cpu, float32 (float32: no AMX ...), openvino (OpenVINO: ...)``."""
-        dtype = str(self.precision.dtype).removeprefix("torch.")
-        line = f"{self.device}, {dtype} ({self.precision.why})"
-        if self.cpu_backend is not None:
-            line += f", {self.cpu_backend.name} ({self.cpu_backend.why})"
-        return line
-
-
-def resolve_compute(options: SeparationOptions) -> Compute:
-    """Resolve ``--device`` and ``--precision``, and on the CPU the trunk's backend (cheap: no model, no input).
-
-    Raises:
-        InvalidOptionError: an unknown or unavailable device, an unknown precision, or a
-            ``STEMSPLIT_CPU_BACKEND`` that is unknown or not installed.
-    """
-    devices = resolve_devices(options.device)
-    precision = choose_precision(options.precision, devices[0])
-    backend = None
-    if devices[0].type == "cpu":  # automatic compiling is for CUDA only: on the CPU, only --compile on
-        backend = resolve_cpu_backend(None, precision.dtype, compiled=options.compile == "on")
-    return Compute(",".join(map(str, devices)), precision, backend)
-
-
-def warn_slow_precision(compute: Compute) -> None:
-    """Issue the :class:`SlowPrecisionWarning` of an explicit precision this device emulates, if any."""
+def warn_compute(compute: Compute) -> None:
+    """Issue the warnings of a batch's compute, once per run: a :class:`SlowPrecisionWarning` for an explicit
+    precision this device emulates, a :class:`DeviceFallbackWarning` for a GPU that cannot run this torch."""
     if compute.precision.slow is not None:
         warnings.warn(SlowPrecisionWarning(compute.precision.slow), stacklevel=2)
+    if compute.note is not None:
+        warnings.warn(DeviceFallbackWarning(compute.note), stacklevel=2)
 
 
 @dataclass
@@ -118,7 +85,7 @@ class Batch:
             those its rule picks from.
         plan: the stems computed and written (the same for every model of the batch).
         tracks: per input, its probe (or the error probing it) and its planned outputs.
-        compute: the device and precision the run will use.
+        compute: how the run computes (devices, precision, compile, CPU backend), resolved once.
         picks: per input, the index in ``models`` of the model it gets.
     """
 
@@ -150,7 +117,7 @@ def plan_batch(arguments: Sequence[str], options: SeparationOptions, *, dry_run:
             written, a stem the model does not have, or a ``--segment`` longer than a model's window
             when that is known before loading (registry entries, local files).
     """
-    compute = resolve_compute(options)
+    compute = compute_for(options)
     check_writable_folder(options.out_dir, option="--out")
     names = auto_models() if options.model == AUTO else (options.model,)
     models = tuple(describe_model(name, load=not dry_run) for name in names)
@@ -169,18 +136,13 @@ def plan_batch(arguments: Sequence[str], options: SeparationOptions, *, dry_run:
     readable = [
         (p, pick) for (p, probed), pick in zip(probes, picks, strict=True) if isinstance(probed, AudioInfo)
     ]
-    paths = plan_outputs(
-        [p for p, _ in readable],
-        out_dir=options.out_dir,
-        template=options.template,
-        models=[models[pick].name for _, pick in readable],
-        stems=plan.files,
-        ext=options.write_options().extension,
-        owned_by_other=made_from_other_input,
+    paths = plan_track_outputs(
+        [p for p, _ in readable], [models[pick].name for _, pick in readable], options, plan
     )
     planned = dict(zip([p for p, _ in readable], paths, strict=True))
     tracks = [(p, probed, planned.get(p)) for p, probed in probes]
-    return Batch(models, plan, tracks, compute, picks)
+    seconds = sum(probed.duration_s or 0.0 for _, probed in probes if isinstance(probed, AudioInfo))
+    return Batch(models, plan, tracks, compute.for_audio(seconds * max(1, options.shifts)), picks)
 
 
 def probe_input(path: Path) -> AudioInfo | StemsplitError:
@@ -228,10 +190,14 @@ def separate_batch(
         loader: builds a model of ``batch.models`` (default: :func:`stemsplit.weights.loading.load_model`);
             called at most once per model, and not for a model whose tracks are all skipped or fail before
             separation. The tracks of one model run together, then those of the next.
-        devices: where to run (default: ``options.device``, which may name several).
+        devices: where to run (default: ``batch.compute.devices``), one runner each.
 
     Returns:
         One result per input, in input order, each naming the model of its track (``TrackResult.model``).
+
+    Warns:
+        DeviceFallbackWarning: with ``--device auto``, the GPU failed (an :class:`AcceleratorError`); the
+            tracks it had not finished run again on the CPU.
 
     Raises:
         ModelUnavailableError: the model could not be obtained (the batch stops: nothing could be done).
@@ -240,7 +206,8 @@ def separate_batch(
             half-way leaves no file under a final name, and no folder it created.
     """
     reporter = reporter or NullBatchReporter()
-    warn_slow_precision(batch.compute)  # once per run, not once per track
+    warn_compute(batch.compute)  # once per run, not once per track
+    compute = replace(batch.compute, devices=tuple(devices)) if devices else batch.compute
     results: dict[int, TrackResult] = {}  # by input index: tracks may finish in any order
     total = len(batch.tracks)
 
@@ -256,20 +223,20 @@ def separate_batch(
             model, provenance, model_jobs = group.model, group.provenance, group.jobs
             show_stage(reporter, f"loading {model.name}")
             bag = loader(model) if loader else load_model(model, model_cache(options, download_reporter))
-            seconds = sum(j.duration_s or 0.0 for j in model_jobs) * max(1, options.shifts)
-            run_jobs(
-                bag,
-                model_jobs,
-                options,
-                batch.plan,
-                engine_options(bag, options, batch.plan.computed),
-                provenance,
-                devices or resolve_devices(options.device),
-                reporter,
-                total_seconds=seconds,
-                total_tracks=total,
-                on_result=lambda job, result: finished(job.index, result),
-            )
+            jobs = model_jobs
+            while jobs:
+                try:
+                    run_jobs(
+                        bag, jobs, options, batch.plan, compute, provenance, reporter,
+                        total_tracks=total, on_result=lambda job, result: finished(job.index, result),
+                    )  # fmt: skip
+                    jobs = []
+                except AcceleratorError as err:  # only with --device auto: the rest of the batch on the CPU
+                    warnings.warn(
+                        DeviceFallbackWarning(f"{err}; continuing on the CPU (slower)"), stacklevel=2
+                    )
+                    compute = compute.on_cpu()
+                    jobs = [job for job in jobs if job.index not in results]
             del bag  # one model in memory at a time
     except KeyboardInterrupt:
         raise interrupted(batch, results, reporter) from None

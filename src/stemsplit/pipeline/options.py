@@ -15,7 +15,6 @@ from typing import Any, Literal
 
 import numpy as np
 
-from stemsplit import settings
 from stemsplit.audio import (
     BitDepth,
     ClipMode,
@@ -28,8 +27,17 @@ from stemsplit.audio import (
 from stemsplit.errors import (
     InvalidOptionError,
 )
-from stemsplit.inference import EngineOptions, ModelBag, Precision
-from stemsplit.pipeline.outputs import DEFAULT_TEMPLATE, STEM_FILE_TEMPLATE, check_template
+from stemsplit.inference import EngineOptions, ModelBag, Precision, bag_plan
+from stemsplit.inference.compute import Compute, resolve_compute
+from stemsplit.inference.stream import BagPlan
+from stemsplit.pipeline.outputs import (
+    DEFAULT_TEMPLATE,
+    STEM_FILE_TEMPLATE,
+    TrackOutputs,
+    check_template,
+    plan_outputs,
+)
+from stemsplit.pipeline.sidecar import made_from_other_input
 from stemsplit.weights.cache import ModelCache
 from stemsplit.weights.download import DownloadReporter, Transport
 from stemsplit.weights.registry import DEFAULT_MODEL
@@ -101,7 +109,7 @@ class SeparationOptions:
         device, precision, batch_size, jobs: compute (see :class:`stemsplit.inference.EngineOptions`);
             ``device`` may name several (``cuda:0,cuda:1``, ``cuda:all``).
         compile: ``torch.compile`` the network trunk: ``on``, ``off``, or ``auto`` (on CUDA, for a batch long
-            enough to repay the compilation; see :func:`stemsplit.inference.devices.should_compile`).
+            enough to repay the compilation; see :func:`stemsplit.inference.compute.compile_choice`).
         segment: window in seconds, at most the model's (7.8 s for HT models, 44 s for ``hdemucs_mmi``); None =
             the model's.
         overlap, shifts, seed: overlap-add and the random-shift trick.
@@ -339,7 +347,8 @@ def check_segment(segment: float | None, limit: Fraction, model: str | None = No
 
 
 def engine_options(bag: ModelBag, options: SeparationOptions, stems: Sequence[str]) -> EngineOptions:
-    """Engine settings for a run.
+    """What the engine computes for a run: windows, shifts and stems (how it computes is the batch's
+    :class:`~stemsplit.inference.compute.Compute`, from :func:`compute_for`).
 
     Raises:
         InvalidOptionError: ``--segment`` longer than the model's window (checked here, on the loaded
@@ -355,12 +364,56 @@ def engine_options(bag: ModelBag, options: SeparationOptions, stems: Sequence[st
         shifts=options.shifts,
         seed=options.seed,
         stems=tuple(stems),
-        batch_size=options.batch_size,
-        compile={"auto": None, "on": True, "off": False}[options.compile],
-        compile_cache_dir=settings.cache_dir() / "compiled",  # warm starts for the next process
-        device=options.device,
-        precision=options.precision,
+    )
+
+
+def plan_track_outputs(
+    inputs: Sequence[Path], models: Sequence[str], options: SeparationOptions, plan: StemPlan
+) -> list[TrackOutputs]:
+    """The output paths of ``inputs`` in a run (the one way the batch and the library plan them): the
+    run's folder, template and format, the plan's files, and stems made from another input passed over.
+
+    Args:
+        inputs: the input files; models: the model of each (its ``{model}``).
+
+    Raises:
+        InvalidOptionError: as :func:`~stemsplit.pipeline.outputs.plan_outputs`.
+    """
+    return plan_outputs(
+        inputs,
+        out_dir=options.out_dir,
+        template=options.template,
+        models=models,
+        stems=plan.files,
+        ext=options.write_options().extension,
+        owned_by_other=made_from_other_input,
+    )
+
+
+def run_plan(bag: ModelBag, options: SeparationOptions, stems: Sequence[str]) -> BagPlan:
+    """The engine's plan of a run of ``bag`` (windows, members, shifts, weights): the one way the pipeline,
+    the library and Ray workers plan before :func:`~stemsplit.inference.make_runner`.
+
+    Raises:
+        InvalidOptionError: as :func:`engine_options` and :func:`~stemsplit.inference.bag_plan`.
+    """
+    return bag_plan(bag, engine_options(bag, options, stems))
+
+
+def compute_for(options: SeparationOptions, *, seconds: float | None = None) -> Compute:
+    """How a run of ``options`` computes (:func:`~stemsplit.inference.compute.resolve_compute`), for
+    ``seconds`` of audio when known.
+
+    Raises:
+        InvalidOptionError: as :func:`~stemsplit.inference.compute.resolve_compute`.
+    """
+    return resolve_compute(
+        options.device,
+        options.precision,
+        {"auto": None, "on": True, "off": False}[options.compile],
         threads=options.jobs,
+        batch_size=options.batch_size,
+        seconds=seconds,
     )
 
 

@@ -55,10 +55,8 @@ from stemsplit.inference import (
     Scheduler,
     TrackStats,
     TrackStream,
-    bag_plan,
-    make_runner,
 )
-from stemsplit.pipeline.options import STEM_FILE, SeparationOptions, StemPlan, engine_options
+from stemsplit.pipeline.options import STEM_FILE, SeparationOptions, StemPlan, run_plan
 from stemsplit.pipeline.outputs import TrackOutputs, folders_removed_unless_finished
 from stemsplit.pipeline.results import NEAR_SILENT_DBFS, TrackResult, collect_warnings, noted_so_far
 from stemsplit.pipeline.sidecar import Provenance, superseded_files, write_sidecar
@@ -347,9 +345,9 @@ def separate_track(
     options: SeparationOptions,
     plan: StemPlan,
     *,
+    runner: DeviceRunner,
     provenance: Provenance | None = None,
     progress: Callable[[float], None] | None = None,
-    runner: DeviceRunner | None = None,
 ) -> TrackResult:
     """Separate one file and write its stems (atomically) and, with ``provenance``, its sidecar, in the
     calling thread.
@@ -360,18 +358,16 @@ def separate_track(
     :mod:`warnings` as they happen and are also kept in the result's ``warnings``.
 
     Args:
-        runner: a runner to reuse (made for ``bag`` and these options); None makes one.
+        runner: the runner to use (:func:`~stemsplit.inference.make_runner` for ``bag``, from the run's
+            :class:`~stemsplit.inference.compute.Compute`).
 
     Raises:
         StemsplitError: unreadable input, invalid options, or a write failure; nothing is left under a
             final stem name, and no folder that the track's files created.
     """
     with collect_warnings() as noted, folders_removed_unless_finished(outputs):
-        engine = engine_options(bag, options, plan.computed)
-        bag_run = bag_plan(bag, engine)
+        bag_run = run_plan(bag, options, plan.computed)
         track = decode_track(bag, path, outputs, options)
-        seconds = track.frames_in / track.info.samplerate
-        runner = runner or make_runner(bag, bag_run, engine, seconds=seconds)
         try:
             sink = StemSink(
                 track,

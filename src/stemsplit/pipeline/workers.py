@@ -39,21 +39,20 @@ from typing import Any
 
 import torch
 
-from stemsplit.errors import InvalidOptionError, StemsplitError
+from stemsplit.errors import AcceleratorError, InvalidOptionError, StemsplitError
 from stemsplit.inference import (
     DeviceRunner,
-    EngineOptions,
     HostBlock,
     ModelBag,
     Scheduler,
     TrackStream,
-    bag_plan,
     make_runner,
 )
+from stemsplit.inference.compute import Compute
 from stemsplit.inference.devices import cuda_tuning
 from stemsplit.inference.stream import BagPlan
 from stemsplit.pipeline.inputs import failure_message, unexpected_error
-from stemsplit.pipeline.options import SeparationOptions, StemPlan
+from stemsplit.pipeline.options import SeparationOptions, StemPlan, run_plan
 from stemsplit.pipeline.outputs import TrackOutputs, folders_removed_unless_finished
 from stemsplit.pipeline.results import (
     BatchReporter,
@@ -116,22 +115,22 @@ class _Run:
         bag: ModelBag,
         options: SeparationOptions,
         plan: StemPlan,
-        engine: EngineOptions,
+        compute: Compute,
         provenance: Provenance,
-        devices: Sequence[torch.device],
         jobs: Sequence[Job],
     ) -> None:
-        self.bag, self.options, self.plan, self.engine, self.provenance = (
+        self.bag, self.options, self.plan, self.compute, self.provenance = (
             bag,
             options,
             plan,
-            engine,
+            compute,
             provenance,
         )
-        self.devices = list(devices)
+        self.devices: list[torch.device] = list(compute.devices)
         self.jobs = list(jobs)
-        self.bag_plan: BagPlan = bag_plan(bag, engine)
-        self.per_device = 1 if (engine.batch_size or 1) == 1 and devices[0].type == "cpu" else 4
+        self.bag_plan: BagPlan = run_plan(bag, options, plan.computed)
+        single = (compute.batch_size or 1) == 1 and self.devices[0].type == "cpu"
+        self.per_device = 1 if single else 4
         self.in_flight = threading.Semaphore(len(self.devices) * self.per_device + 1)
         self.budget = _Budget(int(MEMORY_SECONDS * bag.samplerate))
         self.ready: list[queue.Queue[_Live | None]] = [queue.Queue() for _ in self.devices]
@@ -145,7 +144,7 @@ class _Run:
 
     # -- threads ---------------------------------------------------------------------------------------------
 
-    def start(self, total_seconds: float | None) -> None:
+    def start(self) -> None:
         models = [self.bag.models]
         for _ in self.devices[1:]:  # a second device needs its own copy of the networks
             models.append(tuple(copy.deepcopy(m) for m in self.bag.models))
@@ -154,7 +153,7 @@ class _Run:
                 nets, self.bag.sources, self.bag.samplerate, self.bag.audio_channels,
                 self.bag.segment_samples, self.bag.weights, self.bag.fixed_window,
             )  # fmt: skip
-            runner = make_runner(bag, self.bag_plan, self.engine, seconds=total_seconds, device=device)
+            runner = make_runner(bag, self.bag_plan, self.compute, device=device)
             self.settings.enter_context(cuda_tuning(runner.device, exact=runner.dtype == torch.float32))
             self._spawn(f"stemsplit-device-{i}-{device}", self._device_loop, runner, self.ready[i])
         self._spawn("stemsplit-decoder", self._decode_loop)
@@ -332,7 +331,9 @@ class _Run:
     # -- results -------------------------------------------------------------------------------------------
 
     def _fail(self, job: Job, err: BaseException) -> None:
-        if isinstance(err, InvalidOptionError):
+        if isinstance(err, InvalidOptionError) or (
+            isinstance(err, AcceleratorError) and self.compute.cpu_fallback  # the batch goes on on the CPU
+        ):
             self.events.put(("fatal", err))  # the same for every track: stop and say so once
             return
         self.events.put(("finished", (job, failed_result(job.path, err, job.notes))))
@@ -407,12 +408,10 @@ def run_jobs(
     jobs: Sequence[Job],
     options: SeparationOptions,
     plan: StemPlan,
-    engine: EngineOptions,
+    compute: Compute,
     provenance: Provenance,
-    devices: Sequence[torch.device],
     reporter: BatchReporter,
     *,
-    total_seconds: float | None = None,
     total_tracks: int | None = None,
     on_result: Callable[[Job, TrackResult], None],
 ) -> None:
@@ -421,24 +420,25 @@ def run_jobs(
     Args:
         bag: the loaded model.
         jobs: the tracks to separate, in the batch's order.
-        options, plan, engine, provenance: the run's settings, stems, engine options and sidecar record.
-        devices: one device thread each.
+        options, plan, provenance: the run's settings, stems and sidecar record.
+        compute: how the batch computes (one device thread per device of ``compute.devices``).
         reporter: told when a track starts and how far it is (in this thread).
-        total_seconds: the audio to separate in all (for the automatic compile decision).
         total_tracks: the batch's size, for the reporter (default: the number of jobs).
         on_result: called once per job, in the order the tracks end.
 
     Raises:
         InvalidOptionError: an option that fails for every track (raised once, the batch stops).
+        AcceleratorError: the GPU failed and ``compute.cpu_fallback`` (``--device auto``) lets the caller
+            go on on the CPU (tracks that had not ended got no result).
         KeyboardInterrupt: after stopping every worker (tracks that had not ended got no result).
     """
     if not jobs:
         return
-    run = _Run(bag, options, plan, engine, provenance, devices, jobs)
+    run = _Run(bag, options, plan, compute, provenance, jobs)
     remaining = len(jobs)
     total_tracks = total_tracks or len(jobs)
     try:
-        run.start(total_seconds)
+        run.start()
         while remaining:
             try:
                 kind, payload = run.events.get(timeout=0.1)

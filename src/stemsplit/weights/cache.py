@@ -225,11 +225,11 @@ class ModelCache:
 
     # -- getting files -------------------------------------------------------------------------
 
-    def resolve(self, name: str, *, force: bool = False) -> ResolvedModel:
+    def resolve(self, name: str | ModelSpec, *, force: bool = False) -> ResolvedModel:
         """Make every file of model ``name`` available in the cache, downloading what is missing.
 
         Args:
-            name: a registry name.
+            name: a registry name, or its entry when the caller looked it up already.
             force: download again even the files already cached (they are replaced only by verified
                 bytes).
 
@@ -242,7 +242,7 @@ class ModelCache:
             DownloadError: the download failed.
             ChecksumError: the server sent bytes that do not match the registry.
         """
-        spec = get_model_spec(name, self.models())
+        spec = name if isinstance(name, ModelSpec) else get_model_spec(name, self.models())
         root, base = self.cache_root(), self.server()
         offline = settings.offline(self.transport.offline)
         transport = replace(self.transport, offline=offline)

@@ -28,6 +28,23 @@ _BAG_SUFFIXES = (".yaml", ".yml")
 
 
 @dataclass(frozen=True)
+class ModelMembers:
+    """Where a described model's networks come from, kept so that :func:`load_model` looks nothing up again.
+
+    Attributes:
+        spec: the registry entry (its files, hashes, bag weights and segment), for a registry model.
+        checkpoints: a local file's checkpoints as read while describing it (a bag's members in order).
+        weights: a local bag's weights (models x sources; None: all 1).
+        segment: a local bag's segment in seconds (None: its members' own).
+    """
+
+    spec: registry.ModelSpec | None = None
+    checkpoints: tuple[LoadedModel, ...] | None = None
+    weights: tuple[tuple[float, ...], ...] | None = None
+    segment: Fraction | None = None
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     """A model as the user named it, before any network is built or any file downloaded.
 
@@ -42,9 +59,8 @@ class ModelInfo:
         max_segment: the longest ``--segment`` in seconds (the window: the shortest member's segment, with
             a bag's applied as :func:`~stemsplit.weights.checkpoint.with_bag_segment` says), when known
             before loading: from the registry, or from a local file's checkpoints; None if unknown.
-        members: a local file's checkpoints as read while describing it (reused by :func:`load_model`),
-            with the bag weights and segment; None for a registry model (and a local file described with
-            ``load=False``).
+        members: what :func:`load_model` builds from: the registry entry, or a local file's checkpoints as
+            read while describing it; None for a local file described with ``load=False``.
     """
 
     name: str
@@ -53,9 +69,7 @@ class ModelInfo:
     path: Path | None
     bag_size: int
     max_segment: Fraction | None = None
-    members: tuple[tuple[LoadedModel, ...], tuple[tuple[float, ...], ...] | None, Fraction | None] | None = (
-        field(default=None, repr=False, compare=False)
-    )
+    members: ModelMembers | None = field(default=None, repr=False, compare=False)
 
 
 def _looks_like_path(spec: str) -> bool:
@@ -87,15 +101,14 @@ def describe_model(spec: str, *, load: bool = True) -> ModelInfo:
             bag = load_bag(path)
             ids = "+".join(sha256_file(m.path) for m in bag.models if m.path is not None)
             window = window_seconds([m.config for m in bag.models], bag.segment)
-            members = (bag.models, bag.weights, bag.segment)
+            members = ModelMembers(checkpoints=bag.models, weights=bag.weights, segment=bag.segment)
             return ModelInfo(path.stem, bag.sources, ids, path, len(bag.models), window, members)
         from stemsplit.weights.checkpoint import load_checkpoint
 
         loaded = load_checkpoint(path)
         window = window_seconds([loaded.config])
-        return ModelInfo(
-            path.stem, loaded.config.sources, sha256_file(path), path, 1, window, ((loaded,), None, None)
-        )
+        members = ModelMembers(checkpoints=(loaded,))
+        return ModelInfo(path.stem, loaded.config.sources, sha256_file(path), path, 1, window, members)
     known = registry.model_names()
     if spec == registry.AUTO:  # a rule for batches, resolved per track by the pipeline
         raise UnknownModelError(
@@ -126,7 +139,9 @@ def describe_model(spec: str, *, load: bool = True) -> ModelInfo:
             suggestion=err.suggestion,
         ) from None
     ids = "+".join(f.sha256 for f in entry.files)
-    return ModelInfo(entry.name, entry.sources, ids, None, len(entry.files), max_segment=entry.segment)
+    return ModelInfo(
+        entry.name, entry.sources, ids, None, len(entry.files), entry.segment, ModelMembers(spec=entry)
+    )
 
 
 def _describe_header(path: Path) -> ModelInfo:
@@ -174,13 +189,14 @@ def load_model(info: ModelInfo, cache: ModelCache | None = None) -> ModelBag:
 
     loaded: list[LoadedModel]
     weights: tuple[tuple[float, ...], ...] | None
-    if info.members is None and info.path is not None:  # described with load=False: read it now
-        info = describe_model(str(info.path))
-    if info.members is not None:  # a local file, already read by describe_model
-        loaded, weights, segment = list(info.members[0]), info.members[1], info.members[2]
+    members = info.members
+    if members is None:  # a local file described with load=False (or sent without its tensors): read it now
+        members = describe_model(str(info.path)).members if info.path is not None else None
+    if members is not None and members.checkpoints is not None:  # a local file, already read
+        loaded, weights, segment = list(members.checkpoints), members.weights, members.segment
     else:
         cache = cache or ModelCache()
-        resolved = cache.resolve(info.name)
+        resolved = cache.resolve(members.spec if members is not None and members.spec else info.name)
         loaded = cache.load(resolved, load_checkpoint)
         weights, segment = resolved.weights, resolved.spec.segment
     networks = tuple(m.build(segment) for m in loaded)

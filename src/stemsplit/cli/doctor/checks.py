@@ -347,11 +347,15 @@ def _build_findings(info: TorchInfo, nvidia: NvidiaInfo, findings: list[Finding]
 
 def _device_choice(info: TorchInfo, nvidia: NvidiaInfo) -> DeviceChoice:
     from stemsplit.inference import devices
+    from stemsplit.inference.compute import resolve_compute
 
-    device = devices.resolve_device("auto")
-    choice = devices.choose_precision("auto", device)
+    # A run's own resolution (the CPU backend is reported apart, by _cpu_backend, with its errors).
+    compute = resolve_compute("auto", "auto", None, "torch")
+    device, choice = compute.devices[0], compute.precision
     precision = str(choice.dtype).removeprefix("torch.")
-    if device.type == "cuda":
+    if compute.note is not None:
+        why = f"{compute.note}; {choice.why}"
+    elif device.type == "cuda":
         gpu = next((g for g in info.gpus if g.index == device.index), None)
         what = f"{gpu.name}, {gpu.memory_bytes / 2**30:.0f} GiB" if gpu else "a CUDA GPU"
         why = f"CUDA is available ({what}); {choice.why}"
@@ -368,7 +372,7 @@ def _device_choice(info: TorchInfo, nvidia: NvidiaInfo) -> DeviceChoice:
             why = "no CUDA or Apple GPU found"
         why += f"; {choice.why}; {info.threads} threads"
     backend, backend_why = _cpu_backend(devices.choose_precision("auto", devices.resolve_device("cpu")).dtype)
-    return DeviceChoice(str(device), precision, why, backend, backend_why)
+    return DeviceChoice(str(device), precision, why, backend, backend_why, compute.cuda_detail())
 
 
 def _cpu_backend(dtype: Any) -> tuple[str, str]:

@@ -39,6 +39,8 @@ def summary(r: DoctorReport) -> tuple[tuple[str, tuple[tuple[str, str], ...]], .
     if r.device is not None:
         device += [("auto", f"{r.device.device}, {r.device.precision}"), ("why", r.device.why)]
         device += [("CPU backend", f"{r.device.cpu_backend} ({r.device.cpu_backend_why})")]
+        if r.device.compute is not None:
+            device += [("CUDA batches", r.device.compute)]
     if r.torch is not None:
         t = r.torch
         build = {"cpu": "CPU only", "cuda": f"CUDA {t.cuda_version}", "rocm": f"ROCm {t.hip_version}"}[

@@ -103,6 +103,9 @@ class DeviceChoice:
         cpu_backend: what runs the networks' trunk on the CPU (``torch`` or ``openvino``), for the
             automatic precision; the float32 one too where it differs (``torch; float32: openvino``).
         cpu_backend_why: the reason, in one line.
+        compute: on CUDA, the batch size, whether a batch compiles and why (the policy's numbers) and whether
+            the compiled-kernel cache is warm (:meth:`stemsplit.inference.compute.Compute.cuda_detail`);
+            None elsewhere.
     """
 
     device: str
@@ -110,6 +113,7 @@ class DeviceChoice:
     why: str
     cpu_backend: str
     cpu_backend_why: str
+    compute: str | None = None
 
 
 @dataclass(frozen=True)

@@ -143,10 +143,11 @@ class EngineOptions:
         threads: CPU threads for the forward (restored afterwards); None = torch's default, one per
             physical core (every core; SMT siblings only slow the convolutions down).
         compile: ``torch.compile`` the model: True, False, or None = automatic (CUDA and long inputs).
-        compile_cache_dir: where Inductor caches compiled kernels (None: Inductor's default) and the OpenVINO
+        compile_cache_dir: where Inductor caches compiled kernels (None: Inductor's default) and the CPU
             backend its exports, under ``openvino/`` (None: ``<cache root>/compiled``).
-        cpu_backend: what runs the trunk on the CPU: ``auto`` (OpenVINO for float32 on Intel CPUs when it is
-            installed, else PyTorch), ``torch`` or ``openvino``; None: ``$STEMSPLIT_CPU_BACKEND``, else auto.
+        cpu_backend: what runs the trunk on the CPU: ``auto`` (OpenVINO on Intel CPUs, ONNX Runtime on
+            others, PyTorch where neither is installed: ``cpu_backend.choose_cpu_backend``), ``torch``,
+            ``openvino`` or ``onnxruntime``; None: ``$STEMSPLIT_CPU_BACKEND``, else auto.
         block_samples: block size used by :func:`separate_tensor` to feed the stream.
     """
 
@@ -178,7 +179,7 @@ class SeparationReport:
         batch_size: windows per forward at the end (halved after out-of-memory errors).
         fell_back_to_cpu: whether an out-of-memory error moved the work to the CPU.
         compiled: whether ``torch.compile`` was used.
-        cpu_backend: what ran the trunk on the CPU at the end (``torch`` or ``openvino``).
+        cpu_backend: what ran the trunk on the CPU at the end (``torch``, ``openvino`` or ``onnxruntime``).
     """
 
     sources: tuple[str, ...]
@@ -230,8 +231,8 @@ def make_runner(
         device: the device, resolved (the pipeline makes one runner per device of a ``-d`` list).
 
     Raises:
-        InvalidOptionError: an unavailable device, unknown precision or CPU backend, the OpenVINO backend
-            asked for but not installed, or a batch size below 1.
+        InvalidOptionError: an unavailable device, unknown precision or CPU backend, a runtime asked for
+            but not installed, or a batch size below 1.
     """
     if device is None:  # the first of a ``cuda:0,cuda:1`` list: one runner is one device
         spec = options.device

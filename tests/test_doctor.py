@@ -566,9 +566,7 @@ def test_the_cpu_backend_is_shown_with_its_reason(monkeypatch: pytest.MonkeyPatc
     result = runner.invoke(cli.app, ["doctor", "--json", "--no-verify"])
     data = json.loads(result.stdout)
     assert result.exit_code == 1 and data["device"]["cpu_backend"] == "unusable"
-    assert any(
-        "pip install openvino" in f["message"] for f in data["findings"] if f["severity"] == "problem"
-    )
+    assert any("pip install openvino" in f["message"] for f in data["findings"] if f["severity"] == "problem")
 
 
 def test_doctor_help_does_not_import_torch() -> None:

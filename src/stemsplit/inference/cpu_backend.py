@@ -261,13 +261,15 @@ class ExportedTrunk:
         dtype: float32, or bfloat16 (OpenVINO only: its inference precision hint; inputs and outputs stay
             float32).
         on_export: called before an export starts (not when the export is cached).
-        allow_export: False: raise :class:`ExportDeferred` instead of exporting when no export is cached.
+        allow_export: False: raise :class:`ExportDeferred` instead of exporting when no export is cached,
+            and leave a note (``<export>.deferred``) so that the next run exports it whatever its budget:
+            a bag's members are all fast from its second run.
 
     Attributes:
         export_s: seconds the export took here (0 when it was cached).
 
     Raises:
-        ExportDeferred: no export is cached and ``allow_export`` is False.
+        ExportDeferred: no export is cached, ``allow_export`` is False and no earlier run deferred it.
         Exception: whatever the exporter or the runtime raise (the runner falls back to PyTorch).
     """
 
@@ -301,13 +303,17 @@ class ExportedTrunk:
             self.blobs = cache_dir / f"blobs-{_safe(openvino.__version__)}"
         self.export_s = 0.0
         if not self.path.is_file():
-            if not allow_export:
+            deferred = self.path.with_name(self.path.name + ".deferred")
+            if not allow_export and not deferred.is_file():
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                deferred.touch()
                 raise ExportDeferred(self.path.name)
             if on_export is not None:
                 on_export()
             started = time.perf_counter()
             _export(model, example, self.path)
             self.export_s = time.perf_counter() - started
+            deferred.unlink(missing_ok=True)
             _prune(cache_dir, self.blobs)
         elif self.blobs is not None and not self.blobs.is_dir():  # a new OpenVINO: old blobs are no use
             _prune(cache_dir, self.blobs)
@@ -409,7 +415,7 @@ def _prune(cache_dir: Path, blobs: Path | None) -> None:
     process still has open is left for a later run. ``blobs`` None (ONNX Runtime, which does not know
     OpenVINO's version): the blob folders are left alone."""
     keep = f"trunk-{_generation()}-"
-    for path in cache_dir.glob("trunk-*.onnx"):
+    for path in [*cache_dir.glob("trunk-*.onnx"), *cache_dir.glob("trunk-*.onnx.deferred")]:
         if not path.name.startswith(keep):
             with contextlib.suppress(OSError):
                 path.unlink()

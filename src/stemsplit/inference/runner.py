@@ -95,8 +95,9 @@ def batch_buckets(batch_size: int) -> tuple[int, ...]:
 
 
 EXPORT_BUDGET_S = 40.0
-"""Seconds of trunk exports one runner makes at most (about; see ``DeviceRunner._exported_trunk``): with
-each export's compile and the members left in PyTorch, a first run stays under a minute of extra time."""
+"""Seconds of trunk exports a bag's first run makes at most (about; see ``DeviceRunner._exported_trunk``):
+with each export's compile and the members left in PyTorch, a first run stays under a minute of extra time;
+the second run exports the rest."""
 
 
 class DeviceRunner:
@@ -319,8 +320,9 @@ class DeviceRunner:
                     f"for this model and window; later runs reuse it ({self._backend_cache_dir})"
                 )
 
-        # A bag's exports are spread over runs so that a run spends at most about EXPORT_BUDGET_S on them: the
-        # first export always happens, another one when the time spent so far plus the longest export fits.
+        # A bag's exports are spread over two runs so that the first spends at most about EXPORT_BUDGET_S on
+        # them: the first export always happens, another one when the time spent so far plus the longest export
+        # fits; a member deferred by the run before is exported whatever the budget (ExportedTrunk's note).
         spent = sum(self._export_s)
         allow = not self._export_s or spent + max(self._export_s) <= EXPORT_BUDGET_S
         try:
@@ -339,8 +341,8 @@ class DeviceRunner:
             if notify is not None:
                 notify(
                     f"the {runtime} backend: {type(staged).__name__} ({member + 1} of {len(self._models)}) runs in "
-                    "PyTorch this time; a later run exports it "
-                    f"(each run spends at most about {EXPORT_BUDGET_S:.0f} s on exports)"
+                    "PyTorch this time; the next run exports it "
+                    f"(a first run spends at most about {EXPORT_BUDGET_S:.0f} s on exports)"
                 )
             return None
         except Exception as err:

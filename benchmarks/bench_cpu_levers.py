@@ -59,6 +59,9 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_folder import cpu_line  # noqa: E402
 
 from stemsplit.inference import cpu_backend  # noqa: E402
 from stemsplit.model import HTDemucs  # noqa: E402
@@ -68,11 +71,21 @@ Pair = tuple[torch.Tensor, torch.Tensor]
 Trunk = Callable[[torch.Tensor, torch.Tensor], Pair]
 
 
+UNIT_SCALES = False
+"""``--unit-scales``: every model built with the tests' ``random_state`` (layer scales 0.25-0.75)."""
+
+
 def build(seed: int = 0) -> HTDemucs:
-    """Our full-size ``htdemucs`` with the reference's random weights (seed 0, as bench_engine uses)."""
+    """Our full-size ``htdemucs`` with the reference's random weights (seed 0, as bench_engine uses), or with
+    unit-order layer scales (``--unit-scales``: demucs' 1e-4 initialisation mutes the DConvs and the
+    transformer, and with them the differences a lever could make there)."""
+    from checkpoints import random_state
     from engine_models import make_reference_htdemucs, stemsplit_twin
 
-    model = stemsplit_twin(make_reference_htdemucs(seed=seed))
+    reference = make_reference_htdemucs(seed=seed)
+    if UNIT_SCALES:
+        reference.load_state_dict(random_state(reference))
+    model = stemsplit_twin(reference)
     assert isinstance(model, HTDemucs)
     return model
 
@@ -251,14 +264,14 @@ def ort_trunk(path: Path, n_threads: int) -> Trunk:
     return trunk
 
 
-def openvino_trunk(path: Path, n_threads: int) -> Trunk:
+def openvino_trunk(path: Path, n_threads: int, precision: str = "f32") -> Trunk:
     import openvino as ov
 
     core = ov.Core()
     compiled = core.compile_model(
         str(path),
         "CPU",
-        {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": str(n_threads)},
+        {"INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": str(n_threads)},
     )
     request = compiled.create_infer_request()
 
@@ -359,15 +372,21 @@ def main() -> None:
     parser.add_argument(
         "--profile", action="store_true", help="print a torch profiler table of the eager trunk"
     )
+    parser.add_argument(
+        "--unit-scales", action="store_true", help="layer scales 0.25-0.75 (the tests' random weights)"
+    )
     parser.add_argument("--_compile-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._compile_worker:
         compile_worker(args.threads, args.repeats)
         return
+    global UNIT_SCALES
+    UNIT_SCALES = args.unit_scales
     n = args.threads
     torch.set_num_threads(n)
     levers = args.levers.split(",")
     print(f"torch {torch.__version__}, {n} threads, cpu capability {torch.backends.cpu.get_cpu_capability()}")
+    print(cpu_line())
     torch.set_grad_enabled(False)
 
     model = build()
@@ -386,6 +405,7 @@ def main() -> None:
     runs: dict[str, Callable[[], Pair]] = {}
     setup: dict[str, str] = {}
     fresh: dict[str, HTDemucs] = {}
+    onnx: Path | None = None
 
     def own_model(name: str) -> HTDemucs:
         fresh[name] = build()
@@ -426,15 +446,18 @@ def main() -> None:
         elif lever == "freq_matmul":
             trunk = freq_matmul_trunk(own_model(lever))
             runs[lever] = lambda trunk=trunk: trunk(x, xt)
-        elif lever in ("ort", "openvino"):
-            folder = tempfile.mkdtemp(prefix="bench_levers_onnx_")
-            atexit.register(shutil.rmtree, folder, ignore_errors=True)  # 170 MB
-            path = Path(folder) / "trunk.onnx"
-            export_s = export_onnx(model, x, xt, path)
-            maker = ort_trunk if lever == "ort" else openvino_trunk
-            trunk = maker(path, n)
+        elif lever in ("ort", "openvino", "openvino_bf16"):
+            if onnx is None:  # one export serves the three
+                folder = tempfile.mkdtemp(prefix="bench_levers_onnx_")
+                atexit.register(shutil.rmtree, folder, ignore_errors=True)  # 170 MB
+                onnx = Path(folder) / "trunk.onnx"
+                setup[lever] = f"export {export_onnx(model, x, xt, onnx):.1f} s, "
+                t0 = time.perf_counter()
+            if lever == "ort":
+                trunk = ort_trunk(onnx, n)
+            else:
+                trunk = openvino_trunk(onnx, n, "bf16" if lever == "openvino_bf16" else "f32")
             runs[lever] = lambda trunk=trunk: trunk(x, xt)
-            setup[lever] = f"export {export_s:.1f} s, "
         elif lever == "gn_transposed":
             trunk = gn_transposed_trunk(own_model(lever))
             runs[lever] = lambda trunk=trunk: trunk(x, xt)
@@ -465,7 +488,7 @@ def main() -> None:
     print(f"\ntrunk of one full-size window, best of {args.repeats}, {n} threads")
     print(f"{'lever':<24}{'seconds':>9}{'x eager':>9}{'max abs':>11}  notes")
     for lever, secs, diff, note in rows:
-        extra = f", SNR {snr_db(reference, outs[lever]):.1f} dB" if lever == "bf16" else ""
+        extra = f", SNR {snr_db(reference, outs[lever]):.1f} dB" if "bf16" in lever else ""
         print(f"{lever:<24}{secs:>9.3f}{base / secs:>9.3f}{diff:>11.2e}  {note}{extra}")
     print(" ".join(f"{lever}={secs:.3f}/{diff:.2e}" for lever, secs, diff, _ in rows))
 

@@ -38,6 +38,22 @@ import soundfile as sf
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 44100
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "bf16", "asimd")
+"""The CPU flags that decide the CPU backend and precision (printed with the CPU's model)."""
+
+
+def cpu_line() -> str:
+    """``cpu: <model name> (family F model M); flags: …`` from /proc/cpuinfo (``?`` where it is not there)."""
+    fields: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
+    name = f"{fields.get('model name', '?')} (family {fields.get('cpu family', '?')} model {fields.get('model', '?')})"
+    return f"cpu: {name}, {os.cpu_count()} cpus; flags: {' '.join(f for f in CPU_FLAGS if f in flags) or '-'}"
 
 
 SMALL = {"channels": 8, "bottom_channels": 0, "t_layers": 1, "t_heads": 2, "t_hidden_scale": 1.0}
@@ -134,6 +150,7 @@ def main() -> None:
         f"ours: --precision {args.precision}, STEMSPLIT_CPU_BACKEND={args.cpu_backend or 'auto'}",
         flush=True,
     )
+    print(cpu_line(), flush=True)
 
     probe = work / "busy.json"
     commands: dict[str, tuple[list[str], dict[str, str]]] = {}

@@ -21,11 +21,13 @@ def _isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     # ``--precision auto`` on a CPU depends on its flags (AMX or not): every test sees the same plain AVX2
     # CPU, whatever this machine has; tests of the precision rule simulate other flag sets themselves.
     monkeypatch.setattr(devices, "cpu_flags", lambda: AVX2_CPU)
-    # The CPU backend ``auto`` also depends on the CPU (OpenVINO on Intel only): every test sees an AMD CPU,
-    # so auto is PyTorch; the backend's own tests choose OpenVINO explicitly or simulate an Intel CPU.
+    # The CPU backend ``auto`` also depends on the CPU and on what is installed (OpenVINO on Intel, ONNX
+    # Runtime elsewhere): every test sees an AMD CPU without either runtime, so auto is PyTorch; the backend's
+    # own tests see the real packages (tests/test_cpu_backend.py) and choose a runtime or simulate a CPU.
     from stemsplit.inference import cpu_backend
 
     monkeypatch.setattr(cpu_backend, "cpu_vendor", lambda: "AuthenticAMD")
+    monkeypatch.setattr(cpu_backend, "missing_packages", lambda: ("openvino", "onnxruntime"))
 
 
 AVX2_CPU = frozenset({"fpu", "sse4_2", "avx", "avx2", "fma"})

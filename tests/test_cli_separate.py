@@ -587,8 +587,8 @@ def test_quiet_prints_only_errors_and_verbose_prints_details(model_file: Path, s
     assert "song.wav: done in" in verbose.stderr and "on cpu" in verbose.stderr
     # which precision ``auto`` chose and the CPU flag it rests on (the suite's simulated CPU has no AMX)
     assert "compute: cpu, float32 (float32: no AMX (amx_bf16)" in _flat(verbose.stderr)
-    # and what runs the networks on the CPU, with why (the suite's simulated CPU is an AMD one)
-    assert ", torch (PyTorch: OpenVINO is used on Intel CPUs only" in _flat(verbose.stderr)
+    # and what runs the networks on the CPU, with why (the suite's simulated CPU is an AMD one, no runtime)
+    assert ", torch (PyTorch: ONNX Runtime is not installed" in _flat(verbose.stderr)
 
 
 @pytest.mark.parametrize("precision", ["bfloat16", "float16"])

@@ -12,8 +12,8 @@ variable                   meaning
 ``STEMSPLIT_MODEL_URL``    base URL of a mirror; replaces ``https://dl.fbaipublicfiles.com/demucs/``
                            (the sub-folders below it, e.g. ``hybrid_transformer/``, are kept).
 ``STEMSPLIT_DEBUG``        true → the CLI shows tracebacks for known errors too.
-``STEMSPLIT_CPU_BACKEND``  ``auto`` (default), ``torch`` or ``openvino``: what runs the networks'
-                           trunk on the CPU (``auto``: OpenVINO for float32 on Intel CPUs, if installed).
+``STEMSPLIT_CPU_BACKEND``  ``auto`` (default), ``torch``, ``openvino`` or ``onnxruntime``: what runs the
+                           networks' trunk on the CPU (``auto``: OpenVINO on Intel, else ONNX Runtime).
 =========================  ==================================================================
 
 TLS trust (read for the downloader, in this order): ``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE``,

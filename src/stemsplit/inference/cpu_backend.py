@@ -1,26 +1,22 @@
-"""The CPU backend of a staged model's trunk: PyTorch, or OpenVINO where it was measured faster.
+"""The CPU backend of a staged model's trunk: PyTorch, or one ONNX export run by OpenVINO or ONNX Runtime.
 
 The trunk (both U-Nets and the transformer, between ``analyse`` and ``synthesise``) is nearly the whole cost
-of a window. On an Intel Xeon (2 cores, AVX-512 and AMX; ``benchmarks/RESULTS.md``, 2026-12-02) OpenVINO's CPU
-plugin ran it in float32 1.19x to 1.31x faster than PyTorch eager (``bench_cpu_levers.py``), and the engine
-separated a 60-s track 1.03x to 1.17x faster than with PyTorch in three runs (``bench_engine.py``, best of 2
-or 3; 19.56 s against 20.83 s in the last), at a max abs difference of 3.3e-7 from PyTorch; on a 2-core
-AMD EPYC OpenVINO was 0.91x (slower, issue 15). The other levers measured lost, tied, or need a C++ compiler
-(``torch.compile``, 1.25x). Hence the rule of
-:func:`choose_cpu_backend`: OpenVINO for float32 on Intel CPUs when the optional packages are installed
-(``pip install 'stemsplit-cli[openvino]'``), PyTorch everywhere else. Reduced precisions stay in PyTorch
-(OpenVINO's bfloat16 measured 39.6 dB SNR against float32, under the 40 dB bar).
+of a window. It is exported once to ONNX (the same file serves both runtimes) and run by whichever runtime was
+measured faster on the CPU's family (:func:`choose_cpu_backend` states the figures); PyTorch runs it where
+neither is installed (no wheel for the platform), where a runtime fails (with a warning), and for inputs of
+another shape. Both runtimes are default dependencies (``pyproject.toml``; the README's design notes).
 
-:class:`OpenVinoTrunk` exports the trunk once per weights to ONNX (``torch.onnx.export``; 11 to 23 s for the
-full-size ``htdemucs`` here) into the cache, keyed by a hash of the weights, the architecture, the trunk's
-input shapes, the versions of stemsplit and torch and the model package's source, written atomically (temp
-name, then rename; exports of other stemsplit or torch versions are removed then). While exporting, the
-model takes the forms OpenVINO runs fast and exactly (:mod:`stemsplit.model.norms`: norms with two-level
-sums; the frequency DConv on the map, without transposed copies). OpenVINO compiles the export the first
-time (about 1 s) and keeps the compiled model beside it (``blobs-<openvino version>/``, about 180 MB per
-export and thread count; other versions' folders are removed), which later runs read back in about 0.35 s.
-Windows run one at a time, so a window's output never depends on what shares its batch; inputs of another
-shape run in PyTorch.
+:class:`ExportedTrunk` exports the trunk once per weights to ONNX (``torch.onnx.export``; 23 s for the
+full-size ``htdemucs`` on an idle 2-core Xeon) into the cache, keyed by a hash of the weights, the
+architecture, the trunk's input shapes, the versions of stemsplit and torch and the model package's source,
+written atomically (temp name, then rename; exports of other stemsplit or torch versions are removed then).
+While exporting, the model takes the forms the runtimes run fast and exactly (:mod:`stemsplit.model.norms`:
+norms with two-level sums, without which OpenVINO's norms were 4e-4 off; the frequency DConv on the map,
+without transposed copies). OpenVINO compiles the export the first time (about 1 s) and keeps the compiled
+model beside it (``blobs-<openvino version>/``, about 180 MB per export, thread count and precision; other
+versions' folders are removed), which later runs read back in about 0.35 s; ONNX Runtime builds its session
+from the export each run (about 1-2 s). Windows run one at a time, so a window's output never depends on
+what shares its batch; inputs of another shape run in PyTorch.
 """
 
 from __future__ import annotations
@@ -47,28 +43,38 @@ import torch
 from stemsplit import settings
 from stemsplit._version import __version__
 from stemsplit.errors import InvalidOptionError
+from stemsplit.inference.devices import cpu_flags
 
 __all__ = [
     "CPU_BACKENDS",
-    "OPENVINO_PACKAGES",
+    "RUNTIME_PACKAGES",
     "BackendChoice",
     "CpuBackend",
     "ExportDeferred",
-    "OpenVinoTrunk",
+    "ExportedTrunk",
+    "Runtime",
     "choose_cpu_backend",
     "cpu_vendor",
+    "import_onnxruntime",
     "missing_packages",
     "resolve_cpu_backend",
     "trunk_key",
 ]
 
-CpuBackend = Literal["auto", "torch", "openvino"]
-CPU_BACKENDS: tuple[str, ...] = ("auto", "torch", "openvino")
+CpuBackend = Literal["auto", "torch", "openvino", "onnxruntime"]
+CPU_BACKENDS: tuple[str, ...] = ("auto", "torch", "openvino", "onnxruntime")
 
-OPENVINO_PACKAGES = ("openvino", "onnx", "onnxscript")
-"""What the OpenVINO backend imports: the runtime, and the packages ``torch.onnx.export`` needs."""
+Runtime = Literal["openvino", "onnxruntime"]
+"""The runtimes that run the exported trunk."""
 
-_INSTALL = "pip install 'stemsplit-cli[openvino]'"
+_EXPORTER = ("onnx", "onnxscript")  # what torch.onnx.export needs
+RUNTIME_PACKAGES: dict[str, tuple[str, ...]] = {
+    "openvino": ("openvino", *_EXPORTER),
+    "onnxruntime": ("onnxruntime", *_EXPORTER),
+}
+"""What each runtime's backend imports: the runtime, and the packages ``torch.onnx.export`` needs."""
+
+_NAMES = {"torch": "PyTorch", "openvino": "OpenVINO", "onnxruntime": "ONNX Runtime"}
 _FORMAT = 1  # bump when the export changes in a way the other key parts do not show
 
 
@@ -80,13 +86,14 @@ class ExportDeferred(Exception):
 class BackendChoice:
     """Which backend runs the trunk on the CPU, and why (one line for ``doctor`` and ``-v``)."""
 
-    name: Literal["torch", "openvino"]
+    name: Literal["torch", "openvino", "onnxruntime"]
     why: str
 
 
 def missing_packages() -> tuple[str, ...]:
-    """The packages of :data:`OPENVINO_PACKAGES` that are not installed (found without importing them)."""
-    return tuple(name for name in OPENVINO_PACKAGES if importlib.util.find_spec(name) is None)
+    """The packages of :data:`RUNTIME_PACKAGES` that are not installed (found without importing them)."""
+    wanted = dict.fromkeys(name for names in RUNTIME_PACKAGES.values() for name in names)
+    return tuple(name for name in wanted if importlib.util.find_spec(name) is None)
 
 
 @lru_cache(maxsize=1)
@@ -110,45 +117,82 @@ def cpu_vendor() -> str:
 
 
 def choose_cpu_backend(
-    requested: str, dtype: torch.dtype, vendor: str, missing: tuple[str, ...]
+    requested: str, dtype: torch.dtype, vendor: str, missing: tuple[str, ...], *, amx: bool = False
 ) -> BackendChoice:
-    """The trunk's CPU backend (pure: the caller gathers the facts; see the module docstring).
+    """The trunk's CPU backend (pure: the caller gathers the facts).
+
+    The figures the rule rests on, per CPU family (the trunk of one full-size ``htdemucs`` window, unit-order
+    layer scales, 2 threads, ``benchmarks/bench_cpu_levers.py``; ``benchmarks/RESULTS.md``):
+
+    * Intel Xeon, family 6 model 207, AMX (2026-12-06, a loaded machine): against PyTorch float32, OpenVINO
+      float32 1.60x, ONNX Runtime float32 0.89x (slower), OpenVINO bfloat16 2.78x at 37.8 dB SNR against
+      float32, PyTorch bfloat16 1.13x at 37.5 dB. Earlier, model 167: OpenVINO float32 1.14x-1.31x. So on
+      Intel: OpenVINO, in bfloat16 too where the CPU has AMX (``--precision auto`` picks bfloat16 there;
+      the bar is 35 dB).
+    * AMD EPYC (2 cores, issue 29's turn-2 probe, an older export without the two-level-sum norms): ONNX
+      Runtime 1.30x PyTorch, OpenVINO 0.91x. Not measured with the current export. So elsewhere: ONNX
+      Runtime, in float32 only.
+    * Arm: unmeasured. ONNX Runtime, as on AMD, until someone measures it.
 
     Args:
-        requested: ``auto``, ``torch`` or ``openvino``.
+        requested: ``auto``, ``torch``, ``openvino`` or ``onnxruntime``.
         dtype: the compute dtype on the CPU.
         vendor: from :func:`cpu_vendor`.
         missing: from :func:`missing_packages`.
+        amx: the CPU has AMX (``amx_bf16``), where OpenVINO's bfloat16 was measured.
 
     Raises:
-        InvalidOptionError: an unknown name, or ``openvino`` asked for but not installed.
+        InvalidOptionError: an unknown name, or a runtime asked for whose packages are not installed.
     """
     if requested not in CPU_BACKENDS:
-        raise InvalidOptionError.bad_value(settings.ENV_CPU_BACKEND, requested, "auto, torch or openvino")
-    if requested == "openvino" and missing:
+        raise InvalidOptionError.bad_value(
+            settings.ENV_CPU_BACKEND, requested, "auto, torch, openvino or onnxruntime"
+        )
+    absent = {name: [p for p in RUNTIME_PACKAGES[name] if p in missing] for name in RUNTIME_PACKAGES}
+    if absent.get(requested):
         raise InvalidOptionError(
-            f"the openvino CPU backend was asked for ({settings.ENV_CPU_BACKEND} or cpu_backend), but "
-            f"{', '.join(missing)} is not installed: {_INSTALL}",
+            f"the {requested} CPU backend was asked for ({settings.ENV_CPU_BACKEND} or cpu_backend), but "
+            f"{', '.join(absent[requested])} is not installed: pip install {' '.join(absent[requested])}",
             option=settings.ENV_CPU_BACKEND,
         )
     if requested == "torch":
         return BackendChoice("torch", "PyTorch, as asked")
+    precision = str(dtype).removeprefix("torch.")
+    if requested == "openvino" and dtype in (torch.float32, torch.bfloat16):
+        return BackendChoice("openvino", f"OpenVINO in {precision}, as asked")
+    if requested == "onnxruntime" and dtype == torch.float32:
+        return BackendChoice("onnxruntime", "ONNX Runtime, as asked")
+    if requested != "auto":
+        return BackendChoice("torch", f"PyTorch: {_NAMES[requested]} is not used for {precision}")
+    intel = vendor == "GenuineIntel"
+    if dtype == torch.bfloat16:
+        if intel and amx and not absent["openvino"]:
+            return BackendChoice(
+                "openvino", "OpenVINO in bfloat16: measured 2.8x PyTorch float32 at 37.8 dB on an AMX Xeon"
+            )
+        return BackendChoice("torch", "PyTorch: OpenVINO's bfloat16 is measured on Intel CPUs with AMX only")
     if dtype != torch.float32:
-        name = str(dtype).removeprefix("torch.")
-        return BackendChoice("torch", f"PyTorch: OpenVINO is used for float32 only, not {name}")
-    if requested == "openvino":
-        return BackendChoice("openvino", "OpenVINO, as asked")
-    if missing:
+        return BackendChoice(
+            "torch", f"PyTorch: the exported trunk runs float32 and bfloat16, not {precision}"
+        )
+    if intel:
+        if not absent["openvino"]:
+            return BackendChoice(
+                "openvino", "OpenVINO: an Intel CPU, where it measured 1.14x to 1.60x PyTorch"
+            )
         return BackendChoice(
             "torch",
-            f"PyTorch: OpenVINO is not installed ({_INSTALL}: 1.03x to 1.17x faster on an Intel Xeon)",
+            f"PyTorch: OpenVINO is not installed ({', '.join(absent['openvino'])}); ONNX Runtime measured "
+            "0.89x PyTorch on an Intel Xeon",
         )
-    if vendor != "GenuineIntel":
+    if not absent["onnxruntime"]:
+        family = "an AMD CPU" if vendor == "AuthenticAMD" else "not an Intel CPU"
         return BackendChoice(
-            "torch", "PyTorch: OpenVINO is used on Intel CPUs only (measured 0.91x on an AMD EPYC)"
+            "onnxruntime",
+            f"ONNX Runtime: {family} (measured 1.30x PyTorch on an AMD EPYC with an older export; Arm unmeasured)",
         )
     return BackendChoice(
-        "openvino", "OpenVINO: an Intel CPU, where it measured 1.03x to 1.17x PyTorch's speed"
+        "torch", f"PyTorch: ONNX Runtime is not installed ({', '.join(absent['onnxruntime'])})"
     )
 
 
@@ -157,15 +201,17 @@ def resolve_cpu_backend(
 ) -> BackendChoice:
     """:func:`choose_cpu_backend` with this machine's facts; ``requested`` None reads
     ``STEMSPLIT_CPU_BACKEND`` (default ``auto``). With ``compiled`` (``--compile on``), ``torch.compile``
-    runs the trunk where OpenVINO would have.
+    runs the trunk where a runtime would have.
 
     Raises:
         InvalidOptionError: as :func:`choose_cpu_backend`.
     """
     name = requested if requested is not None else settings.cpu_backend()
-    choice = choose_cpu_backend(name, dtype, cpu_vendor(), missing_packages())
-    if compiled and choice.name == "openvino":
-        return BackendChoice("torch", "PyTorch compiled, as --compile on asks (instead of OpenVINO)")
+    choice = choose_cpu_backend(name, dtype, cpu_vendor(), missing_packages(), amx="amx_bf16" in cpu_flags())
+    if compiled and choice.name != "torch":
+        return BackendChoice(
+            "torch", f"PyTorch compiled, as --compile on asks (instead of {_NAMES[choice.name]})"
+        )
     return choice
 
 
@@ -185,6 +231,9 @@ def trunk_key(model: torch.nn.Module, shapes: tuple[tuple[int, ...], ...]) -> st
     return digest.hexdigest()
 
 
+Pair = tuple[torch.Tensor, torch.Tensor]
+
+
 class _Trunk(torch.nn.Module):
     """A staged model's ``trunk`` as a module's forward (what the exporter takes)."""
 
@@ -198,25 +247,30 @@ class _Trunk(torch.nn.Module):
         return out
 
 
-class OpenVinoTrunk:
-    """A staged model's trunk in float32 through OpenVINO, from an ONNX export cached per weights.
+class ExportedTrunk:
+    """A staged model's trunk through OpenVINO or ONNX Runtime, from an ONNX export cached per weights.
 
     Args:
         model: a staged model (``analyse`` / ``trunk`` / ``synthesise``) with ``audio_channels``, on the
             CPU, in eval mode.
         cache_dir: where exports are kept (created if missing).
-        threads: OpenVINO's inference threads.
+        threads: the runtime's inference threads.
         window: the runner's window in samples (the bag's segment, which may differ from the model's own);
             the trunk is exported for the shapes that window analyses to.
+        runtime: ``openvino`` or ``onnxruntime``.
+        dtype: float32, or bfloat16 (OpenVINO only: its inference precision hint; inputs and outputs stay
+            float32).
         on_export: called before an export starts (not when the export is cached).
-        allow_export: False: raise :class:`ExportDeferred` instead of exporting when no export is cached.
+        allow_export: False: raise :class:`ExportDeferred` instead of exporting when no export is cached,
+            and leave a note (``<export>.deferred``) so that the next run exports it whatever its budget:
+            a bag's members are all fast from its second run.
 
     Attributes:
         export_s: seconds the export took here (0 when it was cached).
 
     Raises:
-        ExportDeferred: no export is cached and ``allow_export`` is False.
-        Exception: whatever the exporter or OpenVINO raise (the runner falls back to PyTorch).
+        ExportDeferred: no export is cached, ``allow_export`` is False and no earlier run deferred it.
+        Exception: whatever the exporter or the runtime raise (the runner falls back to PyTorch).
     """
 
     def __init__(
@@ -226,48 +280,97 @@ class OpenVinoTrunk:
         threads: int,
         window: int,
         *,
+        runtime: Runtime = "openvino",
+        dtype: torch.dtype = torch.float32,
         on_export: Callable[[], None] | None = None,
         allow_export: bool = True,
     ) -> None:
-        import openvino
-
+        if dtype not in (torch.float32, torch.bfloat16) or (runtime != "openvino" and dtype != torch.float32):
+            raise ValueError(
+                f"{runtime} runs the exported trunk in float32 (OpenVINO also bfloat16), not {dtype}"
+            )
         staged: Any = model
         with torch.no_grad():
             analysis = staged.analyse(torch.zeros(1, int(staged.audio_channels), window))
         example = (analysis.x, analysis.xt)
+        self.runtime = runtime
         self.shapes = tuple(tuple(t.shape[1:]) for t in example)  # per window
         self.path = cache_dir / f"trunk-{_generation()}-{trunk_key(model, self.shapes)[:32]}.onnx"
-        self.blobs = cache_dir / f"blobs-{_safe(openvino.__version__)}"
+        self.blobs: Path | None = None
+        if runtime == "openvino":
+            import openvino
+
+            self.blobs = cache_dir / f"blobs-{_safe(openvino.__version__)}"
         self.export_s = 0.0
         if not self.path.is_file():
-            if not allow_export:
+            deferred = self.path.with_name(self.path.name + ".deferred")
+            if not allow_export and not deferred.is_file():
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                deferred.touch()
                 raise ExportDeferred(self.path.name)
             if on_export is not None:
                 on_export()
             started = time.perf_counter()
             _export(model, example, self.path)
             self.export_s = time.perf_counter() - started
+            deferred.unlink(missing_ok=True)
             _prune(cache_dir, self.blobs)
-        elif not self.blobs.is_dir():  # a new OpenVINO: the blobs of the old one are of no use
+        elif self.blobs is not None and not self.blobs.is_dir():  # a new OpenVINO: old blobs are no use
             _prune(cache_dir, self.blobs)
-        config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+        if runtime == "openvino":
+            self._infer = self._openvino(threads, "bf16" if dtype == torch.bfloat16 else "f32")
+        else:
+            self._infer = self._onnxruntime(threads)
+
+    def _openvino(self, threads: int, precision: str) -> Callable[[torch.Tensor, torch.Tensor], Pair]:
+        import openvino
+
+        config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
         config["INFERENCE_NUM_THREADS"] = str(threads)
         config["CACHE_DIR"] = str(self.blobs)  # OpenVINO's compiled model, read back in place of a compile
-        self._compiled: Any = openvino.Core().compile_model(str(self.path), "CPU", config)
-        self._request: Any = self._compiled.create_infer_request()
+        compiled: Any = openvino.Core().compile_model(str(self.path), "CPU", config)
+        request: Any = compiled.create_infer_request()
+
+        def infer(x: torch.Tensor, xt: torch.Tensor) -> Pair:
+            """One window; inputs read in place, outputs as views of OpenVINO's buffers."""
+            result = request.infer(
+                [x.contiguous().numpy(), xt.contiguous().numpy()], share_inputs=True, share_outputs=True
+            )
+            y, yt = (torch.from_numpy(result[port]) for port in compiled.outputs)
+            return y, yt
+
+        return infer
+
+    def _onnxruntime(self, threads: int) -> Callable[[torch.Tensor, torch.Tensor], Pair]:
+        onnxruntime = import_onnxruntime()
+        options = onnxruntime.SessionOptions()
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # errors only: its notes about the graph are not the user's business
+        session: Any = onnxruntime.InferenceSession(
+            str(self.path), options, providers=["CPUExecutionProvider"]
+        )
+
+        def infer(x: torch.Tensor, xt: torch.Tensor) -> Pair:
+            """One window; outputs are arrays ONNX Runtime allocated for this call."""
+            y, yt = session.run(None, {"x": x.contiguous().numpy(), "xt": xt.contiguous().numpy()})
+            return torch.from_numpy(y), torch.from_numpy(yt)
+
+        return infer
 
     def fits(self, x: torch.Tensor, xt: torch.Tensor) -> bool:
         """Whether the trunk's inputs have the exported shapes (a model that runs a short last window at
         its own length does not, for that window)."""
         return (tuple(x.shape[1:]), tuple(xt.shape[1:])) == self.shapes
 
-    def __call__(self, x: torch.Tensor, xt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, x: torch.Tensor, xt: torch.Tensor) -> Pair:
         """(B, 2C, Fq, Fr), (B, C, T) float32 of the exported shapes (:meth:`fits`) → the trunk's two
-        outputs, one window at a time.
+        float32 outputs, one window at a time.
 
-        For one window the outputs are OpenVINO's own output buffers, not copies: they are valid until the
-        next call, which overwrites them (the runner synthesises each window before it runs the next). A
-        batch is copied, window by window, into tensors this call allocates.
+        For one window on OpenVINO the outputs are OpenVINO's own output buffers, not copies: they are valid
+        until the next call, which overwrites them (the runner synthesises each window before it runs the
+        next). A batch is copied, window by window, into tensors this call allocates.
         """
         if x.shape[0] == 1:
             return self._infer(x, xt)
@@ -281,13 +384,18 @@ class OpenVinoTrunk:
             yt[i : i + 1] = one_t
         return y, yt
 
-    def _infer(self, x: torch.Tensor, xt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One window; inputs read in place, outputs as views of OpenVINO's buffers."""
-        result = self._request.infer(
-            [x.contiguous().numpy(), xt.contiguous().numpy()], share_inputs=True, share_outputs=True
-        )
-        y, yt = (torch.from_numpy(result[port]) for port in self._compiled.outputs)
-        return y, yt
+
+def import_onnxruntime() -> Any:
+    """``onnxruntime``, imported with its telemetry off (``ORT_DISABLE_TELEMETRY=1`` unless the user set it).
+
+    On Linux, ONNX Runtime 1.32 otherwise writes a device id and an event store under
+    ``~/.cache/Microsoft/DeveloperTools/`` on its first session, for Microsoft's event collector; the
+    variable must be set before the import (``onnxruntime.disable_telemetry_events()`` after it is too late).
+    """
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    import onnxruntime
+
+    return onnxruntime
 
 
 def _generation() -> str:
@@ -300,18 +408,19 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]", "_", name)
 
 
-def _prune(cache_dir: Path, blobs: Path) -> None:
+def _prune(cache_dir: Path, blobs: Path | None) -> None:
     """Remove the exports of other generations (about 170 MB each for ``htdemucs``) and the compiled blobs of
     other OpenVINO versions (about 180 MB per export and thread count), so that upgrades do not pile them
     up. This generation's exports and ``blobs`` stay (other models, windows, weights); a file another
-    process still has open is left for a later run."""
+    process still has open is left for a later run. ``blobs`` None (ONNX Runtime, which does not know
+    OpenVINO's version): the blob folders are left alone."""
     keep = f"trunk-{_generation()}-"
-    for path in cache_dir.glob("trunk-*.onnx"):
+    for path in [*cache_dir.glob("trunk-*.onnx"), *cache_dir.glob("trunk-*.onnx.deferred")]:
         if not path.name.startswith(keep):
             with contextlib.suppress(OSError):
                 path.unlink()
     for folder in cache_dir.glob("blobs-*"):
-        if folder != blobs:
+        if blobs is not None and folder != blobs:
             shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -143,10 +143,11 @@ class EngineOptions:
         threads: CPU threads for the forward (restored afterwards); None = torch's default, one per
             physical core (every core; SMT siblings only slow the convolutions down).
         compile: ``torch.compile`` the model: True, False, or None = automatic (CUDA and long inputs).
-        compile_cache_dir: where Inductor caches compiled kernels and the OpenVINO backend its exports, under
+        compile_cache_dir: where Inductor caches compiled kernels and the CPU backend its exports, under
             ``openvino/`` (None: :func:`~stemsplit.inference.compute.compile_cache_dir`).
-        cpu_backend: what runs the trunk on the CPU: ``auto`` (OpenVINO for float32 on Intel CPUs when it is
-            installed, else PyTorch), ``torch`` or ``openvino``; None: ``$STEMSPLIT_CPU_BACKEND``, else auto.
+        cpu_backend: what runs the trunk on the CPU: ``auto`` (OpenVINO on Intel CPUs, ONNX Runtime on
+            others, PyTorch where neither is installed: ``cpu_backend.choose_cpu_backend``), ``torch``,
+            ``openvino`` or ``onnxruntime``; None: ``$STEMSPLIT_CPU_BACKEND``, else auto.
         block_samples: block size used by :func:`separate_tensor` to feed the stream.
     """
 
@@ -196,7 +197,7 @@ class SeparationReport:
         batch_size: windows per forward at the end (halved after out-of-memory errors).
         fell_back_to_cpu: whether an out-of-memory error moved the work to the CPU.
         compiled: whether ``torch.compile`` was used.
-        cpu_backend: what ran the trunk on the CPU at the end (``torch`` or ``openvino``).
+        cpu_backend: what ran the trunk on the CPU at the end (``torch``, ``openvino`` or ``onnxruntime``).
     """
 
     sources: tuple[str, ...]

@@ -19,13 +19,12 @@ track. It owns what must not change per batch or per track:
   across runners, :func:`~stemsplit.inference.devices.cuda_tuning`: the last one leaving restores them);
 * in reduced precision, a finite flag per batch copied to the host behind its forward and read when the
   batch is finished (:meth:`DeviceRunner.result`), so launching never waits for the device;
-* on the CPU in float32, the trunk's backend as resolved (:mod:`~stemsplit.inference.cpu_backend`; with
-  ``--compile on`` that is PyTorch, compiled):
-  PyTorch, or OpenVINO, exported and compiled for each bag member when the runner is prepared
-  (:meth:`DeviceRunner.prepare`), else on its first window;
+* on the CPU, the trunk's backend as resolved (:mod:`~stemsplit.inference.cpu_backend`; with ``--compile
+  on`` that is PyTorch, compiled): PyTorch, or an ONNX export run by OpenVINO (float32 or bfloat16) or ONNX Runtime (float32), exported and loaded for
+  each bag member when the runner is prepared (:meth:`DeviceRunner.prepare`), else on its first window;
 * what happens when something fails: a failed compile falls back to eager once, with a
-  :class:`~stemsplit.errors.CompileFallbackWarning`; a failed OpenVINO export, compile or run falls back to
-  PyTorch for the rest of the run, with a :class:`~stemsplit.errors.CpuBackendFallbackWarning`; a batch with
+  :class:`~stemsplit.errors.CompileFallbackWarning`; a failed export, or a runtime failing to load or run
+  it, falls back to PyTorch for the rest of the run, with a :class:`~stemsplit.errors.CpuBackendFallbackWarning`; a batch with
   a non-finite value in reduced precision is redone in float32 with a
   :class:`~stemsplit.errors.NonFiniteWarning`; out of memory first drops the compiled trunk, then halves the
   batch, and at one window falls back to the CPU with a :class:`~stemsplit.errors.DeviceFallbackWarning` (the
@@ -53,7 +52,7 @@ from stemsplit.errors import (
     first_line,
 )
 from stemsplit.inference.accelerator import accelerator_errors
-from stemsplit.inference.cpu_backend import ExportDeferred, OpenVinoTrunk
+from stemsplit.inference.cpu_backend import ExportDeferred, ExportedTrunk
 from stemsplit.inference.devices import (
     COMPLEX_ON_CPU,
     autocast,
@@ -103,8 +102,9 @@ def batch_buckets(batch_size: int) -> tuple[int, ...]:
 
 
 EXPORT_BUDGET_S = 40.0
-"""Seconds of OpenVINO exports one runner makes at most (about; see ``DeviceRunner._openvino_trunk``): with
-each export's compile and the members left in PyTorch, a first run stays under a minute of extra time."""
+"""Seconds of trunk exports a bag's first run makes at most (about; see ``DeviceRunner._exported_trunk``):
+with each export's compile and the members left in PyTorch, a first run stays under a minute of extra time;
+the second run exports the rest."""
 
 
 class DeviceRunner:
@@ -122,8 +122,10 @@ class DeviceRunner:
         threads: CPU intra-op threads while the runner is entered (None: leave torch's setting).
         window: the full window's length in samples; with ``compile_trunk``, batches of any other length run
             eager (None: every batch may run compiled).
-        cpu_backend: what runs the trunk of staged models on the CPU in float32 (ignored elsewhere).
-        backend_cache_dir: where the OpenVINO backend keeps its exports (required for ``openvino``).
+        cpu_backend: what runs the trunk of staged models on the CPU in the runner's dtype (ignored
+            elsewhere, and for batches redone in float32): ``openvino`` in float32 or bfloat16,
+            ``onnxruntime`` in float32 (from :func:`~stemsplit.inference.cpu_backend.choose_cpu_backend`).
+        backend_cache_dir: where the exported trunks are kept (required unless ``cpu_backend`` is torch).
         on_compiled: called once, after the first compiled batch ran (to mark the kernel cache warm).
 
     Use it as a context manager: entering applies the process settings, leaving restores them.
@@ -141,12 +143,12 @@ class DeviceRunner:
         compile_trunk: bool = False,
         threads: int | None = None,
         window: int | None = None,
-        cpu_backend: Literal["torch", "openvino"] = "torch",
+        cpu_backend: Literal["torch", "openvino", "onnxruntime"] = "torch",
         backend_cache_dir: Path | None = None,
         on_compiled: Callable[[], None] | None = None,
     ) -> None:
-        if cpu_backend == "openvino" and backend_cache_dir is None:
-            raise ValueError("the openvino backend needs a backend_cache_dir")
+        if cpu_backend != "torch" and backend_cache_dir is None:
+            raise ValueError(f"the {cpu_backend} backend needs a backend_cache_dir")
         self.buckets = batch_buckets(batch_size)
         if compile_trunk:  # one compiled shape: every batch padded to the batch size
             self.buckets = self.buckets[-1:]
@@ -161,7 +163,7 @@ class DeviceRunner:
         self.threads = threads
         self.cpu_backend = cpu_backend
         self._backend_cache_dir = backend_cache_dir
-        self._openvino: dict[int, OpenVinoTrunk] = {}
+        self._exported: dict[int, ExportedTrunk] = {}
         self._deferred: set[int] = set()  # members left in PyTorch this run: exports spread over runs
         self._export_s: list[float] = []  # the exports made by this runner, seconds each
         self._models = list(models)
@@ -257,8 +259,8 @@ class DeviceRunner:
             staged = cast(Any, model)
             spectral = torch.device("cpu") if self.device.type in COMPLEX_ON_CPU else self.device
             analysis = staged.analyse(batch.to(spectral))  # float32, outside autocast
-            if self._on_openvino(dtype):
-                x, xt = self._openvino_or_eager(member, staged, analysis.x, analysis.xt)
+            if self._on_exported(dtype):
+                x, xt = self._exported_or_eager(member, staged, analysis.x, analysis.xt)
             else:
                 with autocast(self.device, dtype):
                     x, xt = self._compiled_or_eager(
@@ -289,54 +291,66 @@ class DeviceRunner:
             self._on_compiled = None
         return out
 
-    def _on_openvino(self, dtype: torch.dtype) -> bool:
-        return self.cpu_backend == "openvino" and self.device.type == "cpu" and dtype == torch.float32
+    def _on_exported(self, dtype: torch.dtype) -> bool:
+        return (
+            self.cpu_backend != "torch"
+            and self.device.type == "cpu"
+            and dtype == self.dtype  # a batch redone in float32 after a non-finite value runs in PyTorch
+        )
+
+    @property
+    def _runtime_name(self) -> str:
+        return "ONNX Runtime" if self.cpu_backend == "onnxruntime" else "OpenVINO"
 
     def prepare(self, notify: Callable[[str], None] | None = None) -> None:
-        """Prepare now what the first batch would: on the OpenVINO backend, each network's trunk exported
-        (once per weights, cached) and compiled. Call it inside ``with runner``.
+        """Prepare now what the first batch would: on the OpenVINO or ONNX Runtime backend, each network's
+        trunk exported (once per weights, cached) and loaded by the runtime. Call it inside ``with runner``.
 
         Args:
             notify: told, in one line for people, before an export that takes a while (seconds to a
                 minute) starts; nothing is said when the export is cached.
         """
-        if not self._on_openvino(self.dtype):
+        if not self._on_exported(self.dtype):
             return
         for member, model in enumerate(self._models):
-            if _is_staged(model) and self._openvino_trunk(member, model, notify) is None:
-                if self.cpu_backend != "openvino":
-                    return  # OpenVINO failed: the runner is on PyTorch now
+            if _is_staged(model) and self._exported_trunk(member, model, notify) is None:
+                if self.cpu_backend == "torch":
+                    return  # the runtime failed: the runner is on PyTorch now
 
-    def _openvino_trunk(
+    def _exported_trunk(
         self, member: int, staged: Any, notify: Callable[[str], None] | None = None
-    ) -> OpenVinoTrunk | None:
-        """Member ``member``'s OpenVINO trunk, made on first use; None after OpenVINO failed (the runner
-        moves to PyTorch for good, with a warning)."""
-        trunk = self._openvino.get(member)
-        if trunk is not None or self.cpu_backend != "openvino" or member in self._deferred:
+    ) -> ExportedTrunk | None:
+        """Member ``member``'s exported trunk, made on first use; None while it is deferred, or after the
+        runtime failed (the runner moves to PyTorch for good, with a warning)."""
+        trunk = self._exported.get(member)
+        if trunk is not None or self.cpu_backend == "torch" or member in self._deferred:
             return trunk
         assert self._backend_cache_dir is not None
         window = self.window or int(staged.segment_samples)
         announce = None
+        runtime = self._runtime_name
         if notify is not None:
             n, name = len(self._models), type(staged).__name__
 
             def announce() -> None:
                 notify(
-                    f"preparing the OpenVINO backend: exporting {name} ({member + 1} of {n}) once, "
+                    f"preparing the {runtime} backend: exporting {name} ({member + 1} of {n}) once, "
                     f"for this model and window; later runs reuse it ({self._backend_cache_dir})"
                 )
 
-        # A bag's exports are spread over runs so that a run spends at most about EXPORT_BUDGET_S on them: the
-        # first export always happens, another one when the time spent so far plus the longest export fits.
+        # A bag's exports are spread over two runs so that the first spends at most about EXPORT_BUDGET_S on
+        # them: the first export always happens, another one when the time spent so far plus the longest export
+        # fits; a member deferred by the run before is exported whatever the budget (ExportedTrunk's note).
         spent = sum(self._export_s)
         allow = not self._export_s or spent + max(self._export_s) <= EXPORT_BUDGET_S
         try:
-            trunk = OpenVinoTrunk(
+            trunk = ExportedTrunk(
                 staged,
                 self._backend_cache_dir,
                 torch.get_num_threads(),
                 window,
+                runtime=cast(Any, self.cpu_backend),
+                dtype=self.dtype,
                 on_export=announce,
                 allow_export=allow,
             )
@@ -344,43 +358,45 @@ class DeviceRunner:
             self._deferred.add(member)
             if notify is not None:
                 notify(
-                    f"the OpenVINO backend: {type(staged).__name__} ({member + 1} of {len(self._models)}) runs in "
-                    "PyTorch this time; a later run exports it "
-                    f"(each run spends at most about {EXPORT_BUDGET_S:.0f} s on exports)"
+                    f"the {runtime} backend: {type(staged).__name__} ({member + 1} of {len(self._models)}) runs in "
+                    "PyTorch this time; the next run exports it "
+                    f"(a first run spends at most about {EXPORT_BUDGET_S:.0f} s on exports)"
                 )
             return None
         except Exception as err:
-            self._leave_openvino(err)
+            self._leave_runtime(err)
             return None
         if trunk.export_s:
             self._export_s.append(trunk.export_s)
-        self._openvino[member] = trunk
+        self._exported[member] = trunk
         return trunk
 
-    def _openvino_or_eager(
+    def _exported_or_eager(
         self, member: int, staged: Any, x: torch.Tensor, xt: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The trunk through OpenVINO (exported and compiled on first use, for the runner's window);
-        inputs of another shape run the PyTorch trunk. Anything failing in OpenVINO moves the runner to
-        PyTorch for good, with a warning; errors of the PyTorch trunk are raised as they are."""
-        trunk = self._openvino_trunk(member, staged)
+        """The trunk through the runtime (exported and loaded on first use, for the runner's window);
+        inputs of another shape run the PyTorch trunk, in the runner's dtype. Anything failing in the
+        runtime moves the runner to PyTorch for good, with a warning; errors of the PyTorch trunk are raised
+        as they are."""
+        trunk = self._exported_trunk(member, staged)
         if trunk is not None and trunk.fits(x, xt):
             try:
                 return trunk(x, xt)
             except Exception as err:
-                self._leave_openvino(err)
-        out: tuple[torch.Tensor, torch.Tensor] = staged.trunk(x, xt)
+                self._leave_runtime(err)
+        with autocast(self.device, self.dtype):
+            out: tuple[torch.Tensor, torch.Tensor] = staged.trunk(x, xt)
         return out
 
-    def _leave_openvino(self, err: Exception) -> None:
+    def _leave_runtime(self, err: Exception) -> None:
         warnings.warn(
             CpuBackendFallbackWarning(
-                f"OpenVINO failed ({first_line(err)[:200]}); continuing with PyTorch (slower)"
+                f"{self._runtime_name} failed ({first_line(err)[:200]}); continuing with PyTorch (slower)"
             ),
             stacklevel=5,
         )
         self.cpu_backend = "torch"
-        self._openvino.clear()
+        self._exported.clear()
 
     # -- reacting to failures ------------------------------------------------------------------------
 

@@ -100,7 +100,7 @@ class DeviceChoice:
     """What ``--device auto --precision auto`` resolves to, and why.
 
     Attributes:
-        cpu_backend: what runs the networks' trunk on the CPU (``torch`` or ``openvino``), for the
+        cpu_backend: what runs the networks' trunk on the CPU (``torch``, ``openvino`` or ``onnxruntime``), for the
             automatic precision; the float32 one too where it differs (``torch; float32: openvino``).
         cpu_backend_why: the reason, in one line.
         compute: on CUDA, the batch size, whether a batch compiles and why (the policy's numbers) and whether

@@ -94,6 +94,7 @@ SHORT_USAGE = """Usage: stemsplit [OPTIONS] PATHS...
   stemsplit song.mp3 --two-stems vocals  vocals.wav and no_vocals.wav (karaoke)
   stemsplit ~/Music/album/               a whole folder; run it again to resume
 
+Then practise along: stemsplit play song.mp3 (a mixer in the browser)
 More: stemsplit --help (every option), stemsplit models list, stemsplit doctor
 """
 """What ``stemsplit`` with no arguments prints (on stderr, exit 2): the commonest commands."""
@@ -102,8 +103,8 @@ More: stemsplit --help (every option), stemsplit models list, stemsplit doctor
 def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point: ``models``/``doctor`` are subcommands, anything else separates.
 
-    No arguments print :data:`SHORT_USAGE` (exit 2). A file literally named ``models`` or ``doctor`` is
-    reached as ``./models`` (said when the subcommand's parsing fails and such a path exists). ``argv`` None (the console
+    No arguments print :data:`SHORT_USAGE` (exit 2). A file literally named ``models``, ``doctor``, ``mix`` or
+    ``play`` is reached as ``./models`` (said when the subcommand's parsing fails and such a path exists). ``argv`` None (the console
     script, ``python -m stemsplit``) means the process ends with the command: its objects are then frozen
     (:func:`gc.freeze`) for a shorter exit; with ``argv`` given (a caller's own process) they are not.
     """

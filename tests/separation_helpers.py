@@ -18,6 +18,12 @@ from checkpoints import FOUR, random_state, save_th, tiny_hdemucs_kwargs, tiny_k
 SUBTYPES = {"16": "PCM_16", "24": "PCM_24", "32f": "FLOAT"}
 
 
+TORCH_BACKEND = {"STEMSPLIT_CPU_BACKEND": "torch"}
+"""For a CLI run in a subprocess, which sees the real CPU (not conftest's simulated one): the trunk in
+PyTorch, so that a runtime's export (tens of seconds on an Intel CPU, where OpenVINO is the automatic
+choice) neither slows the test nor makes it depend on the machine. The backends have their own tests."""
+
+
 def make_tiny_th(folder: Path, signature: str = "0123abcd", seed: int = 0) -> Path:
     """A tiny random HT Demucs saved as ``<signature>-<sha256[:8]>.th`` in ``folder``."""
     from stemsplit.model import HTDemucs

@@ -22,7 +22,7 @@ import soundfile as sf
 import torch
 from typer.testing import CliRunner
 
-from separation_helpers import write_audio
+from separation_helpers import TORCH_BACKEND, write_audio
 from stemsplit import pipeline
 from stemsplit.audio import StemWriter
 from stemsplit.cli import app as cli
@@ -81,7 +81,7 @@ main(sys.argv[1:])
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "NO_COLOR": "1"}
+    return {**os.environ, "OMP_NUM_THREADS": "1", "NO_COLOR": "1", **TORCH_BACKEND}
 
 
 def _start_held(*args: str | Path) -> subprocess.Popen[str]:

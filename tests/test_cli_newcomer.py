@@ -24,7 +24,7 @@ import soundfile as sf
 from rich.console import Console
 from typer.testing import CliRunner
 
-from separation_helpers import write_audio
+from separation_helpers import TORCH_BACKEND, write_audio
 from stemsplit.cli import app as cli
 from stemsplit.cli import separate as cli_separate
 from stemsplit.cli import ui
@@ -44,7 +44,7 @@ def flat(text: str) -> str:
 
 
 def _console_script(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "80", "NO_COLOR": "1", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "COLUMNS": "80", "NO_COLOR": "1", "OMP_NUM_THREADS": "1", **TORCH_BACKEND}
     return subprocess.run(
         [sys.executable, "-m", "stemsplit", *args],
         env=env,
@@ -246,7 +246,7 @@ def test_readme_pipelines_run_as_written(model_file: Path, tmp_path: Path, keywo
         (home / other).unlink()
     (home / "acapellas").mkdir()
     stemsplit = f"{shlex.quote(sys.executable)} -m stemsplit -n {shlex.quote(str(model_file))}"
-    env = {**os.environ, "HOME": str(home), "OMP_NUM_THREADS": "1", "NO_COLOR": "1"}
+    env = {**os.environ, "HOME": str(home), "OMP_NUM_THREADS": "1", "NO_COLOR": "1", **TORCH_BACKEND}
     run = subprocess.run(
         ["bash", "-c", stemsplit + command.removeprefix("stemsplit")],
         cwd=home, env=env, capture_output=True, text=True, timeout=300,

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from checkpoints import damage_tensors
 from httpserver import LoopbackServer
-from separation_helpers import read_audio, write_audio
+from separation_helpers import TORCH_BACKEND, read_audio, write_audio
 from stemsplit import pipeline
 from stemsplit._version import __version__
 from stemsplit.audio import StemWriter
@@ -824,7 +824,7 @@ def test_jobs_help_states_the_default_the_engine_really_uses() -> None:
 
 
 def _stemsplit(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_COLOR": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_COLOR": "1", **TORCH_BACKEND}
     return subprocess.run(
         [sys.executable, "-m", "stemsplit", *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True,
         timeout=120,

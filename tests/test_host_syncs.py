@@ -111,7 +111,7 @@ def _run(
     g = torch.Generator().manual_seed(5)
     wavs = [0.3 * torch.randn(2, n, generator=g) for n in (3 * window + 11, 2 * window - 7, 4 * window + 3)]
     plan = bag_plan(bag, options)
-    runner = make_runner(bag, plan, options, seconds=None)
+    runner = make_runner(bag, plan, options.compute(None))
     outs: list[list[torch.Tensor]] = [[] for _ in wavs]
 
     def sink(out: list[torch.Tensor]) -> Callable[[HostBlock], None]:

@@ -28,7 +28,7 @@ import soundfile as sf
 from typer.testing import CliRunner
 
 from audio_fixtures import bandlimited_noise, write_pyav
-from separation_helpers import OneThread, make_tiny_th, write_audio
+from separation_helpers import TORCH_BACKEND, OneThread, make_tiny_th, write_audio
 from stemsplit.audio import AudioInfo, AudioReader, probe
 from stemsplit.cli import separate as cli_separate
 from stemsplit.errors import AudioDecodeError, AudioFileNotFoundError, StemsplitError
@@ -499,7 +499,7 @@ def test_ctrl_c_exits_130_at_any_moment_under_load(model_file: Path, tmp_path: P
     for name in ("a", "b", "c"):  # one window each (the test model's window is 0.25 s)
         write_audio(tmp_path / f"{name}.wav", seconds=0.2, seed=ord(name))
     load = subprocess.Popen([sys.executable, "-c", "while True: pass"])  # the abort showed on a busy machine
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_COLOR": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_COLOR": "1", **TORCH_BACKEND}
     proc = subprocess.Popen(
         [sys.executable, "-c", CTRL_C_RUN, moment, "a.wav", "b.wav", "c.wav", "-n", str(model_file)],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

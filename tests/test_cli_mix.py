@@ -124,3 +124,33 @@ def test_an_audio_file_is_separated_first_then_resumed(
     stamp = (folder / "vocals.wav").stat().st_mtime_ns
     assert invoke(song, "-o", "again.wav", "-n", model).exit_code == 0
     assert (folder / "vocals.wav").stat().st_mtime_ns == stamp  # resumed: not separated again
+
+
+def test_the_separation_takes_the_default_commands_device_and_precision(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An audio file PATH is separated as the default command would with the same options: a bad value is
+    refused before any work, and the stems are made at the ``--precision`` given (the default command finds
+    them complete at that precision, and redoes them at another)."""
+    from stemsplit.cli import separate as cli_separate
+
+    monkeypatch.chdir(tmp_path)
+    model = make_tiny_th(tmp_path / "model")
+    song = tmp_path / "song.wav"
+    write_audio(song, seconds=0.5)
+    bad = invoke(song, "-o", "x.wav", "-n", model, "--precision", "half")
+    assert bad.exit_code == 2 and "half" in bad.stderr and not (tmp_path / "separated").exists()
+    result = invoke(song, "-o", "mix.wav", "-n", model, "-d", "cpu", "--precision", "bfloat16", "--offline")
+    assert result.exit_code == 0, result.stderr
+
+    def status(precision: str) -> str:
+        run = runner.invoke(
+            cli_separate.separate_app,
+            [str(song), "-n", str(model), "-d", "cpu", "--precision", precision, "--json", "--dry-run"],
+            catch_exceptions=False,
+        )
+        assert run.exit_code == 0, run.stderr
+        return run.stdout
+
+    assert '"action": "skip (complete)"' in status("bfloat16")
+    assert '"action": "separate"' in status("float32")

@@ -10,6 +10,7 @@ through :mod:`stemsplit.audio.mix`; ``play`` serves the stems to a mixer page in
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -40,7 +41,33 @@ StemsDirOpt = Annotated[
         help="Where an audio file PATH's stems go (the default command's --out).",
     ),
 ]
+DeviceOpt = Annotated[
+    str,
+    typer.Option(
+        "--device", "-d", metavar="auto|cpu|cuda|cuda:N|mps", help="Where an audio file PATH is separated."
+    ),
+]
+PrecisionOpt = Annotated[
+    str,
+    typer.Option(
+        "--precision",
+        metavar="auto|float32|bfloat16|float16",
+        help="The separation's precision (as the default command).",
+    ),
+]
+OfflineOpt = Annotated[bool, typer.Option("--offline", help="Never download a model.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or notes on stderr.")]
+
+
+@dataclass(frozen=True)
+class Separation:
+    """How an audio file PATH is separated first: the default command's options that apply here."""
+
+    model: str = "htdemucs"
+    stems_dir: Path = Path("separated")
+    device: str = "auto"
+    precision: str = "auto"
+    offline: bool = False
 
 
 def _number(option: str, text: str, accepted: str) -> float:
@@ -93,7 +120,7 @@ def _is_audio_file(path: Path) -> bool:
 
 
 def stems_of(
-    path: Path, *, model: str, stems_dir: Path, quiet: bool, expect: frozenset[str] = frozenset()
+    path: Path, separation: Separation, *, quiet: bool, expect: frozenset[str] = frozenset()
 ) -> StemSet:
     """The stems at ``path``; an audio file is separated first (or found complete and skipped).
 
@@ -111,18 +138,25 @@ def stems_of(
             f"{path}: no such file or folder; give a stem folder, a .stem.mp4 or an audio file"
         )
     if _is_audio_file(path):
-        path = _separate(path, model=model, stems_dir=stems_dir, quiet=quiet, expect=expect)
+        path = _separate(path, separation, quiet=quiet, expect=expect)
     from stemsplit.audio.stemset import find_stems
 
     return find_stems(path)
 
 
-def _separate(path: Path, *, model: str, stems_dir: Path, quiet: bool, expect: frozenset[str]) -> Path:
+def _separate(path: Path, separation: Separation, *, quiet: bool, expect: frozenset[str]) -> Path:
     """Separate one audio file with the default command's pipeline; return its stem folder."""
     from stemsplit import pipeline
     from stemsplit.errors import InvalidOptionError, StemsplitError
 
-    options = pipeline.SeparationOptions(model=model, out_dir=stems_dir)
+    model, stems_dir = separation.model, separation.stems_dir
+    options = pipeline.SeparationOptions(
+        model=model,
+        out_dir=stems_dir,
+        device=separation.device,
+        precision=separation.precision,  # type: ignore[arg-type]  # checked when the batch is planned
+        offline=separation.offline or None,
+    )
     batch = pipeline.plan_batch([str(path)], options)
     _, probed, _ = batch.tracks[0]
     if isinstance(probed, StemsplitError):
@@ -133,7 +167,7 @@ def _separate(path: Path, *, model: str, stems_dir: Path, quiet: bool, expect: f
             f"{path}: {model} makes no stem {unknown[0]!r}; its stems are {', '.join(batch.plan.written)}"
         )
     progress = _Progress(1, getattr(probed, "duration_s", None) or 0.0, quiet=quiet)
-    with progress:  # Ctrl-C: BatchInterrupted, which the error boundary reports (exit 130)
+    with progress, ui.stemsplit_warnings():  # Ctrl-C: BatchInterrupted, reported by the error boundary (130)
         results = pipeline.separate_batch(
             batch, options, reporter=progress, download_reporter=ui.DownloadProgress(quiet=quiet)
         )
@@ -190,6 +224,9 @@ def mix_command(
     ] = "rescale",
     model: ModelOpt = "htdemucs",
     stems_dir: StemsDirOpt = Path("separated"),
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    offline: OfflineOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Render a balance of a track's stems into one file: `stemsplit mix song.mp3 --mute bass --key -2 -o practice.mp3`."""
@@ -214,7 +251,8 @@ def mix_command(
                 f"-o {output}: the folder {output.parent} does not exist; create it first", option="-o"
             )
         named = settings.mute | settings.solo | frozenset(settings.gains)
-        stems = stems_of(path, model=model, stems_dir=stems_dir, quiet=quiet, expect=named)
+        separation = Separation(model, stems_dir, device, precision, offline)
+        stems = stems_of(path, separation, quiet=quiet, expect=named)
         settings.check(stems)
         from stemsplit.audio.mix import write_mix
 
@@ -239,6 +277,9 @@ def play_command(
     no_browser: Annotated[bool, typer.Option("--no-browser", help="Only print the address.")] = False,
     model: ModelOpt = "htdemucs",
     stems_dir: StemsDirOpt = Path("separated"),
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    offline: OfflineOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Open the stems in a mixer in the browser: volume, mute, solo, loop, speed and key; Ctrl-C stops it.
@@ -250,7 +291,7 @@ def play_command(
 
         if not 0 <= port <= 65535:
             raise InvalidOptionError.bad_value("--port", port, "a port from 1 to 65535 (0: a free one)")
-        stems = stems_of(path, model=model, stems_dir=stems_dir, quiet=quiet)
+        stems = stems_of(path, Separation(model, stems_dir, device, precision, offline), quiet=quiet)
         from stemsplit.player import PlayerServer
 
         if host not in ("127.0.0.1", "localhost", "::1"):

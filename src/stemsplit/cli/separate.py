@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import time
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -590,20 +589,9 @@ def _run(
     Ctrl-C, what became of every track."""
     from stemsplit import pipeline
     from stemsplit.audio import AudioInfo
-    from stemsplit.errors import StemsplitWarning
 
     total_s = sum(p.duration_s or 0.0 for _, p, _ in batch.tracks if isinstance(p, AudioInfo))
-    default_show = warnings.showwarning
-
-    def show(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
-        if issubclass(category, StemsplitWarning):  # shown even with -q: it quiets progress, not problems
-            ui.warn(escape(one_line(str(message))))  # it names a file: brackets are not markup, one line
-        else:
-            default_show(message, category, *args, **kwargs)
-
-    with ui.BatchProgress(len(batch.tracks), total_s, quiet=quiet) as progress, warnings.catch_warnings():
-        warnings.simplefilter("default")
-        warnings.showwarning = show
+    with ui.BatchProgress(len(batch.tracks), total_s, quiet=quiet) as progress, ui.stemsplit_warnings():
         reporter = _Reporter(progress, quiet=quiet, verbose=verbose, output=output)
         try:
             if cluster is not None:

@@ -11,6 +11,7 @@ import os
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -268,6 +269,25 @@ def describe_error(err: BaseException) -> tuple[str, int] | None:
 
 def _debug_helps(err: BaseException) -> bool:
     return next((hint for kind, _, _, hint in ERROR_TABLE if isinstance(err, kind)), False)
+
+
+@contextmanager
+def stemsplit_warnings() -> Iterator[None]:
+    """While the work runs, show each :class:`~stemsplit.errors.StemsplitWarning` as one ``warning:`` line on
+    stderr (even with ``-q``: it quiets progress, not problems; a file name's brackets stay text), once per
+    place; other warnings as Python shows them. The previous handling comes back afterwards."""
+    default_show = warnings.showwarning
+
+    def show(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        if issubclass(category, errors.StemsplitWarning):
+            warn(escape(errors.one_line(str(message))))
+        else:
+            default_show(message, category, *args, **kwargs)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.showwarning = show
+        yield
 
 
 @contextmanager

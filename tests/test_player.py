@@ -12,6 +12,7 @@ import threading
 import time
 import zipfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -48,14 +49,21 @@ def track(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
     return folder, write_track(folder)
 
 
-@pytest.fixture
-def server(track: tuple[Path, dict[str, np.ndarray]]) -> Iterator[PlayerServer]:
-    with PlayerServer(find_stems(track[0])) as player:
+@contextmanager
+def serving(folder: Path) -> Iterator[PlayerServer]:
+    """A player of the stems in ``folder``, serving on a thread until the block ends."""
+    with PlayerServer(find_stems(folder)) as player:
         thread = threading.Thread(target=player.serve_forever, daemon=True)
         thread.start()
         yield player
         player.shutdown()
         thread.join(5)
+
+
+@pytest.fixture
+def server(track: tuple[Path, dict[str, np.ndarray]]) -> Iterator[PlayerServer]:
+    with serving(track[0]) as player:
+        yield player
 
 
 def get(

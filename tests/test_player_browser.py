@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,9 +17,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from stemsplit.audio.stemset import find_stems
 from stemsplit.player import PlayerServer
-from test_player import SR, write_track
+from test_player import SR, serving, write_track
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -57,12 +55,8 @@ def track(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
 
 @pytest.fixture
 def server(track: tuple[Path, dict[str, np.ndarray]]) -> Iterator[PlayerServer]:
-    with PlayerServer(find_stems(track[0])) as player:
-        thread = threading.Thread(target=player.serve_forever, daemon=True)
-        thread.start()
+    with serving(track[0]) as player:
         yield player
-        player.shutdown()
-        thread.join(5)
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ cache, and the ways back to PyTorch (package missing, export failing)."""
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -266,6 +267,22 @@ def test_the_compiled_model_is_cached_beside_the_export_and_read_back(
         )
         for a, b in zip(first(analysis.x, analysis.xt), second(analysis.x, analysis.xt), strict=True):
             torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+@openvino_needed
+def test_an_export_written_again_gets_a_compiled_blob_of_its_own(
+    small_pair: tuple[torch.nn.Module, torch.nn.Module], tmp_path: Path
+) -> None:
+    """A compiled blob is read back only for the export file as it was when compiled: once the file is
+    written again (another process, another build of the same version), OpenVINO compiles anew (a blob read
+    for another file crashed OpenVINO's inference)."""
+    _, ours = small_pair
+    first = cpu_backend.ExportedTrunk(ours, tmp_path, 1, ours.segment_samples)
+    made = first.path.stat()
+    os.utime(first.path, ns=(made.st_atime_ns, made.st_mtime_ns + 10**9))
+    cpu_backend.ExportedTrunk(ours, tmp_path, 1, ours.segment_samples)
+    blobs = [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".onnx"]
+    assert len(blobs) == 2 and len({p.parent for p in blobs}) == 2
 
 
 def test_the_key_follows_the_weights_and_the_shapes(

@@ -327,7 +327,12 @@ class ExportedTrunk:
 
         config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
         config["INFERENCE_NUM_THREADS"] = str(threads)
-        config["CACHE_DIR"] = str(self.blobs)  # OpenVINO's compiled model, read back in place of a compile
+        # OpenVINO's compiled model, read back in place of a compile. One folder per export file as written
+        # (name, size, time): a blob never meets an export file other than the one it was compiled from (a
+        # blob that did, after the file was written again, crashed OpenVINO's inference).
+        made = self.path.stat()
+        blobs = (self.blobs or self.path.parent) / f"{self.path.stem}-{made.st_size}-{made.st_mtime_ns}"
+        config["CACHE_DIR"] = str(blobs)
         compiled: Any = openvino.Core().compile_model(str(self.path), "CPU", config)
         request: Any = compiled.create_infer_request()
 

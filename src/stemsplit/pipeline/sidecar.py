@@ -146,18 +146,7 @@ def is_complete(path: Path, provenance: Provenance, stems: Mapping[str, Path], s
     recorded = record.get("stems")
     if not isinstance(recorded, dict) or set(recorded) != set(stems):
         return False
-    for stem, file in stems.items():
-        entry = recorded[stem]
-        try:
-            if (
-                not isinstance(entry, dict)
-                or entry.get("file") != file.name
-                or file.stat().st_size != entry.get("bytes")
-            ):
-                return False
-        except OSError:
-            return False
-    return True
+    return _as_recorded(recorded, stems)
 
 
 def _record_of(path: Path) -> dict[str, Any] | None:
@@ -290,19 +279,7 @@ def derivable_subset(path: Path, provenance: Provenance, stems: Mapping[str, Pat
     recorded = record.get("stems")
     if not isinstance(recorded, dict) or not _same_source(record.get("input"), source):
         return False
-    for stem, file in stems.items():
-        entry = recorded.get(stem)
-        try:
-            if (
-                not isinstance(entry, dict)
-                or file.parent != path.parent
-                or entry.get("file") != file.name
-                or file.stat().st_size != entry.get("bytes")
-            ):
-                return False
-        except OSError:
-            return False
-    return True
+    return all(file.parent == path.parent for file in stems.values()) and _as_recorded(recorded, stems)
 
 
 def keep_subset(path: Path, provenance: Provenance, stems: Mapping[str, Path], source: Path) -> None:
@@ -313,3 +290,19 @@ def keep_subset(path: Path, provenance: Provenance, stems: Mapping[str, Path], s
     write_sidecar(path, provenance, stems, source, {k: record[k] for k in ("gain", "facts") if k in record})
     for file in stale:
         file.unlink(missing_ok=True)
+
+
+def _as_recorded(recorded: dict[str, Any], stems: Mapping[str, Path]) -> bool:
+    """Whether each stem file is on disk under the name and with the size its sidecar entry records."""
+    for stem, file in stems.items():
+        entry = recorded.get(stem)
+        try:
+            if (
+                not isinstance(entry, dict)
+                or entry.get("file") != file.name
+                or file.stat().st_size != entry.get("bytes")
+            ):
+                return False
+        except OSError:
+            return False
+    return True

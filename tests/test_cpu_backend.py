@@ -4,6 +4,7 @@ cache, and the ways back to PyTorch (package missing, export failing)."""
 from __future__ import annotations
 
 import os
+import shutil
 import warnings
 from pathlib import Path
 
@@ -152,6 +153,46 @@ def small_pair() -> tuple[torch.nn.Module, torch.nn.Module]:
     return reference, stemsplit_twin(reference)
 
 
+def _a_runtime() -> cpu_backend.Runtime:
+    """A runtime whose wheel is here, to make an export with (the file is the same for both)."""
+    for name in ("openvino", "onnxruntime"):
+        if not any(p in REAL_MISSING() for p in cpu_backend.RUNTIME_PACKAGES[name]):
+            return name
+    pytest.skip("neither OpenVINO nor ONNX Runtime has a wheel here")
+
+
+@pytest.fixture(scope="module")
+def small_export(
+    small_pair: tuple[torch.nn.Module, torch.nn.Module], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """``small_pair``'s export, made once for the tests whose subject is what happens after an export (each
+    copies it into its own cache folder with :func:`_seed`): an export costs seconds even for this network."""
+    _, ours = small_pair
+    folder = tmp_path_factory.mktemp("small-export")
+    return cpu_backend.ExportedTrunk(ours, folder, 1, ours.segment_samples, runtime=_a_runtime()).path
+
+
+def _seed(cache: Path, export: Path) -> None:
+    """Put a copy of ``export`` (its time kept) into the cache folder ``cache``."""
+    cache.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(export, cache / export.name)
+
+
+def _copying_export(monkeypatch: pytest.MonkeyPatch, made: Path) -> list[Path]:
+    """Replace the exporter with a copy of the export of the same name in the folder ``made`` (for tests whose
+    subject is what happens around an export, not the export: one costs seconds even for a small network);
+    the returned list collects the paths "exported"."""
+    exported: list[Path] = []
+
+    def export(model: torch.nn.Module, example: object, path: Path) -> None:
+        exported.append(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(made / path.name, path)
+
+    monkeypatch.setattr(cpu_backend, "_export", export)
+    return exported
+
+
 def _exports(cache: Path) -> list[Path]:
     """What the backend wrote beside OpenVINO's own blob folder (exports, and temp files if it left any)."""
     return sorted(p for p in (cache / "openvino").glob("*") if not p.name.startswith("blobs-"))
@@ -159,31 +200,44 @@ def _exports(cache: Path) -> list[Path]:
 
 @runtimes
 @pytest.mark.parity
-def test_a_runtime_equals_the_reference_and_caches_one_export_per_weights(
+def test_a_runtime_equals_the_reference(
     runtime: str,
     small_pair: tuple[torch.nn.Module, torch.nn.Module],
+    small_export: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """One export, read by each runtime: the track equals demucs', window by window whatever the batch."""
     reference, ours = small_pair
+    _seed(tmp_path / "openvino", small_export)
+    exported = _copying_export(monkeypatch, small_export.parent)
     wav = _track(1.3, seed=1)
-    expected = reference_separate(reference, wav)
+    got = separate_tensor(_bag(ours), wav, options=_options(runtime, tmp_path))
+    assert (got - reference_separate(reference, wav)).abs().max() <= 1e-4
+    again = separate_tensor(_bag(ours), wav, options=_options(runtime, tmp_path, batch_size=2))
+    assert (again - got).abs().max() <= 1e-5  # batch 2 pads with a silent window; same arithmetic per window
+    assert exported == []  # the export in the cache was read
+
+
+@openvino_needed
+def test_one_export_is_cached_per_weights(
+    small_pair: tuple[torch.nn.Module, torch.nn.Module], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first run exports one file (no temp file left beside it), the next reads it, other weights get
+    their own."""
+    _, ours = small_pair
     exports: list[Path] = []
     real_export = cpu_backend._export
     monkeypatch.setattr(cpu_backend, "_export", lambda m, e, p: (exports.append(p), real_export(m, e, p)))
-
-    got = separate_tensor(_bag(ours), wav, options=_options(runtime, tmp_path))
-    assert (got - expected).abs().max() <= 1e-4
+    wav = _track(0.3, seed=1)
+    separate_tensor(_bag(ours), wav, options=_options("openvino", tmp_path))
     files = _exports(tmp_path)
-    assert len(exports) == 1 and files == exports  # one file, no temp file left beside it
-
-    again = separate_tensor(_bag(ours), wav, options=_options(runtime, tmp_path, batch_size=2))
-    assert len(exports) == 1  # the cached export was reused (batches run window by window)
-    assert (again - got).abs().max() <= 1e-5  # batch 2 pads with a silent window; same arithmetic per window
-
+    assert len(exports) == 1 and files == exports
+    separate_tensor(_bag(ours), wav, options=_options("openvino", tmp_path))
+    assert len(exports) == 1
     other = make_small_reference_htdemucs(seed=1)
-    separate_tensor(_bag(stemsplit_twin(other)), wav[:, :4000], options=_options(runtime, tmp_path))
-    assert len(exports) == 2 and len(_exports(tmp_path)) == 2  # other weights, another export
+    separate_tensor(_bag(stemsplit_twin(other)), wav, options=_options("openvino", tmp_path))
+    assert len(exports) == 2 and len(_exports(tmp_path)) == 2
 
 
 @openvino_needed
@@ -208,6 +262,7 @@ def test_a_bags_exports_are_spread_over_runs_within_the_budget(
         assert len(exports) == (1 if run == 1 else 3)
         assert len(list((tmp_path / "openvino").glob("*.deferred"))) == (2 if run == 1 else 0)
         assert (got - expected).abs().max() <= 1e-4
+    _copying_export(monkeypatch, tmp_path / "openvino")
     notes: list[str] = []
     fresh = runner.DeviceRunner(
         bag.models,
@@ -229,9 +284,13 @@ def test_a_bags_exports_are_spread_over_runs_within_the_budget(
 
 @openvino_needed
 def test_a_new_export_removes_those_of_other_versions_and_keeps_this_versions(
-    small_pair: tuple[torch.nn.Module, torch.nn.Module], tmp_path: Path
+    small_pair: tuple[torch.nn.Module, torch.nn.Module],
+    small_export: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     _, ours = small_pair
+    exported = _copying_export(monkeypatch, small_export.parent)
     cache = tmp_path / "openvino"
     cache.mkdir()
     older = cache / f"trunk-1-0.0.1-2.0.0_cpu-{'a' * 32}.onnx"  # an older stemsplit's export
@@ -243,17 +302,19 @@ def test_a_new_export_removes_those_of_other_versions_and_keeps_this_versions(
     old_blobs.mkdir()
     (old_blobs / "model.blob").write_bytes(b"blob")
     trunk = cpu_backend.ExportedTrunk(ours, cache, 1, ours.segment_samples)
+    assert exported == [trunk.path]
     assert trunk.blobs.parent == cache and trunk.blobs.name.startswith("blobs-")
     assert sorted(cache.iterdir()) == sorted([sibling, trunk.path, trunk.blobs])
 
 
 @openvino_needed
 def test_the_compiled_model_is_cached_beside_the_export_and_read_back(
-    small_pair: tuple[torch.nn.Module, torch.nn.Module], tmp_path: Path
+    small_pair: tuple[torch.nn.Module, torch.nn.Module], small_export: Path, tmp_path: Path
 ) -> None:
     """The second trunk of the same export reads OpenVINO's compiled blob (its modification time is kept, no
     second blob) and computes the same outputs; a new OpenVINO version's folder replaces the old one."""
     _, ours = small_pair
+    _seed(tmp_path, small_export)
     first = cpu_backend.ExportedTrunk(ours, tmp_path, 1, ours.segment_samples)
     blobs = sorted(p for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".onnx")
     assert len(blobs) == 1 and blobs[0].stat().st_size > 0
@@ -271,12 +332,13 @@ def test_the_compiled_model_is_cached_beside_the_export_and_read_back(
 
 @openvino_needed
 def test_an_export_written_again_gets_a_compiled_blob_of_its_own(
-    small_pair: tuple[torch.nn.Module, torch.nn.Module], tmp_path: Path
+    small_pair: tuple[torch.nn.Module, torch.nn.Module], small_export: Path, tmp_path: Path
 ) -> None:
     """A compiled blob is read back only for the export file as it was when compiled: once the file is
     written again (another process, another build of the same version), OpenVINO compiles anew (a blob read
     for another file crashed OpenVINO's inference)."""
     _, ours = small_pair
+    _seed(tmp_path, small_export)
     first = cpu_backend.ExportedTrunk(ours, tmp_path, 1, ours.segment_samples)
     made = first.path.stat()
     os.utime(first.path, ns=(made.st_atime_ns, made.st_mtime_ns + 10**9))
@@ -358,24 +420,39 @@ def test_without_the_packages_auto_runs_torch_and_openvino_is_refused(
         separate_tensor(_bag(ours), wav, options=_options("openvino", tmp_path))
 
 
-@runtimes
-@pytest.mark.parity
-@pytest.mark.slow
-def test_full_size_through_a_runtime_equals_the_reference(runtime: str, tmp_path: Path) -> None:
-    """With unit-order layer scales (``random_state``): the reference's own initialisation (1e-4) hides the
-    DConvs, whose norms over a whole window's samples OpenVINO's own norm computes to only 1e-4..4e-4."""
+@pytest.fixture(scope="module")
+def full_size(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, Path]:
+    """A full-size network with unit-order layer scales, a track, demucs' separation of it, and one cache
+    folder shared by both runtimes' tests (one export serves both: the second test reads the first's)."""
     reference = make_reference_htdemucs(seed=0)
     reference.load_state_dict(random_state(reference))
     wav = _track(4.3, seed=9)
-    got = separate_tensor(_bag(stemsplit_twin(reference)), wav, options=_options(runtime, tmp_path))
-    assert (got - reference_separate(reference, wav)).abs().max() <= 1e-4
+    cache = tmp_path_factory.mktemp("full-size-cache")
+    return stemsplit_twin(reference), wav, reference_separate(reference, wav), cache
+
+
+@runtimes
+@pytest.mark.parity
+@pytest.mark.slow
+def test_full_size_through_a_runtime_equals_the_reference(
+    runtime: str, full_size: tuple[torch.nn.Module, torch.Tensor, torch.Tensor, Path]
+) -> None:
+    """With unit-order layer scales (``random_state``): the reference's own initialisation (1e-4) hides the
+    DConvs, whose norms over a whole window's samples OpenVINO's own norm computes to only 1e-4..4e-4."""
+    ours, wav, expected, cache = full_size
+    got = separate_tensor(_bag(ours), wav, options=_options(runtime, cache))
+    assert (got - expected).abs().max() <= 1e-4
+    assert len(_exports(cache)) == 1
 
 
 @openvino_needed
 def test_the_export_fits_only_inputs_of_its_shapes(
-    small_pair: tuple[torch.nn.Module, torch.nn.Module], tmp_path: Path
+    small_pair: tuple[torch.nn.Module, torch.nn.Module], small_export: Path, tmp_path: Path
 ) -> None:
     _, ours = small_pair
+    _seed(tmp_path, small_export)
     trunk = cpu_backend.ExportedTrunk(ours, tmp_path, 1, ours.segment_samples)
     with torch.no_grad():
         analysis = ours.analyse(_track(0.2, seed=4)[None])
@@ -384,22 +461,41 @@ def test_the_export_fits_only_inputs_of_its_shapes(
     assert not trunk.fits(x, xt)
 
 
+@pytest.fixture(scope="module")
+def hybrid_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The export of the small Hybrid Demucs (``make_reference_hdemucs(seed=2, small=True)``) for its own
+    window, made once for the tests below (each copies it into its own cache folder)."""
+    from engine_models import make_reference_hdemucs
+
+    ours = stemsplit_twin(make_reference_hdemucs(seed=2, small=True))
+    folder = tmp_path_factory.mktemp("hybrid-export")
+    return cpu_backend.ExportedTrunk(ours, folder, 1, ours.segment_samples, runtime=_a_runtime()).path
+
+
 @runtimes
 @pytest.mark.parity
-def test_hybrid_demucs_through_a_runtime_equals_the_reference(runtime: str, tmp_path: Path) -> None:
-    """Hybrid Demucs v3 (BiLSTM, local attention, a short last window) on the OpenVINO backend: the full
+def test_hybrid_demucs_through_a_runtime_equals_the_reference(
+    runtime: str, hybrid_export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hybrid Demucs v3 (BiLSTM, local attention, a short last window) on an exported backend: the full
     windows go through the export, the short last one through PyTorch, and the track equals demucs."""
     from engine_models import make_reference_hdemucs
 
     reference = make_reference_hdemucs(seed=2, small=True)
     ours = stemsplit_twin(reference)
     wav = _track(3.7, seed=4)  # the tiny model's window is 2.5 s: one full window and a short last one
-    exports: list[Path] = []
-    real_export = cpu_backend._export
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(cpu_backend, "_export", lambda m, e, p: (exports.append(p), real_export(m, e, p)))
-        got = separate_tensor(_bag(ours), wav, options=_options(runtime, tmp_path))
-    assert len(exports) == 1
+    _seed(tmp_path / "openvino", hybrid_export)
+    exported = _copying_export(monkeypatch, hybrid_export.parent)
+    calls: list[str] = []
+    real_call = cpu_backend.ExportedTrunk.__call__
+
+    def counted(trunk: cpu_backend.ExportedTrunk, x: torch.Tensor, xt: torch.Tensor) -> object:
+        calls.append(trunk.runtime)
+        return real_call(trunk, x, xt)
+
+    monkeypatch.setattr(cpu_backend.ExportedTrunk, "__call__", counted)
+    got = separate_tensor(_bag(ours), wav, options=_options(runtime, tmp_path))
+    assert exported == [] and calls == [runtime]  # the one full window, through the export in the cache
     assert (got - reference_separate(reference, wav)).abs().max() <= 1e-4
 
 
@@ -434,12 +530,13 @@ def test_the_export_follows_the_runners_window_not_the_models_own(tmp_path: Path
 
 
 @openvino_needed
-def test_an_error_of_the_pytorch_trunk_is_not_blamed_on_openvino(tmp_path: Path) -> None:
+def test_an_error_of_the_pytorch_trunk_is_not_blamed_on_openvino(hybrid_export: Path, tmp_path: Path) -> None:
     """The short last window runs the PyTorch trunk: its errors are raised as they are, and do not turn
     OpenVINO off with a misleading warning."""
     from engine_models import make_reference_hdemucs
 
     ours = stemsplit_twin(make_reference_hdemucs(seed=2, small=True))
+    _seed(tmp_path / "openvino", hybrid_export)
     real_trunk = ours.trunk
 
     def trunk(x: torch.Tensor, xt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -469,6 +566,7 @@ def test_a_first_export_is_announced_once_and_a_cached_one_is_not(
     write_audio(tmp_path / "song.wav", seconds=0.6)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("STEMSPLIT_CPU_BACKEND", "openvino")
+    monkeypatch.setenv("STEMSPLIT_CACHE_DIR", str(tmp_path / "cache"))
 
     def run(*args: str) -> str:
         with OneThread():
@@ -480,19 +578,25 @@ def test_a_first_export_is_announced_once_and_a_cached_one_is_not(
     assert first.count("preparing the OpenVINO backend: exporting HTDemucs (1 of 1) once") == 1
     assert "later runs reuse it" in first
     assert "preparing" not in run("-o", "b", "--precision", "float32")  # cached
+    (made,) = {p.parent for p in (tmp_path / "cache").rglob("trunk-*.onnx")}
+    exported = _copying_export(monkeypatch, made)
     monkeypatch.setenv("STEMSPLIT_CACHE_DIR", str(tmp_path / "fresh-cache"))  # an export again, quietly
     assert run("-o", "c", "--precision", "float32", "-q") == ""
-    assert list((tmp_path / "fresh-cache").rglob("trunk-*.onnx"))
+    assert len(exported) == 1 and exported[0].is_file()
 
 
 @openvino_needed
 def test_bfloat16_runs_the_export_through_openvino_close_to_float32(
-    small_pair: tuple[torch.nn.Module, torch.nn.Module], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    small_pair: tuple[torch.nn.Module, torch.nn.Module],
+    small_export: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """``--precision bfloat16`` on OpenVINO: the full windows go through the export with OpenVINO's bfloat16
     hint (on a CPU without bfloat16 arithmetic OpenVINO keeps float32), the track stays within the SNR bar
     of ``--precision auto`` against the float32 reference; and the float32 export is the same file."""
     reference, ours = small_pair
+    _seed(tmp_path / "openvino", small_export)
     wav = _track(1.3, seed=7)
     expected = reference_separate(reference, wav)
     calls = []

@@ -124,11 +124,13 @@ def choose_cpu_backend(
     The figures the rule rests on, per CPU family (the trunk of one full-size ``htdemucs`` window, unit-order
     layer scales, 2 threads, ``benchmarks/bench_cpu_levers.py``; ``benchmarks/RESULTS.md``):
 
-    * Intel Xeon, family 6 model 207, AMX (2026-12-06, a loaded machine): against PyTorch float32, OpenVINO
-      float32 1.60x, ONNX Runtime float32 0.89x (slower), OpenVINO bfloat16 2.78x at 37.8 dB SNR against
-      float32, PyTorch bfloat16 1.13x at 37.5 dB. Earlier, model 167: OpenVINO float32 1.14x-1.31x. So on
-      Intel: OpenVINO, in bfloat16 too where the CPU has AMX (``--precision auto`` picks bfloat16 there;
-      the bar is 35 dB).
+    * Intel Xeon, family 6 model 207, AMX (2026-12-06): against PyTorch float32, on the quiet machine
+      OpenVINO float32 1.24x and OpenVINO bfloat16 2.42x at 37.8 dB SNR against float32; on a loaded one
+      OpenVINO float32 1.60x, ONNX Runtime float32 0.89x (slower), OpenVINO bfloat16 2.78x, PyTorch bfloat16
+      1.13x at 37.5 dB. End to end against the demucs command (quiet, median of 5 pairs): 2.27x with the
+      default options (bfloat16), 1.24x in float32. Earlier, model 167: OpenVINO float32 1.14x-1.31x. int8
+      (static, VNNI/AMX) fails the 35-dB bar at about 5 dB. So on Intel: OpenVINO, in bfloat16 too where the
+      CPU has AMX (``--precision auto`` picks bfloat16 there; the bar is 35 dB).
     * AMD EPYC (2 cores, issue 29's turn-2 probe, an older export without the two-level-sum norms): ONNX
       Runtime 1.30x PyTorch, OpenVINO 0.91x. Not measured with the current export. So elsewhere: ONNX
       Runtime, in float32 only.
@@ -168,7 +170,7 @@ def choose_cpu_backend(
     if dtype == torch.bfloat16:
         if intel and amx and not absent["openvino"]:
             return BackendChoice(
-                "openvino", "OpenVINO in bfloat16: measured 2.8x PyTorch float32 at 37.8 dB on an AMX Xeon"
+                "openvino", "OpenVINO in bfloat16: measured 2.4x PyTorch float32 at 37.8 dB on an AMX Xeon"
             )
         return BackendChoice("torch", "PyTorch: OpenVINO's bfloat16 is measured on Intel CPUs with AMX only")
     if dtype != torch.float32:
@@ -178,7 +180,7 @@ def choose_cpu_backend(
     if intel:
         if not absent["openvino"]:
             return BackendChoice(
-                "openvino", "OpenVINO: an Intel CPU, where it measured 1.14x to 1.60x PyTorch"
+                "openvino", "OpenVINO: an Intel CPU, where it measured 1.14x to 1.31x PyTorch when quiet"
             )
         return BackendChoice(
             "torch",

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Ctrl-C reaches the commands the tests start, however pytest was started: a shell script that starts it
+    in the background (``cmd &``) ignores SIGINT for it, and a child inherits an ignored signal, so the tests
+    that interrupt a ``stemsplit`` process would send a signal it ignores. A handler (unlike "ignore") is
+    not inherited: the children start with the default, as from a terminal."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)

@@ -178,19 +178,36 @@ def _seed(cache: Path, export: Path) -> None:
     shutil.copy2(export, cache / export.name)
 
 
-def _copying_export(monkeypatch: pytest.MonkeyPatch, made: Path) -> list[Path]:
-    """Replace the exporter with a copy of the export of the same name in the folder ``made`` (for tests whose
-    subject is what happens around an export, not the export: one costs seconds even for a small network);
-    the returned list collects the paths "exported"."""
+def _counted_exports(monkeypatch: pytest.MonkeyPatch, made: Path | None = None) -> list[Path]:
+    """Record the path of every export from now on. With ``made``, an export is a copy of the export of the
+    same name in that folder (for tests whose subject is what happens around an export, not the export: one
+    costs seconds even for a small network); without, the exporter runs."""
     exported: list[Path] = []
+    real_export = cpu_backend._export
 
-    def export(model: torch.nn.Module, example: object, path: Path) -> None:
+    def export(model: torch.nn.Module, example: tuple[torch.Tensor, torch.Tensor], path: Path) -> None:
         exported.append(path)
+        if made is None:
+            real_export(model, example, path)
+            return
         path.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(made / path.name, path)
 
     monkeypatch.setattr(cpu_backend, "_export", export)
     return exported
+
+
+def _runtime_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record the runtime of every call of an exported trunk (one per window) from now on."""
+    calls: list[str] = []
+    real_call = cpu_backend.ExportedTrunk.__call__
+
+    def counted(trunk: cpu_backend.ExportedTrunk, x: torch.Tensor, xt: torch.Tensor) -> object:
+        calls.append(trunk.runtime)
+        return real_call(trunk, x, xt)
+
+    monkeypatch.setattr(cpu_backend.ExportedTrunk, "__call__", counted)
+    return calls
 
 
 def _exports(cache: Path) -> list[Path]:
@@ -210,7 +227,7 @@ def test_a_runtime_equals_the_reference(
     """One export, read by each runtime: the track equals demucs', window by window whatever the batch."""
     reference, ours = small_pair
     _seed(tmp_path / "openvino", small_export)
-    exported = _copying_export(monkeypatch, small_export.parent)
+    exported = _counted_exports(monkeypatch, small_export.parent)
     wav = _track(1.3, seed=1)
     got = separate_tensor(_bag(ours), wav, options=_options(runtime, tmp_path))
     assert (got - reference_separate(reference, wav)).abs().max() <= 1e-4
@@ -226,9 +243,7 @@ def test_one_export_is_cached_per_weights(
     """The first run exports one file (no temp file left beside it), the next reads it, other weights get
     their own."""
     _, ours = small_pair
-    exports: list[Path] = []
-    real_export = cpu_backend._export
-    monkeypatch.setattr(cpu_backend, "_export", lambda m, e, p: (exports.append(p), real_export(m, e, p)))
+    exports = _counted_exports(monkeypatch)
     wav = _track(0.3, seed=1)
     separate_tensor(_bag(ours), wav, options=_options("openvino", tmp_path))
     files = _exports(tmp_path)
@@ -253,16 +268,14 @@ def test_a_bags_exports_are_spread_over_runs_within_the_budget(
     bag = ModelBag(tuple(members), tuple(members[0].sources), 44100, 2, members[0].segment_samples)
     wav = _track(0.7, seed=5)
     expected = separate_tensor(bag, wav, options=_options("torch", tmp_path))
-    exports: list[Path] = []
-    real_export = cpu_backend._export
-    monkeypatch.setattr(cpu_backend, "_export", lambda m, e, p: (exports.append(p), real_export(m, e, p)))
+    exports = _counted_exports(monkeypatch)
     monkeypatch.setattr(runner, "EXPORT_BUDGET_S", 0.0)
     for run in (1, 2, 3):
         got = separate_tensor(bag, wav, options=_options("openvino", tmp_path))
         assert len(exports) == (1 if run == 1 else 3)
         assert len(list((tmp_path / "openvino").glob("*.deferred"))) == (2 if run == 1 else 0)
         assert (got - expected).abs().max() <= 1e-4
-    _copying_export(monkeypatch, tmp_path / "openvino")
+    _counted_exports(monkeypatch, tmp_path / "openvino")
     notes: list[str] = []
     fresh = runner.DeviceRunner(
         bag.models,
@@ -290,7 +303,7 @@ def test_a_new_export_removes_those_of_other_versions_and_keeps_this_versions(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     _, ours = small_pair
-    exported = _copying_export(monkeypatch, small_export.parent)
+    exported = _counted_exports(monkeypatch, small_export.parent)
     cache = tmp_path / "openvino"
     cache.mkdir()
     older = cache / f"trunk-1-0.0.1-2.0.0_cpu-{'a' * 32}.onnx"  # an older stemsplit's export
@@ -485,22 +498,17 @@ def test_hybrid_demucs_through_a_runtime_equals_the_reference(
     ours = stemsplit_twin(reference)
     wav = _track(3.7, seed=4)  # the tiny model's window is 2.5 s: one full window and a short last one
     _seed(tmp_path / "openvino", hybrid_export)
-    exported = _copying_export(monkeypatch, hybrid_export.parent)
-    calls: list[str] = []
-    real_call = cpu_backend.ExportedTrunk.__call__
-
-    def counted(trunk: cpu_backend.ExportedTrunk, x: torch.Tensor, xt: torch.Tensor) -> object:
-        calls.append(trunk.runtime)
-        return real_call(trunk, x, xt)
-
-    monkeypatch.setattr(cpu_backend.ExportedTrunk, "__call__", counted)
+    exported = _counted_exports(monkeypatch, hybrid_export.parent)
+    calls = _runtime_calls(monkeypatch)
     got = separate_tensor(_bag(ours), wav, options=_options(runtime, tmp_path))
     assert exported == [] and calls == [runtime]  # the one full window, through the export in the cache
     assert (got - reference_separate(reference, wav)).abs().max() <= 1e-4
 
 
 @openvino_needed
-def test_the_export_follows_the_runners_window_not_the_models_own(tmp_path: Path) -> None:
+def test_the_export_follows_the_runners_window_not_the_models_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A bag whose window differs from its model's segment (Hybrid Demucs: ``hdemucs_mmi`` runs 44-s windows
     of a 40-s model): the trunk is exported for the window the runner runs, so OpenVINO runs every full one."""
     from engine_models import make_reference_hdemucs
@@ -510,21 +518,13 @@ def test_the_export_follows_the_runners_window_not_the_models_own(tmp_path: Path
     window = ours.segment_samples * 3 // 5  # 1.5 s of a 2.5-s model
     examples: list[tuple[torch.Tensor, ...]] = []
     real_export = cpu_backend._export
-    calls = {"openvino": 0}
-    real_call = cpu_backend.ExportedTrunk.__call__
-
-    def counted(trunk: cpu_backend.ExportedTrunk, x: torch.Tensor, xt: torch.Tensor) -> object:
-        calls["openvino"] += 1
-        return real_call(trunk, x, xt)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(cpu_backend, "_export", lambda m, e, p: (examples.append(e), real_export(m, e, p)))
-        patch.setattr(cpu_backend.ExportedTrunk, "__call__", counted)
-        wav = _track(3.7, seed=5)
-        got = separate_tensor(_bag(ours), wav, options=_options("openvino", tmp_path, segment_samples=window))
+    monkeypatch.setattr(cpu_backend, "_export", lambda m, e, p: (examples.append(e), real_export(m, e, p)))
+    calls = _runtime_calls(monkeypatch)
+    wav = _track(3.7, seed=5)
+    got = separate_tensor(_bag(ours), wav, options=_options("openvino", tmp_path, segment_samples=window))
     (example,) = examples
     assert example[1].shape[-1] == window
-    assert calls["openvino"] >= 2  # the full windows of the track
+    assert calls.count("openvino") >= 2  # the full windows of the track
     expected = separate_tensor(_bag(ours), wav, options=_options("torch", tmp_path, segment_samples=window))
     assert (got - expected).abs().max() <= 1e-4
 
@@ -579,7 +579,7 @@ def test_a_first_export_is_announced_once_and_a_cached_one_is_not(
     assert "later runs reuse it" in first
     assert "preparing" not in run("-o", "b", "--precision", "float32")  # cached
     (made,) = {p.parent for p in (tmp_path / "cache").rglob("trunk-*.onnx")}
-    exported = _copying_export(monkeypatch, made)
+    exported = _counted_exports(monkeypatch, made)
     monkeypatch.setenv("STEMSPLIT_CACHE_DIR", str(tmp_path / "fresh-cache"))  # an export again, quietly
     assert run("-o", "c", "--precision", "float32", "-q") == ""
     assert len(exported) == 1 and exported[0].is_file()
@@ -599,14 +599,7 @@ def test_bfloat16_runs_the_export_through_openvino_close_to_float32(
     _seed(tmp_path / "openvino", small_export)
     wav = _track(1.3, seed=7)
     expected = reference_separate(reference, wav)
-    calls = []
-    real_call = cpu_backend.ExportedTrunk.__call__
-
-    def counted(trunk: cpu_backend.ExportedTrunk, x: torch.Tensor, xt: torch.Tensor) -> object:
-        calls.append(trunk.runtime)
-        return real_call(trunk, x, xt)
-
-    monkeypatch.setattr(cpu_backend.ExportedTrunk, "__call__", counted)
+    calls = _runtime_calls(monkeypatch)
     options = EngineOptions(
         device="cpu", precision="bfloat16", cpu_backend="openvino", compile_cache_dir=tmp_path
     )

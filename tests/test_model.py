@@ -12,7 +12,8 @@ import torch
 
 from checkpoints import FOUR, SIX, reference_kwargs, six_stem_kwargs, tiny_kwargs
 from stemsplit.model import HTDemucs, HTDemucsConfig, layers
-from stemsplit.model.layers import DConv, DConvSpec, DecoderLayer, EncoderLayer, _dconv_rows
+from stemsplit.model.layers import DConv, DConvSpec, DecoderLayer, EncoderLayer, _dconv_rows, glu_conv
+from stemsplit.model.norms import GroupNorm
 from stemsplit.model.spectral import istft, pad1d_reflect, stft
 from stemsplit.model.transformer import CrossTransformer, sin_embedding_1d, sin_embedding_2d
 from stemsplit.weights.checkpoint import config_from_kwargs
@@ -255,9 +256,9 @@ def test_pad1d_reflect_short_input_matches_documented_example() -> None:
 def test_frequency_dconv_on_the_map_equals_the_row_batch(
     spec: DConvSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_on_rows = layers._on_rows
     """The form the ONNX export takes (2-D ops on the map, no transposed copies) computes what the row batch
     does; a DConv with a BiLSTM or local attention keeps the row batch (the map form has no such blocks)."""
+    real_on_rows = layers._on_rows
     torch.manual_seed(0)
     dconv = DConv(8, spec).eval()
     with torch.no_grad():
@@ -273,6 +274,62 @@ def test_frequency_dconv_on_the_map_equals_the_row_batch(
         mapped = _dconv_rows(dconv, x)
     torch.testing.assert_close(mapped, rows, atol=1e-10, rtol=0)
     assert bool(on_map) == (not spec.lstm)  # the map form ran, or was not used
+
+
+def _perturbed(module: torch.nn.Module) -> torch.nn.Module:
+    """``module`` in float64 with every parameter moved off its initial value (norm affines included)."""
+    module.double().eval()
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.add_(0.3 * torch.randn_like(parameter))
+    return module
+
+
+@pytest.mark.parametrize("norm_groups", [0, 1, 2, 4, 3])
+@pytest.mark.parametrize("dims", [1, 2])
+def test_glu_of_a_conv_exports_as_two_convs(
+    norm_groups: int, dims: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Exported, a conv · norm · GLU runs as two convs of half the channels (the norm on the halves) and
+    computes what the ordinary form does; a norm whose groups straddle the halves (3) keeps the ordinary form."""
+    torch.manual_seed(norm_groups)
+    conv_type = torch.nn.Conv2d if dims == 2 else torch.nn.Conv1d
+    conv = _perturbed(conv_type(5, 12, 3, padding=1))
+    norm = _perturbed(GroupNorm(norm_groups, 12) if norm_groups else torch.nn.Identity())
+    x = torch.randn(2, 5, *(9,) * (dims - 1), 300, dtype=torch.float64)
+    expected = torch.nn.functional.glu(norm(conv(x)), dim=1)
+    convs: list[tuple[int, ...]] = []
+    real = torch.nn.functional.conv2d if dims == 2 else torch.nn.functional.conv1d
+    monkeypatch.setattr(torch.onnx, "is_in_onnx_export", lambda: True)
+    monkeypatch.setattr(
+        torch.nn.functional,
+        f"conv{dims}d",
+        lambda x, w, *a: (convs.append(tuple(w.shape)), real(x, w, *a))[1],
+    )
+    with torch.no_grad():
+        exported = glu_conv(conv, norm, x)
+    torch.testing.assert_close(exported, expected, atol=1e-10, rtol=0)
+    halves = [(6, 5, *(3,) * dims)] * 2
+    assert convs == (halves if norm_groups != 3 else [(12, 5, *(3,) * dims)])  # or the whole conv, once
+
+
+@pytest.mark.parametrize("freq", [True, False])
+def test_layers_export_what_they_compute(freq: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An encoder and a decoder layer (rewrite conv, GLU, DConv with its one-group norms) give the same
+    output in their exported form, with and without GroupNorms before the GLUs."""
+    torch.manual_seed(int(freq))
+    shape = (2, 8, 12, 50) if freq else (2, 8, 200)
+    for groups in (0, 4):
+        kw = {"freq": freq, "kernel_size": 8, "stride": 4, "dconv": DConvSpec(4, 2), "norm_groups": groups}
+        encoder = _perturbed(EncoderLayer(8, 8, context=0, **kw))
+        decoder = _perturbed(DecoderLayer(8, 8, context=1, last=False, **kw))
+        x, skip = (torch.randn(shape, dtype=torch.float64) for _ in range(2))
+        with torch.no_grad(), monkeypatch.context() as patch:
+            eager = (encoder(x), decoder.inner(x, skip))
+            patch.setattr(torch.onnx, "is_in_onnx_export", lambda: True)
+            exported = (encoder(x), decoder.inner(x, skip))
+        for got, want in zip(exported, eager, strict=True):
+            torch.testing.assert_close(got, want, atol=1e-9, rtol=0)
 
 
 @pytest.mark.parametrize(

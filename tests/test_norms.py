@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from stemsplit.model import norms
-from stemsplit.model.norms import GroupNorm, chunked_mean
+from stemsplit.model.norms import GroupNorm, chunked_mean, group_norm_halves
 from stemsplit.model.transformer import TokenGroupNorm
 
 
@@ -66,3 +66,29 @@ def test_token_group_norm_exports_what_it_computes(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(transformer, "exporting", lambda: asked.append(True) or True)
     torch.testing.assert_close(norm(x), eager, atol=1e-10, rtol=0)
     assert asked
+
+
+@pytest.mark.parametrize("groups", [1, 2, 4])
+def test_group_norm_halves_are_the_norm_of_the_whole(groups: int) -> None:
+    norm = GroupNorm(groups, 8).double()
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.uniform_(-0.5, 0.5)
+    a, b = (
+        2 * torch.randn(2, 4, 3, 300, dtype=torch.float64),
+        torch.randn(2, 4, 3, 300, dtype=torch.float64) - 1,
+    )
+    whole = F.group_norm(torch.cat([a, b], dim=1), groups, norm.weight, norm.bias, norm.eps)
+    halves = torch.cat(group_norm_halves(norm, a, b), dim=1)
+    torch.testing.assert_close(halves, whole, atol=1e-10, rtol=0)
+    if groups == 1:  # per row of a (B, C, Fq, T) map: each row normalised over its (C, T) alone
+        rows = torch.cat(group_norm_halves(norm, a, b, (1, 3)), dim=1)
+        per_row = torch.stack(
+            [F.group_norm(torch.cat([a, b], 1)[:, :, f], 1, norm.weight, norm.bias) for f in range(3)], 2
+        )
+        torch.testing.assert_close(rows, per_row, atol=1e-10, rtol=0)
+
+
+def test_group_norm_halves_refuse_a_group_across_the_halves() -> None:
+    with pytest.raises(ValueError, match="3 groups"):
+        group_norm_halves(GroupNorm(3, 6), torch.randn(1, 3, 4), torch.randn(1, 3, 4))

@@ -12,7 +12,8 @@ architecture, the trunk's input shapes, the versions of stemsplit and torch and 
 written atomically (temp name, then rename; exports of other stemsplit or torch versions are removed then).
 While exporting, the model takes the forms the runtimes run fast and exactly (:mod:`stemsplit.model.norms`:
 norms with two-level sums, without which OpenVINO's norms were 4e-4 off; the frequency DConv on the map,
-without transposed copies). OpenVINO compiles the export the first time (about 1 s) and keeps the compiled
+without transposed copies; each convolution · norm · GLU as two convolutions of half the channels,
+:func:`stemsplit.model.layers.glu_conv`, without the GLU's split copy). OpenVINO compiles the export the first time (about 1 s) and keeps the compiled
 model beside it (``blobs-<openvino version>/``, about 180 MB per export, thread count and precision; other
 versions' folders are removed), which later runs read back in about 0.35 s; ONNX Runtime builds its session
 from the export each run (about 1-2 s). Windows run one at a time, so a window's output never depends on

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stemsplit.model.context import BLSTM, LocalState
-from stemsplit.model.norms import GroupNorm, exporting, normalise
+from stemsplit.model.norms import GroupNorm, exporting, group_norm_halves, normalise
 
 
 class LayerScale(nn.Module):
@@ -93,7 +93,7 @@ class DConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, T) → (B, C, T)."""
         for branch in self.layers:
-            x = x + branch(x)
+            x = x + (_exported_branch(branch, x, rows=False) if exporting() else branch(x))
         return x
 
 
@@ -109,10 +109,7 @@ def _dconv_rows(dconv: DConv, x: torch.Tensor) -> torch.Tensor:
     """
     if exporting() and all(_keeps_rows(m) for m in dconv.layers.modules()):
         for branch in dconv.layers:
-            y = x
-            for module in branch.children():
-                y = _on_rows(module, y)
-            x = x + y
+            x = x + _exported_branch(branch, x, rows=True)
         return x
     B, C, Fq, T = x.shape
     rows = x.permute(0, 2, 1, 3).reshape(B * Fq, C, T)  # (B*Fq, C, T)
@@ -134,17 +131,88 @@ def _keeps_rows(module: nn.Module) -> bool:
     return isinstance(module, (nn.ModuleList, nn.Sequential, nn.GELU))
 
 
+def _exported_branch(branch: nn.Module, x: torch.Tensor, *, rows: bool) -> torch.Tensor:
+    """A DConv sub-layer's branch as exported: block by block, each conv · norm · GLU run by
+    :func:`glu_conv`; ``rows``: on a (B, C, Fq, T) map row by row (:func:`_on_rows`), else on (B, C, T)."""
+    blocks = list(branch.children())
+    y = x
+    i = 0
+    while i < len(blocks):
+        module = blocks[i]
+        if isinstance(module, nn.Conv1d) and i + 2 < len(blocks) and isinstance(blocks[i + 2], nn.GLU):
+            y = glu_conv(module, blocks[i + 1], y, rows=rows)
+            i += 3
+        else:
+            y = _on_rows(module, y) if rows else module(y)
+            i += 1
+    return y
+
+
+def glu_conv(conv: nn.Module, norm: nn.Module, x: torch.Tensor, *, rows: bool = False) -> torch.Tensor:
+    """``glu(norm(conv(x)), dim=1)``: a convolution of 2C channels, a norm (or ``nn.Identity``), then GLU.
+
+    While the model is exported, the convolution runs as two of C channels each (the GLU's two halves) and the
+    norm on the halves (:func:`~stemsplit.model.norms.group_norm_halves`): OpenVINO otherwise splits each
+    GLU's input with a copy (32 in the full-size ``htdemucs`` trunk), and ran that trunk 7 % faster without
+    them (``benchmarks/RESULTS.md``, 2026-12-06). Same arithmetic to float rounding; in PyTorch, the
+    ordinary form.
+
+    Args:
+        conv: ``nn.Conv1d`` or ``nn.Conv2d`` with ``2C`` output channels.
+        norm: ``nn.Identity``, or a GroupNorm of ``2C`` channels.
+        x: the convolution's input: (B, Cin, T) or (B, Cin, Fq, T); ``rows``: a DConv's ``nn.Conv1d`` run
+            on every frequency row of a (B, Cin, Fq, T) map (:func:`_dconv_rows`), the norm per row.
+
+    Returns:
+        (B, C, ...) the GLU's output.
+    """
+    split = (
+        exporting()
+        and isinstance(conv, (nn.Conv1d, nn.Conv2d))
+        and conv.padding_mode == "zeros"
+        and (isinstance(norm, nn.Identity) or _halves_norm(norm))
+    )
+    if not split:
+        y = _on_rows(conv, x) if rows else conv(x)
+        return F.glu(_on_rows(norm, y) if rows else norm(y), dim=1)
+    assert isinstance(conv, (nn.Conv1d, nn.Conv2d))
+    half = conv.out_channels // 2
+    a, b = (_conv(conv, x, part, rows=rows) for part in (slice(None, half), slice(half, None)))
+    if isinstance(norm, nn.GroupNorm):
+        a, b = group_norm_halves(norm, a, b, (1, 3) if rows else None)
+    return a * torch.sigmoid(b)
+
+
+def _halves_norm(norm: nn.Module) -> bool:
+    return isinstance(norm, nn.GroupNorm) and (norm.num_groups == 1 or norm.num_groups % 2 == 0)
+
+
+def _conv(
+    conv: nn.Conv1d | nn.Conv2d, x: torch.Tensor, part: slice = slice(None), *, rows: bool = False
+) -> torch.Tensor:
+    """``conv`` on ``x`` with the output channels ``part`` only; ``rows``: a Conv1d on every frequency row of a
+    (B, C, Fq, T) map, as a (1, K) Conv2d."""
+    weight = conv.weight[part]
+    bias = None if conv.bias is None else conv.bias[part]
+    if rows:
+        assert isinstance(conv, nn.Conv1d) and not isinstance(conv.padding, str)
+        return F.conv2d(
+            x,
+            weight[:, :, None],
+            bias,
+            padding=(0, int(conv.padding[0])),
+            dilation=(1, conv.dilation[0]),
+            groups=conv.groups,
+        )
+    if isinstance(conv, nn.Conv2d):
+        return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+    return F.conv1d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
 def _on_rows(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """One DConv block on a (B, C, Fq, T) map, as it would act on each row's (C, T) alone."""
     if isinstance(module, nn.Conv1d):
-        return F.conv2d(
-            x,
-            module.weight[:, :, None],
-            module.bias,
-            padding=(0, int(module.padding[0])),
-            dilation=(1, module.dilation[0]),
-            groups=module.groups,
-        )
+        return _conv(module, x, rows=True)
     if isinstance(module, nn.GroupNorm):
         y = normalise(x, (1, 3), module.eps)
         return y * module.weight[:, None, None] + module.bias[:, None, None]
@@ -228,7 +296,7 @@ class EncoderLayer(nn.Module):
         y = F.gelu(self.norm1(y))
         if self.dconv is not None:
             y = _dconv_rows(self.dconv, y) if self.freq else self.dconv(y)
-        return F.glu(self.norm2(self.rewrite(y)), dim=1)
+        return glu_conv(self.rewrite, self.norm2, y)
 
 
 class DecoderLayer(nn.Module):
@@ -296,7 +364,7 @@ class DecoderLayer(nn.Module):
 
     def inner(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         """Add the skip, rewrite conv, GLU and DConv: (B, chin, [Fq,] T) → the same shape."""
-        y = F.glu(self.norm1(self.rewrite(x + skip)), dim=1)
+        y = glu_conv(self.rewrite, self.norm1, x + skip)
         if self.dconv is not None:
             y = _dconv_rows(self.dconv, y) if self.freq else self.dconv(y)
         return y

@@ -32,8 +32,9 @@ def chunked_mean(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
         raise ValueError(f"dims {dims} must include the last axis of a {x.dim()}-D tensor")
     count = math.prod(x.shape[d] for d in dims)
     chunk = chunk_length(x.shape[-1])
-    padded = F.pad(x, (0, -x.shape[-1] % chunk))
-    parts = padded.view(*padded.shape[:-1], -1, chunk).sum(-1)  # the same axes, the last one in chunks
+    remainder = x.shape[-1] % chunk
+    padded = F.pad(x, (0, chunk - remainder)) if remainder else x  # no Pad node for nothing
+    parts = padded.reshape(*padded.shape[:-1], -1, chunk).sum(-1)  # the same axes, the last one in chunks
     mean: torch.Tensor = parts.sum(dim=dims, keepdim=True) / count
     return mean
 
@@ -63,9 +64,56 @@ class GroupNorm(nn.GroupNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not exporting():
             return super().forward(x)
-        groups = x.reshape(x.shape[0], self.num_groups, -1)  # (B, G, C/G * ...)
-        normed = normalise(groups, (2,), self.eps).reshape(x.shape)
-        if not self.affine:
-            return normed
-        affine = (-1,) + (1,) * (x.dim() - 2)  # per channel
-        return normed * self.weight.view(affine) + self.bias.view(affine)
+        return group_norm(x, self.num_groups, *_affine(self), self.eps)
+
+
+def group_norm(
+    x: torch.Tensor, groups: int, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float
+) -> torch.Tensor:
+    """:func:`torch.nn.functional.group_norm` with :func:`normalise`'s exact statistics: (B, C, ...) → the
+    same; ``weight`` and ``bias`` (C,) or None (no affine)."""
+    normed = normalise(x.reshape(x.shape[0], groups, -1), (2,), eps).reshape(x.shape)  # (B, G, C/G * ...)
+    return _scale_shift(normed, weight, bias)
+
+
+def group_norm_halves(
+    norm: nn.GroupNorm, a: torch.Tensor, b: torch.Tensor, dims: tuple[int, ...] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``norm`` (a GroupNorm of 2C channels) applied to the channels of ``a`` then ``b`` (each (B, C, ...)),
+    returned as its two halves, without joining them (the exported GLU, :func:`stemsplit.model.layers.glu_conv`).
+
+    An even number of groups G: each half is G / 2 groups of its own. One group: the statistics span both
+    halves (the mean of their means: they hold equally many values), over ``dims`` (default every axis but
+    the batch; the frequency DConv's per-row norm passes (1, 3)).
+
+    Raises:
+        ValueError: another odd number of groups (a group would straddle the halves).
+    """
+    weight, bias = _affine(norm)
+    half = a.shape[1]
+    weights = (None, None) if weight is None else (weight[:half], weight[half:])
+    biases = (None, None) if bias is None else (bias[:half], bias[half:])
+    if norm.num_groups % 2 == 0:
+        return (
+            group_norm(a, norm.num_groups // 2, weights[0], biases[0], norm.eps),
+            group_norm(b, norm.num_groups // 2, weights[1], biases[1], norm.eps),
+        )
+    if norm.num_groups != 1:
+        raise ValueError(f"a GroupNorm of {norm.num_groups} groups does not split into two halves")
+    dims = dims or tuple(range(1, a.dim()))
+    mean = (chunked_mean(a, dims) + chunked_mean(b, dims)) / 2
+    a, b = a - mean, b - mean
+    std = torch.sqrt((chunked_mean(a.square(), dims) + chunked_mean(b.square(), dims)) / 2 + norm.eps)
+    return _scale_shift(a / std, weights[0], biases[0]), _scale_shift(b / std, weights[1], biases[1])
+
+
+def _affine(norm: nn.GroupNorm) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    return (norm.weight, norm.bias) if norm.affine else (None, None)
+
+
+def _scale_shift(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None) -> torch.Tensor:
+    """``x * weight + bias`` per channel (axis 1) of (B, C, ...); None: that part left out."""
+    affine = (-1,) + (1,) * (x.dim() - 2)
+    if weight is not None:
+        x = x * weight.view(affine)
+    return x if bias is None else x + bias.view(affine)

@@ -363,7 +363,7 @@ def export_onnx(model: HTDemucs, x: torch.Tensor, xt: torch.Tensor, path: Path) 
 
 
 def ort_trunk(path: Path, n_threads: int) -> Trunk:
-    import onnxruntime as ort
+    ort = cpu_backend.import_onnxruntime()
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -379,7 +379,7 @@ def ort_trunk(path: Path, n_threads: int) -> Trunk:
 
 
 def openvino_trunk(path: Path, n_threads: int, precision: str = "f32") -> Trunk:
-    import openvino as ov
+    ov = cpu_backend.import_openvino()
 
     core = ov.Core()
     compiled = core.compile_model(
@@ -440,6 +440,7 @@ def quantise_int8(
 
     Calibration data: ``model.analyse`` of :func:`music_window` for each of ``seeds`` (the trunk's inputs).
     """
+    cpu_backend.import_onnxruntime()  # telemetry off before the first import
     import onnxruntime.quantization as oq
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -492,7 +493,8 @@ def int8_kernels(path: Path, lever: str, n_threads: int) -> str:
 
     if lever == "int8_ort":
         import onnx
-        import onnxruntime as ort
+
+        ort = cpu_backend.import_onnxruntime()
 
         optimised = path.with_name(f"{path.stem}.ort.onnx")
         options = ort.SessionOptions()
@@ -509,7 +511,7 @@ def int8_kernels(path: Path, lever: str, n_threads: int) -> str:
         ]
         listed = [", ".join(f"{op} {ops[op]}" for op in group) or "-" for group in (int8, floats)]
         return f"int8: {listed[0]}; float: {listed[1]}"
-    import openvino as ov
+    ov = cpu_backend.import_openvino()
 
     precision = "bf16" if lever.endswith("bf16") else "f32"
     compiled = ov.Core().compile_model(

@@ -614,6 +614,32 @@ def test_bfloat16_runs_the_export_through_openvino_close_to_float32(
 
 
 @pytest.mark.skipif("onnxruntime" in cpu_backend.missing_packages(), reason="ONNX Runtime has no wheel here")
+def test_openvino_is_imported_without_its_telemetry(tmp_path: Path) -> None:
+    """The runtime imported and a model compiled the way the backend does it write nothing under the user's
+    home (OpenVINO's conversion tools count every import there and send an event), in a fresh process whose
+    home is a temporary folder; the tools still import afterwards, for whoever wants them."""
+    pytest.importorskip("openvino")
+    script = """
+import pathlib, sys
+import numpy
+from stemsplit.inference.cpu_backend import import_openvino
+ov = import_openvino()
+assert "openvino.tools.ovc" not in sys.modules
+import openvino.opset13 as ops
+param = ops.parameter([2], ov.Type.f32)
+compiled = ov.Core().compile_model(ov.Model([ops.relu(param)], [param]), "CPU")
+assert list(compiled([numpy.array([-1.0, 2.0], numpy.float32)]).values())[0].tolist() == [0.0, 2.0]
+assert list(pathlib.Path(sys.argv[1]).rglob("*")) == [], "written under the home folder"
+from openvino.tools.ovc import convert_model  # the tools are still there
+"""
+    import subprocess
+    import sys
+
+    env = os.environ | {"HOME": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / ".cache")}
+    env.pop("CI", None)  # the tools skip their telemetry in CI: the test must see them try
+    subprocess.run([sys.executable, "-c", script, str(tmp_path)], env=env, check=True, timeout=120)
+
+
 def test_onnx_runtime_is_imported_with_its_telemetry_off(tmp_path: Path) -> None:
     """A session made the way the backend makes it writes nothing under the user's home (ONNX Runtime's
     event store and device id), in a fresh process whose home is a temporary folder."""

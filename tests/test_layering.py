@@ -99,6 +99,31 @@ def test_only_the_cli_imports_typer_or_rich() -> None:
     assert {k: v for k, v in offenders.items() if v} == {}
 
 
+def test_the_runtimes_are_imported_only_through_their_importers() -> None:
+    """``openvino`` and ``onnxruntime`` are imported in one place each in ``src/``: the function that imports
+    them without their telemetry (``cpu_backend.import_openvino``, ``import_onnxruntime``)."""
+    where: dict[str, list[str]] = {}
+    for path in _sources():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        owner = {
+            child: node.name
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            for child in ast.walk(node)
+        }  # innermost function last: ast.walk visits outer functions first
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names = [node.module]
+            for name in names:
+                if name.split(".")[0] in ("openvino", "onnxruntime"):
+                    where.setdefault(name, []).append(f"{path.name}:{owner.get(node, '<module>')}")
+    assert where == {
+        "openvino": ["cpu_backend.py:import_openvino"],
+        "onnxruntime": ["cpu_backend.py:import_onnxruntime"],
+    }
+
+
 def test_no_module_under_src_imports_demucs() -> None:
     offenders = {
         str(path.relative_to(SRC)): sorted(

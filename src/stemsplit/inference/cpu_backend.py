@@ -31,6 +31,8 @@ import os
 import platform
 import re
 import shutil
+import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -57,6 +59,7 @@ __all__ = [
     "choose_cpu_backend",
     "cpu_vendor",
     "import_onnxruntime",
+    "import_openvino",
     "missing_packages",
     "resolve_cpu_backend",
     "trunk_key",
@@ -301,9 +304,7 @@ class ExportedTrunk:
         self.path = cache_dir / f"trunk-{_generation()}-{trunk_key(model, self.shapes)[:32]}.onnx"
         self.blobs: Path | None = None
         if runtime == "openvino":
-            import openvino
-
-            self.blobs = cache_dir / f"blobs-{_safe(openvino.__version__)}"
+            self.blobs = cache_dir / f"blobs-{_safe(import_openvino().__version__)}"
         self.export_s = 0.0
         if not self.path.is_file():
             deferred = self.path.with_name(self.path.name + ".deferred")
@@ -326,8 +327,7 @@ class ExportedTrunk:
             self._infer = self._onnxruntime(threads)
 
     def _openvino(self, threads: int, precision: str) -> Callable[[torch.Tensor, torch.Tensor], Pair]:
-        import openvino
-
+        openvino = import_openvino()
         config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
         config["INFERENCE_NUM_THREADS"] = str(threads)
         # OpenVINO's compiled model, read back in place of a compile. One folder per export file as written
@@ -391,6 +391,34 @@ class ExportedTrunk:
             y[i : i + 1] = one
             yt[i : i + 1] = one_t
         return y, yt
+
+
+def import_openvino() -> Any:
+    """``openvino``'s runtime, imported without its model-conversion tools (``openvino.tools.ovc``).
+
+    ``import openvino`` otherwise imports them, and their import counts itself in ``~/intel/stats``, writes a
+    client id to ``~/intel/openvino_ga_cid`` and sends a Google Analytics event from a forked process (3-s
+    timeout), on every run, unless the user opted out (openvino 2026.4). stemsplit uses only the runtime, which
+    ``openvino`` imports without the tools when they fail to import (its ``__init__`` allows that). Afterwards
+    the tools import normally again (``from openvino.tools.ovc import convert_model``); only the shortcut
+    ``openvino.convert_model`` is missing in a process where stemsplit imported ``openvino`` first.
+    """
+    with _IMPORTING:  # another thread must not see a half-imported openvino, nor lift the block early
+        if "openvino" in sys.modules:
+            return sys.modules["openvino"]
+        tools = "openvino.tools.ovc"
+        blocked = tools not in sys.modules
+        if blocked:
+            sys.modules[tools] = None  # type: ignore[assignment]  # its import raises ImportError
+        try:
+            import openvino
+        finally:
+            if blocked and sys.modules.get(tools, 0) is None:
+                del sys.modules[tools]
+        return openvino
+
+
+_IMPORTING = threading.Lock()
 
 
 def import_onnxruntime() -> Any:

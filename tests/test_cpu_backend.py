@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -314,10 +316,66 @@ def test_a_new_export_removes_those_of_other_versions_and_keeps_this_versions(
     old_blobs = cache / "blobs-2020.1.0"  # the compiled models of an older OpenVINO
     old_blobs.mkdir()
     (old_blobs / "model.blob").write_bytes(b"blob")
+    blobs = cache / f"blobs-{cpu_backend._safe(cpu_backend.import_openvino().__version__)}"
+    siblings = cpu_backend._blob_folder(sibling, blobs)  # this OpenVINO's blobs of the other model: kept
+    gone = blobs / f"{older.stem}-4-1"  # of the older stemsplit's export: removed with it
+    for folder in (siblings / "f32-1", gone / "f32-1"):
+        folder.mkdir(parents=True)
+        (folder / "model.blob").write_bytes(b"blob")
     trunk = cpu_backend.ExportedTrunk(ours, cache, 1, ours.segment_samples)
     assert exported == [trunk.path]
-    assert trunk.blobs.parent == cache and trunk.blobs.name.startswith("blobs-")
+    assert trunk.blobs == blobs
     assert sorted(cache.iterdir()) == sorted([sibling, trunk.path, trunk.blobs])
+    assert sorted(blobs.iterdir()) == sorted([siblings, cpu_backend._blob_folder(trunk.path, blobs)])
+
+
+def test_a_compiled_blob_appears_whole_or_not_at_all(tmp_path: Path) -> None:
+    """The compile writes its blob into a folder of its own, which takes the blob folder's name only once the
+    compile returned; a later compile reads that folder; a failed compile leaves nothing; of two processes
+    compiling at once, the first folder stays; temporaries older than an hour (killed processes) go."""
+    folder = tmp_path / "blobs" / "trunk-x-1-2" / "f32-2"
+    seen: list[Path] = []
+
+    def compiler(target: Path, blob: bytes = b"blob") -> Callable[[Path], str]:
+        def compile(cache: Path) -> str:
+            assert not target.exists() or cache == target  # never half a folder under the name
+            seen.append(cache)
+            cache.mkdir(exist_ok=True)
+            (cache / "model.blob").write_bytes(blob)
+            return "compiled"
+
+        return compile
+
+    stale, fresh = folder.with_name(".f32-1.99.tmp"), folder.with_name(".f32-4.98.tmp")  # killed, running
+    for temp in (stale, fresh):
+        temp.mkdir(parents=True)
+    os.utime(stale, (0, time.time() - 2 * cpu_backend.STALE_S))
+    assert cpu_backend._compile_once(folder, compiler(folder)) == "compiled"
+    assert seen[0] != folder and seen[0].parent == folder.parent
+    assert sorted(folder.parent.iterdir()) == sorted([folder, fresh])  # stale gone, fresh kept
+    assert (folder / "model.blob").read_bytes() == b"blob"
+    assert cpu_backend._compile_once(folder, compiler(folder, b"read")) == "compiled"
+    assert seen[1] == folder  # read back in place
+
+    def fails(cache: Path) -> str:
+        cache.mkdir()
+        (cache / "model.blob").write_bytes(b"half")
+        raise RuntimeError("killed")
+
+    other = folder.with_name("bf16-2")
+    with pytest.raises(RuntimeError, match="killed"):
+        cpu_backend._compile_once(other, fails)
+    assert not other.exists() and sorted(folder.parent.iterdir()) == sorted([folder, fresh])
+
+    def beaten(cache: Path) -> str:  # another process renames its folder into place first
+        compiler(other)(cache)
+        shutil.copytree(folder, other)
+        (other / "model.blob").write_bytes(b"theirs")
+        return "compiled"
+
+    assert cpu_backend._compile_once(other, beaten) == "compiled"
+    assert (other / "model.blob").read_bytes() == b"theirs"
+    assert sorted(folder.parent.iterdir()) == sorted([folder, other, fresh])
 
 
 @openvino_needed

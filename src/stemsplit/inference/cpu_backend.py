@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import torch
 
@@ -330,13 +330,15 @@ class ExportedTrunk:
         openvino = import_openvino()
         config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
         config["INFERENCE_NUM_THREADS"] = str(threads)
-        # OpenVINO's compiled model, read back in place of a compile. One folder per export file as written
-        # (name, size, time): a blob never meets an export file other than the one it was compiled from (a
-        # blob that did, after the file was written again, crashed OpenVINO's inference).
-        made = self.path.stat()
-        blobs = (self.blobs or self.path.parent) / f"{self.path.stem}-{made.st_size}-{made.st_mtime_ns}"
-        config["CACHE_DIR"] = str(blobs)
-        compiled: Any = openvino.Core().compile_model(str(self.path), "CPU", config)
+        # OpenVINO's compiled model, read back in place of a compile: one folder per export file as written
+        # (_blob_folder) and, in it, per precision and thread count, written whole or not at all.
+        folder = _blob_folder(self.path, self.blobs or self.path.parent) / f"{precision}-{threads}"
+        compiled: Any = _compile_once(
+            folder,
+            lambda cache: openvino.Core().compile_model(
+                str(self.path), "CPU", config | {"CACHE_DIR": str(cache)}
+            ),
+        )
         request: Any = compiled.create_infer_request()
 
         def infer(x: torch.Tensor, xt: torch.Tensor) -> Pair:
@@ -444,25 +446,83 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]", "_", name)
 
 
+STALE_S = 3600.0
+"""A temporary file or folder in the cache older than this (seconds) was left by a killed process: an export
+takes under a minute, a compile seconds."""
+
+_T = TypeVar("_T")
+
+
+def _blob_folder(export: Path, blobs: Path) -> Path:
+    """The folder of ``export``'s compiled blobs under ``blobs``, named by the export file as written (name,
+    size, modification time): a blob never meets an export file other than the one it was compiled from (a
+    blob that did, after the file was written again, crashed OpenVINO's inference)."""
+    made = export.stat()
+    return blobs / f"{export.stem}-{made.st_size}-{made.st_mtime_ns}"
+
+
+def _compile_once(folder: Path, compile: Callable[[Path], _T]) -> _T:
+    """``compile(cache)``, OpenVINO's compile with its model cache in ``cache``: ``folder`` when it exists (its
+    blob is read back), else a folder of this process's own, renamed to ``folder`` once the compile (which
+    writes the blob) returned. So a blob is seen whole or not at all: a process killed while writing one
+    leaves only its temporary folder (removed by a later compile after :data:`STALE_S`), and of two processes
+    compiling at once, the second to finish drops its copy."""
+    if folder.is_dir():
+        return compile(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(folder.parent)
+    temp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+    try:
+        result = compile(temp)
+        with contextlib.suppress(OSError):  # another process's folder is there first: this one is dropped
+            temp.rename(folder)
+        return result
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _remove_stale(folder: Path) -> None:
+    """Remove the temporary files and folders (``.*.tmp``) in ``folder`` older than :data:`STALE_S`."""
+    for path in folder.glob(".*.tmp"):
+        with contextlib.suppress(OSError):
+            if time.time() - path.stat().st_mtime > STALE_S:
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink()
+
+
 def _prune(cache_dir: Path, blobs: Path | None) -> None:
-    """Remove the exports of other generations (about 170 MB each for ``htdemucs``) and the compiled blobs of
-    other OpenVINO versions (about 180 MB per export and thread count), so that upgrades do not pile them
-    up. This generation's exports and ``blobs`` stay (other models, windows, weights); a file another
-    process still has open is left for a later run. ``blobs`` None (ONNX Runtime, which does not know
-    OpenVINO's version): the blob folders are left alone."""
+    """Remove the exports of other generations (about 170 MB each for ``htdemucs``), the compiled blobs of
+    other OpenVINO versions and, in ``blobs``, those of exports no longer there or written again since
+    (about 180 MB per export, precision and thread count), so that upgrades do not pile them up. This
+    generation's exports and their blobs stay (other models, windows, weights); a file another process still
+    has open is left for a later run. ``blobs`` None (ONNX Runtime, which does not know OpenVINO's version):
+    the blob folders are left alone."""
     keep = f"trunk-{_generation()}-"
     for path in [*cache_dir.glob("trunk-*.onnx"), *cache_dir.glob("trunk-*.onnx.deferred")]:
         if not path.name.startswith(keep):
             with contextlib.suppress(OSError):
                 path.unlink()
+    if blobs is None:
+        return
     for folder in cache_dir.glob("blobs-*"):
-        if blobs is not None and folder != blobs:
+        if folder != blobs:
+            shutil.rmtree(folder, ignore_errors=True)
+    current = set()
+    for export in cache_dir.glob("trunk-*.onnx"):
+        with contextlib.suppress(OSError):  # removed meanwhile by another process
+            current.add(_blob_folder(export, blobs).name)
+    for folder in blobs.glob("trunk-*"):
+        if folder.name not in current:
             shutil.rmtree(folder, ignore_errors=True)
 
 
 def _export(model: torch.nn.Module, example: tuple[torch.Tensor, torch.Tensor], path: Path) -> None:
-    """Export the trunk to ``path`` through a process-unique temp file and a rename (never a half file)."""
+    """Export the trunk to ``path`` through a process-unique temp file and a rename (never a half file); a
+    killed export's temp file is removed by a later export (:func:`_remove_stale`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(path.parent)
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with torch.no_grad(), _quiet_exporter():

@@ -132,10 +132,10 @@ def choose_cpu_backend(
     * Intel Xeon, family 6 model 207, AMX (2026-12-06): against PyTorch float32, on the quiet machine
       OpenVINO float32 1.28x and OpenVINO bfloat16 2.51x at 37.9 dB SNR against float32; on a loaded one
       (an older export) OpenVINO float32 1.60x, ONNX Runtime float32 0.89x (slower), OpenVINO bfloat16 2.78x,
-      PyTorch bfloat16 1.13x at 37.5 dB. End to end against the demucs command (quiet): 2.27x with the
-      default options (bfloat16, median of 5 pairs, an older export), 1.38x in float32 (median of 10). Earlier, model 167: OpenVINO float32 1.14x-1.31x. int8
-      (static, VNNI/AMX) fails the 35-dB bar at about 5 dB. So on Intel: OpenVINO, in bfloat16 too where the
-      CPU has AMX (``--precision auto`` picks bfloat16 there; the bar is 35 dB).
+      PyTorch bfloat16 1.13x at 37.5 dB. End to end against the demucs command (quiet): 2.16x-2.27x with
+      the default options (bfloat16), 1.37x in float32 (median of 15 pairs). Earlier, model 167: OpenVINO
+      float32 1.14x-1.31x. int8 (static, VNNI/AMX) fails the 35-dB bar at about 5 dB. So on Intel: OpenVINO,
+      in bfloat16 too where the CPU has AMX (``--precision auto`` picks bfloat16 there; the bar is 35 dB).
     * AMD EPYC (2 cores, issue 29's turn-2 probe, an older export without the two-level-sum norms): ONNX
       Runtime 1.30x PyTorch, OpenVINO 0.91x. Not measured with the current export. So elsewhere: ONNX
       Runtime, in float32 only.
@@ -175,7 +175,7 @@ def choose_cpu_backend(
     if dtype == torch.bfloat16:
         if intel and amx and not absent["openvino"]:
             return BackendChoice(
-                "openvino", "OpenVINO in bfloat16: measured 2.4x PyTorch float32 at 37.8 dB on an AMX Xeon"
+                "openvino", "OpenVINO in bfloat16: measured 2.5x PyTorch float32 at 37.9 dB on an AMX Xeon"
             )
         return BackendChoice("torch", "PyTorch: OpenVINO's bfloat16 is measured on Intel CPUs with AMX only")
     if dtype != torch.float32:

@@ -230,7 +230,7 @@ def cpu_precision(precision: str, flags: frozenset[str]) -> PrecisionChoice:
       unit-order scales (``--unit-scales``, 2026-12-03) bfloat16 was 36.8 dB from float32. The bar is 35 dB
       (issue 29: at the model's 9 dB SDR an independent error 35 dB down costs about 0.01 dB of SDR).
       On Intel CPUs with AMX the trunk runs in OpenVINO's bfloat16 (:mod:`.cpu_backend`; 2026-12-06,
-      family 6 model 207, quiet: 2.42x PyTorch float32 per window at 37.8 dB; loaded: PyTorch bfloat16
+      family 6 model 207, quiet: 2.51x PyTorch float32 per window at 37.9 dB; loaded: PyTorch bfloat16
       1.13x at 37.5 dB).
     * AMD EPYC with ``avx512_bf16`` but no AMX (2 cores): bfloat16 127.0 s against 99.9 s in float32
       (1.27x slower) at 48.8 dB; float16 13x slower than float32.

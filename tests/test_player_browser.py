@@ -137,6 +137,39 @@ def test_play_advances_the_position_and_pause_stops_it(page: Any) -> None:
     expect(page.get_by_role("button", name="Play", exact=True)).to_be_visible()
 
 
+AT_48K = """
+const Native = window.AudioContext;
+window.AudioContext = class extends Native {
+  constructor(options) { super({ ...options, sampleRate: 48000 }); }
+};
+"""
+"""An output device at 48 kHz (most computers' default), whatever rate headless Chromium picks."""
+
+
+def test_a_48_khz_device_gets_its_parts_at_48_khz_and_plays(
+    browser: Any, server: PlayerServer, tmp_path: Path
+) -> None:
+    """The page asks the server for every part at the device's rate (the track is 44.1 kHz), plays through
+    them, and Download mix still writes the track's own rate."""
+    context = browser.new_context(accept_downloads=True)
+    context.add_init_script(AT_48K)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    rates: list[str] = []
+    page.on("request", lambda r: "/api/pcm" in r.url and rates.append(r.url.rsplit("rate=", 1)[-1]))
+    page.goto(server.url)
+    page.wait_for_selector("body[data-ready=true]", timeout=30_000)
+    expect(page.locator("#status")).to_contain_text("48000 Hz")
+    page.get_by_role("button", name="Play", exact=True).click()
+    wait_for_position(page, lambda t: t > 2.0)
+    assert rates and set(rates) == {"48000"}
+    data, rate, _ = download_mix(page, tmp_path)
+    assert (rate, data.shape) == (SR, (3 * SR, 2))
+    context.close()
+    assert errors == []
+
+
 def test_space_and_arrows_drive_the_transport(page: Any) -> None:
     page.locator("h1").click()  # focus off the controls
     page.keyboard.press("ArrowRight")

@@ -319,7 +319,8 @@ def test_a_new_export_removes_those_of_other_versions_and_keeps_this_versions(
     blobs = cache / f"blobs-{cpu_backend._safe(cpu_backend.import_openvino().__version__)}"
     siblings = cpu_backend._blob_folder(sibling, blobs)  # this OpenVINO's blobs of the other model: kept
     gone = blobs / f"{older.stem}-4-1"  # of the older stemsplit's export: removed with it
-    for folder in (siblings / "f32-1", gone / "f32-1"):
+    stale = blobs / f"{sibling.stem}-4-1"  # of the other model's file as it was before it was written again
+    for folder in (siblings / "f32-1", gone / "f32-1", stale / "f32-1"):
         folder.mkdir(parents=True)
         (folder / "model.blob").write_bytes(b"blob")
     trunk = cpu_backend.ExportedTrunk(ours, cache, 1, ours.segment_samples)
@@ -358,7 +359,7 @@ def test_a_compiled_blob_appears_whole_or_not_at_all(tmp_path: Path) -> None:
     assert seen[1] == folder  # read back in place
 
     def fails(cache: Path) -> str:
-        cache.mkdir()
+        cache.mkdir(exist_ok=True)
         (cache / "model.blob").write_bytes(b"half")
         raise RuntimeError("killed")
 
@@ -671,12 +672,12 @@ def test_bfloat16_runs_the_export_through_openvino_close_to_float32(
     assert len(_exports(tmp_path)) == 1  # one export serves both runtimes and both precisions
 
 
-@pytest.mark.skipif("onnxruntime" in cpu_backend.missing_packages(), reason="ONNX Runtime has no wheel here")
+@openvino_needed
 def test_openvino_is_imported_without_its_telemetry(tmp_path: Path) -> None:
-    """The runtime imported and a model compiled the way the backend does it write nothing under the user's
-    home (OpenVINO's conversion tools count every import there and send an event), in a fresh process whose
-    home is a temporary folder; the tools still import afterwards, for whoever wants them."""
-    pytest.importorskip("openvino")
+    """The runtime imported through ``import_openvino`` and a model compiled into a cache folder write
+    nothing under the user's home (OpenVINO's conversion tools count every import there and send an event),
+    in a fresh process whose home is a temporary folder; the tools are still there for whoever imports them
+    (found, not imported: their import would send the event)."""
     script = """
 import pathlib, sys
 import numpy
@@ -685,19 +686,25 @@ ov = import_openvino()
 assert "openvino.tools.ovc" not in sys.modules
 import openvino.opset13 as ops
 param = ops.parameter([2], ov.Type.f32)
-compiled = ov.Core().compile_model(ov.Model([ops.relu(param)], [param]), "CPU")
+cache = {"CACHE_DIR": sys.argv[2]}
+compiled = ov.Core().compile_model(ov.Model([ops.relu(param)], [param]), "CPU", cache)
 assert list(compiled([numpy.array([-1.0, 2.0], numpy.float32)]).values())[0].tolist() == [0.0, 2.0]
 assert list(pathlib.Path(sys.argv[1]).rglob("*")) == [], "written under the home folder"
-from openvino.tools.ovc import convert_model  # the tools are still there
+import importlib.util
+assert importlib.util.find_spec("openvino.tools.ovc") is not None  # the tools are still there
 """
     import subprocess
     import sys
 
-    env = os.environ | {"HOME": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / ".cache")}
+    home = tmp_path / "home"
+    home.mkdir()
+    env = os.environ | {"HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache")}
     env.pop("CI", None)  # the tools skip their telemetry in CI: the test must see them try
-    subprocess.run([sys.executable, "-c", script, str(tmp_path)], env=env, check=True, timeout=120)
+    cache = tmp_path / "cache"
+    subprocess.run([sys.executable, "-c", script, str(home), str(cache)], env=env, check=True, timeout=120)
 
 
+@pytest.mark.skipif("onnxruntime" in cpu_backend.missing_packages(), reason="ONNX Runtime has no wheel here")
 def test_onnx_runtime_is_imported_with_its_telemetry_off(tmp_path: Path) -> None:
     """A session made the way the backend makes it writes nothing under the user's home (ONNX Runtime's
     event store and device id), in a fresh process whose home is a temporary folder."""

@@ -285,18 +285,23 @@ def _perturbed(module: torch.nn.Module) -> torch.nn.Module:
     return module
 
 
-@pytest.mark.parametrize("norm_groups", [0, 1, 2, 4, 3])
+@pytest.mark.parametrize(
+    ("norm_groups", "affine", "bias", "conv_groups"),
+    [(0, True, True, 1), (1, True, True, 1), (2, True, False, 1), (4, False, True, 1), (3, True, True, 1),
+     (1, True, True, 2)],
+)  # fmt: skip
 @pytest.mark.parametrize("dims", [1, 2])
 def test_glu_of_a_conv_exports_as_two_convs(
-    norm_groups: int, dims: int, monkeypatch: pytest.MonkeyPatch
+    norm_groups: int, affine: bool, bias: bool, conv_groups: int, dims: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Exported, a conv · norm · GLU runs as two convs of half the channels (the norm on the halves) and
-    computes what the ordinary form does; a norm whose groups straddle the halves (3) keeps the ordinary form."""
+    computes what the ordinary form does; a norm whose groups straddle the halves (3) or a grouped conv (a
+    half of its filters would read the wrong input groups) keeps the ordinary form."""
     torch.manual_seed(norm_groups)
     conv_type = torch.nn.Conv2d if dims == 2 else torch.nn.Conv1d
-    conv = _perturbed(conv_type(5, 12, 3, padding=1))
-    norm = _perturbed(GroupNorm(norm_groups, 12) if norm_groups else torch.nn.Identity())
-    x = torch.randn(2, 5, *(9,) * (dims - 1), 300, dtype=torch.float64)
+    conv = _perturbed(conv_type(6, 12, 3, padding=1, bias=bias, groups=conv_groups))
+    norm = _perturbed(GroupNorm(norm_groups, 12, affine=affine) if norm_groups else torch.nn.Identity())
+    x = torch.randn(2, 6, *(9,) * (dims - 1), 300, dtype=torch.float64)
     expected = torch.nn.functional.glu(norm(conv(x)), dim=1)
     convs: list[tuple[int, ...]] = []
     real = torch.nn.functional.conv2d if dims == 2 else torch.nn.functional.conv1d
@@ -309,8 +314,9 @@ def test_glu_of_a_conv_exports_as_two_convs(
     with torch.no_grad():
         exported = glu_conv(conv, norm, x)
     torch.testing.assert_close(exported, expected, atol=1e-10, rtol=0)
-    halves = [(6, 5, *(3,) * dims)] * 2
-    assert convs == (halves if norm_groups != 3 else [(12, 5, *(3,) * dims)])  # or the whole conv, once
+    whole = (12, 6 // conv_groups, *(3,) * dims)
+    split = norm_groups != 3 and conv_groups == 1
+    assert convs == ([(6, 6, *(3,) * dims)] * 2 if split else [whole])  # two halves, or the whole conv once
 
 
 @pytest.mark.parametrize("freq", [True, False])
@@ -327,6 +333,7 @@ def test_layers_export_what_they_compute(freq: bool, monkeypatch: pytest.MonkeyP
         with torch.no_grad(), monkeypatch.context() as patch:
             eager = (encoder(x), decoder.inner(x, skip))
             patch.setattr(torch.onnx, "is_in_onnx_export", lambda: True)
+            patch.setattr(torch.nn.functional, "glu", lambda *a, **k: pytest.fail("a GLU was not split"))
             exported = (encoder(x), decoder.inner(x, skip))
         for got, want in zip(exported, eager, strict=True):
             torch.testing.assert_close(got, want, atol=1e-9, rtol=0)

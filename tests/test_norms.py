@@ -92,3 +92,8 @@ def test_group_norm_halves_are_the_norm_of_the_whole(groups: int) -> None:
 def test_group_norm_halves_refuse_a_group_across_the_halves() -> None:
     with pytest.raises(ValueError, match="3 groups"):
         group_norm_halves(GroupNorm(3, 6), torch.randn(1, 3, 4), torch.randn(1, 3, 4))
+
+
+def test_group_norm_halves_refuse_rows_for_several_groups() -> None:
+    with pytest.raises(ValueError, match="every axis but the batch"):
+        group_norm_halves(GroupNorm(2, 4), torch.randn(1, 2, 3, 4), torch.randn(1, 2, 3, 4), (1, 3))

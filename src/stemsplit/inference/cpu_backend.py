@@ -16,7 +16,7 @@ frequency DConv on the map, without transposed copies; each convolution · norm 
 half the channels, :func:`stemsplit.model.layers.glu_conv`, without the GLU's split copy). OpenVINO compiles
 the export the first time (about 4 s) and keeps the compiled model beside it (``blobs-<openvino version>/``,
 about 180 MB per export, thread count and precision; other versions' folders are removed), which later runs
-read back in 0.3-0.6 s; ONNX Runtime builds its session from the export each run (about 0.8 s). Windows run
+read back in 0.3-1 s; ONNX Runtime builds its session from the export each run (about 0.8 s). Windows run
 one at a time, so a window's output never depends on what shares its batch; inputs of another shape run in
 PyTorch.
 """
@@ -33,6 +33,7 @@ import platform
 import re
 import shutil
 import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -307,6 +308,8 @@ class ExportedTrunk:
         if runtime == "openvino":
             self.blobs = cache_dir / f"blobs-{_safe(import_openvino().__version__)}"
         self.export_s = 0.0
+        if cache_dir.is_dir():
+            _remove_stale(cache_dir)  # what killed exports left
         if not self.path.is_file():
             deferred = self.path.with_name(self.path.name + ".deferred")
             if not allow_export and not deferred.is_file():
@@ -458,21 +461,28 @@ def _blob_folder(export: Path, blobs: Path) -> Path:
     """The folder of ``export``'s compiled blobs under ``blobs``, named by the export file as written (name,
     size, modification time): a blob never meets an export file other than the one it was compiled from (a
     blob that did, after the file was written again, crashed OpenVINO's inference)."""
+    return blobs / _blob_name(export)
+
+
+def _blob_name(export: Path) -> str:
     made = export.stat()
-    return blobs / f"{export.stem}-{made.st_size}-{made.st_mtime_ns}"
+    return f"{export.stem}-{made.st_size}-{made.st_mtime_ns}"
 
 
 def _compile_once(folder: Path, compile: Callable[[Path], _T]) -> _T:
     """``compile(cache)``, OpenVINO's compile with its model cache in ``cache``: ``folder`` when it exists (its
-    blob is read back), else a folder of this process's own, renamed to ``folder`` once the compile (which
-    writes the blob) returned. So a blob is seen whole or not at all: a process killed while writing one
-    leaves only its temporary folder (removed by a later compile after :data:`STALE_S`), and of two processes
-    compiling at once, the second to finish drops its copy."""
+    blob is read back), else a new temporary folder of the call's own (unique even where process ids repeat,
+    as in containers), renamed to ``folder`` once the compile (which writes the blob) returned. So a blob is
+    seen whole or not at all: a process killed while writing one leaves only its temporary folder (removed by
+    a later run after :data:`STALE_S`), and of two processes compiling at once, the second to finish drops its
+    copy. (Where ``folder`` exists but OpenVINO finds no blob in it for this model and CPU, OpenVINO writes
+    one there itself, not atomically.)"""
+    if folder.parent.is_dir():
+        _remove_stale(folder.parent)
     if folder.is_dir():
         return compile(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale(folder.parent)
-    temp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+    temp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
     try:
         result = compile(temp)
         with contextlib.suppress(OSError):  # another process's folder is there first: this one is dropped
@@ -495,35 +505,35 @@ def _remove_stale(folder: Path) -> None:
 
 def _prune(cache_dir: Path, blobs: Path | None) -> None:
     """Remove the exports of other generations (about 180 MB each for ``htdemucs``), the compiled blobs of
-    other OpenVINO versions and, in ``blobs``, those of exports no longer there or written again since
-    (about 180 MB per export, precision and thread count), so that upgrades do not pile them up. This
-    generation's exports and their blobs stay (other models, windows, weights); a file another process still
-    has open is left for a later run. ``blobs`` None (ONNX Runtime, which does not know OpenVINO's version):
-    the blob folders are left alone."""
+    exports no longer there or written again since (about 180 MB per export, precision and thread count) and
+    those of other OpenVINO versions, so that upgrades do not pile them up. This generation's exports and
+    their blobs stay (other models, windows, weights); a file another process still has open is left for a
+    later run. ``blobs`` None (ONNX Runtime, which does not know OpenVINO's version): other versions' blob
+    folders stay."""
     keep = f"trunk-{_generation()}-"
     for path in [*cache_dir.glob("trunk-*.onnx"), *cache_dir.glob("trunk-*.onnx.deferred")]:
         if not path.name.startswith(keep):
             with contextlib.suppress(OSError):
                 path.unlink()
-    if blobs is None:
-        return
-    for folder in cache_dir.glob("blobs-*"):
-        if folder != blobs:
-            shutil.rmtree(folder, ignore_errors=True)
+    # The blob folders are listed before the exports: a folder made meanwhile by another process belongs to
+    # an export written before it, which the listing below sees.
+    folders = [folder for version in cache_dir.glob("blobs-*") for folder in version.glob("trunk-*")]
     current = set()
     for export in cache_dir.glob("trunk-*.onnx"):
         with contextlib.suppress(OSError):  # removed meanwhile by another process
-            current.add(_blob_folder(export, blobs).name)
-    for folder in blobs.glob("trunk-*"):
+            current.add(_blob_name(export))
+    for folder in folders:
         if folder.name not in current:
             shutil.rmtree(folder, ignore_errors=True)
+    for version in cache_dir.glob("blobs-*"):
+        if blobs is not None and version != blobs:
+            shutil.rmtree(version, ignore_errors=True)
 
 
 def _export(model: torch.nn.Module, example: tuple[torch.Tensor, torch.Tensor], path: Path) -> None:
     """Export the trunk to ``path`` through a process-unique temp file and a rename (never a half file); a
-    killed export's temp file is removed by a later export (:func:`_remove_stale`)."""
+    killed export's temp file is removed by a later run (:func:`_remove_stale`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale(path.parent)
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with torch.no_grad(), _quiet_exporter():

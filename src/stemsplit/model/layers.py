@@ -139,7 +139,8 @@ def _exported_branch(branch: nn.Module, x: torch.Tensor, *, rows: bool) -> torch
     i = 0
     while i < len(blocks):
         module = blocks[i]
-        if isinstance(module, nn.Conv1d) and i + 2 < len(blocks) and isinstance(blocks[i + 2], nn.GLU):
+        glu = blocks[i + 2] if i + 2 < len(blocks) else None
+        if isinstance(module, nn.Conv1d) and isinstance(glu, nn.GLU) and glu.dim == 1:
             y = glu_conv(module, blocks[i + 1], y, rows=rows)
             i += 3
         else:
@@ -170,6 +171,7 @@ def glu_conv(conv: nn.Module, norm: nn.Module, x: torch.Tensor, *, rows: bool = 
         exporting()
         and isinstance(conv, (nn.Conv1d, nn.Conv2d))
         and conv.padding_mode == "zeros"
+        and conv.groups == 1  # a half of a grouped conv's filters would read the wrong input groups
         and (isinstance(norm, nn.Identity) or _halves_norm(norm))
     )
     if not split:

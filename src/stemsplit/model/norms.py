@@ -87,13 +87,16 @@ def group_norm_halves(
     the batch; the frequency DConv's per-row norm passes (1, 3)).
 
     Raises:
-        ValueError: another odd number of groups (a group would straddle the halves).
+        ValueError: another odd number of groups (a group would straddle the halves), or ``dims`` given with
+            an even number (its groups span every axis but the batch).
     """
     weight, bias = _affine(norm)
     half = a.shape[1]
     weights = (None, None) if weight is None else (weight[:half], weight[half:])
     biases = (None, None) if bias is None else (bias[:half], bias[half:])
     if norm.num_groups % 2 == 0:
+        if dims is not None:
+            raise ValueError(f"a GroupNorm of {norm.num_groups} groups normalises every axis but the batch")
         return (
             group_norm(a, norm.num_groups // 2, weights[0], biases[0], norm.eps),
             group_norm(b, norm.num_groups // 2, weights[1], biases[1], norm.eps),

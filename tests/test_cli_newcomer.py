@@ -399,6 +399,20 @@ def test_a_mistyped_subcommand_is_not_taken_for_a_missing_file() -> None:
     assert run.stderr.splitlines() == ["Error: no file named 'doctr'; did you mean `stemsplit doctor`?"]
 
 
+@pytest.mark.parametrize("command", sorted(cli.SUBCOMMANDS))
+def test_a_subcommand_alone_runs_it(command: str) -> None:
+    """``stemsplit doctor`` reports; ``models``, ``mix`` and ``play`` alone show their own usage, not the
+    mistyped-subcommand error (each is its own closest match)."""
+    run = _console_script(command)
+    assert "did you mean" not in run.stderr
+    if command == "doctor":
+        assert run.returncode == 0, run.stderr
+        assert "Versions" in run.stdout and "stemsplit" in run.stdout
+    else:
+        assert run.returncode == 2
+        assert run.stderr.startswith(f"Usage: stemsplit {command} [OPTIONS]"), run.stderr
+
+
 def test_fewer_stems_than_on_disk_are_kept_without_running_the_network(
     model_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

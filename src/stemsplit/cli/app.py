@@ -114,7 +114,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             ui.stderr.print(SHORT_USAGE, markup=False, emoji=False, end="")
             raise SystemExit(ui.EXIT_USAGE)
         typo = get_close_matches(args[0], SUBCOMMANDS, n=1, cutoff=0.75)
-        if len(args) == 1 and typo and not Path(args[0]).exists():  # ``stemsplit doctr``
+        mistyped = args[0] not in SUBCOMMANDS and not Path(args[0]).exists()  # ``stemsplit doctr``
+        if len(args) == 1 and typo and mistyped:
             ui.stderr.print(
                 f"Error: no file named {args[0]!r}; did you mean `stemsplit {typo[0]}`?", markup=False
             )

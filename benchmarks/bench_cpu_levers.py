@@ -722,7 +722,7 @@ def main() -> None:
         elif lever in ("ort", "openvino", "openvino_bf16", "int8_ort", "int8_openvino", "int8_openvino_bf16"):
             if onnx is None:  # one export serves them all
                 folder = tempfile.mkdtemp(prefix="bench_levers_onnx_")
-                atexit.register(shutil.rmtree, folder, ignore_errors=True)  # 180 MB, and the int8 file
+                atexit.register(shutil.rmtree, folder, ignore_errors=True)  # 170 MB, and the int8 file
                 onnx = Path(folder) / "trunk.onnx"
                 setup[lever] = f"export {export_onnx(model, x, xt, onnx):.1f} s, "
                 t0 = time.perf_counter()

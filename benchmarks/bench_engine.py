@@ -186,7 +186,7 @@ def real_model_run(args: argparse.Namespace) -> dict[str, float | str]:
     rows: list[tuple[str, float, float, str]] = []
 
     exports = Path(tempfile.mkdtemp(prefix="bench_engine_exports_"))  # a cold OpenVINO export cache
-    atexit.register(shutil.rmtree, exports, ignore_errors=True)  # 180 MB per export
+    atexit.register(shutil.rmtree, exports, ignore_errors=True)  # 170 MB per export
 
     def ours(precision: str, backend: str | None = args.cpu_backend) -> torch.Tensor:
         opts = EngineOptions(

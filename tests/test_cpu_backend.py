@@ -9,6 +9,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -466,9 +467,17 @@ def test_a_failing_export_leaves_no_file_and_falls_back_to_torch(
     _, ours = small_pair
     wav = _track(0.7, seed=2)
 
-    def broken_export(model: object, args: object, f: str, **kwargs: object) -> None:
-        Path(f).write_bytes(b"half a file")
-        raise RuntimeError("exporter broke")
+    real_export = torch.onnx.export
+
+    def broken_export(*args: Any, **kwargs: Any) -> Any:
+        program = real_export(*args, **kwargs)
+
+        def save(path: str, **_: object) -> None:  # dies half-way through writing the file
+            Path(path).write_bytes(b"half a file")
+            raise RuntimeError("exporter broke")
+
+        program.save = save
+        return program
 
     monkeypatch.setattr(torch.onnx, "export", broken_export)
     with pytest.warns(CpuBackendFallbackWarning, match="exporter broke"):

@@ -6,19 +6,19 @@ measured faster on the CPU's family (:func:`choose_cpu_backend` states the figur
 neither is installed (no wheel for the platform), where a runtime fails (with a warning), and for inputs of
 another shape. Both runtimes are default dependencies (``pyproject.toml``; the README's design notes).
 
-:class:`ExportedTrunk` exports the trunk once per weights to ONNX (``torch.onnx.export`` without its graph
-optimiser; 15 s for the full-size ``htdemucs`` on a quiet 2-core Xeon) into the cache, keyed by a hash of the
-weights, the architecture, the trunk's input shapes, the versions of stemsplit and torch and the model
-package's source, written atomically (temp name, then rename; exports of other stemsplit or torch versions are
-removed then). While exporting, the model takes the forms the runtimes run fast and exactly
-(:mod:`stemsplit.model.norms`: norms with two-level sums, without which OpenVINO's norms were 4e-4 off; the
-frequency DConv on the map, without transposed copies; each convolution · norm · GLU as two convolutions of
-half the channels, :func:`stemsplit.model.layers.glu_conv`, without the GLU's split copy). OpenVINO compiles
-the export the first time (about 4 s) and keeps the compiled model beside it (``blobs-<openvino version>/``,
-about 180 MB per export, thread count and precision; other versions' folders are removed), which later runs
-read back in 0.3-1 s; ONNX Runtime builds its session from the export each run (about 0.8 s). Windows run
-one at a time, so a window's output never depends on what shares its batch; inputs of another shape run in
-PyTorch.
+:class:`ExportedTrunk` exports the trunk once per weights to ONNX (``torch.onnx.export``, of its graph
+optimiser only the constant folding, :func:`_export`; 15 s for the full-size ``htdemucs`` on a quiet 2-core
+Xeon) into the cache, keyed by a hash of the weights, the architecture, the trunk's input shapes, the versions
+of stemsplit and torch and the model package's source, written atomically (temp name, then rename; exports of
+other stemsplit or torch versions are removed then). While exporting, the model takes the forms the runtimes
+run fast and exactly (:mod:`stemsplit.model.norms`: norms with two-level sums, without which OpenVINO's norms
+were 4e-4 off; the frequency DConv on the map, without transposed copies; each convolution · norm · GLU as two
+convolutions of half the channels, :func:`stemsplit.model.layers.glu_conv`, without the GLU's split copy).
+OpenVINO compiles the export the first time (about 4 s) and keeps the compiled model beside it
+(``blobs-<openvino version>/``, about 180 MB per export, thread count and precision; other versions' folders
+are removed), which later runs read back in 0.3-1 s; ONNX Runtime builds its session from the export each run
+(about 0.8 s). Windows run one at a time, so a window's output never depends on what shares its batch; inputs
+of another shape run in PyTorch.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ RUNTIME_PACKAGES: dict[str, tuple[str, ...]] = {
 """What each runtime's backend imports: the runtime, and the packages ``torch.onnx.export`` needs."""
 
 _NAMES = {"torch": "PyTorch", "openvino": "OpenVINO", "onnxruntime": "ONNX Runtime"}
-_FORMAT = 2  # bump when the export changes in a way the other key parts do not show (2: optimize=False)
+_FORMAT = 3  # bump when the export changes in a way the other key parts do not show (3: constants folded)
 
 
 class ExportDeferred(Exception):
@@ -504,7 +504,7 @@ def _remove_stale(folder: Path) -> None:
 
 
 def _prune(cache_dir: Path, blobs: Path | None) -> None:
-    """Remove the exports of other generations (about 180 MB each for ``htdemucs``), the compiled blobs of
+    """Remove the exports of other generations (about 170 MB each for ``htdemucs``), the compiled blobs of
     exports no longer there or written again since (about 180 MB per export, precision and thread count) and
     those of other OpenVINO versions, so that upgrades do not pile them up. This generation's exports and
     their blobs stay (other models, windows, weights); a file another process still has open is left for a
@@ -532,25 +532,33 @@ def _prune(cache_dir: Path, blobs: Path | None) -> None:
 
 def _export(model: torch.nn.Module, example: tuple[torch.Tensor, torch.Tensor], path: Path) -> None:
     """Export the trunk to ``path`` through a process-unique temp file and a rename (never a half file); a
-    killed export's temp file is removed by a later run (:func:`_remove_stale`)."""
+    killed export's temp file is removed by a later run (:func:`_remove_stale`).
+
+    Of ONNX's graph optimisations only two run: constants folded and unused nodes removed (0.8 s for
+    ``htdemucs``: 10,919 nodes to 3,772, without which OpenVINO read its compiled model back 0.2 s slower on
+    every run). The full optimiser (onnxscript's rewriter) took 25 of the 40 s of that export for nothing
+    measurable at run time (``benchmarks/RESULTS.md``, 2026-12-06).
+    """
+    import onnxscript.optimizer
+
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with torch.no_grad(), _quiet_exporter():
-            torch.onnx.export(
+            program = torch.onnx.export(
                 _Trunk(model).eval(),
                 example,
-                str(temp),
                 input_names=["x", "xt"],
                 output_names=["y", "yt"],
                 opset_version=18,
                 dynamo=True,
-                external_data=False,
-                # ONNX's own graph optimiser (onnxscript's rewriter) took 25 of the 40 s of htdemucs' export, for
-                # nothing measurable at run time: both runtimes optimise the graph themselves (RESULTS.md).
                 optimize=False,
                 verbose=False,  # no progress lines on stdout, which carries only results
             )
+            assert program is not None  # the dynamo exporter returns its program
+            onnxscript.optimizer.fold_constants(program.model)
+            onnxscript.optimizer.remove_unused_nodes(program.model)
+            program.save(str(temp), external_data=False)
         os.replace(temp, path)
     finally:
         temp.unlink(missing_ok=True)

@@ -134,7 +134,7 @@ def choose_cpu_backend(
       OpenVINO float32 1.28x and OpenVINO bfloat16 2.51x at 37.9 dB SNR against float32; on a loaded one
       (an older export) OpenVINO float32 1.60x, ONNX Runtime float32 0.89x (slower), OpenVINO bfloat16 2.78x,
       PyTorch bfloat16 1.13x at 37.5 dB. End to end against the demucs command (quiet): 2.16x-2.27x with
-      the default options (bfloat16), 1.37x in float32 (median of 15 pairs). Earlier, model 167: OpenVINO
+      the default options (bfloat16), 1.37x in float32 (median of 20 pairs). Earlier, model 167: OpenVINO
       float32 1.14x-1.31x. int8 (static, VNNI/AMX) fails the 35-dB bar at about 5 dB. So on Intel: OpenVINO,
       in bfloat16 too where the CPU has AMX (``--precision auto`` picks bfloat16 there; the bar is 35 dB).
     * AMD EPYC (2 cores, issue 29's turn-2 probe, an older export without the two-level-sum norms): ONNX

@@ -308,8 +308,7 @@ class ExportedTrunk:
         if runtime == "openvino":
             self.blobs = cache_dir / f"blobs-{_safe(import_openvino().__version__)}"
         self.export_s = 0.0
-        if cache_dir.is_dir():
-            _remove_stale(cache_dir)  # what killed exports left
+        _remove_stale(cache_dir)  # what killed exports left
         if not self.path.is_file():
             deferred = self.path.with_name(self.path.name + ".deferred")
             if not allow_export and not deferred.is_file():
@@ -477,8 +476,7 @@ def _compile_once(folder: Path, compile: Callable[[Path], _T]) -> _T:
     a later run after :data:`STALE_S`), and of two processes compiling at once, the second to finish drops its
     copy. (Where ``folder`` exists but OpenVINO finds no blob in it for this model and CPU, OpenVINO writes
     one there itself, not atomically.)"""
-    if folder.parent.is_dir():
-        _remove_stale(folder.parent)
+    _remove_stale(folder.parent)
     if folder.is_dir():
         return compile(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -493,7 +491,8 @@ def _compile_once(folder: Path, compile: Callable[[Path], _T]) -> _T:
 
 
 def _remove_stale(folder: Path) -> None:
-    """Remove the temporary files and folders (``.*.tmp``) in ``folder`` older than :data:`STALE_S`."""
+    """Remove the temporary files and folders (``.*.tmp``) in ``folder`` older than :data:`STALE_S` (a folder
+    not made yet has none: its glob is empty)."""
     for path in folder.glob(".*.tmp"):
         with contextlib.suppress(OSError):
             if time.time() - path.stat().st_mtime > STALE_S:

@@ -702,15 +702,9 @@ assert list(pathlib.Path(sys.argv[1]).rglob("*")) == [], "written under the home
 import importlib.util
 assert importlib.util.find_spec("openvino.tools.ovc") is not None  # the tools are still there
 """
-    import subprocess
-    import sys
-
     home = tmp_path / "home"
-    home.mkdir()
-    env = os.environ | {"HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache")}
-    env.pop("CI", None)  # the tools skip their telemetry in CI: the test must see them try
-    cache = tmp_path / "cache"
-    subprocess.run([sys.executable, "-c", script, str(home), str(cache)], env=env, check=True, timeout=120)
+    # CI unset: the tools skip their telemetry in CI, and the test must see them try
+    _run_with_home(script, home, str(home), str(tmp_path / "cache"), unset=("CI",))
 
 
 @pytest.mark.skipif("onnxruntime" in cpu_backend.missing_packages(), reason="ONNX Runtime has no wheel here")
@@ -732,11 +726,17 @@ ort = import_onnxruntime()
 session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
 assert session.run(None, {"x": numpy.full(1, -1.0, numpy.float32)})[0][0] == 0.0
 """
-    import os
+    _run_with_home(script, tmp_path, unset=("ORT_DISABLE_TELEMETRY",))
+    assert list(tmp_path.rglob("*")) == []
+
+
+def _run_with_home(script: str, home: Path, *args: str, unset: tuple[str, ...] = ()) -> None:
+    """Run ``script`` (with ``args``) in a fresh Python whose home and cache folder are ``home`` (made if
+    missing), without the variables ``unset``; it must exit 0."""
     import subprocess
     import sys
 
-    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
-    env |= {"HOME": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / ".cache")}
-    subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=120)
-    assert list(tmp_path.rglob("*")) == []
+    home.mkdir(exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k not in unset}
+    env |= {"HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache")}
+    subprocess.run([sys.executable, "-c", script, *args], env=env, check=True, timeout=120)
